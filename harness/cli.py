@@ -1,0 +1,166 @@
+"""``harness <subcommand>``: a thin command line over the library.
+
+Each subcommand parses its arguments and calls one library function; every user-facing
+error is a one-line message on stderr and exit status 2 (no traceback), because bad input
+(a misspelled key, a missing file) is expected, not exceptional.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from harness.config import ConfigError
+from harness.registry import RegistryError
+
+EPILOG_MAIN = """examples:
+  harness data build --profile tiny --out data/tiny
+  harness data stats data/tiny
+  harness validate sweeps/base/tiny.yaml
+  harness ls
+"""
+
+
+class UserError(Exception):
+    """An error caused by input; printed as one line, exit status 2."""
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+
+
+# ----------------------------------------------------------------------------- validate / ls
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from harness.validate import validate_file
+
+    for path in args.files:
+        kind = validate_file(Path(path))
+        print(f"ok  {path}  ({kind})")
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from harness.registries import all_registries
+
+    regs = all_registries()
+    wanted = args.what or list(regs)
+    for name in wanted:
+        if name not in regs:
+            raise UserError(f"unknown registry {name!r}; choose from {', '.join(regs)}")
+        reg = regs[name]
+        print(f"{name} ({reg.kind}):")
+        for item in reg.names():
+            print(f"  {item}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def cmd_data_build(args: argparse.Namespace) -> int:
+    from harness.data.synth import build_corpus
+
+    build_corpus(args.profile, Path(args.out), seed=args.seed, workers=args.workers)
+    return 0
+
+
+def cmd_data_stats(args: argparse.Namespace) -> int:
+    from harness.data.manifest import corpus_stats, format_stats
+
+    print(format_stats(corpus_stats(Path(args.dir))))
+    return 0
+
+
+def cmd_data_import(args: argparse.Namespace) -> int:
+    from harness.data.importers import import_corpus
+
+    import_corpus(args.corpus, Path(args.src), Path(args.out))
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="harness",
+        description="Benchmark and ablate fast distillation of speech foundation models.",
+        epilog=EPILOG_MAIN,
+        formatter_class=_formatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser(
+        "validate", help="check YAML configs (runs, sweeps, corpora) strictly",
+        epilog="examples:\n  harness validate sweeps/base/tiny.yaml\n  harness validate sweeps/**/*.yaml",
+        formatter_class=_formatter,
+    )
+    p.add_argument("files", nargs="+", help="YAML files")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser(
+        "ls", help="list the registries (stacking variants, losses, tasks, teachers)",
+        epilog="examples:\n  harness ls\n  harness ls stacking", formatter_class=_formatter,
+    )
+    p.add_argument("what", nargs="*", help="registry names (default: all)")
+    p.set_defaults(func=cmd_ls)
+
+    data = sub.add_parser("data", help="build, import and inspect corpora").add_subparsers(
+        dest="data_command", metavar="DATA_COMMAND"
+    )
+    data.required = True
+    p = data.add_parser(
+        "build", help="synthesise the embedded corpus with eSpeak NG",
+        epilog="examples:\n  harness data build --profile tiny --out data/tiny\n"
+        "  harness data build --profile embedded --out data/embedded --workers 2",
+        formatter_class=_formatter,
+    )
+    p.add_argument("--profile", choices=("tiny", "embedded"), required=True)
+    p.add_argument("--out", required=True, help="output folder (audio + JSONL manifests)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=0, help="processes (0 = all cores)")
+    p.set_defaults(func=cmd_data_build)
+
+    p = data.add_parser(
+        "stats", help="hours, utterances, speakers and class balance per split",
+        epilog="examples:\n  harness data stats data/embedded", formatter_class=_formatter,
+    )
+    p.add_argument("dir", help="a corpus folder with <split>.jsonl manifests")
+    p.set_defaults(func=cmd_data_stats)
+
+    p = data.add_parser(
+        "import", help="convert a real corpus' on-disk layout into manifests",
+        epilog="examples:\n  harness data import librispeech /data/LibriSpeech --out data/librispeech\n"
+        "  harness data import speech_commands /data/speech_commands_v0.01 --out data/ks",
+        formatter_class=_formatter,
+    )
+    p.add_argument(
+        "corpus", choices=("librispeech", "speech_commands", "fluent_commands", "voxceleb1", "iemocap")
+    )
+    p.add_argument("src", help="the corpus' root folder, as distributed")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_data_import)
+
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``harness`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (UserError, ConfigError, RegistryError, FileNotFoundError) as err:
+        print(f"harness: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("harness: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

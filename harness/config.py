@@ -1,0 +1,439 @@
+"""Typed configs: dataclasses are the source of truth, YAML only overrides them.
+
+Every config the harness reads (a distillation run, a corpus build, a sweep) is a tree of
+dataclasses with defaults. :func:`from_dict` builds one from a mapping and is strict: an
+unknown key or a value of the wrong type raises :class:`ConfigError` naming the file, the
+dotted key, and the nearest valid key. Cross-field checks live in each class'
+``validate()``, called after construction. :func:`apply_overrides` takes ``key=value``
+strings (``stacking.variant=top``), parsed as YAML scalars.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from harness.registry import did_you_mean
+
+PROFILES = ("tiny", "embedded", "paper")
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the file and dotted key."""
+
+
+# ----------------------------------------------------------------------------- machinery
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin in (list, tuple):
+        args = typing.get_args(tp)
+        return f"list[{_type_name(args[0])}]" if args else "list"
+    if origin is dict:
+        k, v = typing.get_args(tp)
+        return f"mapping of {_type_name(k)} -> {_type_name(v)}"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against type ``tp`` and convert it (nested dataclasses, tuples).
+
+    Raises:
+        ConfigError: naming ``where`` and the expected type.
+    """
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
+        return _build(tp, value, where)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            hint = did_you_mean(str(value), [str(a) for a in typing.get_args(tp)])
+            raise ConfigError(f"{where}: {value!r} is not one of {_type_name(tp)}{hint}")
+        return value
+    if origin in (Union, types.UnionType):
+        errors = []
+        for arg in typing.get_args(tp):
+            try:
+                return _convert(value, arg, where)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    if tp is type(None):
+        if value is not None:
+            raise ConfigError(f"{where}: expected null, got {value!r}")
+        return None
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        (arg,) = typing.get_args(tp)[:1] or (Any,)
+        items = [_convert(v, arg, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        kt, vt = typing.get_args(tp)
+        return {_convert(k, kt, where): _convert(v, vt, f"{where}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported config type {tp!r}")  # a bug in the schema
+
+
+def _build(cls: type, data: dict, where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            prefix = f"{where}." if where else ""
+            hint = did_you_mean(dotted, [prefix + n for n in names])
+            raise ConfigError(f"unknown key '{dotted}'{hint}")
+        kwargs[key] = _convert(value, hints[key], dotted)
+    obj = cls(**kwargs)
+    return obj
+
+
+def from_dict(cls: type, data: dict | None, source: str | Path = "<dict>") -> Any:
+    """Build and validate a config dataclass from a mapping.
+
+    Args:
+        cls: the dataclass type (e.g. :class:`RunConfig`).
+        data: the mapping, typically parsed YAML; ``None`` means all defaults.
+        source: file name used in error messages.
+
+    Returns:
+        An instance of ``cls`` whose ``validate()`` (recursively) passed.
+
+    Raises:
+        ConfigError: ``"<source>: unknown key 'stacking.varaint'; did you mean
+            'stacking.variant'?"`` and the like.
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
+    try:
+        obj = _build(cls, data, "")
+        validate_tree(obj)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    return obj
+
+
+def validate_tree(obj: Any, where: str = "") -> None:
+    """Call ``validate()`` on ``obj`` and every nested config dataclass, innermost first."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            validate_tree(value, f"{where}{f.name}.")
+    check = getattr(obj, "validate", None)
+    if callable(check):
+        try:
+            check()
+        except ConfigError as err:
+            raise ConfigError(f"{where}{err}" if where else str(err)) from None
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping, with a one-line error for a missing or malformed file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{line} is not valid YAML ({getattr(err, 'problem', err)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict:
+    """Turn ``["a.b=1", "c=[1, 2]"]`` into a nested mapping; values are parsed as YAML."""
+    out: dict = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. stacking.variant=top)")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw.strip() else ""
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r} conflicts with another override of {part!r}")
+        node[parts[-1]] = value
+    return out
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    """Recursively merge ``update`` into a copy of ``base`` (mappings merge, others replace)."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def to_dict(obj: Any) -> dict:
+    """A config dataclass as plain YAML-able data (tuples become lists)."""
+
+    def plain(x: Any) -> Any:
+        if isinstance(x, (list, tuple)):
+            return [plain(v) for v in x]
+        if isinstance(x, dict):
+            return {k: plain(v) for k, v in x.items()}
+        return x
+
+    return plain(dataclasses.asdict(obj))
+
+
+def dump_yaml(obj: Any, path: str | Path) -> None:
+    """Write a resolved config next to a result (atomically: tmp file + rename)."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(yaml.safe_dump(to_dict(obj), sort_keys=False))
+    tmp.replace(path)
+
+
+# ----------------------------------------------------------------------------- run config
+
+
+@dataclass
+class DataConfig:
+    """Where the audio comes from and how batches are made.
+
+    ``corpus`` is a folder written by ``harness data build`` or ``harness data import``;
+    the distillation split is read from ``<corpus>/<split>.jsonl``.
+    """
+
+    corpus: str = "data/tiny"
+    split: str = "distill"
+    max_seconds: float = 4.0  # random crop length of each training utterance (seconds)
+    batch_size: int = 8
+    num_workers: int = 0
+    bucket: bool = True  # length-bucketed batching (less padding)
+    max_utterances: int = 0  # 0 = all
+
+    def validate(self) -> None:
+        if self.max_seconds <= 0:
+            raise ConfigError(f"max_seconds must be > 0, got {self.max_seconds}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.num_workers < 0 or self.max_utterances < 0:
+            raise ConfigError("num_workers and max_utterances must be >= 0")
+
+
+@dataclass
+class TeacherConfig:
+    """The frozen teacher: a spec string and whether its features are cached.
+
+    Specs: ``dummy``, ``embedded:PATH``, ``s3prl:hubert:PATH``, ``s3prl:wavlm:PATH``,
+    ``hf:DIR``. ``embedded`` alone means the shipped embedded teacher.
+    """
+
+    spec: str = "dummy"
+    cache: bool = True
+    cache_dir: str = "cache/teacher"
+
+    def validate(self) -> None:
+        if not self.spec:
+            raise ConfigError("spec must name a teacher (e.g. 'embedded' or 'hf:/path/dir')")
+
+
+@dataclass
+class StudentConfig:
+    """The student's shape. ``preset`` fills the defaults; explicit keys win."""
+
+    preset: Literal["student_tiny", "student_embedded", "student_paper"] = "student_tiny"
+    layers: int = 0  # final depth; 0 = the preset's
+    width: int = 0  # 0 = the preset's
+    heads: int = 0
+    ffn: int = 0
+    layer_norm_first: bool = False  # pre-LN (True) or post-LN as in HuBERT (False)
+    dropout: float = 0.0
+    frontend_trainable: bool = False  # frozen front-end output can be cached
+    target_mode: Literal["l2l", "pred_heads"] = "l2l"
+    pred_head_layers: list[int] = field(default_factory=list)  # teacher layers (1-based)
+
+    def validate(self) -> None:
+        for name in ("layers", "width", "heads", "ffn"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0 (0 = the preset's), got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.target_mode == "pred_heads" and not self.pred_head_layers:
+            raise ConfigError("pred_head_layers must list teacher layers when target_mode is pred_heads")
+
+
+@dataclass
+class StackingConfig:
+    """How the student's depth grows (see ``harness.stacking``).
+
+    ``stages`` = B stages; each growth adds ``add`` layers, so the first stage has
+    ``layers - (stages - 1) * add`` layers. ``schedule`` is ``equal``, ``proportional``,
+    or a list of B step fractions summing to 1.
+    """
+
+    variant: str = "interleaved"
+    stages: int = 4
+    add: int = 0  # 0 = layers // stages
+    schedule: Union[Literal["equal", "proportional"], list[float]] = "proportional"
+    init: Literal["copy", "zero", "random"] = "copy"
+    optim_state: Literal["copy", "reset"] = "copy"
+    layer_map: Literal["proportional", "fixed"] = "fixed"
+    offset: int = 0  # interleaved: first copied layer
+
+    def validate(self) -> None:
+        if self.stages < 1:
+            raise ConfigError(f"stages must be >= 1, got {self.stages}")
+        if self.add < 0 or self.offset < 0:
+            raise ConfigError("add and offset must be >= 0")
+        if self.variant == "none" and self.stages != 1:
+            # 'none' trains at full depth from step 0; stages > 1 would be meaningless.
+            raise ConfigError("variant 'none' trains full depth from step 0: set stacking.stages: 1")
+        if isinstance(self.schedule, list):
+            if len(self.schedule) != self.stages:
+                raise ConfigError(
+                    f"schedule lists {len(self.schedule)} fractions but stages is {self.stages}"
+                )
+            if any(f <= 0 for f in self.schedule) or abs(sum(self.schedule) - 1.0) > 1e-6:
+                raise ConfigError(f"schedule fractions must be > 0 and sum to 1, got {self.schedule}")
+
+
+@dataclass
+class AskdConfig:
+    """ASKD: the teacher weight alpha(t) decays from ``alpha_start`` to ``alpha_end``."""
+
+    decay: Literal["linear", "cosine", "exp", "step"] = "cosine"
+    alpha_start: float = 1.0
+    alpha_end: float = 0.0
+    ema: float = 0.999  # EMA decay of the self-teacher
+    start_frac: float = 0.0  # fraction of training before the decay starts
+
+    def validate(self) -> None:
+        for name in ("alpha_start", "alpha_end", "ema", "start_frac"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ConfigError(f"askd.{name} must be in [0, 1], got {v}")
+
+
+@dataclass
+class LossConfig:
+    """The distillation objective (registry ``LOSSES`` in ``harness.losses``)."""
+
+    objective: str = "l2l"  # l2l | pred_heads | askd_l2l
+    per_layer: str = "mse"  # mse | l1 | l1_cos | cos
+    w: float = 0.5  # weight of the mean intermediate-layer loss
+    askd: AskdConfig = field(default_factory=AskdConfig)
+
+    def validate(self) -> None:
+        if self.w < 0:
+            raise ConfigError(f"w must be >= 0, got {self.w}")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warmup then decay; the schedule continues across growth."""
+
+    lr: float = 2e-4
+    warmup_frac: float = 0.05
+    decay: Literal["cosine", "linear", "constant"] = "linear"
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    weight_decay: float = 0.0
+    grad_clip: float = 10.0
+
+    def validate(self) -> None:
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.warmup_frac < 1.0:
+            raise ConfigError(f"warmup_frac must be in [0, 1), got {self.warmup_frac}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"betas must be two numbers in [0, 1), got {self.betas}")
+
+
+@dataclass
+class TrainConfig:
+    """Length, seed, device and bookkeeping of one run."""
+
+    steps: int = 200
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 on CUDA, fp32 on CPU
+    log_every: int = 10
+    ckpt_every: int = 0  # 0 = only at growth and at the end
+    threads: int = 0  # torch intra-op threads; 0 = torch's default
+
+    def validate(self) -> None:
+        if self.steps < 1:
+            raise ConfigError(f"steps must be >= 1, got {self.steps}")
+        if self.log_every < 1 or self.ckpt_every < 0 or self.threads < 0:
+            raise ConfigError("log_every must be >= 1; ckpt_every and threads >= 0")
+
+
+@dataclass
+class RunConfig:
+    """One distillation run: ``harness distill --config FILE [key=value ...]``."""
+
+    profile: Literal["tiny", "embedded", "paper"] = "tiny"
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    stacking: StackingConfig = field(default_factory=StackingConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> None:
+        if self.stacking.variant != "none" and self.train.steps < self.stacking.stages:
+            raise ConfigError(
+                f"train.steps ({self.train.steps}) must be >= stacking.stages ({self.stacking.stages})"
+            )
+
+
+def load_run_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Load a run config from YAML (or defaults when ``path`` is None) plus overrides.
+
+    Raises:
+        ConfigError: one line naming the file and key.
+    """
+    data = load_yaml(path) if path is not None else {}
+    if overrides:
+        data = deep_merge(data, parse_overrides(overrides))
+    return from_dict(RunConfig, data, source=path or "<defaults>")

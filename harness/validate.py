@@ -1,0 +1,26 @@
+"""``harness validate``: load a YAML file with the config class its content calls for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.config import RunConfig, from_dict, load_yaml
+
+
+def validate_file(path: Path) -> str:
+    """Validate one YAML file strictly and return what kind of config it is.
+
+    A file with a top-level ``grid`` or ``base`` key is a sweep; anything else is a run
+    config (:class:`harness.config.RunConfig`).
+
+    Raises:
+        ConfigError: naming the file, the key and the nearest valid key.
+    """
+    data = load_yaml(path)
+    if "grid" in data or "base" in data:
+        from harness.sweep import load_sweep  # built with the sweep issue
+
+        load_sweep(path)
+        return "sweep"
+    from_dict(RunConfig, data, source=path)
+    return "run config"
