@@ -94,6 +94,85 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- teacher pretrain / probe
+
+
+def cmd_teacher_pretrain(args: argparse.Namespace) -> int:
+    from harness.teachers.pretrain import pretrain, profile_config, with_overrides
+
+    data = Path(args.data or f"data/{args.profile}")
+    if not (data / "distill.jsonl").is_file():
+        raise FileNotFoundError(f"{data / 'distill.jsonl'}: no distill manifest (build it: harness data build --profile {args.profile} --out {data})")
+    if args.iter2_init not in (None, "continue", "scratch"):
+        raise UserError(f"--iter2-init must be continue or scratch, got {args.iter2_init!r}")
+    cfg = with_overrides(
+        profile_config(args.profile), minutes1=args.minutes1, minutes2=args.minutes2, steps1=args.steps1,
+        steps2=args.steps2, iterations=args.iterations, iter2_layer=args.iter2_layer, iter2_init=args.iter2_init,
+        k1=args.k1, k2=args.k2, lr=args.lr, threads=args.threads, seed=args.seed, max_utts=args.max_utts,
+        post_ln=None if args.pre_ln is None else not args.pre_ln, iter2_cmvn=None if args.no_cmvn is None else not args.no_cmvn,
+    )
+    pretrain(cfg, data, Path(args.out), log_fn=lambda m: print(m, flush=True))
+    return 0
+
+
+def cmd_teacher_probe(args: argparse.Namespace) -> int:
+    from harness.teachers.probe import probe_teacher
+
+    seeds = tuple(range(args.seeds))
+    if not seeds:
+        raise UserError("--seeds must be at least 1")
+    probe_teacher(
+        args.teacher, Path(args.data), Path(args.out), seeds=seeds, twin=not args.no_twin,
+        max_utts=args.max_utts, max_frames=args.max_frames, threads=args.threads,
+    )
+    return 0
+
+
+def add_teacher_pretrain_probe(teacher) -> None:
+    """``teacher pretrain`` and ``teacher probe`` (embedded SFM) under the ``teacher`` group."""
+    p = teacher.add_parser(
+        "pretrain", help="HuBERT-style pretraining of the embedded SFM (MFCC then feature k-means targets)",
+        epilog="examples:\n  harness teacher pretrain --profile tiny --out /tmp/teacher_tiny.pt\n"
+        "  nice -n 5 harness teacher pretrain --profile embedded --data data/embedded --out harness/assets/teacher_embedded.pt",
+        formatter_class=_formatter,
+    )
+    p.add_argument("--profile", choices=("tiny", "embedded"), required=True, help="model size and time budget preset")
+    p.add_argument("--out", required=True, help="checkpoint file (fp16); logs go next to it (.log.tsv, .json)")
+    p.add_argument("--data", help="corpus folder with distill.jsonl (default data/<profile>)")
+    p.add_argument("--minutes1", type=float, help="wall-clock budget of iteration 1 (MFCC targets)")
+    p.add_argument("--minutes2", type=float, help="wall-clock budget of iteration 2 (feature targets)")
+    p.add_argument("--steps1", type=int, help="step budget of iteration 1 (0 = time only)")
+    p.add_argument("--steps2", type=int, help="step budget of iteration 2 (0 = time only)")
+    p.add_argument("--iterations", type=int, choices=(1, 2))
+    p.add_argument("--iter2-layer", type=int, help="hidden state of the iteration-1 model clustered for iteration 2")
+    p.add_argument("--iter2-init", help="continue (from iteration-1 weights) or scratch")
+    p.add_argument("--no-cmvn", action="store_true", default=None, help="no per-utterance CMVN before the 2nd clustering")
+    p.add_argument("--pre-ln", action="store_true", default=None, help="pre-LN transformer layers (default post-LN)")
+    p.add_argument("--k1", type=int, help="k-means clusters, iteration 1")
+    p.add_argument("--k2", type=int, help="k-means clusters, iteration 2")
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--max-utts", type=int, help="use at most this many distill utterances (0 = all)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default 2)")
+    p.add_argument("--seed", type=int)
+    p.set_defaults(func=cmd_teacher_pretrain)
+
+    p = teacher.add_parser(
+        "probe", help="layer-wise phone/speaker linear probes + CKA between layers, vs a random-init twin",
+        epilog="examples:\n  harness teacher probe --teacher embedded --data data/embedded --out results/probe_embedded\n"
+        "  harness teacher probe --teacher embedded:/tmp/t.pt --data data/tiny --out /tmp/probe --seeds 2",
+        formatter_class=_formatter,
+    )
+    p.add_argument("--teacher", required=True, help="teacher spec (embedded, embedded:PATH, s3prl:..., hf:DIR)")
+    p.add_argument("--data", required=True, help="corpus folder with asr_{train,test} (phones) and sid_{train,test}")
+    p.add_argument("--out", required=True, help="output folder for probe.json and probe.png")
+    p.add_argument("--seeds", type=int, default=3, help="probe repetitions per layer (run-to-run noise)")
+    p.add_argument("--max-utts", type=int, default=400, help="utterances per phone split (speaker: twice as many)")
+    p.add_argument("--max-frames", type=int, default=24000, help="training frames of the phone probe")
+    p.add_argument("--no-twin", action="store_true", help="skip the random-init twin")
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=cmd_teacher_probe)
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -172,6 +251,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None, help="existing Ray cluster (default: $RAY_ADDRESS or a local one)")
     p.add_argument("--local", action="store_true", help="run trials in this process, without Ray")
     p.set_defaults(func=cmd_sweep)
+
+    # teacher pretrain / probe (embedded SFM); the "teacher" group is shared with other commands
+    teacher_group = next((a for a in sub.choices if a == "teacher"), None)
+    teacher = (
+        sub.choices["teacher"]._subparsers._group_actions[0] if teacher_group
+        else sub.add_parser("teacher", help="teachers: pretrain, probe, cache").add_subparsers(dest="teacher_command", metavar="TEACHER_COMMAND")
+    )
+    teacher.required = True
+    add_teacher_pretrain_probe(teacher)
 
     return parser
 

@@ -3,3 +3,4 @@
 from harness.teachers.base import TEACHERS, SAMPLE_RATE, Upstream, load_teacher, parse_spec
 
 __all__ = ["TEACHERS", "SAMPLE_RATE", "Upstream", "load_teacher", "parse_spec"]
+import harness.teachers.embedded  # noqa: E402,F401  (registers the 'embedded' teacher kind)

@@ -1,0 +1,463 @@
+"""HuBERT-style masked-prediction pretraining of the embedded SFM, sized for a 2-core CPU.
+
+Recipe (HuBERT, Hsu et al. 2021, in miniature):
+
+1. **Iteration 1.** Targets = k-means (``k1`` clusters) on MFCC + deltas (39 dims, 50 Hz,
+   globally standardised). Spans of frames are replaced by a learned mask embedding and the
+   model predicts the cluster of every masked frame (cross-entropy on masked frames only).
+2. **Iteration 2.** Targets = k-means (``k2``) on the iteration-1 model's layer
+   ``iter2_layer`` features, each utterance mean/variance normalised first (per-utterance
+   CMVN removes the speaker/channel offset, so clusters follow phonetic content rather than
+   who speaks). The model continues from the iteration-1 weights with a fresh prediction
+   head (``iter2_init="continue"``) or restarts from random weights (``"scratch"``).
+
+Each iteration trains for a wall-clock budget (minutes) and/or a step count; the learning
+rate warms up over the first 8 % of the iteration's progress and decays linearly to zero,
+where progress = max(step / steps, elapsed / budget), so a time-limited run still ends on a
+decayed learning rate. Outputs: the checkpoint (fp16), ``<out>.log.tsv`` (one row per
+logged step: iteration, step, seconds, lr, loss, masked accuracy) and ``<out>.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchaudio
+
+from harness.teachers.embedded import (
+    EmbeddedConfig,
+    EmbeddedSFM,
+    count_params,
+    save_embedded,
+    teacher_embedded,
+    teacher_tiny,
+)
+
+HOP50 = 320  # samples per 50 Hz frame
+
+
+@dataclass
+class PretrainConfig:
+    """Hyperparameters of one pretraining run (both iterations).
+
+    Attributes:
+        model: the architecture.
+        iterations: 1 (MFCC targets only) or 2.
+        k1, k2: k-means clusters for iteration 1 (MFCC) and 2 (model features).
+        iter2_layer: hidden-state index of the iteration-1 model clustered for iteration 2.
+        iter2_cmvn: per-utterance mean/variance normalisation before the 2nd clustering.
+        iter2_init: ``continue`` (from iteration-1 weights) or ``scratch``.
+        minutes1, minutes2: wall-clock budget per iteration (0 = no time limit).
+        steps1, steps2: step budget per iteration (0 = no step limit; one of the two is needed).
+        lr: peak learning rate (AdamW).
+        batch_seconds: audio seconds per batch (before cropping).
+        crop_seconds: utterances longer than this are randomly cropped.
+        mask_prob, mask_span: masking as in wav2vec 2.0 / HuBERT (~mask_prob of frames start
+            a span of ``mask_span`` frames; overlaps merge, so ~50 % of frames end up masked).
+        kmeans_frames: frames sampled to fit each k-means.
+        max_utts: use at most this many utterances of the manifest (0 = all).
+        log_every: steps between log rows.
+        threads: torch CPU threads.
+        seed: everything (sampling, init, masking, k-means).
+    """
+
+    model: EmbeddedConfig = field(default_factory=teacher_embedded)
+    iterations: int = 2
+    k1: int = 100
+    k2: int = 100
+    iter2_layer: int = 6
+    iter2_cmvn: bool = True
+    iter2_init: str = "continue"
+    minutes1: float = 25.0
+    minutes2: float = 25.0
+    steps1: int = 0
+    steps2: int = 0
+    lr: float = 5e-4
+    batch_seconds: float = 40.0
+    crop_seconds: float = 4.0
+    mask_prob: float = 0.65
+    mask_span: int = 10
+    kmeans_frames: int = 100_000
+    max_utts: int = 0
+    log_every: int = 10
+    threads: int = 2
+    seed: int = 0
+
+
+def profile_config(profile: str) -> PretrainConfig:
+    """The ``tiny`` (well under 2 minutes) or ``embedded`` (about 55 minutes) recipe on 2 cores."""
+    if profile == "tiny":
+        return PretrainConfig(
+            model=teacher_tiny(), k1=50, k2=50, iter2_layer=3, minutes1=0.4, minutes2=0.4,
+            lr=1e-3, batch_seconds=16.0, crop_seconds=3.0, kmeans_frames=20_000, max_utts=400, log_every=5,
+        )
+    if profile == "embedded":
+        return PretrainConfig()
+    raise ValueError(f"unknown pretraining profile {profile!r}; choose tiny or embedded")
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def load_corpus_audio(data_dir: str | Path, split: str = "distill", max_utts: int = 0, seed: int = 0) -> list[np.ndarray]:
+    """Read a split's audio into memory as int16 arrays (half the RAM of float32).
+
+    Raises:
+        FileNotFoundError: the manifest or an audio file is missing.
+        ValueError: an audio file is not 16 kHz mono.
+    """
+    from harness.data.manifest import audio_path, read_manifest
+
+    data_dir = Path(data_dir)
+    man = data_dir / f"{split}.jsonl"
+    if not man.is_file():
+        raise FileNotFoundError(f"{man}: no {split} manifest (build the corpus with 'harness data build --profile embedded --out {data_dir}')")
+    recs = read_manifest(man)
+    if max_utts and len(recs) > max_utts:
+        recs = random.Random(seed).sample(recs, max_utts)
+    out = []
+    for rec in recs:
+        path = audio_path(rec, data_dir)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: audio file of {rec['id']} in {man} is missing")
+        wav, sr = sf.read(str(path), dtype="int16", always_2d=True)
+        if sr != 16000 or wav.shape[1] != 1:
+            raise ValueError(f"{path}: expected 16 kHz mono, got {sr} Hz x {wav.shape[1]} channels")
+        out.append(wav[:, 0].copy())
+    return out
+
+
+def to_float(wav: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(wav.astype(np.float32) / 32768.0)
+
+
+def pad_batch(wavs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """List of ``(S_i,)`` -> ``(B, S)`` zero-padded + ``(B,)`` lengths."""
+    lengths = torch.tensor([w.numel() for w in wavs], dtype=torch.long)
+    out = torch.zeros(len(wavs), int(lengths.max()))
+    for i, w in enumerate(wavs):
+        out[i, : w.numel()] = w
+    return out, lengths
+
+
+def mfcc_features(wav: torch.Tensor) -> np.ndarray:
+    """``(S,)`` waveform -> ``(T, 39)`` MFCC + deltas at 50 Hz (fbank front-end frame grid).
+
+    13 MFCCs on the front-end's 25 ms / 10 ms grid, plus first and second deltas, then
+    adjacent 100 Hz frames averaged in pairs: frame ``t`` covers the same samples as the
+    fbank front-end's frame ``t``.
+    """
+    mfcc = _MFCC(wav[None])[0]  # (13, n)
+    d1 = torchaudio.functional.compute_deltas(mfcc)
+    d2 = torchaudio.functional.compute_deltas(d1)
+    feats = torch.cat([mfcc, d1, d2], 0).T  # (n, 39)
+    t = feats.shape[0] // 2
+    return feats[: 2 * t].reshape(t, 2, -1).mean(1).numpy()
+
+
+_MFCC = torchaudio.transforms.MFCC(
+    16000, n_mfcc=13, melkwargs={"n_fft": 400, "win_length": 400, "hop_length": 160, "n_mels": 40, "center": False}
+)
+
+
+@torch.no_grad()
+def model_features(model: EmbeddedSFM, wavs: list[np.ndarray], layer: int, cmvn: bool, batch: int = 16) -> list[np.ndarray]:
+    """Hidden state ``layer`` of ``model`` per utterance, ``(T_i, D)`` float32 (optionally CMVN'd)."""
+    model.eval()
+    order = sorted(range(len(wavs)), key=lambda i: len(wavs[i]))
+    out: list[np.ndarray] = [None] * len(wavs)  # type: ignore[list-item]
+    for s in range(0, len(order), batch):
+        idx = order[s : s + batch]
+        x, lengths = pad_batch([to_float(wavs[i]) for i in idx])
+        states, flen = model.hidden_states(x, lengths)
+        h = states[layer]
+        for j, i in enumerate(idx):
+            f = h[j, : int(flen[j])].numpy()
+            if cmvn and len(f) > 1:
+                f = (f - f.mean(0)) / (f.std(0) + 1e-5)
+            out[i] = f.astype(np.float32)
+    return out
+
+
+def kmeans(x: torch.Tensor, k: int, iters: int = 30, seed: int = 0) -> torch.Tensor:
+    """Lloyd's k-means with k-means++ seeding; ``x (n, d)`` -> centroids ``(k, d)``.
+
+    Plain torch (no sklearn): sklearn's bundled OpenMP runtime competes with torch's for the
+    two shared cores, which measured here as a 10x slowdown of a 3000-frame fit.
+    """
+    g = torch.Generator().manual_seed(seed)
+    n = x.shape[0]
+    k = min(k, n)
+    cent = x[torch.randint(n, (1,), generator=g)]
+    d2 = torch.cdist(x, cent).squeeze(1) ** 2
+    for _ in range(1, k):  # k-means++: next centre drawn proportional to squared distance
+        nxt = x[torch.multinomial(d2 + 1e-12, 1, generator=g)]
+        cent = torch.cat([cent, nxt])
+        d2 = torch.minimum(d2, (torch.cdist(x, nxt).squeeze(1)) ** 2)
+    for _ in range(iters):
+        assign = torch.cdist(x, cent).argmin(1)
+        sums = torch.zeros_like(cent).index_add_(0, assign, x)
+        counts = torch.bincount(assign, minlength=k).to(x.dtype)
+        empty = counts == 0  # an emptied cluster keeps its old centre
+        cent = torch.where(empty[:, None], cent, sums / counts.clamp(min=1)[:, None])
+    return cent
+
+
+def fit_kmeans(feats: list[np.ndarray], k: int, max_frames: int, seed: int) -> tuple[list[np.ndarray], dict]:
+    """k-means on a frame sample; returns per-utterance int16 labels and fit statistics."""
+    allf = np.concatenate([f for f in feats if len(f)], 0)
+    rng = np.random.default_rng(seed)
+    sample = allf[rng.choice(len(allf), size=min(max_frames, len(allf)), replace=False)]
+    mu, sd = sample.mean(0), sample.std(0) + 1e-5  # global standardisation (euclidean k-means)
+    cent = kmeans(torch.from_numpy((sample - mu) / sd).float(), k, seed=seed)
+
+    def predict(f: np.ndarray) -> np.ndarray:
+        if not len(f):
+            return np.zeros(0, np.int16)
+        return torch.cdist(torch.from_numpy((f - mu) / sd).float(), cent).argmin(1).numpy().astype(np.int16)
+
+    labels = [predict(f) for f in feats]
+    counts = np.bincount(np.concatenate(labels).astype(np.int64), minlength=k)
+    p = counts / counts.sum()
+    xs = torch.from_numpy((sample - mu) / sd).float()
+    inertia = float((torch.cdist(xs, cent).min(1).values ** 2).mean())
+    stats = {
+        "k": k, "frames": int(counts.sum()), "fit_frames": int(len(sample)),
+        "used_clusters": int((counts > 0).sum()),
+        "perplexity": float(np.exp(-(p[p > 0] * np.log(p[p > 0])).sum())),
+        "inertia_per_frame": inertia,
+    }
+    return labels, stats
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def span_mask(frame_lengths: torch.Tensor, t: int, prob: float, span: int, gen: torch.Generator) -> torch.Tensor:
+    """``(B, T)`` bool: ``round(prob * T_i / span)`` random spans of ``span`` frames per utterance."""
+    mask = torch.zeros(len(frame_lengths), t, dtype=torch.bool)
+    for i, n in enumerate(frame_lengths.tolist()):
+        if n <= span:
+            continue
+        k = max(1, round(prob * n / span))
+        starts = torch.randint(0, n - span + 1, (k,), generator=gen)
+        for s in starts.tolist():
+            mask[i, s : s + span] = True
+    return mask
+
+
+class Batcher:
+    """Random batches of about ``batch_seconds`` of audio, similar lengths together, cropped."""
+
+    def __init__(self, wavs: list[np.ndarray], batch_seconds: float, crop_seconds: float, seed: int) -> None:
+        self.wavs, self.rng = wavs, random.Random(seed)
+        self.crop = int(crop_seconds * 16000) // HOP50 * HOP50  # whole 50 Hz frames
+        self.budget = batch_seconds * 16000
+        self._queue: list[list[int]] = []
+
+    def _refill(self) -> None:
+        idx = list(range(len(self.wavs)))
+        self.rng.shuffle(idx)
+        batches = []
+        # sort within chunks of 50 batches' worth so padding stays small but order varies
+        for c in range(0, len(idx), 400):
+            chunk = sorted(idx[c : c + 400], key=lambda i: len(self.wavs[i]))
+            cur: list[int] = []
+            for i in chunk:
+                longest = max([min(len(self.wavs[j]), self.crop) for j in cur + [i]])
+                if cur and longest * (len(cur) + 1) > self.budget:
+                    batches.append(cur)
+                    cur = []
+                cur.append(i)
+            if cur:
+                batches.append(cur)
+        self.rng.shuffle(batches)
+        self._queue = batches
+
+    def next(self) -> tuple[list[int], list[int]]:
+        """Indices of one batch and each utterance's crop offset in 50 Hz frames."""
+        if not self._queue:
+            self._refill()
+        idx = self._queue.pop()
+        offs = []
+        for i in idx:
+            extra = len(self.wavs[i]) - self.crop
+            offs.append(self.rng.randrange(0, extra // HOP50 + 1) if extra > 0 else 0)
+        return idx, offs
+
+
+def _lr_factor(progress: float) -> float:
+    warm = 0.08
+    return progress / warm if progress < warm else max(0.0, (1.0 - progress) / (1.0 - warm))
+
+
+def train_iteration(
+    model: EmbeddedSFM,
+    wavs: list[np.ndarray],
+    labels: list[np.ndarray],
+    k: int,
+    cfg: PretrainConfig,
+    minutes: float,
+    steps: int,
+    iteration: int,
+    log_rows: list[dict],
+    log_fn=print,
+) -> dict:
+    """Masked prediction of ``labels`` (per-utterance int16 frame targets) until the budget ends."""
+    if minutes <= 0 and steps <= 0:
+        raise ValueError("pretraining needs a time budget (minutes) or a step budget (steps)")
+    torch.manual_seed(cfg.seed + iteration)
+    gen = torch.Generator().manual_seed(cfg.seed + 100 + iteration)
+    head = nn.Linear(model.width, k)
+    model.train()
+    params = list(model.parameters()) + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
+    batcher = Batcher(wavs, cfg.batch_seconds, cfg.crop_seconds, cfg.seed + iteration)
+    t0 = time.perf_counter()
+    step, acc_sum, loss_sum, n_sum = 0, 0.0, 0.0, 0
+    budget_s = minutes * 60.0
+    while True:
+        elapsed = time.perf_counter() - t0
+        progress = max(step / steps if steps > 0 else 0.0, elapsed / budget_s if budget_s > 0 else 0.0)
+        if progress >= 1.0:
+            break
+        lr = cfg.lr * _lr_factor(progress)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        idx, offs = batcher.next()
+        crop = batcher.crop
+        segs = [to_float(wavs[i][o * HOP50 : o * HOP50 + crop]) for i, o in zip(idx, offs)]
+        x, lengths = pad_batch(segs)
+        feats, flen = model.frontend(x, lengths)
+        t = feats.shape[1]
+        tgt = torch.full((len(idx), t), -100, dtype=torch.long)
+        for j, (i, o) in enumerate(zip(idx, offs)):
+            lab = torch.from_numpy(labels[i][o : o + min(t, int(flen[j]))].astype(np.int64))
+            tgt[j, : len(lab)] = lab
+        mask = span_mask(flen, t, cfg.mask_prob, cfg.mask_span, gen)
+        states = model.encode(feats, flen, mask=mask)
+        logits = head(states[-1])
+        sel = mask & (tgt >= 0)
+        loss = F.cross_entropy(logits[sel], tgt[sel])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 5.0)
+        opt.step()
+        step += 1
+        with torch.no_grad():
+            acc_sum += float((logits[sel].argmax(-1) == tgt[sel]).float().sum())
+            n_sum += int(sel.sum())
+            loss_sum += float(loss) * int(sel.sum())
+        if step % cfg.log_every == 0:
+            row = {
+                "iteration": iteration, "step": step, "seconds": round(time.perf_counter() - t0, 2),
+                "lr": lr, "loss": loss_sum / max(n_sum, 1), "masked_acc": acc_sum / max(n_sum, 1),
+            }
+            log_rows.append(row)
+            log_fn(
+                f"iter {iteration} step {step:5d}  {row['seconds']:7.1f}s  lr {lr:.2e}  "
+                f"loss {row['loss']:.3f}  masked acc {row['masked_acc']:.3f}"
+            )
+            acc_sum, loss_sum, n_sum = 0.0, 0.0, 0
+    model.eval()
+    done = [r for r in log_rows if r["iteration"] == iteration]
+    return {
+        "steps": step, "seconds": round(time.perf_counter() - t0, 1),
+        "final_loss": done[-1]["loss"] if done else None,
+        "final_masked_acc": done[-1]["masked_acc"] if done else None,
+        "first_loss": done[0]["loss"] if done else None,
+    }
+
+
+def pretrain(cfg: PretrainConfig, data_dir: str | Path, out: str | Path, log_fn=print) -> dict:
+    """Run both iterations on ``data_dir/distill.jsonl``; write the checkpoint and its logs.
+
+    Returns:
+        The summary written to ``<out>.json``.
+    """
+    from harness.provenance import git_commit, hardware, now_iso
+
+    for it, (m, s) in enumerate([(cfg.minutes1, cfg.steps1), (cfg.minutes2, cfg.steps2)][: cfg.iterations], 1):
+        if m <= 0 and s <= 0:
+            raise ValueError(f"pretraining iteration {it} needs a time budget (minutes{it}) or a step budget (steps{it})")
+    if cfg.iter2_init not in ("continue", "scratch"):
+        raise ValueError(f"iter2_init must be 'continue' or 'scratch', got {cfg.iter2_init!r}")
+    if not 0 <= cfg.iter2_layer <= cfg.model.layers:
+        raise ValueError(f"iter2_layer {cfg.iter2_layer} is not a hidden state of a {cfg.model.layers}-layer model (0..{cfg.model.layers})")
+    torch.set_num_threads(cfg.threads)
+    out = Path(out)
+    start, t_all = now_iso(), time.perf_counter()
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    wavs = load_corpus_audio(data_dir, "distill", cfg.max_utts, cfg.seed)
+    hours = sum(len(w) for w in wavs) / 16000 / 3600
+    log_fn(f"pretrain: {len(wavs)} utterances, {hours:.2f} h from {data_dir}")
+    torch.manual_seed(cfg.seed)
+    model = EmbeddedSFM(cfg.model)
+    log_fn(f"model: {count_params(model) / 1e6:.2f} M parameters, {cfg.model.layers} x {cfg.model.width}, post_ln={cfg.model.post_ln}")
+    rows: list[dict] = []
+    summary: dict = {"config": asdict(cfg), "data": str(data_dir), "utterances": len(wavs), "hours": round(hours, 3)}
+
+    t = time.perf_counter()
+    labels, km = fit_kmeans([mfcc_features(to_float(w)) for w in wavs], cfg.k1, cfg.kmeans_frames, cfg.seed)
+    km["seconds"] = round(time.perf_counter() - t, 1)
+    log_fn(f"iteration 1 targets: k-means on MFCC: {km}")
+    summary["iter1"] = {"targets": km, **train_iteration(model, wavs, labels, cfg.k1, cfg, cfg.minutes1, cfg.steps1, 1, rows, log_fn)}
+
+    if cfg.iterations >= 2:
+        t = time.perf_counter()
+        feats = model_features(model, wavs, cfg.iter2_layer, cfg.iter2_cmvn)
+        labels, km = fit_kmeans(feats, cfg.k2, cfg.kmeans_frames, cfg.seed + 1)
+        del feats
+        km.update(seconds=round(time.perf_counter() - t, 1), layer=cfg.iter2_layer, cmvn=cfg.iter2_cmvn)
+        log_fn(f"iteration 2 targets: k-means on layer {cfg.iter2_layer}: {km}")
+        if cfg.iter2_init == "scratch":
+            torch.manual_seed(cfg.seed + 2)
+            model = EmbeddedSFM(cfg.model)
+        elif cfg.iter2_init != "continue":
+            raise ValueError(f"iter2_init must be 'continue' or 'scratch', got {cfg.iter2_init!r}")
+        summary["iter2"] = {"targets": km, **train_iteration(model, wavs, labels, cfg.k2, cfg, cfg.minutes2, cfg.steps2, 2, rows, log_fn)}
+
+    summary.update(
+        total_seconds=round(time.perf_counter() - t_all, 1), start=start, end=now_iso(),
+        hardware=hardware(), git_commit=git_commit(), params=count_params(model),
+    )
+    save_embedded(model, out, extra={k: v for k, v in summary.items() if k != "config"} | {"pretrain_config": asdict(cfg)})
+    summary["teacher_id"] = _reloaded_id(out)
+    write_log(rows, out.with_suffix(".log.tsv"))
+    out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
+    log_fn(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB), {out.with_suffix('.log.tsv')}, {out.with_suffix('.json')}")
+    return summary
+
+
+def _reloaded_id(path: Path) -> str:
+    from harness.teachers.embedded import load_embedded
+
+    return load_embedded(path).id
+
+
+def write_log(rows: list[dict], path: Path) -> None:
+    cols = ["iteration", "step", "seconds", "lr", "loss", "masked_acc"]
+    lines = ["\t".join(cols)]
+    for r in rows:
+        lines.append("\t".join(f"{r[c]:.6g}" if isinstance(r[c], float) else str(r[c]) for c in cols))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def with_overrides(cfg: PretrainConfig, **kw) -> PretrainConfig:
+    """``cfg`` with the non-None keyword values replaced (CLI options)."""
+    kw = {k: v for k, v in kw.items() if v is not None}
+    model_kw = {k: kw.pop(k) for k in ("post_ln", "layers", "width") if k in kw}
+    if model_kw:
+        kw["model"] = replace(cfg.model, **model_kw)
+    return replace(cfg, **kw)
+

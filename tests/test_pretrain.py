@@ -1,0 +1,72 @@
+"""HuBERT-style pretraining: a few steps on fabricated audio lower the loss; files written."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from harness.teachers.embedded import load_embedded
+from harness.teachers.pretrain import (
+    fit_kmeans, mfcc_features, pretrain, profile_config, span_mask, write_log,
+)
+
+from teacher_fixtures import fabricate_corpus
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return fabricate_corpus(tmp_path_factory.mktemp("corpus"), n_distill=48, n_probe=2)
+
+
+def test_mfcc_targets_on_front_end_grid():
+    wav = torch.randn(16000) * 0.1
+    f = mfcc_features(wav)
+    assert f.shape == (49, 39)  # same 50 Hz frames as the fbank front-end for 1 s
+    labels, stats = fit_kmeans([f, f[:10]], k=4, max_frames=1000, seed=0)
+    assert [len(x) for x in labels] == [49, 10] and labels[0].dtype == np.int16
+    assert stats["used_clusters"] <= 4 and stats["frames"] == 59
+
+
+def test_span_mask_fraction():
+    g = torch.Generator().manual_seed(0)
+    m = span_mask(torch.tensor([200, 100, 5]), 200, 0.65, 10, g)
+    assert m.shape == (3, 200) and not m[1, 100 + 9 :].any() and not m[2].any()
+    frac = m[0].float().mean().item()
+    assert 0.3 < frac < 0.7  # ~13 overlapping spans of 10 frames
+
+
+def test_few_steps_lower_the_loss_and_write_files(corpus, tmp_path):
+    cfg = replace(
+        profile_config("tiny"), iterations=2, minutes1=0, minutes2=0, steps1=40, steps2=6, k1=8, k2=8,
+        batch_seconds=8.0, log_every=5, lr=2e-3, kmeans_frames=5000,
+    )
+    out = tmp_path / "teacher.pt"
+    summary = pretrain(cfg, corpus, out, log_fn=lambda m: None)
+    it1 = summary["iter1"]
+    assert it1["steps"] == 40 and summary["iter2"]["steps"] == 6
+    assert it1["final_loss"] < it1["first_loss"] - 0.1, it1  # learning happens
+    rows = (tmp_path / "teacher.log.tsv").read_text().splitlines()
+    assert rows[0].split("\t") == ["iteration", "step", "seconds", "lr", "loss", "masked_acc"]
+    assert len(rows) == 1 + 40 // 5 + 6 // 5
+    meta = json.loads((tmp_path / "teacher.json").read_text())
+    assert meta["teacher_id"] == load_embedded(out).id and meta["iter2"]["targets"]["layer"] == 3
+    assert load_embedded(out).extra["iter1"]["steps"] == 40
+
+
+def test_needs_a_budget_and_the_corpus(corpus, tmp_path):
+    cfg = replace(profile_config("tiny"), minutes1=0, steps1=0)
+    with pytest.raises(ValueError, match="budget"):
+        pretrain(cfg, corpus, tmp_path / "x.pt", log_fn=lambda m: None)
+    with pytest.raises(ValueError, match="iter2_layer"):
+        pretrain(replace(profile_config("tiny"), iter2_layer=9), corpus, tmp_path / "x.pt", log_fn=lambda m: None)
+    with pytest.raises(FileNotFoundError, match="distill"):
+        pretrain(profile_config("tiny"), tmp_path, tmp_path / "x.pt", log_fn=lambda m: None)
+    with pytest.raises(ValueError, match="profile"):
+        profile_config("huge")
+
+
+def test_write_log_format(tmp_path):
+    write_log([{"iteration": 1, "step": 5, "seconds": 1.5, "lr": 1e-3, "loss": 2.0, "masked_acc": 0.25}], tmp_path / "l.tsv")
+    assert (tmp_path / "l.tsv").read_text().splitlines()[1] == "1\t5\t1.5\t0.001\t2\t0.25"
