@@ -299,3 +299,50 @@ def speaker_probe(upstream, data_dir: str | Path, seeds: Sequence[int] = (0, 1, 
         "probe": probe_layers(ftr, ytr, fte, yte, len(classes), seeds),
         "classes": len(classes), "train_utts": len(tr), "test_utts": len(te),
     }
+
+
+def upstream_cka(
+    upstream_a, upstream_b=None, data_dir: str | Path = ".", split: str = "asr_test",
+    max_utts: int = 100, max_frames: int = 3000, seed: int = 0,
+) -> dict:
+    """Linear CKA between every layer of two upstreams (or within one) on the same frames.
+
+    Both upstreams must share the frame rate; per utterance the shorter frame count is
+    used (front-ends may differ by a frame at the end).
+
+    Args:
+        upstream_a, upstream_b: Upstreams (``upstream_b=None``: within ``upstream_a``).
+        data_dir: corpus folder; ``split``: its manifest used for the audio.
+        max_utts, max_frames: audio and frame sample sizes (seeded).
+
+    Returns:
+        ``{"layers_a", "layers_b", "cka": (La, Lb) list, "frames"}``.
+
+    Raises:
+        ValueError: the frame rates differ.
+    """
+    from harness.data.manifest import read_manifest
+
+    data_dir = Path(data_dir)
+    recs = read_manifest(data_dir / f"{split}.jsonl")
+    recs = random.Random(seed).sample(recs, min(max_utts, len(recs)))
+    fa = extract(upstream_a, recs, data_dir)
+    if upstream_b is None:
+        fb = None
+    else:
+        if abs(upstream_a.frame_rate - upstream_b.frame_rate) > 1e-6:
+            raise ValueError(f"CKA needs the same frame rate: {upstream_a.frame_rate} vs {upstream_b.frame_rate} Hz")
+        fb = extract(upstream_b, recs, data_dir)
+    n_per = [min(len(fa[next(iter(fa))][i]), len(fb[next(iter(fb))][i]) if fb else 10**9) for i in range(len(recs))]
+    total = sum(n_per)
+    rng = np.random.default_rng(seed)
+    sel = np.sort(rng.choice(total, size=min(max_frames, total), replace=False))
+
+    def stack(f: dict) -> list[np.ndarray]:
+        return [np.concatenate([v[i][: n_per[i]] for i in range(len(recs))], 0)[sel] for v in f.values()]
+
+    a = stack(fa)
+    return {
+        "layers_a": list(fa), "layers_b": list(fb) if fb else list(fa),
+        "cka": cka_matrix(a, stack(fb) if fb else None).tolist(), "frames": int(len(sel)),
+    }

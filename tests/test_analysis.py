@@ -6,6 +6,7 @@ import torch
 
 from harness.analysis import (
     cka_matrix, extract, frame_phone_labels, layer_names, linear_cka, phone_probe, speaker_probe, train_probe,
+    upstream_cka,
 )
 from harness.teachers.embedded import EmbeddedSFM, teacher_tiny
 
@@ -87,3 +88,15 @@ def test_extract_and_probes_on_an_upstream(corpus):
     assert cka.shape == (6, 6) and np.allclose(np.diag(cka), 1.0)
     spk = speaker_probe(model, corpus, seeds=(0,))
     assert spk["classes"] == 3 and 0.0 <= spk["probe"]["layer_4"]["mean"] <= 1.0
+
+
+def test_upstream_cka_between_and_within(corpus):
+    torch.manual_seed(0)
+    a = EmbeddedSFM(teacher_tiny()).eval()
+    torch.manual_seed(1)
+    b = EmbeddedSFM(teacher_tiny()).eval()
+    within = upstream_cka(a, None, corpus, split="asr_test", max_utts=4, max_frames=200)
+    self_pair = upstream_cka(a, a, corpus, split="asr_test", max_utts=4, max_frames=200)
+    np.testing.assert_allclose(within["cka"], self_pair["cka"], atol=1e-9)
+    between = np.array(upstream_cka(a, b, corpus, split="asr_test", max_utts=4, max_frames=200)["cka"])
+    assert between.shape == (6, 6) and (between < 0.999).any()

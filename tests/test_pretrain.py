@@ -53,6 +53,7 @@ def test_few_steps_lower_the_loss_and_write_files(corpus, tmp_path):
     meta = json.loads((tmp_path / "teacher.json").read_text())
     assert meta["teacher_id"] == load_embedded(out).id and meta["iter2"]["targets"]["layer"] == 3
     assert load_embedded(out).extra["iter1"]["steps"] == 40
+    assert load_embedded(tmp_path / "teacher.iter1.pt").extra["iter1"]["steps"] == 40
 
 
 def test_needs_a_budget_and_the_corpus(corpus, tmp_path):

@@ -15,7 +15,8 @@ Each iteration trains for a wall-clock budget (minutes) and/or a step count; the
 rate warms up over the first 8 % of the iteration's progress and decays linearly to zero,
 where progress = max(step / steps, elapsed / budget), so a time-limited run still ends on a
 decayed learning rate. Outputs: the checkpoint (fp16), ``<out>.log.tsv`` (one row per
-logged step: iteration, step, seconds, lr, loss, masked accuracy) and ``<out>.json``.
+logged step: iteration, step, seconds, lr, loss, masked accuracy), ``<out>.json`` and, with
+two iterations, the iteration-1 model as ``<out stem>.iter1.pt``.
 """
 
 from __future__ import annotations
@@ -414,6 +415,9 @@ def pretrain(cfg: PretrainConfig, data_dir: str | Path, out: str | Path, log_fn=
     summary["iter1"] = {"targets": km, **train_iteration(model, wavs, labels, cfg.k1, cfg, cfg.minutes1, cfg.steps1, 1, rows, log_fn)}
 
     if cfg.iterations >= 2:
+        # keep the iteration-1 model too: the probes can then tell what iteration 2 changed
+        save_embedded(model, out.with_suffix(".iter1.pt"), extra={"iter1": summary["iter1"], "pretrain_config": asdict(cfg)})
+        write_log(rows, out.with_suffix(".log.tsv"))
         t = time.perf_counter()
         feats = model_features(model, wavs, cfg.iter2_layer, cfg.iter2_cmvn)
         labels, km = fit_kmeans(feats, cfg.k2, cfg.kmeans_frames, cfg.seed + 1)
