@@ -5,8 +5,9 @@
   ``CKA = ||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F)``, the feature-space form of
   ``HSIC(XX^T, YY^T) / sqrt(HSIC(XX^T, XX^T) HSIC(YY^T, YY^T))``. It is 1 for identical
   inputs and invariant to orthogonal transforms and isotropic scaling of either input.
-* **Linear probes**: a softmax-regression classifier per layer on frozen, standardised
-  features. Phone classification is frame level (each 50 Hz frame is labelled with the
+* **Linear probes**: a linear classifier per layer on frozen, standardised features
+  (closed-form ridge regression onto one-hot targets by default, its strength chosen on a
+  held-out part of the training set; softmax regression on request). Phone classification is frame level (each 50 Hz frame is labelled with the
   phone covering its centre sample); speaker identification is utterance level (mean
   pooled over valid frames). Run-to-run noise is measured by repeating each probe with
   different seeds (initialisation and an 80 % subsample of the training set).
@@ -174,20 +175,32 @@ def frame_phone_labels(record: dict, n_frames: int, phone_index: dict[str, int],
 
 def train_probe(
     x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
-    n_classes: int, seed: int = 0, steps: int = 300, lr: float = 0.05, weight_decay: float = 1e-4,
+    n_classes: int, seed: int = 0, method: str = "ridge", steps: int = 300, lr: float = 0.05,
+    weight_decay: float = 1e-4,
 ) -> float:
-    """Softmax regression on standardised features (full-batch Adam); returns test accuracy.
+    """A linear classifier on standardised features; returns test accuracy.
 
     Args:
         x_train, x_test: ``(n, D)`` features; y_train, y_test: ``(n,)`` int class ids.
         n_classes: number of classes.
+        seed: initialisation (logistic) and the ridge validation split.
+        method: ``ridge`` (closed-form least squares on one-hot targets, the ridge strength
+            chosen on a held-out 20 % of the training set; ~100x cheaper than iterative
+            training, which matters on a shared 2-core CPU) or ``logistic`` (softmax
+            regression, full-batch Adam for ``steps``).
     """
-    g = torch.Generator().manual_seed(seed)
-    xtr = torch.from_numpy(np.ascontiguousarray(x_train, dtype=np.float32))
-    xte = torch.from_numpy(np.ascontiguousarray(x_test, dtype=np.float32))
+    xtr = torch.from_numpy(np.ascontiguousarray(x_train, dtype=np.float32)).double()
+    xte = torch.from_numpy(np.ascontiguousarray(x_test, dtype=np.float32)).double()
     mu, sd = xtr.mean(0), xtr.std(0) + 1e-5  # train statistics only
     xtr, xte = (xtr - mu) / sd, (xte - mu) / sd
     ytr, yte = torch.from_numpy(np.asarray(y_train, np.int64)), torch.from_numpy(np.asarray(y_test, np.int64))
+    if method == "ridge":
+        w = _ridge_fit(xtr, ytr, n_classes, seed)
+        return float(((_bias(xte) @ w).argmax(-1) == yte).double().mean())
+    if method != "logistic":
+        raise ValueError(f"probe method must be 'ridge' or 'logistic', got {method!r}")
+    g = torch.Generator().manual_seed(seed)
+    xtr, xte = xtr.float(), xte.float()
     w = (torch.randn(xtr.shape[1], n_classes, generator=g) * 0.01).requires_grad_()
     b = torch.zeros(n_classes, requires_grad=True)
     opt = torch.optim.Adam([w, b], lr=lr)
@@ -200,6 +213,35 @@ def train_probe(
         return float(((xte @ w + b).argmax(-1) == yte).float().mean())
 
 
+def _bias(x: torch.Tensor) -> torch.Tensor:
+    return torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
+
+
+def _ridge_fit(x: torch.Tensor, y: torch.Tensor, n_classes: int, seed: int) -> torch.Tensor:
+    """Ridge regression onto one-hot targets; lambda picked on a held-out 20 %, then refit."""
+    x = _bias(x)
+    onehot = F.one_hot(y, n_classes).double()
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    cut = max(1, int(0.8 * len(x)))
+    fit, val = perm[:cut], perm[cut:]
+    lams = [1e-4, 1e-3, 1e-2, 1e-1, 1.0]  # times n (standardised features: diag(X^T X) ~ n)
+
+    def solve(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        evals, evecs = torch.linalg.eigh(x[idx].T @ x[idx])
+        return evals, evecs, evecs.T @ (x[idx].T @ onehot[idx])
+
+    best = lams[0]
+    if len(val):
+        evals, evecs, proj = solve(fit)
+        accs = [
+            float(((x[val] @ (evecs @ (proj / (evals + lam * len(fit))[:, None]))).argmax(-1) == y[val]).double().mean())
+            for lam in lams
+        ]
+        best = lams[int(np.argmax(accs))]
+    evals, evecs, proj = solve(torch.arange(len(x)))
+    return evecs @ (proj / (evals + best * len(x))[:, None])
+
+
 def _subsample(n: int, frac: float, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(n, size=max(1, int(round(frac * n))), replace=False))
@@ -207,7 +249,7 @@ def _subsample(n: int, frac: float, seed: int) -> np.ndarray:
 
 def probe_layers(
     train: dict[str, np.ndarray], y_train: np.ndarray, test: dict[str, np.ndarray], y_test: np.ndarray,
-    n_classes: int, seeds: Sequence[int] = (0, 1, 2), frac: float = 0.8, steps: int = 300,
+    n_classes: int, seeds: Sequence[int] = (0, 1, 2), frac: float = 0.8, method: str = "ridge",
 ) -> dict[str, dict]:
     """One probe per layer and seed; ``{layer: {"acc": [per seed], "mean", "std"}}``."""
     out = {}
@@ -215,7 +257,7 @@ def probe_layers(
         accs = []
         for s in seeds:
             sub = _subsample(len(y_train), frac, 1000 + s)
-            accs.append(train_probe(train[name][sub], y_train[sub], test[name], y_test, n_classes, seed=s, steps=steps))
+            accs.append(train_probe(train[name][sub], y_train[sub], test[name], y_test, n_classes, seed=s, method=method))
         out[name] = {"acc": accs, "mean": float(np.mean(accs)), "std": float(np.std(accs))}
     return out
 

@@ -168,7 +168,7 @@ def add_teacher_pretrain_probe(teacher) -> None:
     p.add_argument("--out", required=True, help="output folder for probe.json and probe.png")
     p.add_argument("--seeds", type=int, default=3, help="probe repetitions per layer (run-to-run noise)")
     p.add_argument("--max-utts", type=int, default=400, help="utterances per phone split (speaker: twice as many)")
-    p.add_argument("--max-frames", type=int, default=24000, help="training frames of the phone probe")
+    p.add_argument("--max-frames", type=int, default=30000, help="training frames of the phone probe")
     p.add_argument("--no-twin", action="store_true", help="skip the random-init twin")
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=cmd_teacher_probe)

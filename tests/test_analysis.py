@@ -100,3 +100,14 @@ def test_upstream_cka_between_and_within(corpus):
     np.testing.assert_allclose(within["cka"], self_pair["cka"], atol=1e-9)
     between = np.array(upstream_cka(a, b, corpus, split="asr_test", max_utts=4, max_frames=200)["cka"])
     assert between.shape == (6, 6) and (between < 0.999).any()
+
+
+def test_ridge_and_logistic_probes_agree_on_easy_data():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 4, 400)
+    x = rng.standard_normal((400, 10)) + 3.0 * np.eye(4, 10)[y]
+    ridge = train_probe(x[:300], y[:300], x[300:], y[300:], 4, method="ridge")
+    logistic = train_probe(x[:300], y[:300], x[300:], y[300:], 4, method="logistic")
+    assert ridge > 0.85 and logistic > 0.85 and abs(ridge - logistic) < 0.08
+    with pytest.raises(ValueError, match="ridge"):
+        train_probe(x, y, x, y, 4, method="svm")

@@ -103,10 +103,11 @@ def profile_config(profile: str) -> PretrainConfig:
         )
     if profile == "embedded":
         # sized for a shared 2-core CPU: 25 + 22 minutes of training plus target building;
-        # 2500 utterances (~4 h) is more audio than ~2000 steps of 24 s batches can revisit much
+        # 1200 utterances (~2 h): labelling them with the iteration-1 model costs ~2 min on one
+        # core, and ~1000 steps of 24 s batches already revisit each utterance a few times
         return PretrainConfig(
             iter2_layer=4, minutes1=25.0, minutes2=22.0, lr=7e-4, batch_seconds=24.0,
-            kmeans_frames=50_000, max_utts=2500,
+            kmeans_frames=50_000, max_utts=1200,
         )
     raise ValueError(f"unknown pretraining profile {profile!r}; choose tiny or embedded")
 
