@@ -108,7 +108,7 @@ def cmd_teacher_pretrain(args: argparse.Namespace) -> int:
     cfg = with_overrides(
         profile_config(args.profile), minutes1=args.minutes1, minutes2=args.minutes2, steps1=args.steps1,
         steps2=args.steps2, iterations=args.iterations, iter2_layer=args.iter2_layer, iter2_init=args.iter2_init,
-        k1=args.k1, k2=args.k2, lr=args.lr, batch_seconds=args.batch_seconds, threads=args.threads, seed=args.seed, max_utts=args.max_utts,
+        k1=args.k1, k2=args.k2, lr=args.lr, batch_seconds=args.batch_seconds, unmasked_weight=args.unmasked_weight, threads=args.threads, seed=args.seed, max_utts=args.max_utts,
         post_ln=None if args.pre_ln is None else not args.pre_ln, iter2_cmvn=None if args.no_cmvn is None else not args.no_cmvn,
     )
     pretrain(cfg, data, Path(args.out), log_fn=lambda m: print(m, flush=True))
@@ -152,6 +152,7 @@ def add_teacher_pretrain_probe(teacher) -> None:
     p.add_argument("--k2", type=int, help="k-means clusters, iteration 2")
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--batch-seconds", type=float, help="audio seconds per batch")
+    p.add_argument("--unmasked-weight", type=float, help="loss weight on unmasked frames (0 = masked only)")
     p.add_argument("--max-utts", type=int, help="use at most this many distill utterances (0 = all)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default 2)")
     p.add_argument("--seed", type=int)
