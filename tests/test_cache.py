@@ -222,3 +222,31 @@ def test_strict_errors(manifest, tmp_path):
     dup.write_text(lines[0] + "\n" + lines[0] + "\n")
     with pytest.raises(CacheError, match="'u0' more than once"):
         build(dup, tmp_path / "cache")
+
+
+def test_cli_builds_then_reuses(manifest, tmp_path, capsys):
+    from harness.cli import main
+
+    args = ["teacher", "cache", "--teacher", "dummy", "--manifest", str(manifest), "--layers", "0,2-3",
+            "--out", str(tmp_path / "cache"), "--device", "cpu", "--shard-size", "3"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "arrays frontend, layer_0, layer_2, layer_3" in out and "shards built 3, reused 0" in out
+    assert main(args) == 0
+    assert "shards built 0, reused 3" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"--layers": "7"}, "--layers: [7] out of range; this teacher has hidden states 0..4"),
+    ({"--layers": "x"}, "--layers: 'x' is not 'all'"),
+    ({"--manifest": "missing.jsonl"}, "no such manifest: missing.jsonl"),
+    ({"--teacher": "s3prl:hubert:/nope/h.pt"}, "checkpoint not found: /nope/h.pt"),
+])
+def test_cli_errors_are_one_line(manifest, tmp_path, capsys, change, message):
+    from harness.cli import main
+
+    opts = {"--teacher": "dummy", "--manifest": str(manifest), "--layers": "all", "--out": str(tmp_path / "c"),
+            "--device": "cpu", **change}
+    assert main(["teacher", "cache", *[x for kv in opts.items() for x in kv]]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
