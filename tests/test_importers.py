@@ -228,7 +228,8 @@ def test_voxceleb1(tmp_path):
             lines.append(f"{sid} {spk}/vidA/{i:05d}.wav")
     _corrupt(src / "wav" / "id10001" / "vidB" / "00001.wav")
     _audio(src / "wav" / "id10002" / "vidB" / "00001.wav", channels=2)
-    lines += ["1 id10001/vidB/00001.wav", "1 id10002/vidB/00001.wav", "3 id10003/vidC/00001.wav"]
+    lines += ["1 id10001/vidB/00001.wav", "1 id10002/vidB/00001.wav", "3 id10003/vidC/00001.wav",
+              "3 id10002/vidA/00004.wav"]  # listed twice
     (src / "iden_split.txt").write_text("\n".join(lines) + "\n")
     out = import_corpus("voxceleb1", src, tmp_path / "sid")
     splits = _manifests(out)
@@ -241,6 +242,7 @@ def test_voxceleb1(tmp_path):
     assert "not readable audio" in reasons["id10001/vidB"]
     assert "2 channels" in reasons["id10002/vidB"]
     assert "missing" in reasons["id10003/vidC"]
+    assert "duplicate utterance id 'id10002-vidA-00004'" in reasons["id10002/vidA"]
 
     (src / "iden_split.txt").write_text("1 id10001/vidA/00001.wav\nfour id10001\n")
     with pytest.raises(LayoutError) as err:

@@ -115,6 +115,10 @@ def test_make_loader_end_to_end(tmp_path):
     loader.batch_sampler.set_epoch(5)
     b = [(b.ids, b.offsets.tolist()) for b in loader]
     assert a == b
+    # worker processes get the epoch through the sampler's keys: same crops as in-process
+    workers = make_loader(man, batch_size=2, max_seconds=1.0, seed=0, num_workers=1)
+    workers.batch_sampler.set_epoch(5)
+    assert [(b.ids, b.offsets.tolist()) for b in workers] == a
     unbucketed = make_loader(man, batch_size=3, bucket=False, shuffle=False)
     assert [b.ids for b in unbucketed] == [["u0", "u1", "u2"], ["u3", "u4", "u5"], ["u6"]]
 

@@ -497,6 +497,19 @@ def prepare_iemocap(src: Path, out: Path, skips: SkipLog | None = None, notes: d
 # ----------------------------------------------------------------------------- driver
 
 
+def _dedupe(records: list[dict], skips: SkipLog) -> list[dict]:
+    """Drop records whose id repeats an earlier one in the split (counted as skips)."""
+    seen: set[str] = set()
+    out = []
+    for r in records:
+        if r["id"] in seen:
+            skips.add(r["path"], f"duplicate utterance id {r['id']!r} in the split")
+            continue
+        seen.add(r["id"])
+        out.append(r)
+    return out
+
+
 def _summary_line(split: str, recs: list[dict]) -> str:
     hours = sum(r["num_samples"] / r["sample_rate"] for r in recs) / 3600.0
     return f"  {split:<18}{len(recs):>8} utts {hours:>9.2f} h {len({r['speaker'] for r in recs}):>7} speakers"
@@ -548,7 +561,7 @@ def import_corpus(corpus: str, src: str | Path, out: str | Path, force: bool = F
         meta_path.unlink()
     t0 = time.time()
     skips, notes = SkipLog(), {}
-    splits = prepare(src, out, skips=skips, notes=notes)
+    splits = {split: _dedupe(recs, skips) for split, recs in prepare(src, out, skips=skips, notes=notes).items()}
     if not splits:
         first = f"; first skip: {skips.items[0][0]}: {skips.items[0][1]}" if skips.items else ""
         raise _layout_error(corpus, src, f"no usable audio ({len(skips)} file(s) skipped{first})")
