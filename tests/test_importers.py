@@ -203,7 +203,8 @@ def test_fluent_commands(tmp_path):
     splits = _manifests(out)
     assert {s: len(r) for s, r in splits.items()} == {"ic_train": 2, "ic_dev": 1, "ic_test": 1}
     r = splits["ic_train"][0]
-    assert r["label"] == "activate|lights|none" and r["slots"] == {"action": "activate", "object": "lights", "location": "none"}
+    assert r["label"] == "activate|lights|none"
+    assert r["slots"] == {"action": "activate", "object": "lights", "location": "none"}
     assert r["text"] == "turn on the lights" and r["speaker"] == "spkA" and r["id"] == "spkA_u1"
     _check_records(out, splits)
     assert set(_skipped(out)) == {"bad.wav", "gone.wav"}

@@ -388,7 +388,10 @@ def prepare_voxceleb1(src: Path, out: Path, skips: SkipLog | None = None, notes:
             continue
         parts = line.split()
         if len(parts) != 2 or parts[0] not in names or parts[1].count("/") != 2:
-            raise _layout_error("voxceleb1", split_file, f"line {lineno} is {line.strip()!r}, not '<1|2|3> <id>/<video>/<nnnnn>.wav'")
+            raise _layout_error(
+                "voxceleb1", split_file,
+                f"line {lineno} is {line.strip()!r}, not '<1|2|3> <id>/<video>/<nnnnn>.wav'",
+            )
         rel = parts[1]
         path = src / "wav" / rel
         if not path.is_file():
@@ -446,7 +449,9 @@ def prepare_iemocap(src: Path, out: Path, skips: SkipLog | None = None, notes: d
         and (src / f"Session{k}" / "dialog" / "EmoEvaluation").is_dir()
     ]
     if len(sessions) < 2:
-        raise _layout_error("iemocap", src, f"found {len(sessions)} complete Session folder(s), need at least 2 for folds")
+        raise _layout_error(
+            "iemocap", src, f"found {len(sessions)} complete Session folder(s), need at least 2 for folds"
+        )
     notes["sessions"] = sessions
     dropped: dict[str, int] = {}
     items = []
