@@ -105,7 +105,7 @@ def _probe(items: list[tuple[dict, Path]], skips: SkipLog) -> list[dict]:
         ``num_samples`` (samples) and ``sample_rate`` (Hz).
     """
 
-    def one(item: tuple[dict, Path]) -> dict | None:
+    def one(item: tuple[dict, Path]) -> dict:
         rec, path = item
         try:
             frames = check_audio(path, SAMPLE_RATE)
