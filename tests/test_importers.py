@@ -168,6 +168,11 @@ def test_speech_commands(tmp_path):
     _check_records(out, splits)
     skipped = _skipped(out)
     assert set(skipped) == {"ff06_nohash_0.wav", "gone_nohash_0.wav", "low_rate.wav"}
+    # the loader reads every record, generated clips through their corpus-relative path
+    from harness.data.loader import make_loader
+
+    batch = next(iter(make_loader(out / "ks_test.jsonl", batch_size=8, shuffle=False)))
+    assert batch.wavs.shape == (3, SR) and "silence_white_noise_0009" in batch.ids
     # the silence clips are the noise file's consecutive seconds
     noise, _ = sf.read(src / "_background_noise_" / "white_noise.wav", dtype="float32")
     clip, _ = sf.read(out / "silence" / "white_noise_0003.wav", dtype="float32")
