@@ -168,6 +168,10 @@ def test_speech_commands(tmp_path):
     _check_records(out, splits)
     skipped = _skipped(out)
     assert set(skipped) == {"ff06_nohash_0.wav", "gone_nohash_0.wav", "low_rate.wav"}
+    # importing into the source folder itself: the generated silence/ is not a word
+    import_corpus("speech_commands", src, src)
+    inside = import_corpus("speech_commands", src, src, force=True)  # silence/ now exists
+    assert {s: len(r) for s, r in _manifests(inside).items()} == {s: len(r) for s, r in splits.items()}
     # the loader reads every record, generated clips through their corpus-relative path
     from harness.data.loader import make_loader
 

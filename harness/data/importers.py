@@ -241,7 +241,11 @@ def prepare_speech_commands(src: Path, out: Path, skips: SkipLog | None = None, 
     for name in ("validation_list.txt", "testing_list.txt"):
         if not (src / name).is_file():
             raise _layout_error("speech_commands", src, f"no {name}")
-    words = sorted(p.name for p in src.iterdir() if p.is_dir() and not p.name.startswith("_"))
+    generated = (Path(out) / "silence").resolve()  # --out inside src must not become a word
+    words = sorted(
+        p.name for p in src.iterdir()
+        if p.is_dir() and not p.name.startswith("_") and p.resolve() != generated
+    )
     if not words:
         raise _layout_error("speech_commands", src, "no word folders")
     listed = {}
