@@ -23,6 +23,7 @@ counts).
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -287,6 +288,14 @@ def use_data_dir(path: str | Path) -> None:
         _DATA_DIR, _ENGINE = path, None
 
 
+def reset(path: str | Path | None = None) -> None:
+    """Terminate this process's engine and go back to the data folder ``path`` (None = default)."""
+    global _DATA_DIR, _ENGINE
+    if _ENGINE is not None and _ENGINE_PID == os.getpid():
+        _ENGINE.lib.espeak_Terminate()
+    _DATA_DIR, _ENGINE = (Path(path) if path else None), None
+
+
 def data_dir() -> Path:
     """The data folder in use; a private temporary one is made on first need."""
     global _DATA_DIR
@@ -345,6 +354,16 @@ def resample_ratio(speed: float = 1.0) -> tuple[int, int]:
     return 320, int(round(441 * speed))
 
 
+@functools.lru_cache(maxsize=256)
+def _lowpass(up: int, down: int) -> np.ndarray:
+    """The anti-aliasing FIR that ``scipy.signal.resample_poly`` would design (cached: the
+    design costs as much as the filtering for a short utterance)."""
+    from scipy.signal import firwin
+
+    max_rate = max(up, down)
+    return firwin(2 * 10 * max_rate + 1, 1.0 / max_rate, window=("kaiser", 5.0)).astype(np.float32)
+
+
 def synthesize(
     text: str,
     voice: str = "en-us",
@@ -395,7 +414,7 @@ def synthesize(
     native, events = eng.synth(text, seed)
     if len(native) == 0:
         raise EspeakError(f"eSpeak produced no audio for {text[:40]!r} (voice {voice!r})")
-    audio = resample_poly(native.astype(np.float32) / 32768.0, up, down).astype(np.float32)
+    audio = resample_poly(native.astype(np.float32) / 32768.0, up, down, window=_lowpass(up, down)).astype(np.float32)
     n = len(audio)
 
     def pos(sample_22k: int) -> int:
