@@ -66,6 +66,7 @@ PARAMETER_LIMITS = {"rate": (80, 450), "volume": (0, 200), "pitch": (0, 99), "ra
 # byte-identical audio on repeated calls; without them 27 of 104 do not.
 DETERMINISTIC_VOICE_LINES = "flutter 0\nroughness 0\necho 0 0\nbreath 0\n"
 BASE_VARIANT = "base"  # a neutral variant (eSpeak defaults + the lines above)
+_MAX_VOICE_FILES = 349  # eSpeak NG's N_VOICES_LIST - 1: voice files beyond it are dropped
 
 _DATA_DIR: Path | None = None
 
@@ -189,6 +190,10 @@ class _Engine:
             voice = f"{voice}+{BASE_VARIANT}"
         if voice == self._voice:
             return
+        variant = voice.split("+", 1)[1]
+        if not (self.data_path / "voices" / "!v" / variant).is_file():
+            # eSpeak would silently fall back to its default voice
+            raise EspeakError(f"eSpeak voice variant {variant!r} not found in {self.data_path / 'voices' / '!v'}")
         if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
             raise EspeakError(f"eSpeak voice {voice!r} not found (see harness.data.espeak.list_variants() and {self.data_path / 'lang'})")
         self._voice = voice
@@ -240,35 +245,58 @@ def stock_data_path() -> Path:
     return Path(espeakng_loader.get_data_path())
 
 
-def make_data_dir(root: str | Path, variants: dict[str, str] | None = None) -> Path:
+def make_data_dir(
+    root: str | Path, variants: dict[str, str] | None = None, stock_variants: bool = True, english_only: bool = False
+) -> Path:
     """Create a private eSpeak data folder: the stock data plus our own voice variants.
 
     Every stock file is symlinked except ``voices/!v``, which holds the stock variants
-    with :data:`DETERMINISTIC_VOICE_LINES` appended, a neutral :data:`BASE_VARIANT`, and
-    ``variants`` (name -> variant file text, e.g. one per synthetic speaker).
+    (if ``stock_variants``) with :data:`DETERMINISTIC_VOICE_LINES` appended, a neutral
+    :data:`BASE_VARIANT`, and ``variants`` (name -> variant file text, e.g. one per
+    synthetic speaker). eSpeak lists at most 349 voice files (languages + variants) and
+    silently drops the rest, so many custom variants need ``english_only=True`` (only the
+    English language files, 11 instead of 141) and ``stock_variants=False``.
 
     Args:
         root: folder to create ``espeak-ng-data`` in (created if missing).
         variants: extra variant files; their text gets the deterministic lines too.
+        stock_variants: include eSpeak's own variants (``m3``, ``f1``, ``klatt2``...).
+        english_only: keep only the English language definitions (``lang/gmw/en*``).
 
     Returns:
         The ``espeak-ng-data`` path, for :func:`use_data_dir`.
 
     Raises:
-        EspeakError: if the folder cannot be written (names the path).
+        EspeakError: if the folder cannot be written (names the path), or the voice
+            files would exceed eSpeak's list limit.
     """
     src = stock_data_path()
     dst = Path(root) / "espeak-ng-data"
     vdir = dst / "voices" / "!v"
+    files: dict[str, str] = {}
+    if stock_variants:
+        files = {p.name: p.read_text(errors="replace") for p in (src / "voices" / "!v").iterdir() if p.is_file()}
+    files[BASE_VARIANT] = f"language variant\nname {BASE_VARIANT}\n"
+    files.update(variants or {})
+    n_lang = 11 if english_only else sum(1 for p in (src / "lang").rglob("*") if p.is_file())
+    if len(files) + n_lang > _MAX_VOICE_FILES:
+        raise EspeakError(
+            f"{dst}: {len(files)} variants + {n_lang} languages exceed eSpeak's limit of {_MAX_VOICE_FILES} voice files "
+            "(use english_only=True, stock_variants=False, or fewer speakers)"
+        )
     try:
         vdir.mkdir(parents=True, exist_ok=True)
         for p in src.iterdir():
             link = dst / p.name
-            if p.name != "voices" and not link.exists():
-                os.symlink(p, link)
-        files = {p.name: p.read_text(errors="replace") for p in (src / "voices" / "!v").iterdir() if p.is_file()}
-        files[BASE_VARIANT] = f"language variant\nname {BASE_VARIANT}\n"
-        files.update(variants or {})
+            if p.name == "voices" or link.exists() or link.is_symlink():
+                continue
+            if p.name == "lang" and english_only:
+                (link / "gmw").mkdir(parents=True, exist_ok=True)
+                for q in (p / "gmw").iterdir():
+                    if q.name.startswith("en") and q.name != "en-Shaw" and not (link / "gmw" / q.name).exists():
+                        os.symlink(q, link / "gmw" / q.name)
+                continue
+            os.symlink(p, link)
         for name, text in files.items():
             (vdir / name).write_text(text.rstrip("\n") + "\n" + DETERMINISTIC_VOICE_LINES)
     except OSError as err:

@@ -52,6 +52,7 @@ IPA_TO_PHONES: dict[str, tuple[str, ...]] = {
     "ʍ": ("w",),  # "which" with a voiceless w: CMUdict writes W
     "x": ("k",),  # "loch": CMUdict writes K
     "ɬ": ("l",),
+    "ʲ": ("y",),  # palatal off-glide eSpeak emits as its own event in some accents ("new")
     "n̩": ("n",), "m̩": ("m",), "l̩": ("l",),
     "əl": ("ah", "l"),  # syllabic l ("little"): CMUdict AH0 L
     "əm": ("ah", "m"), "ən": ("ah", "n"),
@@ -105,7 +106,7 @@ def map_ipa(ipa: str) -> tuple[str, ...]:
         A tuple of 1 or 2 phones; ``("spn",)`` when the symbol is unknown (see
         :func:`unknown_symbols` for what a corpus met).
     """
-    sym = ipa.strip().strip(_STRESS).replace("ˈ", "").replace("ˌ", "")
+    sym = ipa.strip().replace("ˈ", "").replace("ˌ", "").replace(":", "ː")  # eSpeak sometimes writes ASCII ":"
     if sym in ("", "_", "||", "|"):
         return (SILENCE,)
     found = _lookup(sym)

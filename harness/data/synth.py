@@ -490,7 +490,8 @@ def build_corpus(profile: str | Profile, out: str | Path, seed: int = 0, workers
     old_dir = espeak._DATA_DIR
     tmp = Path(tempfile.mkdtemp(prefix="harness-voices-"))
     try:
-        espeak.use_data_dir(espeak.make_data_dir(tmp, {s["id"]: s["variant_text"] for s in speakers + babble_voices}))
+        variants = {s["id"]: s["variant_text"] for s in speakers + babble_voices}
+        espeak.use_data_dir(espeak.make_data_dir(tmp, variants, stock_variants=False, english_only=True))
         _BABBLE = _babble_bank(prof, seed, babble_voices)
         _OUT = out
         for split in jobs:
