@@ -250,3 +250,10 @@ def test_cli_errors_are_one_line(manifest, tmp_path, capsys, change, message):
     assert main(["teacher", "cache", *[x for kv in opts.items() for x in kv]]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_unreadable_audio_is_a_one_line_cache_error(manifest, tmp_path):
+    (manifest.parent / "audio" / "u3.flac").write_bytes(b"not audio at all")
+    with pytest.raises(CacheError, match="u3.flac") as err:
+        build(manifest, tmp_path / "cache")
+    assert "\n" not in str(err.value)

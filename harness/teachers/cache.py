@@ -72,7 +72,12 @@ def _load_audio(path: Path) -> np.ndarray:
         if sr != 16000 or wav.ndim != 1:
             raise CacheError(f"{path}: expected 16 kHz mono audio, got {sr} Hz with shape {wav.shape}")
         return wav
-    return load_audio(path)
+    from harness.data.audio import AudioError
+
+    try:
+        return load_audio(path)
+    except AudioError as err:  # already one line naming the file
+        raise CacheError(f"teacher cache: {err}") from None
 
 
 def file_digest(path: str | Path) -> str:
