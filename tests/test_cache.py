@@ -80,6 +80,11 @@ def test_read_back_equals_the_teacher_and_reopens(manifest, tmp_path):
     assert all(np.array_equal(reopened.get(u)["layer_3"], cache.get(u)["layer_3"]) for u in cache.ids)
     with pytest.raises(KeyError, match="'nope' is not in the feature cache"):
         cache.get("nope")
+    import pickle
+
+    blob = pickle.dumps(cache)  # as sent to DataLoader workers: small, maps reopened on use
+    assert len(blob) < 20000
+    assert np.array_equal(pickle.loads(blob).get("u1")["layer_4"], cache.get("u1")["layer_4"])
 
 
 def test_key_depends_on_layers_frontend_and_manifest_content(manifest, tmp_path):

@@ -184,6 +184,12 @@ class FeatureCache:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def __getstate__(self) -> dict:
+        # sent to DataLoader workers: reopen the memory maps there instead of copying them
+        state = dict(self.__dict__)
+        state["_arrays"] = {}
+        return state
+
     def __contains__(self, utt_id: object) -> bool:
         return utt_id in self._index
 
