@@ -539,8 +539,8 @@ def ensure_cache(
             return cache
         plan = _make_plan(teacher, records, layers, frontend, shard_size)
         if final.exists():  # finished once but damaged: repair it in the building folder
-            ok, bad, reason = verify_cache(final, full=True)
-            say(f"{final}: {reason}; rebuilding the damaged part")
+            _, _, reason = verify_cache(final, full=False)
+            say(f"{final}: {reason or 'a shard fails its checksum'}; rebuilding the damaged part")
             if building.exists():
                 shutil.rmtree(building)
             (final / "COMPLETE.json").unlink(missing_ok=True)
