@@ -21,11 +21,15 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from harness.provenance import git_commit, now_iso
 from harness.report import figures as F
-from harness.report.collect import Problem, Results, collect
+from harness.report.collect import Problem, Results, collect, varying_keys
 from harness.report.findings import findings
 from harness.report.tables import Table, build_tables, groups_of, runs_frame
 
 TEMPLATES = Path(__file__).parent / "templates"
+# The stacking and loss settings a reader needs to interpret a table (layer map included).
+SETTING_KEYS = ("stacking.stages", "stacking.add", "stacking.schedule", "stacking.init", "stacking.optim_state",
+                "stacking.layer_map", "loss.objective", "loss.per_layer", "loss.w", "train.steps",
+                "student.preset", "student.layers")
 
 
 @dataclass
@@ -62,12 +66,17 @@ def provenance(results: Results, command: str) -> list[tuple[str, str]]:
     ok = runs[runs["ok"]]
     seeds = ok.groupby("sweep")["seed"].nunique()
     settings = []
-    for key in ("stacking.stages", "stacking.add", "stacking.schedule", "stacking.init", "stacking.optim_state",
-                "stacking.layer_map", "loss.objective", "loss.per_layer", "loss.w", "train.steps",
-                "student.preset", "student.layers"):
-        vals = _unique(runs.get(f"cfg.{key}", pd.Series(dtype=object)))
-        if vals:
-            settings.append(f"{key}={'/'.join(vals)}")
+    for sweep in results.sweeps():
+        sr = runs[runs["sweep"] == sweep]
+        varying = set(varying_keys(sr))
+        parts = []
+        for key in SETTING_KEYS:
+            vals = _unique(sr.get(f"cfg.{key}", pd.Series(dtype=object)))
+            if vals and key not in varying:
+                parts.append(f"{key}={'/'.join(vals)}")
+        if varying:
+            parts.append("varied: " + ", ".join(sorted(varying)))
+        settings.append((f"Settings ({sweep})", ", ".join(parts) or "n/a"))
     starts, ends = _unique(runs["start_time"]), _unique(runs["end_time"])
     hw = []
     for _, r in runs.drop_duplicates(subset=["device", "cpu_count", "torch"]).iterrows():
@@ -87,7 +96,7 @@ def provenance(results: Results, command: str) -> list[tuple[str, str]]:
         ("Runs", f"{len(ok)} finished of {len(runs)}"),
         ("Total compute (training)", f"{_duration(float(runs['train_seconds'].fillna(0).sum()))} "
                                      f"({runs['train_seconds'].fillna(0).sum():.0f} s summed over all runs, failed included)"),
-        ("Settings", ", ".join(settings) or "n/a"),
+        *settings,
     ]
 
 
@@ -103,6 +112,14 @@ def _problem_rows(results: Results) -> list[dict]:
         rows.append({"kind": "missing", "what": f"{name} in {len(runs)} run(s): {', '.join(runs)}",
                      "detail": f"{detail}; shown as n/a"})
     return rows
+
+
+def _css_width(png: Path) -> int:
+    """The figure's design width in CSS pixels (96 per inch), from the PNG header, so small
+    figures are not blown up to the page width."""
+    head = png.read_bytes()[:24]
+    width_px = int.from_bytes(head[16:20], "big")
+    return round(width_px / F.DPI * 96)
 
 
 def _data_uri(path: Path) -> str:
@@ -216,7 +233,7 @@ def render_report(
     runs_view = results.runs[["sweep", "run_id", "variant", "seed", "status", "train_seconds", "superb_score"]]
     page = env.get_template("report.html.j2").render(
         title=title or out.name, css=(TEMPLATES / "report.css").read_text(), findings=text, provenance=prov,
-        tables=tables, figures=[{"f": f, "uri": _data_uri(f.png)} for f in figs], skipped=skipped,
+        tables=tables, figures=[{"f": f, "uri": _data_uri(f.png), "width": _css_width(f.png)} for f in figs], skipped=skipped,
         problems=_problem_rows(results), runs=runs_view.to_dict("records"),
     )
     html_path = out / "index.html"

@@ -234,8 +234,9 @@ def _baseline_seconds(results: Results, runs: pd.DataFrame) -> tuple[float, str]
 
 
 def _fmt_value(v) -> str:
-    if isinstance(v, float) and v.is_integer():
-        return str(v)
+    """Config values as a reader writes them: 0.5, 1 (not 1.0), copy."""
+    if isinstance(v, float):
+        return f"{v:g}"
     return str(v)
 
 
