@@ -222,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--local", action="store_true", help="run trials in this process, without Ray")
     p.set_defaults(func=cmd_sweep)
 
+    add_report_parser(sub)
+
     return parser
 
 

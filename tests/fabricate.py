@@ -236,3 +236,11 @@ def fabricate_probe(path: Path) -> Path:
         "cka": cka.round(4).tolist(),
     }))
     return path
+
+
+def fabricate_broken(sweep_dir: Path, sweep: str = "main") -> Path:
+    """A run whose summary.json was cut off mid-write (config.yaml intact): must be listed."""
+    run_dir = write_run(sweep_dir, "middle", 3, sweep=sweep)
+    text = (run_dir / "summary.json").read_text()
+    (run_dir / "summary.json").write_text(text[: len(text) // 2])
+    return run_dir

@@ -309,9 +309,10 @@ def collect(results_dirs: list[str | Path], probe: str | Path | None = None) -> 
             curves += c
             stages += s
             problems += p
-            if w:
+            # Only finished runs feed figures; a failed run's leftovers would mix into means.
+            if w and row["ok"]:
                 weights[row["key"]] = w
-            if a is not None:
+            if a is not None and row["ok"]:
                 analysis[row["key"]] = a
     runs = pd.DataFrame(rows)
     order = {v: i for i, v in enumerate(VARIANT_ORDER)}
