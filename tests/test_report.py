@@ -302,3 +302,26 @@ def test_bold_best_ties_and_direction():
 
 def test_latex_escape():
     assert latex_escape("loss_w 50% & #1") == r"loss\_w 50\% \& \#1"
+
+
+def test_collect_reads_distill_and_superb_layouts(tmp_path):
+    """summary.json as distill/evaluate write it: started/ended, embedded config, a failed
+    task; superb.json with its {"tasks": ...} wrapper; no config.yaml."""
+    run = fabricate.write_run(tmp_path / "s", "top", 0, sweep="s")
+    summary = json.loads((run / "summary.json").read_text())
+    summary["started"], summary["ended"] = summary.pop("start_time"), summary.pop("end_time")
+    import yaml
+
+    summary["config"] = yaml.safe_load((run / "config.yaml").read_text())
+    (run / "config.yaml").unlink()
+    summary["tasks"]["asr"] = {"metric": "wer", "direction": "lower", "value": None, "n": 0,
+                               "status": "failed: RuntimeError: boom"}
+    (run / "summary.json").write_text(json.dumps(summary))
+    superb = json.loads((run / "superb.json").read_text())
+    (run / "superb.json").write_text(json.dumps({"tasks": superb, "score": None}))
+    r = collect([tmp_path / "s"])
+    row = r.runs.iloc[0]
+    assert row["ok"] and row["start_time"] == summary["started"] and row["cfg.stacking.variant"] == "top"
+    assert any(p.kind == "task_failed" and "asr" in p.detail for p in r.problems)
+    assert math.isnan(r.tasks.set_index("task").loc["asr", "value"])
+    assert set(r.layer_weights[row["key"]]) == set(fabricate.TASKS)

@@ -39,7 +39,7 @@ class Problem:
     """Something the reader must know about: a failed run, a missing or unreadable file."""
 
     path: str
-    kind: str  # failed | incomplete | unreadable | missing | eval_error
+    kind: str  # failed | incomplete | unreadable | missing | eval_error | task_failed
     detail: str
 
 
@@ -172,6 +172,8 @@ def read_run(run_dir: Path, default_sweep: str) -> tuple[dict, list[dict], list[
         except yaml.YAMLError as err:
             problems.append(Problem(str(run_dir / "config.yaml"), "unreadable", str(err).splitlines()[0]))
             cfg = {}
+    if not cfg and isinstance(summary.get("config"), dict):
+        cfg = summary["config"]  # distill also embeds the resolved config in summary.json
     trial, _ = _read_json(run_dir / "trial.json")
     overrides = (trial or {}).get("overrides") or {} if isinstance(trial, dict) else {}
 
@@ -202,7 +204,9 @@ def read_run(run_dir: Path, default_sweep: str) -> tuple[dict, list[dict], list[
         "flops": _num(summary.get("flops")),
         "superb_score": _num(summary.get("superb_score")),
         "git_commit": summary.get("git_commit"),
-        "start_time": summary.get("start_time"), "end_time": summary.get("end_time"),
+        "start_time": summary.get("start_time", summary.get("started")),
+        "end_time": summary.get("end_time", summary.get("ended")),
+        "superb_ref": summary.get("superb_ref"),
         "device": hw.get("device"), "cpu_count": hw.get("cpu_count"), "torch": hw.get("torch"),
     }
     if isinstance(row["schedule"], list):
@@ -216,6 +220,8 @@ def read_run(run_dir: Path, default_sweep: str) -> tuple[dict, list[dict], list[
     for task, t in (summary.get("tasks") or {}).items():
         if not isinstance(t, dict):
             continue
+        if str(t.get("status", "ok")).startswith("failed"):
+            problems.append(Problem(str(run_dir), "task_failed", f"{task}: {t['status']}"))
         tasks.append({
             "key": key, "sweep": sweep, "variant": row["variant"], "seed": row["seed"], "ok": ok,
             "task": task, "metric": t.get("metric", "?"), "direction": t.get("direction", "higher"),
@@ -239,6 +245,8 @@ def read_run(run_dir: Path, default_sweep: str) -> tuple[dict, list[dict], list[
 
     weights: dict[str, list[float]] = {}
     superb, why = _read_json(run_dir / "superb.json")
+    if isinstance(superb, dict) and isinstance(superb.get("tasks"), dict):
+        superb = superb["tasks"]  # {"tasks": {...}, "superb_score": ...} layout
     if isinstance(superb, dict):
         for task, t in superb.items():
             if isinstance(t, dict) and isinstance(t.get("layer_weights"), list):

@@ -91,6 +91,8 @@ def provenance(results: Results, command: str) -> list[tuple[str, str]]:
         ("Results folders", ", ".join(results.sources)),
         ("Profile", ", ".join(_unique(runs["profile"])) or "n/a"),
         ("Teacher", ", ".join(_unique(runs["teacher"])) or "n/a"),
+        ("SUPERB score reference", ", ".join(_unique(runs["superb_ref"].map(
+            lambda v: v if v is None or isinstance(v, (str, float)) else str(v)))) or "n/a"),
         ("Hardware", "; ".join(hw) or "n/a"),
         ("Seeds", ", ".join(f"{s}: {n}" for s, n in seeds.items()) or "n/a"),
         ("Runs", f"{len(ok)} finished of {len(runs)}"),
