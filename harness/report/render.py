@@ -107,7 +107,8 @@ def _problem_rows(results: Results) -> list[dict]:
     rows, grouped = [], {}
     for p in results.problems:
         if p.kind == "missing":
-            grouped.setdefault((Path(p.path).name, p.detail), []).append(str(Path(p.path).parent.name))
+            run = Path(p.path).parent
+            grouped.setdefault((Path(p.path).name, p.detail), []).append(f"{run.parent.name}/{run.name}")
         else:
             rows.append({"kind": p.kind, "what": p.path, "detail": p.detail})
     for (name, detail), runs in grouped.items():
