@@ -327,3 +327,12 @@ def test_collect_reads_distill_and_superb_layouts(tmp_path):
     assert any(p.kind == "task_failed" and "asr" in p.detail for p in r.problems)
     assert math.isnan(r.tasks.set_index("task").loc["asr", "value"])
     assert set(r.layer_weights[row["key"]]) == set(fabricate.TASKS)
+
+
+def test_findings_without_quality_or_finished_runs():
+    cols = [Column("train_seconds", "Train time (s) ↓", "lower")]
+    t = Table("t", "T", "", "variant", cols, ["none", "top"], [[Cell(100.0, 1.0, 2)], [Cell(50.0, 1.0, 2)]], sweep="s")
+    text = " ".join(main_findings(t))
+    assert "2.00x faster than none" in text and "quality cannot be compared" in text
+    t = Table("t", "T", "", "variant", cols, ["none", "top"], [[Cell()], [Cell()]], sweep="s")
+    assert main_findings(t) == ["No run of sweep s finished, so nothing can be compared."]

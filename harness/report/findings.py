@@ -43,11 +43,16 @@ def main_findings(table: Table) -> list[str]:
             ratio = timed["none"].mean / timed[fastest].mean
             text += f", {ratio:.2f}x faster than none ({_fmt(timed['none'], tcol)} {unit})"
         out.append(text + ".")
+    else:
+        out.append(f"No run of sweep {table.sweep} finished, so nothing can be compared.")
+        return out
     if "none" not in rows:
         out.append("There is no finished none baseline, so no variant can be compared with full-depth training.")
         return out
     ref = rows["none"]
     quality = [k for k in ("superb_score",) if k in cols] or [k for k in cols if k.startswith("task.")][:1]
+    if not quality:
+        out.append("No SUPERB score or task metric is recorded yet, so quality cannot be compared.")
     if quality:
         q = quality[0]
         qcol = cols[q]

@@ -309,8 +309,11 @@ def build_table(results: Results, sweep: str, table_id: str | None = None) -> Ta
         title = f"Main table ({sweep})"
         caption = ("Mean ± std over seeds per stacking variant; best per column in bold "
                    "(↑ higher is better, ↓ lower is better); n/a = no finished run.")
+    elif not keys:  # one variant, nothing varied but the seed
+        title = f"Results ({sweep})"
+        caption = "Mean ± std over seeds; n/a = no finished run."
     else:
-        title = f"Ablation: {', '.join(keys) or 'seeds'} ({sweep})"
+        title = f"Ablation: {', '.join(keys)} ({sweep})"
         caption = "Mean ± std over seeds per setting; best per column in bold; n/a = no finished run."
     if math.isfinite(base_seconds):
         caption += f" Speedup = mean train time of none ({base_src}) / train time of each run."
