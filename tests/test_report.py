@@ -115,8 +115,8 @@ def test_main_table_matches_summaries(rendered):
     """The CSV's means are the means of the summary.json values of the finished runs."""
     df = pd.read_csv(rendered["out"] / "tables" / "table-main.csv").set_index("variant")
     for variant in fabricate.VARIANTS:
-        summaries = [json.loads((d / "summary.json").read_text()) for d in rendered["main"].glob(f"variant={variant}-s*")
-                     if d != rendered["broken"]]
+        summaries = [json.loads((d / "summary.json").read_text())
+                     for d in rendered["main"].glob(f"variant={variant}-s*") if d != rendered["broken"]]
         ok = [s for s in summaries if s["status"] == "ok"]
         assert df.loc[variant, "superb_score_mean"] == pytest.approx(np.mean([s["superb_score"] for s in ok]))
         assert df.loc[variant, "train_seconds_mean"] == pytest.approx(np.mean([s["train_seconds"] for s in ok]))

@@ -146,7 +146,10 @@ def _run_dirs(results_dir: Path) -> list[Path]:
     return sorted(d for d in results_dir.iterdir() if d.is_dir() and any((d / m).exists() for m in markers))
 
 
-def read_run(run_dir: Path, default_sweep: str) -> tuple[dict, list[dict], list[dict], list[dict], dict, dict | None, list[Problem]]:
+RunRead = tuple[dict, list[dict], list[dict], list[dict], dict, "dict | None", list[Problem]]
+
+
+def read_run(run_dir: Path, default_sweep: str) -> RunRead:
     """Read one run folder; never raises for a broken run (the problems say what broke).
 
     Returns:
@@ -357,7 +360,8 @@ def varying_keys(runs: pd.DataFrame) -> list[str]:
         vals = runs[col].dropna().astype(str)
         if vals.nunique() <= 1:
             continue
-        if multi_variant and (runs.dropna(subset=[col]).astype({col: str}).groupby("variant")[col].nunique() <= 1).all():
+        per_variant = runs.dropna(subset=[col]).astype({col: str}).groupby("variant")[col].nunique()
+        if multi_variant and (per_variant <= 1).all():
             continue
         out.append(col[4:])
     return out

@@ -49,7 +49,8 @@ class Report:
 
 
 def _unique(values) -> list[str]:
-    return [str(v) for v in dict.fromkeys(v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v)))]
+    kept = (v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v)))
+    return [str(v) for v in dict.fromkeys(kept)]
 
 
 def _duration(seconds: float) -> str:
@@ -97,7 +98,8 @@ def provenance(results: Results, command: str) -> list[tuple[str, str]]:
         ("Seeds", ", ".join(f"{s}: {n}" for s, n in seeds.items()) or "n/a"),
         ("Runs", f"{len(ok)} finished of {len(runs)}"),
         ("Total compute (training)", f"{_duration(float(runs['train_seconds'].fillna(0).sum()))} "
-                                     f"({runs['train_seconds'].fillna(0).sum():.0f} s summed over all runs, failed included)"),
+                                     f"({runs['train_seconds'].fillna(0).sum():.0f} s summed over all runs, "
+                                     "failed included)"),
         *settings,
     ]
 
@@ -236,7 +238,8 @@ def render_report(
     runs_view = results.runs[["sweep", "run_id", "variant", "seed", "status", "train_seconds", "superb_score"]]
     page = env.get_template("report.html.j2").render(
         title=title or out.name, css=(TEMPLATES / "report.css").read_text(), findings=text, provenance=prov,
-        tables=tables, figures=[{"f": f, "uri": _data_uri(f.png), "width": _css_width(f.png)} for f in figs], skipped=skipped,
+        tables=tables, skipped=skipped,
+        figures=[{"f": f, "uri": _data_uri(f.png), "width": _css_width(f.png)} for f in figs],
         problems=_problem_rows(results), runs=runs_view.to_dict("records"),
     )
     html_path = out / "index.html"
