@@ -173,6 +173,7 @@ def test_html_self_contained(rendered):
     for label in ("Command", "Report code commit", "Profile", "Hardware", "Teacher", "Seeds", "Total compute"):
         assert f"<dt>{label}" in html
     assert "harness report " in html and "--probe" in html
+    assert "SUPERB scoring" in html  # superb.json's seconds count into the total compute
 
 
 def test_findings_are_computed(rendered):
@@ -319,8 +320,8 @@ def test_collect_reads_distill_and_superb_layouts(tmp_path):
     summary["tasks"]["asr"] = {"metric": "wer", "direction": "lower", "value": None, "n": 0,
                                "status": "failed: RuntimeError: boom"}
     (run / "summary.json").write_text(json.dumps(summary))
-    superb = json.loads((run / "superb.json").read_text())
-    (run / "superb.json").write_text(json.dumps({"tasks": superb, "score": None}))
+    superb = json.loads((run / "superb.json").read_text())["tasks"]
+    (run / "superb.json").write_text(json.dumps(superb))  # the bare {task: {...}} layout
     r = collect([tmp_path / "s"])
     row = r.runs.iloc[0]
     assert row["ok"] and row["start_time"] == summary["started"] and row["cfg.stacking.variant"] == "top"

@@ -50,7 +50,8 @@ class Results:
     Attributes:
         runs: one row per run folder: ``key`` (``<sweep>/<run_id>``), ``sweep``, ``run_id``,
             ``run_dir``, ``status``, ``ok``, ``variant``, ``seed``, ``schedule``, ``teacher``,
-            ``profile``, ``student_params``, ``train_seconds`` (s), ``flops``,
+            ``profile``, ``student_params``, ``train_seconds`` (s), ``eval_seconds`` (s, SUPERB
+            scoring, from ``superb.json``), ``flops``,
             ``superb_score``, ``git_commit``, ``start_time``, ``end_time``, ``device``,
             ``cpu_count``, ``torch``, and ``cfg.<dotted key>`` for every resolved config value.
         tasks: one row per run x task: ``key``, ``sweep``, ``variant``, ``seed``, ``task``,
@@ -210,6 +211,7 @@ def read_run(run_dir: Path, default_sweep: str) -> RunRead:
         "start_time": summary.get("start_time", summary.get("started")),
         "end_time": summary.get("end_time", summary.get("ended")),
         "superb_ref": summary.get("superb_ref"),
+        "eval_seconds": math.nan,
         "device": hw.get("device"), "cpu_count": hw.get("cpu_count"), "torch": hw.get("torch"),
     }
     if isinstance(row["schedule"], list):
@@ -248,6 +250,8 @@ def read_run(run_dir: Path, default_sweep: str) -> RunRead:
 
     weights: dict[str, list[float]] = {}
     superb, why = _read_json(run_dir / "superb.json")
+    if isinstance(superb, dict) and "seconds" in superb:
+        row["eval_seconds"] = _num(superb["seconds"])  # SUPERB scoring wall-clock
     if isinstance(superb, dict) and isinstance(superb.get("tasks"), dict):
         superb = superb["tasks"]  # {"tasks": {...}, "superb_score": ...} layout
     if isinstance(superb, dict):

@@ -61,6 +61,14 @@ def _duration(seconds: float) -> str:
     return f"{h} h {m:02d} min" if h else f"{m} min {s:02d} s"
 
 
+def _compute(runs: pd.DataFrame) -> str:
+    train = float(runs["train_seconds"].fillna(0).sum())
+    evals = float(runs["eval_seconds"].fillna(0).sum())
+    text = f"{_duration(train + evals)}: training {train:.0f} s"
+    text += f" + SUPERB scoring {evals:.0f} s" if evals else " (no scoring time recorded)"
+    return text + ", summed over all runs, failed ones included"
+
+
 def provenance(results: Results, command: str) -> list[tuple[str, str]]:
     """(label, value) pairs: where the numbers come from and what they cost."""
     runs = results.runs
@@ -97,9 +105,7 @@ def provenance(results: Results, command: str) -> list[tuple[str, str]]:
         ("Hardware", "; ".join(hw) or "n/a"),
         ("Seeds", ", ".join(f"{s}: {n}" for s, n in seeds.items()) or "n/a"),
         ("Runs", f"{len(ok)} finished of {len(runs)}"),
-        ("Total compute (training)", f"{_duration(float(runs['train_seconds'].fillna(0).sum()))} "
-                                     f"({runs['train_seconds'].fillna(0).sum():.0f} s summed over all runs, "
-                                     "failed included)"),
+        ("Total compute", _compute(runs)),
         *settings,
     ]
 
