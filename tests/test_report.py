@@ -268,6 +268,12 @@ def test_matplotlib_pdf_fallback_and_missing_optional(tmp_path):
     assert rep.tables[0].kind == "ablation" and rep.tables[0].index == ["w=0", "w=1"]
 
 
+def test_collect_storage_root(tmp_path):
+    fabricate.write_run(tmp_path / "results" / "a", "none", 0, sweep="a", analysis=False, superb=False)
+    fabricate.write_run(tmp_path / "results" / "b", "top", 0, sweep="b", analysis=False, superb=False)
+    assert collect([tmp_path / "results"]).sweeps() == ["a", "b"]
+
+
 def test_collect_tolerates_bad_metrics_lines(tmp_path):
     run = fabricate.write_run(tmp_path / "s", "none", 0, sweep="s")
     with open(run / "metrics.jsonl", "a") as fh:

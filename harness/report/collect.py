@@ -297,7 +297,8 @@ def collect(results_dirs: list[str | Path], probe: str | Path | None = None) -> 
     """Read every run under ``results_dirs`` into :class:`Results`.
 
     Args:
-        results_dirs: ``results/<sweep>/`` folders (or single run folders).
+        results_dirs: ``results/<sweep>/`` folders, single run folders, or a storage root
+            (``results/``) whose subfolders are sweeps.
         probe: optional teacher probe file.
 
     Raises:
@@ -309,11 +310,13 @@ def collect(results_dirs: list[str | Path], probe: str | Path | None = None) -> 
         d = Path(d)
         if not d.is_dir():
             raise FileNotFoundError(f"{d}: no such results folder")
-        run_dirs = _run_dirs(d)
-        if not run_dirs:
+        found = [(rd, d.name) for rd in _run_dirs(d)]
+        if not found:  # a storage root (results/) holding several sweep folders
+            found = [(rd, sd.name) for sd in sorted(x for x in d.iterdir() if x.is_dir()) for rd in _run_dirs(sd)]
+        if not found:
             raise FileNotFoundError(f"{d}: no run folders in it (each needs a summary.json or config.yaml)")
-        for rd in run_dirs:
-            row, t, c, s, w, a, p = read_run(rd, default_sweep=d.name)
+        for rd, default_sweep in found:
+            row, t, c, s, w, a, p = read_run(rd, default_sweep=default_sweep)
             if any(r["key"] == row["key"] for r in rows):
                 # Two folders claiming the same run id: keep both, visibly.
                 row["key"] = f"{row['key']}@{rd}"
