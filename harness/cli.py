@@ -134,7 +134,8 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
         "--out reports/embedded",
         formatter_class=_formatter,
     )
-    p.add_argument("results", nargs="+", metavar="RESULTS_DIR", help="results/<sweep>/ folders (one folder per run), or results/ itself")
+    p.add_argument("results", nargs="+", metavar="RESULTS_DIR",
+                   help="results/<sweep>/ folders (one folder per run), or results/ itself")
     p.add_argument("--out", required=True, help="report folder, e.g. reports/NAME")
     p.add_argument("--probe", help="teacher probe JSON (per-layer phone/speaker accuracy, layer CKA)")
     p.add_argument("--title", help="page title (default: the --out folder's name)")
