@@ -343,3 +343,18 @@ def test_findings_without_quality_or_finished_runs():
     assert "2.00x faster than none" in text and "quality cannot be compared" in text
     t = Table("t", "T", "", "variant", cols, ["none", "top"], [[Cell()], [Cell()]], sweep="s")
     assert main_findings(t) == ["No run of sweep s finished, so nothing can be compared."]
+
+
+def test_probe_and_analysis_nested_layouts(tmp_path):
+    """Nested spellings of the probe / analysis files are read (keys flattened)."""
+    from harness.report.figures import Figure, cka_heatmaps, probe_profile
+
+    run = fabricate.write_run(tmp_path / "s", "none", 0, sweep="s", superb=False)
+    a = json.loads((run / "analysis.json").read_text())
+    (run / "analysis.json").write_text(json.dumps({"cka": {"student_teacher": a["cka_teacher"]}}))
+    (tmp_path / "probe.json").write_text(json.dumps({"probes": {"phone_accuracy": [0.2, 0.5, 0.4]}}))
+    r = collect([tmp_path / "s"], probe=tmp_path / "probe.json")
+    groups = pd.Series({r.runs["key"][0]: "none"})
+    assert isinstance(cka_heatmaps(r, groups, tmp_path / "f", "cka_teacher", "c"), Figure)
+    fig = probe_profile(r, tmp_path / "f")
+    assert isinstance(fig, Figure) and fig.png.is_file()

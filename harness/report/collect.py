@@ -288,7 +288,10 @@ def read_probe(path: str | Path) -> dict:
     data, why = _read_json(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: probe file is {why or 'not a JSON mapping'}")
-    if not any(isinstance(v, list) for v in data.values()):
+    def has_list(d: dict) -> bool:
+        return any(isinstance(v, list) or (isinstance(v, dict) and has_list(v)) for v in d.values())
+
+    if not has_list(data):
         raise ConfigError(f"{path}: probe file has no per-layer lists (expected keys like 'phone', 'speaker')")
     return data
 

@@ -220,10 +220,21 @@ FIELD_ALIASES = {
 }
 
 
+def flat_keys(d: dict, prefix: str = "") -> dict:
+    """``{"cka": {"student_teacher": M}}`` -> ``{"cka_student_teacher": M}`` (nesting tolerated)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flat_keys(v, f"{prefix}{k}_"))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def _mean_matrix(results: Results, keys: list[str], field: str) -> tuple[np.ndarray | None, int]:
     mats = []
     for k in keys:
-        a = results.analysis.get(k) or {}
+        a = flat_keys(results.analysis.get(k) or {})
         m = next((a[f] for f in FIELD_ALIASES.get(field, (field,)) if f in a), None)
         if isinstance(m, list) and m and isinstance(m[0], list):
             mats.append(np.asarray(m, dtype=float))
@@ -289,9 +300,13 @@ def probe_profile(results: Results, folder: Path, fid: str = "teacher_probes") -
     p = results.probe
     if not p:
         return "no teacher probe file (pass --probe FILE)"
-    curves = {k: v for k, v in p.items() if isinstance(v, list) and v and not isinstance(v[0], list)
-              and k not in ("layers",)}
-    cka = next((p[k] for k in ("cka", "cka_self", "layer_cka") if isinstance(p.get(k), list)), None)
+    p = flat_keys(p)
+    def name(k: str) -> str:
+        return k.removeprefix("probes_").removeprefix("probe_").removesuffix("_accuracy").removesuffix("_acc")
+
+    curves = {name(k): v for k, v in p.items()
+              if isinstance(v, list) and v and isinstance(v[0], (int, float)) and not k.endswith("layers")}
+    cka = next((v for k, v in p.items() if "cka" in k and isinstance(v, list) and v and isinstance(v[0], list)), None)
     ncol = 2 if cka else 1
     fig, axes = plt.subplots(1, ncol, figsize=(5.2 * ncol, 3.8), squeeze=False, layout="constrained")
     ax = axes[0, 0]
