@@ -174,34 +174,71 @@ def _pdf_weasyprint(html_text: str, base: Path, pdf: Path) -> int:
     return len(doc.pages)
 
 
-def _pdf_matplotlib(report: Report, prov: list[tuple[str, str]], pdf: Path) -> int:
-    """Fallback: text pages (findings, provenance, tables as Markdown) then the figures."""
+def _pdf_matplotlib(report: Report, prov: list[tuple[str, str]], problems: list[dict], pdf: Path) -> int:
+    """Fallback without WeasyPrint: a text page (findings, provenance), one page per table
+    (a matplotlib table, best cells bold), one per figure, and the failed/missing list."""
     import textwrap
 
     import matplotlib.image as mpimg
     import matplotlib.pyplot as plt
     from matplotlib.backends.backend_pdf import PdfPages
 
+    a4 = (11.69, 8.27)  # landscape, inches
     pages = 0
-    blocks = ["Findings\n" + textwrap.fill(report.findings, 110),
-              "Provenance\n" + "\n".join(textwrap.fill(f"{k}: {v}", 110) for k, v in prov)]
-    blocks += [t.to_markdown() for t in report.tables]
+
+    def text_page(pp, title: str, lines: list[tuple[str, float]]) -> None:
+        fig = plt.figure(figsize=a4)
+        fig.text(0.04, 0.95, title, fontsize=15, weight="bold", va="top")
+        y = 0.90
+        for line, size in lines:
+            fig.text(0.04, y, line, fontsize=size, va="top", family="DejaVu Sans")
+            y -= (line.count("\n") + 1) * size / 72 / a4[1] * 1.45 + 0.006
+        pp.savefig(fig)
+        plt.close(fig)
+
     with PdfPages(pdf) as pp:
-        for block in blocks:
-            fig = plt.figure(figsize=(11.69, 8.27))
-            fig.text(0.03, 0.97, block, va="top", ha="left", family="monospace", fontsize=6.5)
+        lines = [("Findings", 11), (textwrap.fill(report.findings, 150), 9), ("Provenance", 11)]
+        lines += [(textwrap.fill(f"{k}: {v}", 170, subsequent_indent="    "), 8) for k, v in prov]
+        text_page(pp, f"Distillation report: {report.out.name}", lines)
+        pages += 1
+        for t in report.tables:
+            fig = plt.figure(figsize=a4)
+            fig.text(0.04, 0.95, textwrap.fill(f"{t.title}. {t.caption}", 150), fontsize=9, va="top")
+            ax = fig.add_axes([0.04, 0.05, 0.92, 0.80])
+            ax.axis("off")
+            cells = [[name] + [("{} ± {}".format(*c.parts(col)) if c.parts(col)[1] else c.parts(col)[0])
+                               for col, c in zip(t.columns, row)] for name, row in zip(t.index, t.cells)]
+            height = min(0.8, 0.05 * (len(cells) + 1))
+            tab = ax.table(cellText=cells, colLabels=[t.index_name] + [c.label for c in t.columns],
+                           cellLoc="right", bbox=[0, 1 - height / 0.8, 1, height / 0.8])
+            tab.auto_set_font_size(False)
+            tab.set_fontsize(7)
+            tab.auto_set_column_width(list(range(len(t.columns) + 1)))
+            for (i, j), cell in tab.get_celld().items():
+                cell.set_edgecolor("0.8")
+                if j == 0:
+                    cell.get_text().set_horizontalalignment("left")
+                if i == 0:
+                    cell.get_text().set_fontweight("bold")
+                elif j >= 1 and t.cells[i - 1][j - 1].bold:
+                    cell.get_text().set_fontweight("bold")
             pp.savefig(fig)
             plt.close(fig)
             pages += 1
         for f in report.figures:
-            fig = plt.figure(figsize=(11.69, 8.27))
-            ax = fig.add_axes([0.03, 0.08, 0.94, 0.84])
+            fig = plt.figure(figsize=a4)
+            ax = fig.add_axes([0.03, 0.10, 0.94, 0.82])
             ax.imshow(mpimg.imread(f.png))
             ax.axis("off")
             fig.suptitle(f.title)
-            fig.text(0.03, 0.03, textwrap.fill(f.caption, 160), fontsize=8)
+            fig.text(0.04, 0.06, textwrap.fill(f.caption, 170), fontsize=8, va="top")
             pp.savefig(fig)
             plt.close(fig)
+            pages += 1
+        if problems:
+            text_page(pp, "Failed, incomplete and missing",
+                      [(textwrap.fill(f"[{p['kind']}] {p['what']}: {p['detail']}", 170,
+                                      subsequent_indent="    "), 8) for p in problems])
             pages += 1
     return pages
 
@@ -266,6 +303,6 @@ def render_report(
         if engine == "weasyprint":
             report.pdf_pages = _pdf_weasyprint(page, out, pdf_path)
         else:
-            report.pdf_pages = _pdf_matplotlib(report, prov, pdf_path)
+            report.pdf_pages = _pdf_matplotlib(report, prov, _problem_rows(results), pdf_path)
         report.pdf, report.pdf_engine = pdf_path, engine
     return report
