@@ -94,6 +94,56 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- report
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import shlex
+
+    from harness.report.render import render_report
+
+    if Path(sys.argv[0]).name in ("harness", "cli.py") and "report" in sys.argv[1:]:
+        words = sys.argv[1:]  # the exact command line
+    else:  # called as main([...]) from Python: the equivalent command
+        words = ["report", *args.results, "--out", args.out]
+        words += ["--probe", args.probe] if args.probe else []
+        words += ["--title", args.title] if args.title else []
+        words += ["--no-pdf"] if args.no_pdf else []
+        words += ["--pdf-engine", args.pdf_engine] if args.pdf_engine != "auto" else []
+    command = "harness " + " ".join(shlex.quote(w) for w in words)
+    rep = render_report(
+        args.results, Path(args.out), probe=args.probe, command=command, title=args.title,
+        pdf=not args.no_pdf, pdf_engine=args.pdf_engine,
+    )
+    failed = sum(p.kind in ("failed", "incomplete", "unreadable") for p in rep.problems)
+    print(f"report: {rep.html}")
+    if rep.pdf:
+        print(f"pdf:    {rep.pdf} ({rep.pdf_pages} pages, {rep.pdf_engine})")
+    print(f"tables: {len(rep.tables)}, figures: {len(rep.figures)}"
+          + (f" (not drawn: {', '.join(rep.skipped_figures)})" if rep.skipped_figures else ""))
+    if failed:
+        print(f"note:   {failed} failed / incomplete / unreadable run(s), listed in the report")
+    return 0
+
+
+def add_report_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report", help="HTML + PDF report (tables, frontier, curves, CKA) from results folders",
+        epilog="examples:\n  harness report results/main --out reports/main\n"
+        "  harness report results/main results/ablation_w --probe results/teacher/probe.json "
+        "--out reports/embedded",
+        formatter_class=_formatter,
+    )
+    p.add_argument("results", nargs="+", metavar="RESULTS_DIR",
+                   help="results/<sweep>/ folders (one folder per run), or results/ itself")
+    p.add_argument("--out", required=True, help="report folder, e.g. reports/NAME")
+    p.add_argument("--probe", help="teacher probe JSON (per-layer phone/speaker accuracy, layer CKA)")
+    p.add_argument("--title", help="page title (default: the --out folder's name)")
+    p.add_argument("--no-pdf", action="store_true", help="skip report.pdf")
+    p.add_argument("--pdf-engine", choices=("auto", "weasyprint", "matplotlib"), default="auto")
+    p.set_defaults(func=cmd_report)
+
+
 # ----------------------------------------------------------------------------- teacher cache
 
 
@@ -254,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sweep)
 
     add_teacher_cache_parser(sub)
+    add_report_parser(sub)
 
     return parser
 
