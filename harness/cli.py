@@ -194,12 +194,12 @@ def cmd_teacher_cache(args: argparse.Namespace) -> int:
 
 def teacher_subparsers(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
     """The ``harness teacher`` command group (cache, pretrain, probe), created once."""
-    group = getattr(sub, "_harness_teacher_group", None)
-    if group is None:
-        parser = sub.add_parser("teacher", help="teacher features: cache (and pretrain, probe)")
-        group = parser.add_subparsers(dest="teacher_command", metavar="TEACHER_COMMAND")
-        group.required = True
-        sub._harness_teacher_group = group
+    if "teacher" in sub.choices:  # another block already made the group: join it
+        parser = sub.choices["teacher"]
+        return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    parser = sub.add_parser("teacher", help="teachers: pretrain, probe, cache")
+    group = parser.add_subparsers(dest="teacher_command", metavar="TEACHER_COMMAND")
+    group.required = True
     return group
 
 
