@@ -102,7 +102,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     try:
         result = export_run(Path(args.run_dir), Path(args.out), fmt=args.format, verify=not args.no_verify)
-    except ExportError as err:
+    except (ExportError, ValueError) as err:  # ValueError: not a harness student checkpoint
         raise UserError(f"{args.run_dir}: cannot export to {args.format}: {err}") from None
     print(describe(result))
     return 0
