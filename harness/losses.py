@@ -256,6 +256,18 @@ class EmaTeacher:
 
     Attributes:
         module: the frozen EMA copy (call it under ``torch.no_grad()``).
+
+    Example (ASKD feature distillation inside a training loop)::
+
+        ema = EmaTeacher(student, cfg.loss.askd.ema)
+        for step in range(total):
+            states = student.forward_features(feats, frame_lengths)
+            with torch.no_grad():
+                ema_proj = ema.module.project(ema.module.forward_features(feats, frame_lengths))
+            a = askd_alpha(step / total, askd.decay, askd.alpha_start, askd.alpha_end, askd.start_frac)
+            loss, parts = askd_l2l(student.project(states), teacher_states, ema_proj,
+                                   student.targets, a, per_layer, w, frame_mask)
+            ...; optimizer.step(); ema.update(student)
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.999) -> None:

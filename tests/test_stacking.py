@@ -3,6 +3,8 @@ the cost model, and a seeded tiny training run with a growth step for every vari
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -334,3 +336,71 @@ def test_conv_frontend_flops():
     # layer 0 runs once per layer-1 input frame (stride above = 1): 2*1*2*3 = 12; layer 1: 2*2*4*2 = 32
     assert stacking.conv_frontend_flops([(2, 3, 2), (4, 2, 1)]) == 44
     assert stacking.conv_frontend_flops([(2, 3, 2), (4, 2, 2)]) == 2 * 12 + 32
+
+
+@pytest.mark.parametrize("init", ["copy", "zero"])
+def test_resume_by_replaying_growth(init):
+    """What a resumed run does: rebuild at the first depth, replay the growth on a fresh
+    optimizer, load both state dicts; the next step is then identical."""
+    feats, lengths = batch()
+    g = torch.Generator().manual_seed(5)
+    teacher = {k: torch.randn(3, 20, 24, generator=g) for k in range(7)}
+    mask = torch.arange(20)[None] < lengths[:, None]
+
+    def step(s, opt):
+        loss, _ = l2l_loss(s.project(s.forward_features(feats, lengths)), teacher, s.targets, "mse", 0.5, mask)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return float(loss.detach())
+
+    def fresh():
+        s = make(2, seed=0)
+        return s, torch.optim.AdamW([q for q in s.parameters() if q.requires_grad], lr=1e-3)
+
+    a, opt_a = fresh()
+    step(a, opt_a)
+    grow(a, opt_a, plan("interleaved", 2, 2), init=init)
+    ramp_masks(a, 1, 4)
+    step(a, opt_a)
+    saved = ({k: v.clone() for k, v in a.state_dict().items()}, copy.deepcopy(opt_a.state_dict()))
+    b, opt_b = fresh()
+    grow(b, opt_b, plan("interleaved", 2, 2), init=init)
+    b.load_state_dict(saved[0])
+    opt_b.load_state_dict(saved[1])
+    assert [m.mask_value for m in b.layers] == [m.mask_value for m in a.layers]
+    assert step(a, opt_a) == step(b, opt_b)
+    for (n, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
+        assert torch.equal(p, q), n
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_bf16_growth_on_cuda():
+    dev = torch.device("cuda")
+    s = make(2).to(dev)
+    opt = torch.optim.AdamW([q for q in s.parameters() if q.requires_grad], lr=3e-3)
+    feats, lengths = batch()
+    feats, lengths = feats.to(dev), lengths.to(dev)
+    teacher = {k: torch.randn(3, 20, 24, device=dev) for k in range(7)}
+    mask = torch.arange(20, device=dev)[None] < lengths[:, None]
+    losses = []
+    for i in range(20):
+        if i == 10:
+            grow(s, opt, plan("interleaved", 2, 2), init="zero")
+        if i >= 10:
+            ramp_masks(s, i - 10, 5)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss, _ = l2l_loss(s.project(s.forward_features(feats, lengths)), teacher, s.targets, "mse", 0.5, mask)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert all(p.device.type == "cuda" for p in s.parameters())
+    assert losses[-1] < 0.9 * losses[0]
+
+
+def test_upstream_forward_flops():
+    # a 12 x 768 (FFN 3072) teacher on 200-frame sequences, no front-end
+    assert stacking.upstream_forward_flops(12, 768, 3072, 200) == 12 * (8 * 768**2 + 4 * 768 * 3072 + 4 * 200 * 768)
+    assert stacking.upstream_forward_flops(1, 4, 8, 10, frontend_flops=5.0) == 421.0
