@@ -219,9 +219,14 @@ def load_s3prl_upstream(path: str | Path):
     (in eval mode), applying the torchaudio shim first."""
     import contextlib
     import io
+    import warnings
 
     apply_shim()
-    with contextlib.redirect_stdout(io.StringIO()):  # s3prl prints its build steps
+    # s3prl prints its build steps (and "ESPnet is not installed" on import), and its
+    # pos conv uses the deprecated torch.nn.utils.weight_norm: none of it is ours to act on
+    noise = io.StringIO()
+    with contextlib.redirect_stdout(noise), contextlib.redirect_stderr(noise), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
         from s3prl.nn import S3PRLUpstream
 
         model = S3PRLUpstream("distiller_local", path_or_url=str(path))
