@@ -141,8 +141,9 @@ def test_export_layer_norm_frontend_grown_student_and_no_pos_conv(tmp_path):
         assert torch.allclose(ours[k][0, :t], theirs[k][0, :t], atol=1e-4)
 
 
-def test_export_pred_heads(tmp_path):
-    student = make_student(target_mode="pred_heads", pred_head_layers=[2, 4])
+@pytest.mark.parametrize("pre_ln", [False, True])
+def test_export_pred_heads(tmp_path, pre_ln):
+    student = make_student(target_mode="pred_heads", pred_head_layers=[2, 4], layer_norm_first=pre_ln)
     path = export_s3prl(student, tmp_path / "h.ckpt")
     ours, theirs, frames, _ = compare(student, path)
     with torch.no_grad():
