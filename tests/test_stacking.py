@@ -404,3 +404,20 @@ def test_upstream_forward_flops():
     # a 12 x 768 (FFN 3072) teacher on 200-frame sequences, no front-end
     assert stacking.upstream_forward_flops(12, 768, 3072, 200) == 12 * (8 * 768**2 + 4 * 768 * 3072 + 4 * 200 * 768)
     assert stacking.upstream_forward_flops(1, 4, 8, 10, frontend_flops=5.0) == 421.0
+
+
+@pytest.mark.parametrize("init", ["copy", "random"])
+def test_grow_keeps_param_group_membership(init):
+    """Weight decay on matrices only (two groups): new parameters join their source's group."""
+    s = make(3)
+    named = [(n, q) for n, q in s.named_parameters() if q.requires_grad]
+    decay = [q for n, q in named if q.dim() >= 2]
+    no_decay = [q for n, q in named if q.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}], lr=1e-3)
+    _adam_steps(s, opt, 1)
+    grow(s, opt, plan("middle", 3, 2, init=init), init=init)
+    groups = [{id(q) for q in g["params"]} for g in opt.param_groups]
+    for n, q in s.named_parameters():
+        if q.requires_grad:
+            assert (id(q) in groups[0]) == (q.dim() >= 2) and (id(q) in groups[1]) == (q.dim() < 2), n
+    _adam_steps(s, opt, 1)
