@@ -180,40 +180,6 @@ def export_s3prl(student: Any, path: str | Path) -> Path:
     return path
 
 
-def apply_shim() -> None:
-    """Make ``s3prl.hub`` / ``s3prl.nn`` importable under torchaudio >= 2.9 (see
-    ``harness.compat``; a no-op when the APIs exist)."""
-    try:
-        from harness.compat import apply_s3prl_shim
-    except ImportError:  # harness.compat arrives with the teachers branch
-        apply_s3prl_shim = _fallback_shim
-    apply_s3prl_shim()
-
-
-def _fallback_shim() -> None:
-    """The same two torchaudio names as ``harness.compat.apply_s3prl_shim``: a no-op
-    ``torchaudio.set_audio_backend`` and a placeholder ``torchaudio.sox_effects``, both
-    removed in torchaudio 2.9 and touched by s3prl 0.4.18 at import time."""
-    import sys
-    import types
-
-    import torchaudio
-
-    if not hasattr(torchaudio, "set_audio_backend"):
-        torchaudio.set_audio_backend = lambda backend=None: None
-    try:
-        import torchaudio.sox_effects  # noqa: F401
-    except ImportError:
-        mod = types.ModuleType("torchaudio.sox_effects")
-
-        def unavailable(*args, **kwargs):
-            raise RuntimeError("torchaudio.sox_effects was removed in torchaudio 2.9")
-
-        mod.apply_effects_tensor = mod.apply_effects_file = unavailable
-        sys.modules["torchaudio.sox_effects"] = mod
-        torchaudio.sox_effects = mod
-
-
 def load_s3prl_upstream(path: str | Path):
     """Load an exported checkpoint through ``s3prl.nn.S3PRLUpstream("distiller_local")``
     (in eval mode), applying the torchaudio shim first."""
@@ -221,7 +187,9 @@ def load_s3prl_upstream(path: str | Path):
     import io
     import warnings
 
-    apply_shim()
+    from harness.compat import apply_s3prl_shim
+
+    apply_s3prl_shim()  # torchaudio 2.9 removed two APIs s3prl 0.4.18 touches on import
     # s3prl prints its build steps (and "ESPnet is not installed" on import), and its
     # pos conv uses the deprecated torch.nn.utils.weight_norm: none of it is ours to act on
     noise = io.StringIO()
