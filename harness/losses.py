@@ -199,7 +199,7 @@ def logit_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels:
 
 
 def askd_alpha(progress: float, decay: str = "cosine", start: float = 1.0, end: float = 0.0,
-               start_frac: float = 0.0, exp_rate: float = 5.0, step_count: int = 4) -> float:
+               start_frac: float = 0.0, exp_rate: float = 5.0, step_count: int = 1) -> float:
     """ASKD's teacher weight ``alpha`` at a point of training.
 
     ``alpha = start`` until ``progress = start_frac``; then, with ``u = (progress -
@@ -209,8 +209,9 @@ def askd_alpha(progress: float, decay: str = "cosine", start: float = 1.0, end: 
     - ``cosine``: ``end + (start - end) * (1 + cos(pi u)) / 2``;
     - ``exp``: ``end + (start - end) * (exp(-r u) - exp(-r)) / (1 - exp(-r))`` (rate
       ``r = exp_rate``; an exponential decay rescaled to hit ``end`` at ``u = 1``);
-    - ``step``: a staircase of ``step_count`` equal drops, ``start + (end - start) *
-      floor(u * step_count) / step_count``.
+    - ``step``: ``step_count`` equal drops at ``u = k / (step_count + 1)``,
+      ``start + (end - start) * min(1, floor(u * (step_count + 1)) / step_count)``; the
+      default (one drop) is ``start`` for ``u < 1/2``, then ``end`` (as the ASR track's).
 
     Every schedule gives exactly ``start`` at ``progress <= start_frac`` and exactly
     ``end`` at ``progress >= 1``.
@@ -238,7 +239,9 @@ def askd_alpha(progress: float, decay: str = "cosine", start: float = 1.0, end: 
     elif decay == "exp":
         frac = 1.0 - (math.exp(-exp_rate * u) - math.exp(-exp_rate)) / (1.0 - math.exp(-exp_rate))
     else:
-        frac = math.floor(u * step_count) / step_count
+        if step_count < 1:
+            raise ValueError(f"askd step_count must be >= 1, got {step_count}")
+        frac = min(1.0, math.floor(u * (step_count + 1)) / step_count)
     return float(start + (end - start) * frac)
 
 
@@ -299,6 +302,11 @@ class EmaTeacher:
                 e.mul_(self.decay).add_(v.detach().to(e.dtype), alpha=1.0 - self.decay)
             else:
                 e.copy_(v)
+
+    @property
+    def shadow(self) -> nn.Module:
+        """Alias of :attr:`module` (the name the ASR track uses)."""
+        return self.module
 
     def state_dict(self) -> dict:
         return {"decay": self.decay, "module": self.module.state_dict()}

@@ -114,7 +114,9 @@ def test_askd_alpha_midpoints():
     assert L.askd_alpha(0.5, "cosine") == pytest.approx(0.5)
     assert L.askd_alpha(0.25, "cosine") == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
     assert L.askd_alpha(0.6, "linear", start_frac=0.2) == pytest.approx(0.5)
-    assert L.askd_alpha(0.3, "step") == pytest.approx(0.75)
+    assert L.askd_alpha(0.49, "step") == 1.0 and L.askd_alpha(0.5, "step") == 0.0
+    # a 4-drop staircase: drops at u = 0.2, 0.4, 0.6, 0.8
+    assert [L.askd_alpha(u, "step", step_count=4) for u in (0.1, 0.3, 0.5, 0.7, 0.9)] == [1.0, 0.75, 0.5, 0.25, 0.0]
     r = 5.0
     assert L.askd_alpha(0.5, "exp") == pytest.approx((math.exp(-r / 2) - math.exp(-r)) / (1 - math.exp(-r)))
     with pytest.raises(ValueError, match="decay"):
