@@ -160,6 +160,19 @@ def _kl_teacher_student(student_logits: torch.Tensor, teacher_logits: torch.Tens
     return _masked_mean(kl.reshape(1, -1), valid.reshape(1, -1))
 
 
+def _masked_ce(logits: torch.Tensor, labels: Optional[torch.Tensor], ignore_index: int
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(valid positions (...) bool, mean CE over them)``; no labels: all valid, CE 0."""
+    if labels is None:
+        valid = torch.ones(logits.shape[:-1], dtype=torch.bool, device=logits.device)
+        return valid, logits.new_zeros((), dtype=torch.float32)
+    valid = labels != ignore_index
+    if not bool(valid.any()):
+        return valid, logits.new_zeros((), dtype=torch.float32)
+    ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=ignore_index)
+    return valid, ce
+
+
 @LOSSES.register("logit_kd")
 def logit_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: Optional[torch.Tensor],
              temperature: float = 2.0, ce_weight: float = 1.0, kd_weight: float = 1.0,
@@ -180,16 +193,11 @@ def logit_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels:
         ``(total, parts)`` with parts ``ce`` and ``kl`` (the KL before ``T^2``).
     """
     if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"logit_kd: student {tuple(student_logits.shape)} and teacher {tuple(teacher_logits.shape)} differ")
+        raise ValueError(f"logit_kd: student {tuple(student_logits.shape)} and teacher "
+                         f"{tuple(teacher_logits.shape)} logits differ")
     if temperature <= 0:
         raise ValueError(f"logit_kd: temperature must be > 0, got {temperature}")
-    if labels is None:
-        valid = torch.ones(student_logits.shape[:-1], dtype=torch.bool, device=student_logits.device)
-        ce = student_logits.new_zeros((), dtype=torch.float32)
-    else:
-        valid = labels != ignore_index
-        ce = F.cross_entropy(student_logits.float().reshape(-1, student_logits.shape[-1]), labels.reshape(-1),
-                             ignore_index=ignore_index) if bool(valid.any()) else student_logits.new_zeros((), dtype=torch.float32)
+    valid, ce = _masked_ce(student_logits, labels, ignore_index)
     kl = _kl_teacher_student(student_logits, teacher_logits, temperature, valid)
     total = ce_weight * ce + kd_weight * kl * temperature ** 2
     return total, {"ce": ce.detach(), "kl": kl.detach()}
@@ -374,13 +382,7 @@ def askd_logit(student_logits: torch.Tensor, teacher_logits: torch.Tensor, ema_l
     """
     if ema_logits.shape != student_logits.shape:
         raise ValueError(f"askd_logit: EMA logits {tuple(ema_logits.shape)} vs student {tuple(student_logits.shape)}")
-    valid = (labels != ignore_index) if labels is not None else torch.ones(
-        student_logits.shape[:-1], dtype=torch.bool, device=student_logits.device)
-    if labels is not None and bool(valid.any()):
-        ce = F.cross_entropy(student_logits.float().reshape(-1, student_logits.shape[-1]), labels.reshape(-1),
-                             ignore_index=ignore_index)
-    else:
-        ce = student_logits.new_zeros((), dtype=torch.float32)
+    valid, ce = _masked_ce(student_logits, labels, ignore_index)
     zero = student_logits.new_zeros((), dtype=torch.float32)
     kl_t = _kl_teacher_student(student_logits, teacher_logits, temperature, valid) if alpha > 0 else zero
     kl_s = _kl_teacher_student(student_logits, ema_logits.detach(), temperature, valid) if alpha < 1 else zero

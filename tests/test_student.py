@@ -3,18 +3,15 @@ count, pred-head mode, frozen/trainable front-end, save/load round trip."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from harness.config import StudentConfig
 from harness.stacking import grow, plan
 from harness.student import (
-    StudentShape,
     TeacherInfo,
     build_student,
     load_student,
