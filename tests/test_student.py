@@ -213,3 +213,22 @@ def test_masked_layer_blends_with_identity():
     t = small()
     t.load_state_dict(s.state_dict())
     assert t.layers[0].mask_value == 0.25 and t.layers[0].blend
+
+
+def test_student_of_the_dummy_teacher():
+    """With a real teacher (``dummy``): the student copies its conv front-end and matches
+    its frame grid, so student and teacher states line up frame for frame."""
+    pytest.importorskip("harness.teachers.dummy")
+    from harness.teachers.base import load_teacher
+
+    teacher_model = load_teacher("dummy", "cpu")
+    s = build_student(StudentConfig(preset="student_tiny", layers=2), teacher_model).eval()
+    assert s.frontend is not teacher_model.frontend
+    assert s.frontend.spec == teacher_model.frontend.spec
+    assert (s.shape.teacher_width, s.shape.teacher_layers) == (teacher_model.width, teacher_model.num_layers)
+    wavs, lengths = torch.randn(2, 16000) * 0.1, torch.tensor([16000, 9000])
+    t_states, t_frames = teacher_model.hidden_states(wavs, lengths)
+    states, frames = s.hidden_states(wavs, lengths)
+    assert torch.equal(frames, t_frames) and states[0].shape[1] == t_states[0].shape[1]
+    proj = s.project(states)
+    assert proj[-1].shape == t_states[s.targets[-1]].shape
