@@ -223,6 +223,35 @@ def add_teacher_cache_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_teacher_cache)
 
 
+# ----------------------------------------------------------------------------- export
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from harness.export import ExportError, describe, export_run
+
+    try:
+        result = export_run(Path(args.run_dir), Path(args.out), fmt=args.format, verify=not args.no_verify)
+    except (ExportError, ValueError) as err:  # ValueError: not a harness student checkpoint
+        raise UserError(f"{args.run_dir}: cannot export to {args.format}: {err}") from None
+    print(describe(result))
+    return 0
+
+
+def add_export_parser(sub) -> None:
+    p = sub.add_parser(
+        "export", help="write a run's student in another toolkit's format (s3prl distiller)",
+        epilog="examples:\n  harness export results/tiny/run1 --format s3prl --out distiller.ckpt\n"
+        "  # then: S3PRLUpstream('distiller_local', path_or_url='distiller.ckpt')",
+        formatter_class=_formatter,
+    )
+    p.add_argument("run_dir", help="a finished run folder (with student.ckpt), or the checkpoint itself")
+    p.add_argument("--format", choices=("s3prl",), default="s3prl")
+    p.add_argument("--out", required=True, help="output checkpoint file")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip reloading the file through s3prl to compare hidden states")
+    p.set_defaults(func=cmd_export)
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -305,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_teacher_cache_parser(sub)
     add_report_parser(sub)
+    add_export_parser(sub)
 
     return parser
 
