@@ -87,10 +87,11 @@ def cmd_data_import(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from harness.sweep import dry_run, run_sweep
 
+    extra = {"seeds": args.seeds, "overrides": args.set, "suffix": args.suffix}
     if args.dry_run:
-        print(dry_run(Path(args.file)))
+        print(dry_run(Path(args.file), **extra))
         return 0
-    run_sweep(Path(args.file), resume=args.resume, address=args.address, local=args.local)
+    run_sweep(Path(args.file), resume=args.resume, address=args.address, local=args.local, **extra)
     return 0
 
 
@@ -330,6 +331,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="list the trials with time and disk estimates")
     p.add_argument("--address", default=None, help="existing Ray cluster (default: $RAY_ADDRESS or a local one)")
     p.add_argument("--local", action="store_true", help="run trials in this process, without Ray")
+    p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=None,
+                   help="replace the file's seeds, e.g. 0 or 0,1")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="change every trial's run config (repeatable), e.g. --set train.steps=100")
+    p.add_argument("--suffix", default="", help="append to the sweep name (results folder), e.g. -quick")
     p.set_defaults(func=cmd_sweep)
 
     add_teacher_cache_parser(sub)
