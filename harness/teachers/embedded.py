@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from harness.teachers.base import TEACHERS
-from harness.teachers.fbank import FbankFrontend
+from harness.teachers.frontends import build_frontend
 
 ASSET = Path(__file__).resolve().parent.parent / "assets" / "teacher_embedded.pt"
 
@@ -55,15 +55,6 @@ class EmbeddedConfig:
     pos_groups: int = 16
     post_ln: bool = True
     dropout: float = 0.1
-
-
-def build_frontend(spec: dict) -> nn.Module:
-    """Build a front-end from its spec; ``fbank`` locally, other types via the shared dispatcher."""
-    if spec.get("type") == "fbank":
-        return FbankFrontend(**{k: v for k, v in spec.items() if k != "type"})
-    from harness.teachers.frontends import build_frontend as shared_build  # other helper's module
-
-    return shared_build(spec)
 
 
 class EncoderLayer(nn.Module):
