@@ -103,6 +103,7 @@ def profile_config(profile: str) -> PretrainConfig:
         return PretrainConfig(
             model=teacher_tiny(), k1=50, k2=50, iter2_layer=3, minutes1=0.4, minutes2=0.4,
             lr=1e-3, batch_seconds=16.0, crop_seconds=3.0, kmeans_frames=20_000, max_utts=400, log_every=5,
+            threads=1,  # a 4 x 64 model gains nothing from a 2nd thread; on a shared CPU it loses 4x
         )
     if profile == "embedded":
         # sized for a shared 2-core CPU: 25 + 22 minutes of training plus target building;
