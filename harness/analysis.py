@@ -330,7 +330,7 @@ def speaker_probe(upstream, data_dir: str | Path, seeds: Sequence[int] = (0, 1, 
     classes = sorted({str(r.get("label", r["speaker"])) for r in tr})
     index = {c: i for i, c in enumerate(classes)}
     te = [r for r in te if str(r.get("label", r["speaker"])) in index]
-    te = rng.sample(te, min(max_utts // 2, len(te)))
+    te = rng.sample(te, min(max(max_utts // 2, 1), len(te)))
     if not te:
         raise ValueError(f"{data_dir / 'sid_test.jsonl'}: no test utterance of a speaker seen in sid_train")
     ftr = {k: np.stack(v) for k, v in extract(upstream, tr, data_dir, pool=True).items()}

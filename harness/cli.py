@@ -124,7 +124,7 @@ def cmd_teacher_probe(args: argparse.Namespace) -> int:
         raise UserError("--seeds must be at least 1")
     probe_teacher(
         args.teacher, Path(args.data), Path(args.out), seeds=seeds, twin=not args.no_twin,
-        max_utts=args.max_utts, max_frames=args.max_frames, threads=args.threads,
+        max_utts=args.max_utts, max_frames=args.max_frames, threads=args.threads, speaker_utts=args.speaker_utts,
     )
     return 0
 
@@ -170,7 +170,8 @@ def add_teacher_pretrain_probe(teacher) -> None:
     p.add_argument("--data", required=True, help="corpus folder with asr_{train,test} (phones) and sid_{train,test}")
     p.add_argument("--out", required=True, help="output folder for probe.json and probe.png")
     p.add_argument("--seeds", type=int, default=3, help="probe repetitions per layer (run-to-run noise)")
-    p.add_argument("--max-utts", type=int, default=400, help="utterances per phone split (speaker: twice as many)")
+    p.add_argument("--max-utts", type=int, default=400, help="utterances per phone split")
+    p.add_argument("--speaker-utts", type=int, default=0, help="sid_train utterances (test: half as many; 0 = all)")
     p.add_argument("--max-frames", type=int, default=30000, help="training frames of the phone probe")
     p.add_argument("--no-twin", action="store_true", help="skip the random-init twin")
     p.add_argument("--threads", type=int, default=2)

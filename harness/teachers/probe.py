@@ -67,12 +67,14 @@ def checks(result: dict) -> dict:
     return out
 
 
-def probe_upstream(upstream, data_dir: str | Path, seeds: Sequence[int], max_utts: int, max_frames: int) -> dict:
+def probe_upstream(
+    upstream, data_dir: str | Path, seeds: Sequence[int], max_utts: int, max_frames: int, speaker_utts: int = 0
+) -> dict:
     t = time.perf_counter()
     res = {
         "id": getattr(upstream, "id", "?"),
         "phone": phone_probe(upstream, data_dir, seeds=seeds, max_utts=max_utts, max_frames=max_frames),
-        "speaker": speaker_probe(upstream, data_dir, seeds=seeds, max_utts=max(max_utts, 2 * max_utts)),
+        "speaker": speaker_probe(upstream, data_dir, seeds=seeds, max_utts=speaker_utts or 10**9),
     }
     res["checks"] = checks(res)
     res["seconds"] = round(time.perf_counter() - t, 1)
@@ -82,6 +84,7 @@ def probe_upstream(upstream, data_dir: str | Path, seeds: Sequence[int], max_utt
 def probe_teacher(
     spec: str, data_dir: str | Path, out_dir: str | Path, seeds: Sequence[int] = (0, 1, 2),
     twin: bool = True, max_utts: int = 400, max_frames: int = 40_000, threads: int = 2, log_fn=print,
+    speaker_utts: int = 0,
 ) -> dict:
     """Probe a teacher (and its random-init twin); write ``probe.json`` and ``probe.png``.
 
@@ -98,12 +101,12 @@ def probe_teacher(
             raise FileNotFoundError(f"{data_dir / (split + '.jsonl')}: the probe needs asr_* and sid_* manifests in --data")
     teacher = load_teacher(spec)
     out = {"teacher": spec, "data": str(data_dir), "seeds": list(seeds), "start": now_iso()}
-    out["upstream"] = probe_upstream(teacher, data_dir, seeds, max_utts, max_frames)
+    out["upstream"] = probe_upstream(teacher, data_dir, seeds, max_utts, max_frames, speaker_utts)
     log_fn(format_result("teacher", out["upstream"]))
     if twin and hasattr(teacher, "cfg"):
         from harness.teachers.embedded import random_twin
 
-        out["random_twin"] = probe_upstream(random_twin(teacher, seed=0), data_dir, seeds, max_utts, max_frames)
+        out["random_twin"] = probe_upstream(random_twin(teacher, seed=0), data_dir, seeds, max_utts, max_frames, speaker_utts)
         log_fn(format_result("random twin", out["random_twin"]))
     out.update(end=now_iso(), hardware=hardware(), git_commit=git_commit())
     out_dir.mkdir(parents=True, exist_ok=True)
