@@ -223,6 +223,95 @@ def add_teacher_cache_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_teacher_cache)
 
 
+# ----------------------------------------------------------------------------- bench-throughput / bench-gpu
+
+
+def cmd_bench_throughput(args: argparse.Namespace) -> int:
+    from harness.bench_throughput import ThroughputSettings, bench_throughput
+
+    s = ThroughputSettings(
+        layers=args.layers, width=args.width, heads=args.heads, ffn=args.ffn, batch=args.batch,
+        seconds=args.seconds, steps=args.steps, repeats=args.repeats, warmup=args.warmup,
+        device=args.device, frontend=args.frontend, target=args.target, conv_dim=args.conv_dim,
+        conv_pos=args.conv_pos, conv_pos_groups=args.conv_pos_groups, teacher_width=args.teacher_width,
+        pred_layers=args.pred_layers, dropout=args.dropout, memory=not args.no_memory, threads=args.threads,
+    )
+    try:
+        s.validate()
+    except ValueError as err:
+        raise UserError(f"bench-throughput: {err}") from None
+    bench_throughput(s, Path(args.out) if args.out else None)
+    return 0
+
+
+def cmd_bench_gpu(args: argparse.Namespace) -> int:
+    import torch
+
+    from harness.bench_throughput import GpuSettings, bench_gpu
+
+    if not torch.cuda.is_available():
+        raise UserError("bench-gpu: needs a CUDA device and this machine has none; run it where a GPU is lent")
+    g = GpuSettings(batch=args.batch, seconds=args.seconds, utterances=args.utterances, steps=args.steps,
+                    warmup=args.warmup, num_workers=args.workers, peak_tflops=args.peak_tflops, device=args.device)
+    try:
+        bench_gpu(g, Path(args.out) if args.out else None, work_dir=args.work_dir)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    return 0
+
+
+def add_bench_throughput_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench-throughput", help="training step of our student vs s3prl's DistillerModel at the same shape",
+        epilog="examples:\n  harness bench-throughput --layers 2 --width 256 --heads 4 --ffn 1024 "
+        "--out results/bench/throughput-small.json\n"
+        "  harness bench-throughput --out results/bench/throughput-paper.json      # 12 x 384, FFN 1536, batch 2, 4 s\n"
+        "  harness bench-throughput --device cuda --batch 8 --out results/bench/throughput-cuda.json",
+        formatter_class=_formatter,
+    )
+    p.add_argument("--layers", type=int, default=12)
+    p.add_argument("--width", type=int, default=384)
+    p.add_argument("--heads", type=int, default=12)
+    p.add_argument("--ffn", type=int, default=1536)
+    p.add_argument("--batch", type=int, default=2, help="utterances per step")
+    p.add_argument("--seconds", type=float, default=4.0, help="audio per utterance (all full length)")
+    p.add_argument("--steps", type=int, default=2, help="timed steps per repeat")
+    p.add_argument("--repeats", type=int, default=5, help="interleaved repeats per model")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps per model first")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda (bf16 autocast)")
+    p.add_argument("--frontend", choices=("frozen", "trainable"), default="frozen")
+    p.add_argument("--target", choices=("pred_heads", "l2l"), default="pred_heads",
+                   help="DistilHuBERT prediction heads or per-layer L2L projections (loss l1_cos)")
+    p.add_argument("--conv-dim", type=int, default=512, help="conv front-end channels")
+    p.add_argument("--conv-pos", type=int, default=128, help="positional conv kernel")
+    p.add_argument("--conv-pos-groups", type=int, default=16)
+    p.add_argument("--teacher-width", type=int, default=768)
+    p.add_argument("--pred-layers", type=int, nargs="+", default=[4, 8, 12], help="teacher layers of the heads")
+    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    p.add_argument("--no-memory", action="store_true", help="skip the CPU peak-memory subprocesses")
+    p.add_argument("--out", help="JSON file with machine, versions, settings and every figure")
+    p.set_defaults(func=cmd_bench_throughput)
+
+    p = sub.add_parser(
+        "bench-gpu", help="MFU of the student_paper step with a cached teacher; data loader share (CUDA only)",
+        epilog="examples:\n  harness bench-gpu --out results/bench/gpu.json\n"
+        "  harness bench-gpu --batch 16 --workers 4 --peak-tflops 989 --out results/bench/gpu-b16.json",
+        formatter_class=_formatter,
+    )
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--seconds", type=float, default=4.0)
+    p.add_argument("--utterances", type=int, default=64, help="fabricated utterances in the cache")
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers")
+    p.add_argument("--peak-tflops", type=float, default=0.0, help="device peak (0 = from the built-in table)")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--work-dir", help="keep the fabricated data and cache here (default: a temporary folder)")
+    p.add_argument("--out", help="JSON file")
+    p.set_defaults(func=cmd_bench_gpu)
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -305,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_teacher_cache_parser(sub)
     add_report_parser(sub)
+    add_bench_throughput_parsers(sub)
 
     return parser
 
