@@ -61,6 +61,9 @@ from torch import nn
 from harness.provenance import git_commit, hardware, now_iso
 
 MODELS = ("ours", "s3prl")
+# the student as the harness trains it with teacher.cache=true: fed the cached output of its
+# frozen front-end (informational; the ratio compares the same computation, MODELS)
+CACHED = "ours_cached"
 TARGETS = ("pred_heads", "l2l")
 FRONTENDS = ("frozen", "trainable")
 
@@ -87,6 +90,8 @@ class ThroughputSettings:
         dropout: dropout of both models (residual, attention, activation).
         lr: AdamW learning rate.
         memory: measure CPU peak memory in a subprocess per model.
+        cached_row: also time ``ours_cached`` (frozen front-end only): the student fed
+            its front-end's output precomputed, as with the teacher-feature cache.
         threads: torch intra-op threads (0 = leave torch's default).
         seed: seed of the weights, batch and targets.
     """
@@ -112,6 +117,7 @@ class ThroughputSettings:
     dropout: float = 0.0
     lr: float = 2e-4
     memory: bool = True
+    cached_row: bool = True
     threads: int = 0
     seed: int = 0
 
@@ -287,7 +293,24 @@ def make_step(name: str, model: nn.Module, s: ThroughputSettings, batch: dict,
     def autocast():
         return torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
 
-    if name == "ours":
+    if name == CACHED:
+        with torch.no_grad():  # what the feature cache hands the step (fp32 here, fp16 on disk)
+            feats, feat_frames = model.frontend(wavs, lengths)
+        model.frontend = None
+
+        def step() -> torch.Tensor:
+            with autocast():
+                preds = model.project(model.forward_features(feats, feat_frames))
+                mask = torch.arange(preds[0].shape[1], device=device)[None, :] < feat_frames[:, None]
+                if s.target == "pred_heads":
+                    loss, _ = pred_head_loss(preds, targets, model.targets, "l1_cos", frame_mask=mask)
+                else:
+                    loss, _ = l2l_loss(preds, targets, model.targets, "l1_cos", 0.5, frame_mask=mask)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            return loss.detach()
+    elif name == "ours":
         def step() -> torch.Tensor:
             with autocast():
                 states, frames = model.hidden_states(wavs, lengths)
@@ -319,14 +342,14 @@ def make_step(name: str, model: nn.Module, s: ThroughputSettings, batch: dict,
             opt.step()
             return loss.detach()
     else:
-        raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS + (CACHED,))}")
     step.optimizer = opt  # type: ignore[attr-defined]
     return step
 
 
 def _build(name: str, s: ThroughputSettings, device: torch.device) -> nn.Module:
     torch.manual_seed(s.seed)
-    model = build_ours(s) if name == "ours" else build_s3prl(s)
+    model = build_s3prl(s) if name == "s3prl" else build_ours(s)
     return model.to(device).train()
 
 
@@ -436,21 +459,22 @@ def bench_throughput(s: ThroughputSettings, out: Optional[str | Path] = None,
         torch.set_num_threads(s.threads)
     device = torch.device(s.device)
     load_before = load_average()
-    models = {name: _build(name, s, device) for name in MODELS}
+    names = MODELS + ((CACHED,) if s.frontend == "frozen" and s.cached_row else ())
+    models = {name: _build(name, s, device) for name in names}
     batch = make_batch(s, device)
-    steps = {name: make_step(name, models[name], s, batch, device) for name in MODELS}
-    for name in MODELS:  # warm-up, untimed
+    steps = {name: make_step(name, models[name], s, batch, device) for name in names}
+    for name in names:  # warm-up, untimed
         for _ in range(s.warmup):
             steps[name]()
         _sync(device)
-    wall: dict[str, list[float]] = {m: [] for m in MODELS}
-    cpu: dict[str, list[float]] = {m: [] for m in MODELS}
-    cuda_peak: dict[str, int] = {m: 0 for m in MODELS}
+    wall: dict[str, list[float]] = {m: [] for m in names}
+    cpu: dict[str, list[float]] = {m: [] for m in names}
+    cuda_peak: dict[str, int] = {m: 0 for m in names}
     losses: dict[str, float] = {}
     for r in range(s.repeats):
         # A B B A ...: each model runs first in half the repeats, so a load drift or an
         # order effect (caches warmed by the other model) does not favour one side
-        order = MODELS if r % 2 == 0 else MODELS[::-1]
+        order = names if r % 2 == 0 else names[::-1]
         for name in order:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
@@ -466,11 +490,11 @@ def bench_throughput(s: ThroughputSettings, out: Optional[str | Path] = None,
             if device.type == "cuda":
                 cuda_peak[name] = max(cuda_peak[name], torch.cuda.max_memory_allocated(device) - start_alloc)
         log(f"  repeat {r + 1}/{s.repeats}: " + ", ".join(
-            f"{m} {1000 * wall[m][-1]:.1f} ms" for m in MODELS))
+            f"{m} {1000 * wall[m][-1]:.1f} ms" for m in names))
     load_after = load_average()
 
     results: dict[str, dict] = {}
-    for name in MODELS:
+    for name in names:
         step_s = _summary(wall[name])
         results[name] = {
             "params": param_counts(models[name]),
@@ -489,7 +513,7 @@ def bench_throughput(s: ThroughputSettings, out: Optional[str | Path] = None,
             }
     del models, steps
     if device.type == "cpu" and s.memory:
-        for name in MODELS:
+        for name in names:
             mem = cpu_peak_memory(name, s)
             results[name]["memory"] = {"kind": "ru_maxrss of a fresh subprocess (bytes)", **mem}
     pair = [b / a for a, b in zip(wall["ours"], wall["s3prl"])]
@@ -515,6 +539,9 @@ def bench_throughput(s: ThroughputSettings, out: Optional[str | Path] = None,
             "cpu_time_per_repeat": _summary(pair_cpu),
         },
     }
+    if CACHED in results:
+        report["ratio"]["s3prl_over_ours_cached_step"] = (
+            results["s3prl"]["step_seconds"]["median"] / results[CACHED]["step_seconds"]["median"])
     if out is not None:
         write_json(out, report)
     log(format_throughput(report))
@@ -531,7 +558,7 @@ def format_throughput(report: dict) -> str:
         f"machine: {report['machine'].get('device')}, {report['machine'].get('cpu_count')} CPUs, "
         f"torch threads {s['torch_threads']}; load average before {report['load_average']['before']}, "
         f"after {report['load_average']['after']}",
-        f"{'model':<6} {'params':>11} {'step ms (median [min, max])':>30} {'cpu ms':>9} {'samples/s':>10} "
+        f"{'model':<11} {'params':>11} {'step ms (median [min, max])':>30} {'cpu ms':>9} {'samples/s':>10} "
         f"{'peak mem MiB':>13}",
     ]
     for name, r in report["models"].items():
@@ -542,7 +569,7 @@ def format_throughput(report: dict) -> str:
             mib = f"{(mem.get('delta_rss', mem.get('peak_bytes', 0))) / 2**20:.1f}"
         span = f"{1000 * st['median']:.1f} [{1000 * st['min']:.1f}, {1000 * st['max']:.1f}]"
         lines.append(
-            f"{name:<6} {r['params']['total']:>11,} {span:>30} "
+            f"{name:<11} {r['params']['total']:>11,} {span:>30} "
             f"{1000 * r['step_cpu_seconds']['median']:>9.1f} {r['samples_per_second']['median']:>10.2f} {mib:>13}"
         )
     ra = report["ratio"]
@@ -550,6 +577,9 @@ def format_throughput(report: dict) -> str:
     lines.append(f"s3prl / ours step time = {ra['s3prl_over_ours_step']:.3f} (per repeat pair: median "
                  f"{pr['median']:.3f}, [{pr['min']:.3f}, {pr['max']:.3f}]); CPU time {ra['cpu_time']:.3f}; "
                  f"> 1 = ours faster")
+    if "s3prl_over_ours_cached_step" in ra:
+        lines.append(f"s3prl / ours_cached step time = {ra['s3prl_over_ours_cached_step']:.3f} (ours fed its "
+                     f"front-end's output precomputed, as with the teacher-feature cache; not the same computation)")
     return "\n".join(lines)
 
 

@@ -235,6 +235,7 @@ def cmd_bench_throughput(args: argparse.Namespace) -> int:
         device=args.device, frontend=args.frontend, target=args.target, conv_dim=args.conv_dim,
         conv_pos=args.conv_pos, conv_pos_groups=args.conv_pos_groups, teacher_width=args.teacher_width,
         pred_layers=args.pred_layers, dropout=args.dropout, memory=not args.no_memory, threads=args.threads,
+        cached_row=not args.no_cached_row,
     )
     try:
         s.validate()
@@ -290,6 +291,8 @@ def add_bench_throughput_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--no-memory", action="store_true", help="skip the CPU peak-memory subprocesses")
+    p.add_argument("--no-cached-row", action="store_true",
+                   help="skip ours_cached (the student fed precomputed front-end features, frozen front-end only)")
     p.add_argument("--out", help="JSON file with machine, versions, settings and every figure")
     p.set_defaults(func=cmd_bench_throughput)
 

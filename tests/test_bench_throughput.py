@@ -49,7 +49,9 @@ def test_tiny_run_writes_both_models_and_the_ratio(tmp_path):
     data = json.loads(out.read_text())
     assert data == json.loads(json.dumps(report, default=str))
     assert data["benchmark"] == "throughput"
-    assert set(data["models"]) == set(MODELS)
+    assert set(data["models"]) == set(MODELS) | {"ours_cached"}  # frozen front-end: the cached row too
+    assert data["models"]["ours_cached"]["params"]["trainable"] == data["models"]["ours"]["params"]["trainable"]
+    assert data["ratio"]["s3prl_over_ours_cached_step"] > 0
     for name in MODELS:
         m = data["models"][name]
         assert len(m["step_seconds"]["runs"]) == 2 and m["step_seconds"]["median"] > 0
@@ -65,6 +67,7 @@ def test_tiny_run_writes_both_models_and_the_ratio(tmp_path):
 
 def test_l2l_target_and_trainable_frontend_run(tmp_path):
     report = bench_throughput(tiny(target="l2l", frontend="trainable", repeats=1), None, log=lambda msg: None)
+    assert set(report["models"]) == set(MODELS)  # no cached row: a trainable front-end cannot be cached
     for name in MODELS:
         p = report["models"][name]["params"]
         assert p["trainable"] == p["total"]  # trainable front-end: everything is trained
@@ -144,4 +147,4 @@ def test_cli_tiny_run_writes_json(tmp_path, capsys):
                "--threads", "1", "--no-memory", "--out", str(out)])
     assert rc == 0
     assert "s3prl / ours step time" in capsys.readouterr().out
-    assert set(json.loads(out.read_text())["models"]) == {"ours", "s3prl"}
+    assert set(json.loads(out.read_text())["models"]) == {"ours", "s3prl", "ours_cached"}
