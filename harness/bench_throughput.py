@@ -11,7 +11,7 @@ so a drift of the machine's load hits both alike); each repeat times ``steps`` s
 Figures: step time (wall-clock and process CPU time) and samples per second per model
 (median, min, max over repeats), the ratio ``s3prl step / our step`` (> 1 = ours is
 faster) from the medians and per repeat pair, and peak memory: on CPU the peak resident
-set size above the built model (``ru_maxrss`` delta) of a fresh subprocess per model
+set size above the built model (``VmHWM``, reset after building) of a fresh subprocess per model
 (tracemalloc does not see torch's allocator); on CUDA ``torch.cuda.max_memory_allocated``
 above the block's start plus the model's parameters and optimizer state.
 
@@ -374,9 +374,36 @@ def _summary(values: list[float]) -> dict:
 # ----------------------------------------------------------------------------- CPU memory probe
 
 
+def _proc_status_kib(field_name: str) -> Optional[int]:
+    """A ``/proc/self/status`` field in KiB (``VmRSS``, ``VmHWM``), or None off Linux."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field_name + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset this process' peak RSS to its current RSS (Linux ``clear_refs`` 5)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def _memory_child(payload: str) -> None:
     """Entry point of the memory subprocess: build one model, train a few steps, print
-    ``{"base_rss", "peak_rss", "delta_rss"}`` (bytes) as the last stdout line."""
+    ``{"base_rss", "peak_rss", "delta_rss", "source"}`` (bytes) as the last stdout line.
+
+    The peak is ``VmHWM`` (this process' own high-water mark, reset to the current RSS
+    after building). ``ru_maxrss`` is only the fallback: Linux carries it over from the
+    parent across fork + exec, so in a subprocess of a big parent it reads the parent's peak.
+    """
     args = json.loads(payload)
     s = ThroughputSettings(**args["settings"])
     if s.threads:
@@ -385,11 +412,19 @@ def _memory_child(payload: str) -> None:
     model = _build(args["model"], s, device)
     batch = make_batch(s, device)
     step = make_step(args["model"], model, s, batch, device)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    if _proc_status_kib("VmHWM") is not None:
+        source = "VmHWM (reset after build)" if _reset_peak_rss() else "VmHWM"
+        base = _proc_status_kib("VmRSS") * 1024
+    else:
+        source = "ru_maxrss"
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     for _ in range(max(2, s.warmup)):  # step 1 allocates the AdamW moments
         step()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"base_rss": base, "peak_rss": peak, "delta_rss": peak - base}))
+    if source.startswith("VmHWM"):
+        peak = _proc_status_kib("VmHWM") * 1024
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"base_rss": base, "peak_rss": peak, "delta_rss": peak - base, "source": source}))
 
 
 def cpu_peak_memory(name: str, s: ThroughputSettings, timeout: float = 1200.0) -> dict:
@@ -515,7 +550,7 @@ def bench_throughput(s: ThroughputSettings, out: Optional[str | Path] = None,
     if device.type == "cpu" and s.memory:
         for name in names:
             mem = cpu_peak_memory(name, s)
-            results[name]["memory"] = {"kind": "ru_maxrss of a fresh subprocess (bytes)", **mem}
+            results[name]["memory"] = {"kind": "peak RSS of a fresh subprocess above the built model (bytes)", **mem}
     pair = [b / a for a, b in zip(wall["ours"], wall["s3prl"])]
     pair_cpu = [b / a for a, b in zip(cpu["ours"], cpu["s3prl"])]
     report = {
