@@ -618,6 +618,27 @@ def format_throughput(report: dict) -> str:
     return "\n".join(lines)
 
 
+def throughput_markdown(report: dict) -> str:
+    """The throughput comparison as a Markdown table (for ``docs/benchmarks.md``)."""
+    s = report["settings"]
+    rows = ["| model | params | step s, median [min, max] | CPU s / step | samples/s | peak RSS above model, MiB |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for name, r in report["models"].items():
+        st, mem = r["step_seconds"], r.get("memory") or {}
+        peak = mem.get("delta_rss", mem.get("peak_bytes"))
+        peak_s = f"{peak / 2**20:.0f}" if peak is not None else "n/a"
+        rows.append(f"| {name} | {r['params']['total']:,} | {st['median']:.3f} [{st['min']:.3f}, {st['max']:.3f}] | "
+                    f"{r['step_cpu_seconds']['median']:.3f} | {r['samples_per_second']['median']:.2f} | {peak_s} |")
+    ra, pr = report["ratio"], report["ratio"]["per_repeat"]
+    rows.append("")
+    rows.append(f"s3prl / ours step time: **{ra['s3prl_over_ours_step']:.3f}** (median of medians; per "
+                f"repeat pair median {pr['median']:.3f}, range [{pr['min']:.3f}, {pr['max']:.3f}]); "
+                f"CPU time ratio {ra['cpu_time']:.3f}. Load average before / after: "
+                f"{report['load_average']['before']} / {report['load_average']['after']}; "
+                f"torch threads {s['torch_threads']}.")
+    return "\n".join(rows)
+
+
 def write_json(out: str | Path, report: dict) -> None:
     """Write ``report`` atomically (tmp file + rename), creating the folder."""
     out = Path(out)

@@ -24,6 +24,7 @@ from harness.bench_throughput import (
     cpu_peak_memory,
     param_counts,
     peak_tflops,
+    throughput_markdown,
 )
 from harness.cli import main
 
@@ -64,6 +65,8 @@ def test_tiny_run_writes_both_models_and_the_ratio(tmp_path):
     assert data["machine"]["cpu_count"] >= 1 and "torch" in data["versions"] and "s3prl" in data["versions"]
     assert data["settings"]["frames"] == 24  # 0.5 s -> 24 frames of the 320-hop conv stack
     assert data["settings"]["layers"] == 2 and data["load_average"]["before"] is not None
+    table = throughput_markdown(data).splitlines()
+    assert [ln.split("|")[1].strip() for ln in table[2:5]] == ["ours", "s3prl", "ours_cached"]
 
 
 def test_l2l_target_and_trainable_frontend_run(tmp_path):
