@@ -235,7 +235,7 @@ def cmd_bench_throughput(args: argparse.Namespace) -> int:
         device=args.device, frontend=args.frontend, target=args.target, conv_dim=args.conv_dim,
         conv_pos=args.conv_pos, conv_pos_groups=args.conv_pos_groups, teacher_width=args.teacher_width,
         pred_layers=args.pred_layers, dropout=args.dropout, memory=not args.no_memory, threads=args.threads,
-        cached_row=not args.no_cached_row,
+        cached_row=not args.no_cached_row, adamw=args.adamw, s3prl_adamw=args.s3prl_adamw,
     )
     try:
         s.validate()
@@ -289,6 +289,10 @@ def add_bench_throughput_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher-width", type=int, default=768)
     p.add_argument("--pred-layers", type=int, nargs="+", default=[4, 8, 12], help="teacher layers of the heads")
     p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--adamw", choices=("default", "foreach", "fused"), default="default",
+                   help="torch AdamW implementation for our student (same algorithm)")
+    p.add_argument("--s3prl-adamw", choices=("default", "foreach", "fused"), default="default",
+                   help="the same for s3prl's model")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--no-memory", action="store_true", help="skip the CPU peak-memory subprocesses")
     p.add_argument("--no-cached-row", action="store_true",

@@ -70,7 +70,9 @@ def test_tiny_run_writes_both_models_and_the_ratio(tmp_path):
 
 
 def test_l2l_target_and_trainable_frontend_run(tmp_path):
-    report = bench_throughput(tiny(target="l2l", frontend="trainable", repeats=1), None, log=lambda msg: None)
+    report = bench_throughput(tiny(target="l2l", frontend="trainable", repeats=1, adamw="fused", s3prl_adamw="foreach"),
+                              None, log=lambda msg: None)
+    assert "ours: fused, s3prl: foreach" in report["settings"]["optimizer"]
     assert set(report["models"]) == set(MODELS)  # no cached row: a trainable front-end cannot be cached
     for name in MODELS:
         p = report["models"][name]["params"]
@@ -156,3 +158,20 @@ def test_cli_tiny_run_writes_json(tmp_path, capsys):
     assert rc == 0
     assert "s3prl / ours step time" in capsys.readouterr().out
     assert set(json.loads(out.read_text())["models"]) == {"ours", "s3prl", "ours_cached"}
+
+
+def test_adamw_implementations_agree():
+    from harness.bench_throughput import ADAMW_IMPLS, make_adamw
+
+    torch.manual_seed(0)
+    w0, grads = torch.randn(5, 3), [torch.randn(5, 3) for _ in range(3)]
+    out = {}
+    for impl in ADAMW_IMPLS:
+        w = torch.nn.Parameter(w0.clone())
+        opt = make_adamw([w], 1e-2, impl)
+        for g in grads:
+            w.grad = g.clone()
+            opt.step()
+        out[impl] = w.detach()
+    assert torch.allclose(out["default"], out["fused"], atol=1e-6)
+    assert torch.allclose(out["default"], out["foreach"], atol=1e-6)
