@@ -87,10 +87,11 @@ def cmd_data_import(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from harness.sweep import dry_run, run_sweep
 
+    extra = {"seeds": args.seeds, "overrides": args.set, "suffix": args.suffix}
     if args.dry_run:
-        print(dry_run(Path(args.file)))
+        print(dry_run(Path(args.file), **extra))
         return 0
-    run_sweep(Path(args.file), resume=args.resume, address=args.address, local=args.local)
+    run_sweep(Path(args.file), resume=args.resume, address=args.address, local=args.local, **extra)
     return 0
 
 
@@ -194,12 +195,12 @@ def cmd_teacher_cache(args: argparse.Namespace) -> int:
 
 def teacher_subparsers(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
     """The ``harness teacher`` command group (cache, pretrain, probe), created once."""
-    group = getattr(sub, "_harness_teacher_group", None)
-    if group is None:
-        parser = sub.add_parser("teacher", help="teacher features: cache (and pretrain, probe)")
-        group = parser.add_subparsers(dest="teacher_command", metavar="TEACHER_COMMAND")
-        group.required = True
-        sub._harness_teacher_group = group
+    if "teacher" in sub.choices:  # another block already made the group: join it
+        parser = sub.choices["teacher"]
+        return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    parser = sub.add_parser("teacher", help="teachers: pretrain, probe, cache")
+    group = parser.add_subparsers(dest="teacher_command", metavar="TEACHER_COMMAND")
+    group.required = True
     return group
 
 
@@ -317,6 +318,33 @@ def add_bench_throughput_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--work-dir", help="keep the fabricated data and cache here (default: a temporary folder)")
     p.add_argument("--out", help="JSON file")
     p.set_defaults(func=cmd_bench_gpu)
+# ----------------------------------------------------------------------------- export
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from harness.export import ExportError, describe, export_run
+
+    try:
+        result = export_run(Path(args.run_dir), Path(args.out), fmt=args.format, verify=not args.no_verify)
+    except (ExportError, ValueError) as err:  # ValueError: not a harness student checkpoint
+        raise UserError(f"{args.run_dir}: cannot export to {args.format}: {err}") from None
+    print(describe(result))
+    return 0
+
+
+def add_export_parser(sub) -> None:
+    p = sub.add_parser(
+        "export", help="write a run's student in another toolkit's format (s3prl distiller)",
+        epilog="examples:\n  harness export results/tiny/run1 --format s3prl --out distiller.ckpt\n"
+        "  # then: S3PRLUpstream('distiller_local', path_or_url='distiller.ckpt')",
+        formatter_class=_formatter,
+    )
+    p.add_argument("run_dir", help="a finished run folder (with student.ckpt), or the checkpoint itself")
+    p.add_argument("--format", choices=("s3prl",), default="s3prl")
+    p.add_argument("--out", required=True, help="output checkpoint file")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip reloading the file through s3prl to compare hidden states")
+    p.set_defaults(func=cmd_export)
 
 
 # ----------------------------------------------------------------------------- parser
@@ -397,11 +425,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="list the trials with time and disk estimates")
     p.add_argument("--address", default=None, help="existing Ray cluster (default: $RAY_ADDRESS or a local one)")
     p.add_argument("--local", action="store_true", help="run trials in this process, without Ray")
+    p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=None,
+                   help="replace the file's seeds, e.g. 0 or 0,1")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="change every trial's run config (repeatable), e.g. --set train.steps=100")
+    p.add_argument("--suffix", default="", help="append to the sweep name (results folder), e.g. -quick")
     p.set_defaults(func=cmd_sweep)
 
     add_teacher_cache_parser(sub)
     add_report_parser(sub)
     add_bench_throughput_parsers(sub)
+    add_export_parser(sub)
 
     return parser
 
