@@ -262,9 +262,12 @@ def cmd_bench_gpu(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_bench_throughput_parsers(sub: argparse._SubParsersAction) -> None:
+def add_bench_throughput_parsers(sub: argparse._SubParsersAction,
+                                 names: tuple[str, str] = ("bench-throughput", "bench-gpu")) -> None:
+    """Add the throughput and GPU benchmarks to ``sub`` under ``names`` (to fold them into a
+    ``harness bench`` group: ``add_bench_throughput_parsers(bench, ("throughput", "gpu"))``)."""
     p = sub.add_parser(
-        "bench-throughput", help="training step of our student vs s3prl's DistillerModel at the same shape",
+        names[0], help="training step of our student vs s3prl's DistillerModel at the same shape",
         epilog="examples:\n  harness bench-throughput --layers 2 --width 256 --heads 4 --ffn 1024 "
         "--out results/bench/throughput-small.json\n"
         "  harness bench-throughput --out results/bench/throughput-paper.json      # 12 x 384, FFN 1536, batch 2, 4 s\n"
@@ -302,7 +305,7 @@ def add_bench_throughput_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_bench_throughput)
 
     p = sub.add_parser(
-        "bench-gpu", help="MFU of the student_paper step with a cached teacher; data loader share (CUDA only)",
+        names[1], help="MFU of the student_paper step with a cached teacher; data loader share (CUDA only)",
         epilog="examples:\n  harness bench-gpu --out results/bench/gpu.json\n"
         "  harness bench-gpu --batch 16 --workers 4 --peak-tflops 989 --out results/bench/gpu-b16.json",
         formatter_class=_formatter,
