@@ -6,8 +6,9 @@ front-end, layers, width, heads, FFN, positional conv, prediction heads or per-l
 projections) and trained with the same objective and optimizer (AdamW) on the same
 batch (``batch`` random waveforms of ``seconds`` seconds, all full length) against the
 same fixed teacher targets (a cached teacher: no teacher forward in the step). They run in
-one process, after a warm-up, in interleaved repeats (A B B A A B ...: counterbalanced,
-so a drift of the machine's load hits both alike); each repeat times ``steps`` steps.
+one process, after a warm-up, in interleaved repeats (A B C, C B A, A B C ...:
+counterbalanced, so a drift of the machine's load hits all alike); each repeat times
+``steps`` steps.
 Figures: step time (wall-clock and process CPU time) and samples per second per model
 (median, min, max over repeats), the ratio ``s3prl step / our step`` (> 1 = ours is
 faster) from the medians and per repeat pair, and peak memory: on CPU the peak resident
@@ -19,8 +20,10 @@ Objectives (``target``):
 
 - ``pred_heads`` (default; DistilHuBERT's): ours = ``Student.project`` +
   :func:`harness.losses.pred_head_loss` (``l1_cos``); s3prl = ``DistillerModel`` in
-  ``expand-last`` mode (its own prediction heads) + the L1 + ``-log sigmoid(cos)`` loss
-  of s3prl's DistilHuBERT pre-training expert (per-head means, summed over heads);
+  ``expand-last`` mode (its own prediction heads) + L1 + ``-log sigmoid(cos)`` on the
+  stacked ``(B, N, T, D)`` predictions, per-head means summed over heads, the form of
+  s3prl's DistilHuBERT pre-training expert (``s3prl/pretrain/distiller``, which the
+  0.4.18 wheel does not ship, so it is written here);
 - ``l2l``: ours = per-layer projections + :func:`harness.losses.l2l_loss` (``l1_cos``,
   ``w = 0.5``); s3prl = ``DistillerModel`` with ``get_hidden=True, no_pred=True`` and the
   same per-layer ``nn.Linear`` projections held beside it, same loss.
@@ -40,7 +43,6 @@ import contextlib
 import dataclasses
 import io
 import json
-import math
 import os
 import platform
 import resource
@@ -578,16 +580,19 @@ def bench_throughput(s: ThroughputSettings, out: Optional[str | Path] = None,
         "settings": {**dataclasses.asdict(s), "frames": s.frames, "samples": s.samples,
                      "precision": "bf16 autocast" if device.type == "cuda" else "float32",
                      "attention": "F.scaled_dot_product_attention (ours); F.multi_head_attention_forward "
-                                  "-> SDPA (s3prl)", "optimizer": f"AdamW (ours: {s.adamw}, s3prl: {s.s3prl_adamw} implementation)",
+                                  "-> SDPA (s3prl)",
+                     "optimizer": f"AdamW (ours: {s.adamw}, s3prl: {s.s3prl_adamw} implementation)",
                      "loss": "l1_cos (pred heads)" if s.target == "pred_heads" else "l1_cos L2L, w=0.5",
-                     "order": "ABBA-interleaved repeats after warm-up",
+                     "order": "counterbalanced interleaved repeats (A B C, C B A, ...) after warm-up",
                      "torch_threads": torch.get_num_threads()},
         "load_average": {"before": load_before, "after": load_after},
         "models": results,
         "ratio": {
-            "s3prl_over_ours_step": results["s3prl"]["step_seconds"]["median"] / results["ours"]["step_seconds"]["median"],
+            "s3prl_over_ours_step": (results["s3prl"]["step_seconds"]["median"]
+                                     / results["ours"]["step_seconds"]["median"]),
             "per_repeat": _summary(pair),
-            "cpu_time": results["s3prl"]["step_cpu_seconds"]["median"] / results["ours"]["step_cpu_seconds"]["median"],
+            "cpu_time": (results["s3prl"]["step_cpu_seconds"]["median"]
+                         / results["ours"]["step_cpu_seconds"]["median"]),
             "cpu_time_per_repeat": _summary(pair_cpu),
         },
     }
