@@ -459,6 +459,10 @@ def build_corpus(profile: str | Profile, out: str | Path, seed: int = 0, workers
             eSpeak failure; the message names the path, key or voice.
     """
     prof = resolve_profile(profile)
+    if workers < 0:
+        raise SynthError(f"--workers must be >= 0 (0 = all cores), not {workers}")
+    if seed < 0:
+        raise SynthError(f"--seed must be >= 0, not {seed}")
     out = Path(out)
     chash = config_hash(prof, seed)
     if is_complete(out, chash):
