@@ -277,6 +277,9 @@ def run_distill(
     layers_needed = teacher_layers(cfg, teacher.num_layers)
     cache = None
     if cfg.teacher.cache:
+        if cfg.student.frontend_trainable:
+            raise ConfigError("teacher.cache: the cached front-end output is frozen; set "
+                              "student.frontend_trainable=false or teacher.cache=false")
         from harness.teachers.cache import ensure_cache
 
         cache = ensure_cache(cfg.teacher.spec, manifest, layers_needed, frontend=True,
@@ -296,6 +299,8 @@ def run_distill(
     # ---- student (first-stage depth) and optimizer
     def make_student_and_optimizer():
         student = build_student(dataclasses.replace(cfg.student, layers=depths[0]), teacher).to(device)
+        if cache is not None:
+            student.frontend = None  # fed the cached (frozen) front-end output instead
         opt = torch.optim.AdamW(
             [p for p in student.parameters() if p.requires_grad], lr=cfg.optim.lr,
             betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay,
@@ -312,6 +317,7 @@ def run_distill(
         if sc.init == "zero" and not student.layer_norm_first and hasattr(stacking, "ramp_masks"):
             stacking.ramp_masks(student, p)
 
+    torch.manual_seed(cfg.train.seed)  # here: loading the teacher may have drawn numbers
     student, opt = make_student_and_optimizer()
     step, stage, stage_seconds, ckpt_seconds = 0, 0, [0.0] * n_stages, 0.0
     ckpt_path = out_dir / CKPT_NAME
@@ -331,9 +337,12 @@ def run_distill(
         step, stage, stage_seconds, ckpt_seconds = ck["step"], ck["stage"], ck["stage_seconds"], ck["ckpt_seconds"]
         started = ck["started"]
     else:
-        for name in (CKPT_NAME, "metrics.jsonl", "student.ckpt"):
+        for name in (CKPT_NAME, "metrics.jsonl", "student.ckpt", "summary.json"):
             (out_dir / name).unlink(missing_ok=True)
     dump_yaml(cfg, out_dir / "config.yaml")
+    # a folder killed mid-run says so (sweeps rerun 'running' trials, resuming from train.pt)
+    _write_json(summary_path, {"run_id": out_dir.name, "sweep": sweep, "variant": sc.variant,
+                               "seed": cfg.train.seed, "status": "running", "started": started})
 
     def save_checkpoint() -> None:
         nonlocal ckpt_seconds
@@ -367,8 +376,6 @@ def run_distill(
             ids = ids[: cfg.data.max_utterances]
         ds = CachedBatches(cache, ids, layers_needed, cfg.data.batch_size,
                            max(1, int(cfg.data.max_seconds * frame_rate)), cfg.train.seed, steps_left)
-        if not cfg.student.frontend_trainable:
-            student.frontend = None  # fed the cached front-end output instead
     else:
         from harness.data.loader import AudioDataset
 
@@ -436,7 +443,7 @@ def run_distill(
 
             loss_value = float(loss.detach())
             if not math.isfinite(loss_value):
-                status = f"failed: nan at step {step}"
+                status = f"failed: nan at step {step + 1}"  # 1-based, as in metrics.jsonl
                 break
             opt.zero_grad(set_to_none=True)
             loss.backward()
