@@ -219,6 +219,15 @@ def teacher_layers(cfg: RunConfig, num_layers: int) -> list[int]:
     return list(range(1, num_layers + 1))
 
 
+def final_losses(metrics_path: Path) -> Optional[dict]:
+    """The loss and its parts on the last ``metrics.jsonl`` line (mean of its log window)."""
+    lines = [ln for ln in metrics_path.read_text().splitlines() if ln.strip()] if metrics_path.is_file() else []
+    if not lines:
+        return None
+    row = json.loads(lines[-1])
+    return {k: v for k, v in row.items() if k not in ("step", "stage", "depth", "lr", "time")}
+
+
 # ----------------------------------------------------------------------------- the run
 
 
@@ -366,46 +375,46 @@ def run_distill(
     metrics = metrics_path.open("a")
 
     # ---- data: one batch per step, a pure function of (seed, step)
-    frame_rate = teacher.frame_rate
-    steps_left = range(step, total)
     if cache is not None:
         from harness.data.manifest import read_manifest
 
         ids = [r["id"] for r in read_manifest(manifest)]
         if cfg.data.max_utterances:
             ids = ids[: cfg.data.max_utterances]
-        ds = CachedBatches(cache, ids, layers_needed, cfg.data.batch_size,
-                           max(1, int(cfg.data.max_seconds * frame_rate)), cfg.train.seed, steps_left)
+        max_frames = max(1, int(cfg.data.max_seconds * teacher.frame_rate))
     else:
         from harness.data.loader import AudioDataset
 
         audio = AudioDataset(str(manifest), max_seconds=None, seed=cfg.train.seed)
         if cfg.data.max_utterances:
             audio = torch.utils.data.Subset(audio, range(min(len(audio), cfg.data.max_utterances)))
-        ds = WaveBatches(audio, cfg.data.batch_size, int(cfg.data.max_seconds * 16000),
-                         cfg.train.seed, steps_left)
-    loader = torch.utils.data.DataLoader(
-        ds, batch_size=None, shuffle=False, num_workers=cfg.data.num_workers,
-        pin_memory=device.type == "cuda", persistent_workers=False,
-    )
+
+    def batches(steps: range, layers: list[int]):
+        """Batches for ``steps``. Made per stage: a stage reads only the cached teacher
+        layers its student matches, so the data cost shrinks with the depth too."""
+        if cache is not None:
+            ds = CachedBatches(cache, ids, layers, cfg.data.batch_size, max_frames, cfg.train.seed, steps)
+        else:
+            ds = WaveBatches(audio, cfg.data.batch_size, int(cfg.data.max_seconds * 16000), cfg.train.seed, steps)
+        return torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False, num_workers=cfg.data.num_workers,
+                                           pin_memory=device.type == "cuda")
 
     def autocast():
         if amp_dtype is None:
             return torch.autocast(device.type, enabled=False)
         return torch.autocast(device.type, dtype=amp_dtype)
 
-    # ---- the loop
+    # ---- the loop: stage by stage; growth at each stage boundary
     status = "ok"
     window: dict[str, float] = {}
     window_n = 0
-    last_logged: dict = {}
     student.train()
     sync(device)
     t_stage = time.perf_counter()
     try:
-        for batch in loader:
-            # growth at a stage boundary (its cost counts in the new stage)
-            while stage + 1 < n_stages and step == starts[stage + 1]:
+        while step < total and status == "ok":
+            while stage + 1 < n_stages and step >= starts[stage + 1]:
+                # growth (its cost counts in the new stage), then a checkpoint (not counted)
                 sync(device)
                 stage_seconds[stage] += time.perf_counter() - t_stage
                 t_stage = time.perf_counter()
@@ -415,66 +424,67 @@ def run_distill(
                 stage_seconds[stage] += time.perf_counter() - t_stage
                 save_checkpoint()
                 t_stage = time.perf_counter()
+            stage_end = starts[stage + 1] if stage + 1 < n_stages else total
+            matched = sorted(set(student.targets))
+            for batch in batches(range(step, stage_end), matched):
+                lr = lr_at(step, total, cfg.optim)
+                for g in opt.param_groups:
+                    g["lr"] = lr
 
-            lr = lr_at(step, total, cfg.optim)
-            for g in opt.param_groups:
-                g["lr"] = lr
+                with autocast():
+                    if cache is not None:
+                        feats = batch["feats"].to(device, non_blocking=True)
+                        frame_lengths = batch["frame_lengths"].to(device)
+                        targets = {j: x.to(device, non_blocking=True) for j, x in batch["targets"].items()}
+                        states = student.forward_features(feats, frame_lengths)
+                    else:
+                        wavs = batch["wavs"].to(device, non_blocking=True)
+                        lengths = batch["lengths"].to(device)
+                        with torch.no_grad():
+                            t_states, frame_lengths = teacher.hidden_states(wavs, lengths)
+                        targets = {j: t_states[j] for j in matched}
+                        states, frame_lengths = student.hidden_states(wavs, lengths)
+                    t = min(states[-1].shape[1], next(iter(targets.values())).shape[1])
+                    frame_mask = torch.arange(t, device=device)[None, :] < frame_lengths[:, None]
+                    proj = student.project([s[:, :t] for s in states])
+                    teacher_states = [targets[j][:, :t] if j in targets else None
+                                      for j in range(teacher.num_layers + 1)]
+                    loss, parts = l2l_loss(proj, teacher_states, student.targets, cfg.loss.per_layer,
+                                           cfg.loss.w, frame_mask)
 
-            with autocast():
-                if cache is not None:
-                    feats = batch["feats"].to(device, non_blocking=True)
-                    frame_lengths = batch["frame_lengths"].to(device)
-                    targets = {j: t.to(device, non_blocking=True) for j, t in batch["targets"].items()}
-                    states = student.forward_features(feats, frame_lengths)
-                else:
-                    wavs = batch["wavs"].to(device, non_blocking=True)
-                    lengths = batch["lengths"].to(device)
-                    with torch.no_grad():
-                        t_states, frame_lengths = teacher.hidden_states(wavs, lengths)
-                    targets = {j: t_states[j] for j in layers_needed}
-                    states, frame_lengths = student.hidden_states(wavs, lengths)
-                t = min(states[-1].shape[1], next(iter(targets.values())).shape[1])
-                frame_mask = torch.arange(t, device=device)[None, :] < frame_lengths[:, None]
-                proj = student.project([s[:, :t] for s in states])
-                teacher_states = [targets[j][:, :t] if j in targets else None
-                                  for j in range(teacher.num_layers + 1)]
-                loss, parts = l2l_loss(proj, teacher_states, student.targets, cfg.loss.per_layer,
-                                       cfg.loss.w, frame_mask)
+                loss_value = float(loss.detach())  # the NaN guard's (only) per-step sync
+                if not math.isfinite(loss_value):
+                    status = f"failed: nan at step {step + 1}"  # 1-based, as in metrics.jsonl
+                    break
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.optim.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.optim.grad_clip)
+                opt.step()
+                step += 1
 
-            loss_value = float(loss.detach())
-            if not math.isfinite(loss_value):
-                status = f"failed: nan at step {step + 1}"  # 1-based, as in metrics.jsonl
-                break
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.optim.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.optim.grad_clip)
-            opt.step()
-            step += 1
-
-            window["loss"] = window.get("loss", 0.0) + loss_value
-            for k, v in parts.items():
-                window[k] = window.get(k, 0.0) + float(v)
-            window_n += 1
-            if step % cfg.train.log_every == 0 or step == total:
-                sync(device)
-                row = {
-                    "step": step, "stage": stage, "depth": len(student.layers),
-                    **{k: v / window_n for k, v in window.items()},
-                    "lr": lr,
-                    "time": sum(stage_seconds) + time.perf_counter() - t_stage,
-                }
-                metrics.write(json.dumps(row) + "\n")
-                metrics.flush()
-                last_logged = row
-                window, window_n = {}, 0
-                if on_log is not None:
-                    on_log(row)
-            if cfg.train.ckpt_every and step % cfg.train.ckpt_every == 0 and step < total:
-                sync(device)
-                stage_seconds[stage] += time.perf_counter() - t_stage
-                save_checkpoint()
-                t_stage = time.perf_counter()
+                # log the mean over the log window: smoother than one step, and no extra sync
+                window["loss"] = window.get("loss", 0.0) + loss_value
+                for k, v in parts.items():
+                    window[k] = window.get(k, 0.0) + float(v)
+                window_n += 1
+                if step % cfg.train.log_every == 0 or step == total:
+                    sync(device)
+                    row = {
+                        "step": step, "stage": stage, "depth": len(student.layers),
+                        **{k: v / window_n for k, v in window.items()},
+                        "lr": lr, "time": sum(stage_seconds) + time.perf_counter() - t_stage,
+                    }
+                    metrics.write(json.dumps(row) + "\n")
+                    metrics.flush()
+                    window, window_n = {}, 0
+                    if on_log is not None:
+                        on_log(row)
+                if cfg.train.ckpt_every and step % cfg.train.ckpt_every == 0 and step < total:
+                    sync(device)
+                    stage_seconds[stage] += time.perf_counter() - t_stage
+                    save_checkpoint()
+                    t_stage = time.perf_counter()
     finally:
         metrics.close()
     sync(device)
@@ -510,8 +520,7 @@ def run_distill(
         "train_seconds": sum(stage_seconds),
         "checkpoint_seconds": ckpt_seconds,
         "flops": None,
-        "final_losses": {k: v for k, v in last_logged.items()
-                         if k not in ("step", "stage", "depth", "lr", "time")} or None,
+        "final_losses": final_losses(metrics_path),
         "hardware": hardware(),
         "git_commit": git_commit(),
         "started": started,
