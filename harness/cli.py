@@ -77,7 +77,7 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
 def cmd_data_import(args: argparse.Namespace) -> int:
     from harness.data.importers import import_corpus
 
-    import_corpus(args.corpus, Path(args.src), Path(args.out))
+    import_corpus(args.corpus, Path(args.src), Path(args.out), force=args.force)
     return 0
 
 
@@ -229,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("src", help="the corpus' root folder, as distributed")
     p.add_argument("--out", required=True)
+    p.add_argument("--force", action="store_true", help="re-import even if <out>/corpus.json says it is done")
     p.set_defaults(func=cmd_data_import)
 
     p = sub.add_parser(
