@@ -25,6 +25,7 @@ is a pure function of ``(seed, k)``, which is what makes a resumed run identical
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -40,6 +41,9 @@ from harness.config import ConfigError, RunConfig, dump_yaml, to_dict
 from harness.provenance import git_commit, hardware, now_iso
 
 CKPT_NAME = "train.pt"
+# after a 'zero' growth of a post-LN student, the new layers' MSG masks rise 0 -> 1 over
+# this fraction of the new stage's steps (harness.stacking.ramp_masks)
+RAMP_FRAC = 0.1
 
 
 class RunInterrupted(RuntimeError):
@@ -228,6 +232,29 @@ def final_losses(metrics_path: Path) -> Optional[dict]:
     return {k: v for k, v in row.items() if k not in ("step", "stage", "depth", "lr", "time")}
 
 
+def cost_model(cfg: RunConfig, student, teacher):
+    """The run's per-step FLOPs model (``harness.stacking.CostModel``).
+
+    Frames per sequence = the crop length (``data.max_seconds``); with the cache, the
+    front-end and the teacher cost nothing per step. A live teacher's forward is counted
+    as 2 FLOPs per parameter per frame (its encoder) plus its conv front-end's exact count.
+    """
+    from harness.stacking import CostModel, conv_frontend_flops
+
+    frames = max(1, int(cfg.data.max_seconds * teacher.frame_rate))
+    fe_flops = teacher_flops = 0.0
+    if not cfg.teacher.cache:
+        spec = getattr(teacher.frontend, "spec", {}) or {}
+        if spec.get("type") == "conv":
+            fe_flops = conv_frontend_flops(spec["layers"])
+        fe_params = {id(p) for p in teacher.frontend.parameters()}
+        encoder = sum(p.numel() for p in teacher.parameters() if id(p) not in fe_params) \
+            if isinstance(teacher, torch.nn.Module) else 0
+        teacher_flops = 2.0 * encoder + fe_flops  # the teacher runs its own front-end too
+    return CostModel.for_student(student, seq_frames=frames, frames_per_step=cfg.data.batch_size * frames,
+                                 frontend_flops=fe_flops, teacher_flops=teacher_flops)
+
+
 # ----------------------------------------------------------------------------- the run
 
 
@@ -258,8 +285,8 @@ def run_distill(
         ConfigError / RegistryError: an unusable config value (unknown variant...).
     """
     from harness import stacking
-    from harness.losses import l2l_loss
-    from harness.student import build_student, save_student
+    from harness.losses import LOSSES, EmaTeacher, askd_alpha
+    from harness.student import PRESETS, build_student, save_student
     from harness.teachers.base import load_teacher
 
     out_dir = Path(out_dir)
@@ -271,15 +298,32 @@ def run_distill(
             return old
     started = now_iso()
 
-    # ---- settings: device, precision, threads, seed
+    # ---- settings: device, precision, threads; names checked before anything is loaded
     device = resolve_device(cfg.train.device)
     amp_dtype = resolve_precision(cfg.train.precision, device)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    torch.manual_seed(cfg.train.seed)
-    sc = cfg.stacking
-    stacking.STACKING.get(sc.variant)  # unknown variant -> RegistryError with nearest names
+    sc, objective = cfg.stacking, cfg.loss.objective
+    stacking.STACKING.get(sc.variant)  # unknown variant -> RegistryError with the nearest names
+    loss_fn = LOSSES.get(objective)
+    wants = "pred_heads" if objective == "pred_heads" else "l2l"
+    if objective not in ("l2l", "pred_heads", "askd_l2l"):
+        raise ConfigError(f"loss.objective: {objective!r} is not a feature-distillation objective "
+                          "(use l2l, pred_heads or askd_l2l)")
+    if cfg.student.target_mode != wants:
+        raise ConfigError(f"loss.objective {objective!r} needs student.target_mode: {wants}")
     manifest = manifest_path(cfg)
+
+    # ---- stages: depth and steps of each ('none' is one full-depth stage)
+    final_depth = cfg.student.layers or PRESETS[cfg.student.preset]["layers"]
+    n_stages, total = sc.num_stages, cfg.train.steps
+    add = sc.add or (final_depth // n_stages if n_stages > 1 else 0)
+    try:
+        depths = stacking.stage_depths(final_depth, n_stages, add)
+        steps_per_stage = stacking.stage_steps(total, n_stages, sc.schedule)
+    except ValueError as err:
+        raise ConfigError(f"stacking: {err}") from None
+    starts = stage_boundaries(steps_per_stage)
 
     # ---- teacher (frozen) and, when cached, its features for every distill utterance
     teacher = load_teacher(cfg.teacher.spec, device)
@@ -291,23 +335,14 @@ def run_distill(
                               "student.frontend_trainable=false or teacher.cache=false")
         from harness.teachers.cache import ensure_cache
 
-        cache = ensure_cache(cfg.teacher.spec, manifest, layers_needed, frontend=True,
-                             cache_dir=cfg.teacher.cache_dir)
+        cache = ensure_cache(teacher, manifest, layers_needed, frontend=True, cache_dir=cfg.teacher.cache_dir)
 
-    # ---- stages: depth and steps of each (a 'none' run is one full-depth stage)
-    full = build_student(cfg.student, teacher)
-    final_depth = len(full.layers)
-    del full
-    n_stages = sc.num_stages
-    add = sc.add or (final_depth // n_stages if n_stages > 1 else 0)
-    depths = stacking.stage_depths(final_depth, n_stages, add)
-    steps_per_stage = stacking.stage_steps(cfg.train.steps, n_stages, sc.schedule)
-    starts = stage_boundaries(steps_per_stage)
-    total = cfg.train.steps
-
-    # ---- student (first-stage depth) and optimizer
+    # ---- student (first-stage depth), optimizer, EMA self-teacher (ASKD)
     def make_student_and_optimizer():
-        student = build_student(dataclasses.replace(cfg.student, layers=depths[0]), teacher).to(device)
+        try:
+            student = build_student(dataclasses.replace(cfg.student, layers=depths[0]), teacher).to(device)
+        except ValueError as err:
+            raise ConfigError(f"student: {err}") from None
         if cache is not None:
             student.frontend = None  # fed the cached (frozen) front-end output instead
         opt = torch.optim.AdamW(
@@ -317,29 +352,31 @@ def run_distill(
         return student, opt
 
     def grow_to(student, opt, stage: int) -> None:
-        """Grow ``student`` from stage ``stage - 1``'s depth to stage ``stage``'s."""
+        """Grow ``student`` from stage ``stage - 1``'s depth to stage ``stage``'s, in place."""
         p = stacking.plan(sc.variant, depths[stage - 1], depths[stage] - depths[stage - 1],
-                          offset=sc.offset)
-        stacking.grow(student, opt, p, init=sc.init, optim_state=sc.optim_state)
-        if sc.layer_map == "proportional":
-            student.targets = stacking.layer_map("proportional", len(student.layers), teacher.num_layers)
-        if sc.init == "zero" and not student.layer_norm_first and hasattr(stacking, "ramp_masks"):
-            stacking.ramp_masks(student, p)
+                          offset=sc.offset, init=sc.init)
+        stacking.grow(student, opt, p, init=sc.init, optim_state=sc.optim_state,
+                      layer_map=sc.layer_map, teacher_layers=teacher.num_layers)
+        if ema is not None:
+            ema.update(student)  # a new shape: the EMA re-copies the grown student
 
     torch.manual_seed(cfg.train.seed)  # here: loading the teacher may have drawn numbers
     student, opt = make_student_and_optimizer()
+    ema = EmaTeacher(student, cfg.loss.askd.ema) if objective == "askd_l2l" else None
+    # a post-LN student grown with 'zero' blends the new layers in (MSG masks 0 -> 1)
+    ramp = sc.init == "zero" and not student.layer_norm_first
     step, stage, stage_seconds, ckpt_seconds = 0, 0, [0.0] * n_stages, 0.0
     ckpt_path = out_dir / CKPT_NAME
     if resume and ckpt_path.is_file():
         ck = torch.load(ckpt_path, map_location=device, weights_only=False)
         if ck.get("config") != to_dict(cfg):
-            raise ConfigError(
-                f"{ckpt_path}: was written by a different config; delete it or use a new --out"
-            )
-        for s in range(1, ck["stage"] + 1):  # replay the growth so the shapes match
+            raise ConfigError(f"{ckpt_path}: was written by a different config; delete it or use a new --out")
+        for s in range(1, ck["stage"] + 1):  # replay the growth so that the shapes match
             grow_to(student, opt, s)
         student.load_state_dict(ck["student"])
         opt.load_state_dict(ck["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(ck["ema"])
         torch.set_rng_state(ck["rng"])
         if device.type == "cuda" and ck.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(ck["cuda_rng"], device)
@@ -359,6 +396,7 @@ def run_distill(
         _torch_save({
             "config": to_dict(cfg), "step": step, "stage": stage,
             "student": student.state_dict(), "optimizer": opt.state_dict(),
+            "ema": ema.state_dict() if ema is not None else None,
             "rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
             "stage_seconds": stage_seconds, "ckpt_seconds": ckpt_seconds, "started": started,
@@ -369,8 +407,7 @@ def run_distill(
     metrics_path = out_dir / "metrics.jsonl"
     kept = []
     if metrics_path.is_file():
-        kept = [ln for ln in metrics_path.read_text().splitlines()
-                if ln.strip() and json.loads(ln)["step"] <= step]
+        kept = [ln for ln in metrics_path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
     metrics_path.write_text("".join(ln + "\n" for ln in kept))
     metrics = metrics_path.open("a")
 
@@ -431,6 +468,8 @@ def run_distill(
                 for g in opt.param_groups:
                     g["lr"] = lr
 
+                if ramp and stage > 0:
+                    stacking.ramp_masks(student, step - starts[stage], int(RAMP_FRAC * steps_per_stage[stage]))
                 with autocast():
                     if cache is not None:
                         feats = batch["feats"].to(device, non_blocking=True)
@@ -444,13 +483,23 @@ def run_distill(
                             t_states, frame_lengths = teacher.hidden_states(wavs, lengths)
                         targets = {j: t_states[j] for j in matched}
                         states, frame_lengths = student.hidden_states(wavs, lengths)
+                    # front-end and teacher frame counts can differ by one: use the common part
                     t = min(states[-1].shape[1], next(iter(targets.values())).shape[1])
-                    frame_mask = torch.arange(t, device=device)[None, :] < frame_lengths[:, None]
-                    proj = student.project([s[:, :t] for s in states])
-                    teacher_states = [targets[j][:, :t] if j in targets else None
-                                      for j in range(teacher.num_layers + 1)]
-                    loss, parts = l2l_loss(proj, teacher_states, student.targets, cfg.loss.per_layer,
-                                           cfg.loss.w, frame_mask)
+                    frame_mask = torch.arange(t, device=device)[None, :] < frame_lengths.to(device)[:, None]
+                    preds = student.project([x[:, :t] for x in states])
+                    targets = {j: x[:, :t] for j, x in targets.items()}
+                    if ema is None:
+                        loss, parts = loss_fn(preds, targets, student.targets, cfg.loss.per_layer,
+                                              cfg.loss.w, frame_mask)
+                    else:
+                        with torch.no_grad():
+                            e_states = (ema.module.forward_features(feats, frame_lengths) if cache is not None
+                                        else ema.module.hidden_states(wavs, lengths)[0])
+                            e_preds = ema.module.project([x[:, :t] for x in e_states])
+                        a = cfg.loss.askd
+                        alpha = askd_alpha(step / total, a.decay, a.alpha_start, a.alpha_end, a.start_frac)
+                        loss, parts = loss_fn(preds, targets, e_preds, student.targets, alpha,
+                                              cfg.loss.per_layer, cfg.loss.w, frame_mask)
 
                 loss_value = float(loss.detach())  # the NaN guard's (only) per-step sync
                 if not math.isfinite(loss_value):
@@ -461,6 +510,8 @@ def run_distill(
                 if cfg.optim.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.optim.grad_clip)
                 opt.step()
+                if ema is not None:
+                    ema.update(student)
                 step += 1
 
                 # log the mean over the log window: smoother than one step, and no extra sync
@@ -491,12 +542,15 @@ def run_distill(
     stage_seconds[stage] += time.perf_counter() - t_stage
 
     # ---- results: student.ckpt, summary.json
+    train_params = sum(p.numel() for p in student.parameters() if p.requires_grad)
+    if student.frontend is None:
+        # the student trained on the cached output of the teacher's front-end: attach a
+        # copy so that the checkpoint is a complete upstream
+        student.frontend = copy.deepcopy(teacher.frontend).requires_grad_(False)
     if status == "ok":
-        if student.frontend is None:
-            student.frontend = teacher.frontend  # frozen copy: the checkpoint is an upstream
         save_student(student, out_dir / "student.ckpt", extra={"run_id": out_dir.name, "config": to_dict(cfg)})
         ckpt_path.unlink(missing_ok=True)  # the finished student supersedes it
-    params = sum(p.numel() for p in student.parameters())
+    cost = cost_model(cfg, student, teacher)
     summary = {
         "run_id": out_dir.name,
         "sweep": sweep,
@@ -510,7 +564,8 @@ def run_distill(
         "teacher": teacher.id,
         "teacher_spec": cfg.teacher.spec,
         "teacher_cached": cfg.teacher.cache,
-        "student_params": params,
+        "student_params": student.encoder_params(),  # as an upstream (no projections)
+        "train_params": train_params,
         "steps": step,
         "stages": [
             {"stage": s, "depth": depths[s], "start_step": starts[s], "steps": steps_per_stage[s],
@@ -519,7 +574,10 @@ def run_distill(
         ],
         "train_seconds": sum(stage_seconds),
         "checkpoint_seconds": ckpt_seconds,
-        "flops": None,
+        "flops": stacking.theoretical_cost(depths, steps_per_stage, cost),
+        "flops_full_depth": stacking.theoretical_cost([depths[-1]], [total], cost),
+        "theoretical_speedup": stacking.theoretical_speedup(depths, steps_per_stage, cost),
+        "cost_model": dataclasses.asdict(cost),
         "final_losses": final_losses(metrics_path),
         "hardware": hardware(),
         "git_commit": git_commit(),
