@@ -88,13 +88,6 @@ def ensure_teacher_cache(cfg: RunConfig) -> float:
     return time.perf_counter() - t0
 
 
-def _theoretical_speedup(cfg: RunConfig) -> float:
-    """The schedule's speedup over full depth, front-end and teacher costs zero (cached)."""
-    from harness.stacking import theoretical_speedup
-
-    return float(theoretical_speedup(cfg, frontend_cost=0.0, teacher_cost=0.0))
-
-
 def _run(cfg: RunConfig, run_dir: Path) -> dict:
     from harness.distill import run_distill
 
@@ -154,9 +147,9 @@ def bench_stacking(
         target = statistics.median(s["metrics"][-1]["loss"] for s in runs["none"])
         results = []
         for v in variants:
-            vcfg = _with(cfg, stacking={"variant": v})
             seconds = statistics.median(s["train_seconds"] for s in runs[v])
-            theory = 1.0 if v == "none" else _theoretical_speedup(vcfg)
+            # the run's own cost model; front-end and teacher cost 0 per step (cached)
+            theory = runs[v][0]["theoretical_speedup"]
             speedup = base_seconds / seconds
             ttq = [time_to_quality(s["metrics"], target) for s in runs[v]]
             ttq_ok = [t for t in ttq if t is not None]

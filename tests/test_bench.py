@@ -21,7 +21,7 @@ def test_bench_stacking_reports_every_variant(corpus, tmp_path):  # noqa: F811
     report = bench_stacking(
         "tiny", out, variants=("interleaved", "top"),
         overrides=[f"data.corpus={corpus}", f"teacher.cache_dir={tmp_path / 'cache'}", "train.steps=16",
-                   "data.max_seconds=1.0", "train.device=cpu"],
+                   "data.max_seconds=1.0", "train.device=cpu", "train.threads=1"],
         log=lines.append,
     )
     assert json.loads(out.read_text()) == json.loads(json.dumps(report, default=str))
@@ -44,7 +44,7 @@ def test_bench_teacher_cache(corpus, tmp_path):  # noqa: F811
     out = tmp_path / "cache.json"
     report = bench_teacher_cache(
         "tiny", out, overrides=[f"data.corpus={corpus}", "train.steps=8", "stacking.variant=none",
-                                "data.max_seconds=1.0", "train.device=cpu"],
+                                "data.max_seconds=1.0", "train.device=cpu", "train.threads=1"],
         log=lambda s: None,
     )
     r = report["results"]
