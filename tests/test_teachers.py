@@ -323,3 +323,50 @@ def test_hf_ids_and_errors(tmp_path):
     with pytest.raises(CheckpointError, match="model_type 'whisper' is not supported"):
         load_teacher(f"hf:{tmp_path / 'b'}")
     assert Path(weights).exists()
+
+
+def test_s3prl_reads_original_fairseq_checkpoints_without_fairseq(tmp_path, monkeypatch):
+    """A fairseq-format HuBERT file (omegaconf cfg, fairseq Dictionary objects) loads like
+    its s3prl-converted twin, with fairseq absent at load time."""
+    import sys
+    import types
+
+    from omegaconf import OmegaConf
+
+    converted = tmp_path / "converted.pt"
+    model = save_s3prl_hubert(converted)
+    ck = torch.load(converted, weights_only=True)
+
+    # pickle through a fake 'fairseq' package, as fairseq itself would write the file
+    pkg = {n: types.ModuleType(n) for n in ("fairseq", "fairseq.data", "fairseq.data.dictionary")}
+
+    class Dictionary:
+        def __init__(self, symbols):
+            self.symbols, self.count, self.indices = symbols, [1] * len(symbols), {s: i for i, s in enumerate(symbols)}
+
+    Dictionary.__module__, Dictionary.__qualname__ = "fairseq.data.dictionary", "Dictionary"
+    pkg["fairseq.data.dictionary"].Dictionary = Dictionary
+    for name, mod in pkg.items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    cfg = OmegaConf.create({"model": {"_name": "hubert", **ck["model_cfg"]}, "task": {"_name": "hubert_pretraining",
+                                                                                      **ck["task_cfg"]}})
+    original = tmp_path / "hubert_base_ls960.pt"
+    torch.save({"args": None, "cfg": cfg, "model": model.state_dict(), "optimizer_history": [],
+                "task_state": {"dictionaries": [Dictionary(ck["dictionaries_symbols"][0])]}}, original)
+    for name in pkg:
+        monkeypatch.delitem(sys.modules, name)
+    assert "fairseq" not in sys.modules
+
+    a, b = load_teacher(f"s3prl:hubert:{original}"), load_teacher(f"s3prl:hubert:{converted}")
+    assert a.id == b.id
+    wavs, lengths = batch()
+    sa, fa = a.hidden_states(wavs, lengths)
+    sb, _ = b.hidden_states(wavs, lengths)
+    assert all(torch.equal(x, y) for x, y in zip(sa, sb))
+    assert not list(Path(tempfile_dir()).glob("harness-converted-*"))  # the converted copy is removed
+
+
+def tempfile_dir():
+    import tempfile
+
+    return tempfile.gettempdir()

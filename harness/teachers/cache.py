@@ -485,8 +485,11 @@ def ensure_cache(
             full = sum(_plan_bytes(plan, n) for n in plan["names"]) <= verify_limit
         except (OSError, ValueError, KeyError):
             return None
-        ok, _, _ = verify_cache(final, full=full)
-        return FeatureCache(final) if ok else None
+        try:
+            ok, _, _ = verify_cache(final, full=full)
+            return FeatureCache(final) if ok else None
+        except OSError:  # another process is repairing it right now (renamed away)
+            return None
 
     cache = open_if_valid()  # fast path: no lock for a finished, intact cache
     if cache is not None:

@@ -34,7 +34,7 @@ def weights_id(prefix: str, config: object, state: dict[str, torch.Tensor], n: i
         t = state[name].detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
         if t.numel():
-            h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
+            h.update(t.view(-1).view(torch.uint8).numpy())
     return f"{prefix}-{h.hexdigest()[:n]}"
 
 

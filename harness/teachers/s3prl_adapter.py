@@ -10,6 +10,11 @@ The checkpoint formats are those s3prl's local experts load (``hubert_local``,
 - ``wav2vec2``: ``{"task_cfg", "model_cfg", "model_weight"}``
   (``s3prl/upstream/wav2vec2/convert.py``).
 
+Original fairseq HuBERT / wav2vec 2.0 checkpoints (``{"cfg" or "args", "model",
+"task_state", ...}``) are converted in memory the way s3prl's ``convert.py`` does, without
+needing fairseq (see :func:`convert_fairseq`; this unpickles the file, so only load
+checkpoints you trust).
+
 Hidden states are exactly s3prl's ``hidden_states``: the input of every transformer
 layer (state 0 = the encoder input after feature projection, positional convolution and,
 for post-LN models, the encoder layer norm) and the encoder output. The batch goes
@@ -20,6 +25,11 @@ normalisation are s3prl's. Nothing is ever downloaded.
 from __future__ import annotations
 
 import dataclasses
+import os
+import pickle
+import tempfile
+import types
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -45,6 +55,66 @@ def _expert_class(model: str):
     return UpstreamExpert
 
 
+class _FairseqStub:
+    """Stands in for a fairseq class met while unpickling a fairseq checkpoint (its
+    ``Dictionary`` objects only need their attributes, e.g. ``symbols``)."""
+
+    def __setstate__(self, state):
+        self.__dict__.update(state if isinstance(state, dict) else {"state": state})
+
+
+class _FairseqUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if module.split(".")[0] == "fairseq":
+            return type(name, (_FairseqStub,), {"__module__": module})
+        return super().find_class(module, name)
+
+
+# a pickle module for torch.load that reads fairseq checkpoints without fairseq installed
+_FAIRSEQ_PICKLE = types.SimpleNamespace(Unpickler=_FairseqUnpickler, load=pickle.load, __name__="fairseq_free_pickle")
+
+
+def _to_container(cfg) -> dict:
+    """A fairseq config (omegaconf DictConfig, argparse Namespace or dict) as a plain dict."""
+    if cfg is None:
+        return {}
+    if isinstance(cfg, dict):
+        return cfg
+    try:
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(cfg, DictConfig):
+            return OmegaConf.to_container(cfg, resolve=True)
+    except ImportError:
+        pass
+    return dict(vars(cfg))
+
+
+def convert_fairseq(model: str, path: Path) -> dict | None:
+    """The s3prl ``*_local`` checkpoint dict for a fairseq HuBERT / wav2vec 2.0 file.
+
+    What ``s3prl/upstream/{hubert,wav2vec2}/convert.py`` does, but without fairseq: the
+    file is unpickled with fairseq's classes replaced by attribute holders.
+
+    Returns:
+        The converted dict, or ``None`` when ``path`` is not a fairseq checkpoint (e.g.
+        already in s3prl's format).
+    """
+    state = torch.load(path, map_location="cpu", pickle_module=_FAIRSEQ_PICKLE, weights_only=False)
+    if not isinstance(state, dict) or "model_weight" in state or "model" not in state:
+        return None
+    if state.get("cfg") is not None:
+        cfg = _to_container(state["cfg"])
+        model_cfg, task_cfg = dict(cfg.get("model") or {}), dict(cfg.get("task") or {})
+    else:  # older checkpoints keep an argparse Namespace holding everything
+        model_cfg = task_cfg = _to_container(state.get("args"))
+    out = {"task_cfg": task_cfg, "model_cfg": model_cfg, "model_weight": state["model"]}
+    if model == "hubert":
+        dicts = (state.get("task_state") or {}).get("dictionaries") or []
+        out["dictionaries_symbols"] = [list(getattr(d, "symbols", [])) for d in dicts]
+    return out
+
+
 def _config_dict(cfg: object) -> dict:
     if dataclasses.is_dataclass(cfg):
         return dataclasses.asdict(cfg)
@@ -67,12 +137,22 @@ class S3prlTeacher(nn.Module):
         super().__init__()
         ckpt = require_path(path, f"s3prl {model} teacher")
         expert_cls = _expert_class(model)
+        tmp = None
         try:
-            self.expert = expert_cls(str(ckpt))
+            converted = convert_fairseq(model, ckpt) if model in ("hubert", "wav2vec2") else None
+            if converted is not None:  # the expert reads a path: hand it a converted copy
+                fd, tmp = tempfile.mkstemp(suffix=".pt", prefix="harness-converted-")
+                os.close(fd)
+                torch.save(converted, tmp)
+                del converted
+            self.expert = expert_cls(tmp or str(ckpt))
         except Exception as err:  # a truncated/corrupt file or the wrong format: one line
             raise CheckpointError(
                 f"{ckpt}: not a loadable s3prl {model} checkpoint ({one_line(err)})"
             ) from None
+        finally:
+            if tmp is not None:
+                os.unlink(tmp)
         self.expert.eval()
         self.requires_grad_(False)
         net = self.expert.model
