@@ -144,10 +144,12 @@ def bench_stacking(
                 runs[v].append(s)
                 log(f"  {v:<12} repeat {r}: {s['train_seconds']:.2f} s")
         base_seconds = statistics.median(s["train_seconds"] for s in runs["none"])
+        base_cpu = statistics.median(s["train_cpu_seconds"] for s in runs["none"])
         target = statistics.median(s["metrics"][-1]["loss"] for s in runs["none"])
         results = []
         for v in variants:
             seconds = statistics.median(s["train_seconds"] for s in runs[v])
+            cpu = statistics.median(s["train_cpu_seconds"] for s in runs[v])
             # the run's own cost model; front-end and teacher cost 0 per step (cached)
             theory = runs[v][0]["theoretical_speedup"]
             speedup = base_seconds / seconds
@@ -157,12 +159,15 @@ def bench_stacking(
                 "variant": v,
                 "train_seconds": seconds,
                 "train_seconds_runs": [s["train_seconds"] for s in runs[v]],
+                "train_cpu_seconds": cpu,
                 "stage_seconds": [st["seconds"] for st in runs[v][0]["stages"]],
                 "stage_steps": [st["steps"] for st in runs[v][0]["stages"]],
                 "stage_depths": [st["depth"] for st in runs[v][0]["stages"]],
                 "speedup": speedup,
                 "theoretical_speedup": theory,
                 "ratio": speedup / theory,
+                "cpu_speedup": base_cpu / cpu,
+                "cpu_ratio": base_cpu / cpu / theory,
                 "final_loss": statistics.median(s["metrics"][-1]["loss"] for s in runs[v]),
                 "time_to_quality_seconds": statistics.median(ttq_ok) if len(ttq_ok) == len(ttq) else None,
                 "time_to_quality_speedup": (base_seconds / statistics.median(ttq_ok))
@@ -196,14 +201,15 @@ def format_stacking(report: dict) -> str:
         f"stacking benchmark, profile {s['profile']}, {report['machine'].get('device')}, "
         f"teacher + front-end cached, schedule {s['config']['stacking']['schedule']}",
         f"{'variant':<12} {'train s':>8} {'speedup':>8} {'theory':>7} {'ratio':>6} "
-        f"{'final loss':>10} {'ttq s':>7} {'ttq x':>6}",
+        f"{'cpu x':>6} {'cpu ratio':>9} {'final loss':>10} {'ttq s':>7} {'ttq x':>6}",
     ]
     for r in report["results"]:
         ttq = f"{r['time_to_quality_seconds']:.2f}" if r["time_to_quality_seconds"] is not None else "n/a"
         ttx = f"{r['time_to_quality_speedup']:.2f}" if r["time_to_quality_speedup"] is not None else "n/a"
         lines.append(
             f"{r['variant']:<12} {r['train_seconds']:>8.2f} {r['speedup']:>8.3f} "
-            f"{r['theoretical_speedup']:>7.3f} {r['ratio']:>6.3f} {r['final_loss']:>10.4f} {ttq:>7} {ttx:>6}"
+            f"{r['theoretical_speedup']:>7.3f} {r['ratio']:>6.3f} {r['cpu_speedup']:>6.3f} {r['cpu_ratio']:>9.3f} "
+            f"{r['final_loss']:>10.4f} {ttq:>7} {ttx:>6}"
         )
     return "\n".join(lines)
 
@@ -245,11 +251,15 @@ def bench_teacher_cache(
     steps = cfg.train.steps
     live_step = live["train_seconds"] / steps
     cached_step = cached["train_seconds"] / steps
+    live_cpu, cached_cpu = live["train_cpu_seconds"] / steps, cached["train_cpu_seconds"] / steps
     results = {
         "steps": steps,
         "live_step_seconds": live_step,
         "cached_step_seconds": cached_step,
         "ratio_live_over_cached": live_step / cached_step,
+        "live_step_cpu_seconds": live_cpu,
+        "cached_step_cpu_seconds": cached_cpu,
+        "cpu_ratio_live_over_cached": live_cpu / cached_cpu,
         "cache_build_seconds": cache_seconds,
         "sweep_saving_seconds": {
             str(k): k * steps * (live_step - cached_step) - cache_seconds for k in trials
@@ -274,10 +284,11 @@ def format_teacher_cache(report: dict) -> str:
     lines = [
         f"teacher-cache benchmark, profile {report['settings']['profile']}, "
         f"{report['machine'].get('device')}, {r['steps']} steps per run",
-        f"{'teacher':<8} {'step ms':>9}",
-        f"{'live':<8} {1000 * r['live_step_seconds']:>9.2f}",
-        f"{'cached':<8} {1000 * r['cached_step_seconds']:>9.2f}",
-        f"live / cached = {r['ratio_live_over_cached']:.2f}x; cache build {r['cache_build_seconds']:.1f} s",
+        f"{'teacher':<8} {'step ms':>9} {'cpu ms':>9}",
+        f"{'live':<8} {1000 * r['live_step_seconds']:>9.2f} {1000 * r['live_step_cpu_seconds']:>9.2f}",
+        f"{'cached':<8} {1000 * r['cached_step_seconds']:>9.2f} {1000 * r['cached_step_cpu_seconds']:>9.2f}",
+        f"live / cached = {r['ratio_live_over_cached']:.2f}x wall-clock, "
+        f"{r['cpu_ratio_live_over_cached']:.2f}x CPU; cache build {r['cache_build_seconds']:.1f} s",
         "sweep saving (s): " + ", ".join(f"K={k}: {v:.1f}" for k, v in r["sweep_saving_seconds"].items()),
     ]
     return "\n".join(lines)

@@ -117,6 +117,39 @@ def stage_boundaries(stage_steps: list[int]) -> list[int]:
     return out
 
 
+class StageClock:
+    """Training time per stage: wall-clock (device-synchronised) and process CPU time.
+
+    ``start``/``stop`` bracket the timed work; bookkeeping between a ``stop`` and the next
+    ``start`` (checkpoint writes) is not counted. CPU seconds are the process' CPU time
+    (all its threads): on a shared CPU machine they are far less sensitive to other
+    processes' load than the wall-clock, so benchmarks report both.
+    """
+
+    def __init__(self, device: torch.device, stages: int):
+        self.device = device
+        self.wall = [0.0] * stages
+        self.cpu = [0.0] * stages
+        self._t0: Optional[float] = None
+        self._c0 = 0.0
+
+    def start(self) -> None:
+        sync(self.device)
+        self._t0, self._c0 = time.perf_counter(), time.process_time()
+
+    def stop(self, stage: int) -> None:
+        sync(self.device)
+        self.wall[stage] += time.perf_counter() - self._t0
+        self.cpu[stage] += time.process_time() - self._c0
+        self._t0 = None
+
+    def elapsed(self) -> float:
+        """Wall-clock training seconds so far, the running interval included."""
+        sync(self.device)
+        running = time.perf_counter() - self._t0 if self._t0 is not None else 0.0
+        return sum(self.wall) + running
+
+
 # ----------------------------------------------------------------------------- data
 
 
@@ -365,7 +398,8 @@ def run_distill(
     ema = EmaTeacher(student, cfg.loss.askd.ema) if objective == "askd_l2l" else None
     # a post-LN student grown with 'zero' blends the new layers in (MSG masks 0 -> 1)
     ramp = sc.init == "zero" and not student.layer_norm_first
-    step, stage, stage_seconds, ckpt_seconds = 0, 0, [0.0] * n_stages, 0.0
+    step, stage, ckpt_seconds = 0, 0, 0.0
+    clock = StageClock(device, n_stages)
     ckpt_path = out_dir / CKPT_NAME
     if resume and ckpt_path.is_file():
         ck = torch.load(ckpt_path, map_location=device, weights_only=False)
@@ -380,7 +414,8 @@ def run_distill(
         torch.set_rng_state(ck["rng"])
         if device.type == "cuda" and ck.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(ck["cuda_rng"], device)
-        step, stage, stage_seconds, ckpt_seconds = ck["step"], ck["stage"], ck["stage_seconds"], ck["ckpt_seconds"]
+        step, stage, ckpt_seconds = ck["step"], ck["stage"], ck["ckpt_seconds"]
+        clock.wall, clock.cpu = ck["stage_seconds"], ck["stage_cpu_seconds"]
         started = ck["started"]
     else:
         for name in (CKPT_NAME, "metrics.jsonl", "student.ckpt", "summary.json"):
@@ -399,7 +434,8 @@ def run_distill(
             "ema": ema.state_dict() if ema is not None else None,
             "rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            "stage_seconds": stage_seconds, "ckpt_seconds": ckpt_seconds, "started": started,
+            "stage_seconds": clock.wall, "stage_cpu_seconds": clock.cpu, "ckpt_seconds": ckpt_seconds,
+            "started": started,
         }, ckpt_path)
         ckpt_seconds += time.perf_counter() - t0
 
@@ -446,21 +482,18 @@ def run_distill(
     window: dict[str, float] = {}
     window_n = 0
     student.train()
-    sync(device)
-    t_stage = time.perf_counter()
+    clock.start()
     try:
         while step < total and status == "ok":
             while stage + 1 < n_stages and step >= starts[stage + 1]:
                 # growth (its cost counts in the new stage), then a checkpoint (not counted)
-                sync(device)
-                stage_seconds[stage] += time.perf_counter() - t_stage
-                t_stage = time.perf_counter()
+                clock.stop(stage)
                 stage += 1
+                clock.start()
                 grow_to(student, opt, stage)
-                sync(device)
-                stage_seconds[stage] += time.perf_counter() - t_stage
+                clock.stop(stage)
                 save_checkpoint()
-                t_stage = time.perf_counter()
+                clock.start()
             stage_end = starts[stage + 1] if stage + 1 < n_stages else total
             matched = sorted(set(student.targets))
             for batch in batches(range(step, stage_end), matched):
@@ -520,11 +553,10 @@ def run_distill(
                     window[k] = window.get(k, 0.0) + float(v)
                 window_n += 1
                 if step % cfg.train.log_every == 0 or step == total:
-                    sync(device)
                     row = {
                         "step": step, "stage": stage, "depth": len(student.layers),
                         **{k: v / window_n for k, v in window.items()},
-                        "lr": lr, "time": sum(stage_seconds) + time.perf_counter() - t_stage,
+                        "lr": lr, "time": clock.elapsed(),
                     }
                     metrics.write(json.dumps(row) + "\n")
                     metrics.flush()
@@ -532,14 +564,12 @@ def run_distill(
                     if on_log is not None:
                         on_log(row)
                 if cfg.train.ckpt_every and step % cfg.train.ckpt_every == 0 and step < total:
-                    sync(device)
-                    stage_seconds[stage] += time.perf_counter() - t_stage
+                    clock.stop(stage)
                     save_checkpoint()
-                    t_stage = time.perf_counter()
+                    clock.start()
     finally:
         metrics.close()
-    sync(device)
-    stage_seconds[stage] += time.perf_counter() - t_stage
+    clock.stop(stage)
 
     # ---- results: student.ckpt, summary.json
     train_params = sum(p.numel() for p in student.parameters() if p.requires_grad)
@@ -569,10 +599,11 @@ def run_distill(
         "steps": step,
         "stages": [
             {"stage": s, "depth": depths[s], "start_step": starts[s], "steps": steps_per_stage[s],
-             "seconds": stage_seconds[s]}
+             "seconds": clock.wall[s], "cpu_seconds": clock.cpu[s]}
             for s in range(n_stages)
         ],
-        "train_seconds": sum(stage_seconds),
+        "train_seconds": sum(clock.wall),
+        "train_cpu_seconds": sum(clock.cpu),
         "checkpoint_seconds": ckpt_seconds,
         "flops": stacking.theoretical_cost(depths, steps_per_stage, cost),
         "flops_full_depth": stacking.theoretical_cost([depths[-1]], [total], cost),

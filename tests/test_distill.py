@@ -198,3 +198,24 @@ def test_cli_distill(corpus, tmp_path, capsys):
     assert capsys.readouterr().out.startswith("ok")
     assert main(args[:2] + ["nope.yaml", "--out", str(tmp_path / "x")]) == 2
     assert "nope.yaml" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra", [
+    ["loss.objective=askd_l2l"],
+    ["loss.objective=pred_heads", "student.target_mode=pred_heads", "student.pred_head_layers=[2, 4]"],
+    ["stacking.init=zero"],  # post-LN: MSG masks ramp the new layers in
+    ["stacking.init=random", "stacking.optim_state=reset", "stacking.layer_map=proportional"],
+])
+def test_objectives_and_growth_options_run(corpus, tmp_path, extra):
+    cfg = tiny_cfg(corpus, tmp_path, "train.steps=12", *extra)
+    summary = run_distill(cfg, tmp_path / "run")
+    assert summary["status"] == "ok" and math.isfinite(summary["final_losses"]["loss"])
+    if "loss.objective=askd_l2l" in extra:
+        rows = read_metrics(tmp_path / "run")
+        assert rows[0]["alpha"] == pytest.approx(1.0) and rows[-1]["alpha"] < 0.1  # cosine decay to 0
+
+
+def test_mismatched_objective_is_a_config_error(corpus, tmp_path):
+    cfg = tiny_cfg(corpus, tmp_path, "loss.objective=pred_heads")
+    with pytest.raises(ConfigError, match="student.target_mode: pred_heads"):
+        run_distill(cfg, tmp_path / "run")
