@@ -29,7 +29,6 @@ import copy
 import dataclasses
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -445,7 +444,9 @@ def run_distill(
     kept = []
     if metrics_path.is_file():
         kept = [ln for ln in metrics_path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
-    metrics_path.write_text("".join(ln + "\n" for ln in kept))
+    tmp = metrics_path.with_name(metrics_path.name + ".tmp")
+    tmp.write_text("".join(ln + "\n" for ln in kept))
+    tmp.replace(metrics_path)
     metrics = metrics_path.open("a")
 
     # ---- data: one batch per step, a pure function of (seed, step)
@@ -548,15 +549,16 @@ def run_distill(
                     ema.update(student)
                 step += 1
 
-                # log the mean over the log window: smoother than one step, and no extra sync
+                # log the mean over the log window: smoother than one step; the parts stay
+                # on the device until a log step (no extra sync per step)
                 window["loss"] = window.get("loss", 0.0) + loss_value
                 for k, v in parts.items():
-                    window[k] = window.get(k, 0.0) + float(v)
+                    window[k] = window.get(k, 0.0) + v.detach().float()
                 window_n += 1
                 if step % cfg.train.log_every == 0 or step == total:
                     row = {
                         "step": step, "stage": stage, "depth": len(student.layers),
-                        **{k: v / window_n for k, v in window.items()},
+                        **{k: float(v) / window_n for k, v in window.items()},
                         "lr": lr, "time": clock.elapsed(),
                     }
                     metrics.write(json.dumps(row) + "\n")
