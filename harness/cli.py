@@ -101,8 +101,14 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from harness.config import load_run_config
     from harness.distill import run_distill
 
+    from harness.data.audio import AudioError
+    from harness.data.manifest import ManifestError
+
     cfg = load_run_config(args.config, args.overrides)
-    summary = run_distill(cfg, Path(args.out), resume=not args.restart)
+    try:
+        summary = run_distill(cfg, Path(args.out), resume=not args.restart)
+    except (ManifestError, AudioError) as err:  # bad data: one line naming the file
+        raise UserError(str(err)) from None
     losses = summary.get("final_losses") or {}
     loss = f"{losses['loss']:.4f}" if "loss" in losses else "n/a"
     print(f"{summary['status']}  {args.out}  {summary['steps']} steps  "

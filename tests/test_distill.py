@@ -198,6 +198,12 @@ def test_cli_distill(corpus, tmp_path, capsys):
     assert capsys.readouterr().out.startswith("ok")
     assert main(args[:2] + ["nope.yaml", "--out", str(tmp_path / "x")]) == 2
     assert "nope.yaml" in capsys.readouterr().err
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "distill.jsonl").write_text("{not json\n")
+    assert main(args[:3] + [f"data.corpus={bad}", "teacher.cache=false", "--out", str(tmp_path / "y")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "distill.jsonl:1" in err
 
 
 @pytest.mark.parametrize("extra", [
