@@ -81,6 +81,10 @@ def ensure_teacher_cache(cfg: RunConfig) -> float:
     from harness.teachers.base import load_teacher
     from harness.teachers.cache import ensure_cache
 
+    import torch
+
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)  # as the runs will (oversubscribed threads thrash)
     t0 = time.perf_counter()
     teacher = load_teacher(cfg.teacher.spec, "cpu")
     ensure_cache(cfg.teacher.spec, manifest_path(cfg), teacher_layers(cfg, teacher.num_layers),
