@@ -142,11 +142,13 @@ class StageClock:
         self.cpu[stage] += time.process_time() - self._c0
         self._t0 = None
 
-    def elapsed(self) -> float:
-        """Wall-clock training seconds so far, the running interval included."""
+    def elapsed(self) -> tuple[float, float]:
+        """Wall-clock and CPU training seconds so far, the running interval included."""
         sync(self.device)
-        running = time.perf_counter() - self._t0 if self._t0 is not None else 0.0
-        return sum(self.wall) + running
+        if self._t0 is None:
+            return sum(self.wall), sum(self.cpu)
+        return (sum(self.wall) + time.perf_counter() - self._t0,
+                sum(self.cpu) + time.process_time() - self._c0)
 
 
 # ----------------------------------------------------------------------------- data
@@ -261,7 +263,7 @@ def final_losses(metrics_path: Path) -> Optional[dict]:
     if not lines:
         return None
     row = json.loads(lines[-1])
-    return {k: v for k, v in row.items() if k not in ("step", "stage", "depth", "lr", "time")}
+    return {k: v for k, v in row.items() if k not in ("step", "stage", "depth", "lr", "time", "cpu_time")}
 
 
 def cost_model(cfg: RunConfig, student, teacher):
@@ -556,10 +558,11 @@ def run_distill(
                     window[k] = window.get(k, 0.0) + v.detach().float()
                 window_n += 1
                 if step % cfg.train.log_every == 0 or step == total:
+                    wall, cpu = clock.elapsed()
                     row = {
                         "step": step, "stage": stage, "depth": len(student.layers),
                         **{k: float(v) / window_n for k, v in window.items()},
-                        "lr": lr, "time": clock.elapsed(),
+                        "lr": lr, "time": wall, "cpu_time": cpu,
                     }
                     metrics.write(json.dumps(row) + "\n")
                     metrics.flush()

@@ -93,7 +93,7 @@ def test_each_variant_writes_the_contract_files(corpus, tmp_path, variant):
     assert load_run_config(out / "config.yaml") == cfg
     rows = read_metrics(out)
     assert [r["step"] for r in rows] == list(range(1, 21))
-    assert {"step", "stage", "depth", "loss", "lr", "time"} <= set(rows[0])
+    assert {"step", "stage", "depth", "loss", "lr", "time", "cpu_time"} <= set(rows[0])
     assert [r["depth"] for r in rows][-1] == depths[-1]
     assert on_disk["final_losses"]["loss"] == pytest.approx(rows[-1]["loss"])
     # the saved student is an upstream of the final depth
