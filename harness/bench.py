@@ -76,6 +76,11 @@ def time_to_quality(metrics: list[dict], target: float, clock: str = "time") -> 
     return None
 
 
+def _median_or_none(values: list[Optional[float]]) -> Optional[float]:
+    """The median, or None when any value is None (a repeat that never got there)."""
+    return statistics.median(values) if values and all(v is not None for v in values) else None
+
+
 def ensure_teacher_cache(cfg: RunConfig) -> float:
     """Build the teacher-feature cache a config needs (outside any timing); its seconds."""
     from harness.distill import manifest_path, teacher_layers
@@ -158,10 +163,8 @@ def bench_stacking(
             # the run's own cost model; front-end and teacher cost 0 per step (cached)
             theory = runs[v][0]["theoretical_speedup"]
             speedup = base_seconds / seconds
-            ttq = [time_to_quality(s["metrics"], target) for s in runs[v]]
-            ttq_ok = [t for t in ttq if t is not None]
-            ttq_cpu = [time_to_quality(s["metrics"], target, "cpu_time") for s in runs[v]]
-            reached = all(t is not None for t in ttq_cpu)
+            ttq = _median_or_none([time_to_quality(s["metrics"], target) for s in runs[v]])
+            ttq_cpu = _median_or_none([time_to_quality(s["metrics"], target, "cpu_time") for s in runs[v]])
             results.append({
                 "variant": v,
                 "train_seconds": seconds,
@@ -176,11 +179,11 @@ def bench_stacking(
                 "cpu_speedup": base_cpu / cpu,
                 "cpu_ratio": base_cpu / cpu / theory,
                 "final_loss": statistics.median(s["metrics"][-1]["loss"] for s in runs[v]),
-                "time_to_quality_seconds": statistics.median(ttq_ok) if len(ttq_ok) == len(ttq) else None,
-                "time_to_quality_speedup": (base_seconds / statistics.median(ttq_ok))
-                if ttq_ok and len(ttq_ok) == len(ttq) else None,
-                "time_to_quality_cpu_seconds": statistics.median(ttq_cpu) if reached else None,
-                "time_to_quality_cpu_speedup": base_cpu / statistics.median(ttq_cpu) if reached else None,
+                # n/a (None) when a run never reached none's final loss
+                "time_to_quality_seconds": ttq,
+                "time_to_quality_speedup": base_seconds / ttq if ttq else None,
+                "time_to_quality_cpu_seconds": ttq_cpu,
+                "time_to_quality_cpu_speedup": base_cpu / ttq_cpu if ttq_cpu else None,
             })
     finally:
         if work_dir is None:
