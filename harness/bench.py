@@ -115,6 +115,7 @@ def bench_stacking(
     variants: tuple[str, ...] = VARIANTS,
     overrides: list[str] | tuple[str, ...] = (),
     repeats: int = 1,
+    live: bool = False,
     work_dir: str | Path | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
@@ -122,7 +123,9 @@ def bench_stacking(
 
     The schedule is the base config's (the paper's 4-stage proportional one in every
     shipped profile). With ``repeats > 1`` the variants run round-robin and each figure
-    is the median, which evens out the load of a shared machine.
+    is the median, which evens out the load of a shared machine. With ``live`` the same
+    comparison is also made with the live teacher (its forward pass paid at every step,
+    as in the paper's setting).
 
     Args:
         profile: ``tiny`` or ``embedded`` (``sweeps/base/<profile>.yaml``).
@@ -130,61 +133,37 @@ def bench_stacking(
         variants: stacking variants to compare (``none`` is always included: the baseline).
         overrides: ``key=value`` changes to the base config (e.g. ``train.steps=200``).
         repeats: runs per variant.
+        live: also compare the variants with the live teacher.
         work_dir: where the run folders go (default: a temporary folder, removed after).
 
     Returns:
         The JSON content: ``machine``, ``versions``, ``settings``, ``results`` (one row
-        per variant).
+        per variant and teacher mode).
     """
     cfg = base_config(profile, overrides)
     cfg = _with(cfg, teacher={"cache": True}, train={"ckpt_every": 0})
     variants = tuple(dict.fromkeys(("none",) + tuple(variants)))
+    modes = ("cached", "live") if live else ("cached",)
     tmp = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="bench-stacking-"))
     try:
         cache_seconds = ensure_teacher_cache(cfg)
         log(f"teacher cache ready ({cache_seconds:.1f} s)")
         # warm-up: one-time costs must not land on whichever variant happens to run first
-        _run(_with(cfg, train={"steps": max(4, cfg.stacking.stages)}), tmp / "warmup")
-        runs: dict[str, list[dict]] = {v: [] for v in variants}
+        for mode in modes:
+            warm = _with(cfg, teacher={"cache": mode == "cached"}, train={"steps": max(4, cfg.stacking.stages)})
+            _run(warm, tmp / f"warmup-{mode}")
+        runs: dict[tuple[str, str], list[dict]] = {(m, v): [] for m in modes for v in variants}
         for r in range(repeats):
-            for v in variants:
-                vcfg = _with(cfg, stacking={"variant": v})
-                s = _run(vcfg, tmp / f"{v}-{r}")
-                s["metrics"] = _read_metrics(tmp / f"{v}-{r}")
-                runs[v].append(s)
-                log(f"  {v:<12} repeat {r}: {s['train_seconds']:.2f} s")
-        base_seconds = statistics.median(s["train_seconds"] for s in runs["none"])
-        base_cpu = statistics.median(s["train_cpu_seconds"] for s in runs["none"])
-        target = statistics.median(s["metrics"][-1]["loss"] for s in runs["none"])
-        results = []
-        for v in variants:
-            seconds = statistics.median(s["train_seconds"] for s in runs[v])
-            cpu = statistics.median(s["train_cpu_seconds"] for s in runs[v])
-            # the run's own cost model; front-end and teacher cost 0 per step (cached)
-            theory = runs[v][0]["theoretical_speedup"]
-            speedup = base_seconds / seconds
-            ttq = _median_or_none([time_to_quality(s["metrics"], target) for s in runs[v]])
-            ttq_cpu = _median_or_none([time_to_quality(s["metrics"], target, "cpu_time") for s in runs[v]])
-            results.append({
-                "variant": v,
-                "train_seconds": seconds,
-                "train_seconds_runs": [s["train_seconds"] for s in runs[v]],
-                "train_cpu_seconds": cpu,
-                "stage_seconds": [st["seconds"] for st in runs[v][0]["stages"]],
-                "stage_steps": [st["steps"] for st in runs[v][0]["stages"]],
-                "stage_depths": [st["depth"] for st in runs[v][0]["stages"]],
-                "speedup": speedup,
-                "theoretical_speedup": theory,
-                "ratio": speedup / theory,
-                "cpu_speedup": base_cpu / cpu,
-                "cpu_ratio": base_cpu / cpu / theory,
-                "final_loss": statistics.median(s["metrics"][-1]["loss"] for s in runs[v]),
-                # n/a (None) when a run never reached none's final loss
-                "time_to_quality_seconds": ttq,
-                "time_to_quality_speedup": base_seconds / ttq if ttq else None,
-                "time_to_quality_cpu_seconds": ttq_cpu,
-                "time_to_quality_cpu_speedup": base_cpu / ttq_cpu if ttq_cpu else None,
-            })
+            for mode in modes:
+                for v in variants:
+                    vcfg = _with(cfg, stacking={"variant": v}, teacher={"cache": mode == "cached"})
+                    run_dir = tmp / f"{mode}-{v}-{r}"
+                    s = _run(vcfg, run_dir)
+                    s["metrics"] = _read_metrics(run_dir)
+                    runs[mode, v].append(s)
+                    log(f"  {mode:<6} {v:<12} repeat {r}: {s['train_seconds']:.2f} s "
+                        f"({s['train_cpu_seconds']:.2f} s CPU)")
+        results = [row for mode in modes for row in _compare(mode, variants, runs)]
     finally:
         if work_dir is None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -195,9 +174,8 @@ def bench_stacking(
         "versions": versions(),
         "settings": {
             "profile": profile, "overrides": list(overrides), "repeats": repeats,
-            "variants": list(variants), "teacher_cached": True, "frontend_cached": True,
-            "cache_build_seconds": cache_seconds, "quality_target_loss": target,
-            "config": to_dict(cfg),
+            "variants": list(variants), "teacher_modes": list(modes), "frontend_cached_with_teacher": True,
+            "cache_build_seconds": cache_seconds, "config": to_dict(cfg),
         },
         "results": results,
     }
@@ -206,13 +184,54 @@ def bench_stacking(
     return report
 
 
+def _compare(mode: str, variants: tuple[str, ...], runs: dict) -> list[dict]:
+    """Per-variant figures of one teacher mode against its own ``none`` runs (medians)."""
+    none = runs[mode, "none"]
+    base_seconds = statistics.median(s["train_seconds"] for s in none)
+    base_cpu = statistics.median(s["train_cpu_seconds"] for s in none)
+    target = statistics.median(s["metrics"][-1]["loss"] for s in none)
+    rows = []
+    for v in variants:
+        vr = runs[mode, v]
+        seconds = statistics.median(s["train_seconds"] for s in vr)
+        cpu = statistics.median(s["train_cpu_seconds"] for s in vr)
+        # the run's own cost model: front-end and teacher cost 0 per step when cached
+        theory = vr[0]["theoretical_speedup"]
+        ttq = _median_or_none([time_to_quality(s["metrics"], target) for s in vr])
+        ttq_cpu = _median_or_none([time_to_quality(s["metrics"], target, "cpu_time") for s in vr])
+        rows.append({
+            "teacher": mode,
+            "variant": v,
+            "train_seconds": seconds,
+            "train_seconds_runs": [s["train_seconds"] for s in vr],
+            "train_cpu_seconds": cpu,
+            "train_cpu_seconds_runs": [s["train_cpu_seconds"] for s in vr],
+            "stage_seconds": [st["seconds"] for st in vr[0]["stages"]],
+            "stage_steps": [st["steps"] for st in vr[0]["stages"]],
+            "stage_depths": [st["depth"] for st in vr[0]["stages"]],
+            "speedup": base_seconds / seconds,
+            "theoretical_speedup": theory,
+            "ratio": base_seconds / seconds / theory,
+            "cpu_speedup": base_cpu / cpu,
+            "cpu_ratio": base_cpu / cpu / theory,
+            "final_loss": statistics.median(s["metrics"][-1]["loss"] for s in vr),
+            "quality_target_loss": target,
+            # None (n/a) when a run never reached none's final loss
+            "time_to_quality_seconds": ttq,
+            "time_to_quality_speedup": base_seconds / ttq if ttq else None,
+            "time_to_quality_cpu_seconds": ttq_cpu,
+            "time_to_quality_cpu_speedup": base_cpu / ttq_cpu if ttq_cpu else None,
+        })
+    return rows
+
+
 def format_stacking(report: dict) -> str:
     """The stacking benchmark as a short fixed-width table."""
     s = report["settings"]
     lines = [
         f"stacking benchmark, profile {s['profile']}, {report['machine'].get('device')}, "
-        f"teacher + front-end cached, schedule {s['config']['stacking']['schedule']}",
-        f"{'variant':<12} {'train s':>8} {'speedup':>8} {'theory':>7} {'ratio':>6} "
+        f"schedule {s['config']['stacking']['schedule']}, {s['repeats']} repeat(s), medians",
+        f"{'teacher':<7} {'variant':<12} {'train s':>8} {'speedup':>8} {'theory':>7} {'ratio':>6} "
         f"{'cpu x':>6} {'cpu ratio':>9} {'final loss':>10} {'ttq s':>7} {'ttq x':>6} {'ttq cpu x':>9}",
     ]
     for r in report["results"]:
@@ -220,7 +239,7 @@ def format_stacking(report: dict) -> str:
         ttx = f"{r['time_to_quality_speedup']:.2f}" if r["time_to_quality_speedup"] is not None else "n/a"
         ttc = f"{r['time_to_quality_cpu_speedup']:.2f}" if r["time_to_quality_cpu_speedup"] is not None else "n/a"
         lines.append(
-            f"{r['variant']:<12} {r['train_seconds']:>8.2f} {r['speedup']:>8.3f} "
+            f"{r['teacher']:<7} {r['variant']:<12} {r['train_seconds']:>8.2f} {r['speedup']:>8.3f} "
             f"{r['theoretical_speedup']:>7.3f} {r['ratio']:>6.3f} {r['cpu_speedup']:>6.3f} {r['cpu_ratio']:>9.3f} "
             f"{r['final_loss']:>10.4f} {ttq:>7} {ttx:>6} {ttc:>9}"
         )

@@ -121,7 +121,7 @@ def cmd_bench_stacking(args: argparse.Namespace) -> int:
 
     variants = tuple(args.variants.split(",")) if args.variants else VARIANTS
     bench_stacking(args.profile, Path(args.out), variants=variants, overrides=args.overrides,
-                   repeats=args.repeats)
+                   repeats=args.repeats, live=args.live)
     return 0
 
 
@@ -153,13 +153,15 @@ def _add_distill_and_bench(sub) -> None:
     p = bench.add_parser(
         "stacking", help="every variant side by side, teacher cached: speedup vs theory, time-to-quality",
         epilog="examples:\n  harness bench stacking --profile tiny --out results/bench/stacking-tiny.json\n"
-        "  harness bench stacking --profile embedded --out results/bench/stacking-embedded.json --repeats 3",
+        "  harness bench stacking --profile embedded --out results/bench/stacking-embedded.json --repeats 3\n"
+        "  harness bench stacking --profile tiny --out /tmp/s.json --live train.threads=1",
         formatter_class=_formatter,
     )
     p.add_argument("--profile", choices=("tiny", "embedded"), required=True)
     p.add_argument("--out", required=True, help="JSON file")
     p.add_argument("--variants", default="", help="comma-separated (default: all; none is always run)")
     p.add_argument("--repeats", type=int, default=1, help="runs per variant, round-robin; medians reported")
+    p.add_argument("--live", action="store_true", help="also compare the variants with the live teacher")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="changes to sweeps/base/<profile>.yaml")
     p.set_defaults(func=cmd_bench_stacking)
     p = bench.add_parser(
