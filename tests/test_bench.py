@@ -56,3 +56,11 @@ def test_bench_teacher_cache(corpus, tmp_path):  # noqa: F811
     assert r["ratio_live_over_cached"] == pytest.approx(r["live_step_seconds"] / r["cached_step_seconds"])
     assert set(r["sweep_saving_seconds"]) == {"1", "5", "15"}
     assert json.loads(out.read_text())["benchmark"] == "teacher-cache"
+
+
+def test_quality_key_prefers_the_output_layer_loss():
+    from harness.bench import quality_key
+
+    rows = [{"loss": 2.0, "out": 1.0, "time": 1.0}, {"loss": 1.0, "out": 0.5, "time": 2.0}]
+    assert quality_key(rows) == "out" and quality_key([{"loss": 1.0}]) == "loss"
+    assert time_to_quality(rows, 1.0, key="out") == 1.0 and time_to_quality(rows, 1.0) == 2.0
