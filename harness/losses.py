@@ -160,6 +160,19 @@ def _kl_teacher_student(student_logits: torch.Tensor, teacher_logits: torch.Tens
     return _masked_mean(kl.reshape(1, -1), valid.reshape(1, -1))
 
 
+def _masked_ce(logits: torch.Tensor, labels: Optional[torch.Tensor], ignore_index: int
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(valid positions (...) bool, mean CE over them)``; no labels: all valid, CE 0."""
+    if labels is None:
+        valid = torch.ones(logits.shape[:-1], dtype=torch.bool, device=logits.device)
+        return valid, logits.new_zeros((), dtype=torch.float32)
+    valid = labels != ignore_index
+    if not bool(valid.any()):
+        return valid, logits.new_zeros((), dtype=torch.float32)
+    ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=ignore_index)
+    return valid, ce
+
+
 @LOSSES.register("logit_kd")
 def logit_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: Optional[torch.Tensor],
              temperature: float = 2.0, ce_weight: float = 1.0, kd_weight: float = 1.0,
@@ -180,16 +193,11 @@ def logit_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels:
         ``(total, parts)`` with parts ``ce`` and ``kl`` (the KL before ``T^2``).
     """
     if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"logit_kd: student {tuple(student_logits.shape)} and teacher {tuple(teacher_logits.shape)} differ")
+        raise ValueError(f"logit_kd: student {tuple(student_logits.shape)} and teacher "
+                         f"{tuple(teacher_logits.shape)} logits differ")
     if temperature <= 0:
         raise ValueError(f"logit_kd: temperature must be > 0, got {temperature}")
-    if labels is None:
-        valid = torch.ones(student_logits.shape[:-1], dtype=torch.bool, device=student_logits.device)
-        ce = student_logits.new_zeros((), dtype=torch.float32)
-    else:
-        valid = labels != ignore_index
-        ce = F.cross_entropy(student_logits.float().reshape(-1, student_logits.shape[-1]), labels.reshape(-1),
-                             ignore_index=ignore_index) if bool(valid.any()) else student_logits.new_zeros((), dtype=torch.float32)
+    valid, ce = _masked_ce(student_logits, labels, ignore_index)
     kl = _kl_teacher_student(student_logits, teacher_logits, temperature, valid)
     total = ce_weight * ce + kd_weight * kl * temperature ** 2
     return total, {"ce": ce.detach(), "kl": kl.detach()}
@@ -199,7 +207,7 @@ def logit_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels:
 
 
 def askd_alpha(progress: float, decay: str = "cosine", start: float = 1.0, end: float = 0.0,
-               start_frac: float = 0.0, exp_rate: float = 5.0, step_count: int = 4) -> float:
+               start_frac: float = 0.0, exp_rate: float = 5.0, step_count: int = 1) -> float:
     """ASKD's teacher weight ``alpha`` at a point of training.
 
     ``alpha = start`` until ``progress = start_frac``; then, with ``u = (progress -
@@ -209,8 +217,9 @@ def askd_alpha(progress: float, decay: str = "cosine", start: float = 1.0, end: 
     - ``cosine``: ``end + (start - end) * (1 + cos(pi u)) / 2``;
     - ``exp``: ``end + (start - end) * (exp(-r u) - exp(-r)) / (1 - exp(-r))`` (rate
       ``r = exp_rate``; an exponential decay rescaled to hit ``end`` at ``u = 1``);
-    - ``step``: a staircase of ``step_count`` equal drops, ``start + (end - start) *
-      floor(u * step_count) / step_count``.
+    - ``step``: ``step_count`` equal drops at ``u = k / (step_count + 1)``,
+      ``start + (end - start) * min(1, floor(u * (step_count + 1)) / step_count)``; the
+      default (one drop) is ``start`` for ``u < 1/2``, then ``end`` (as the ASR track's).
 
     Every schedule gives exactly ``start`` at ``progress <= start_frac`` and exactly
     ``end`` at ``progress >= 1``.
@@ -238,7 +247,9 @@ def askd_alpha(progress: float, decay: str = "cosine", start: float = 1.0, end: 
     elif decay == "exp":
         frac = 1.0 - (math.exp(-exp_rate * u) - math.exp(-exp_rate)) / (1.0 - math.exp(-exp_rate))
     else:
-        frac = math.floor(u * step_count) / step_count
+        if step_count < 1:
+            raise ValueError(f"askd step_count must be >= 1, got {step_count}")
+        frac = min(1.0, math.floor(u * (step_count + 1)) / step_count)
     return float(start + (end - start) * frac)
 
 
@@ -256,6 +267,18 @@ class EmaTeacher:
 
     Attributes:
         module: the frozen EMA copy (call it under ``torch.no_grad()``).
+
+    Example (ASKD feature distillation inside a training loop)::
+
+        ema = EmaTeacher(student, cfg.loss.askd.ema)
+        for step in range(total):
+            states = student.forward_features(feats, frame_lengths)
+            with torch.no_grad():
+                ema_proj = ema.module.project(ema.module.forward_features(feats, frame_lengths))
+            a = askd_alpha(step / total, askd.decay, askd.alpha_start, askd.alpha_end, askd.start_frac)
+            loss, parts = askd_l2l(student.project(states), teacher_states, ema_proj,
+                                   student.targets, a, per_layer, w, frame_mask)
+            ...; optimizer.step(); ema.update(student)
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.999) -> None:
@@ -287,6 +310,11 @@ class EmaTeacher:
                 e.mul_(self.decay).add_(v.detach().to(e.dtype), alpha=1.0 - self.decay)
             else:
                 e.copy_(v)
+
+    @property
+    def shadow(self) -> nn.Module:
+        """Alias of :attr:`module` (the name the ASR track uses)."""
+        return self.module
 
     def state_dict(self) -> dict:
         return {"decay": self.decay, "module": self.module.state_dict()}
@@ -354,13 +382,7 @@ def askd_logit(student_logits: torch.Tensor, teacher_logits: torch.Tensor, ema_l
     """
     if ema_logits.shape != student_logits.shape:
         raise ValueError(f"askd_logit: EMA logits {tuple(ema_logits.shape)} vs student {tuple(student_logits.shape)}")
-    valid = (labels != ignore_index) if labels is not None else torch.ones(
-        student_logits.shape[:-1], dtype=torch.bool, device=student_logits.device)
-    if labels is not None and bool(valid.any()):
-        ce = F.cross_entropy(student_logits.float().reshape(-1, student_logits.shape[-1]), labels.reshape(-1),
-                             ignore_index=ignore_index)
-    else:
-        ce = student_logits.new_zeros((), dtype=torch.float32)
+    valid, ce = _masked_ce(student_logits, labels, ignore_index)
     zero = student_logits.new_zeros((), dtype=torch.float32)
     kl_t = _kl_teacher_student(student_logits, teacher_logits, temperature, valid) if alpha > 0 else zero
     kl_s = _kl_teacher_student(student_logits, ema_logits.detach(), temperature, valid) if alpha < 1 else zero

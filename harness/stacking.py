@@ -286,6 +286,14 @@ def conv_frontend_flops(layers: Sequence[Sequence[int]]) -> float:
     return total
 
 
+def upstream_forward_flops(num_layers: int, width: int, ffn: int, seq_frames: int,
+                           frontend_flops: float = 0.0) -> float:
+    """Forward FLOPs per frame of a transformer upstream (a teacher): its layers plus its
+    front-end (e.g. :func:`conv_frontend_flops` of its conv stack). Feed it to
+    :class:`CostModel` ``teacher_flops`` when the teacher runs live (0 when cached)."""
+    return num_layers * encoder_layer_flops(width, ffn, seq_frames) + frontend_flops
+
+
 @dataclass
 class CostModel:
     """Per-frame training cost of a student at a given depth (FLOPs).

@@ -80,6 +80,11 @@ def test_read_back_equals_the_teacher_and_reopens(manifest, tmp_path):
     assert all(np.array_equal(reopened.get(u)["layer_3"], cache.get(u)["layer_3"]) for u in cache.ids)
     with pytest.raises(KeyError, match="'nope' is not in the feature cache"):
         cache.get("nope")
+    import pickle
+
+    blob = pickle.dumps(cache)  # as sent to DataLoader workers: small, maps reopened on use
+    assert len(blob) < 20000
+    assert np.array_equal(pickle.loads(blob).get("u1")["layer_4"], cache.get("u1")["layer_4"])
 
 
 def test_key_depends_on_layers_frontend_and_manifest_content(manifest, tmp_path):
@@ -250,3 +255,34 @@ def test_cli_errors_are_one_line(manifest, tmp_path, capsys, change, message):
     assert main(["teacher", "cache", *[x for kv in opts.items() for x in kv]]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_unreadable_audio_is_a_one_line_cache_error(manifest, tmp_path):
+    (manifest.parent / "audio" / "u3.flac").write_bytes(b"not audio at all")
+    with pytest.raises(CacheError, match="u3.flac") as err:
+        build(manifest, tmp_path / "cache")
+    assert "\n" not in str(err.value)
+
+
+def test_caches_a_checkpoint_teacher_on_full_utterances(manifest, tmp_path):
+    """A transformers HuBERT (group-norm front-end) cached one utterance per batch equals
+    the teacher run on each whole utterance alone."""
+    import transformers
+
+    cfg = transformers.HubertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                    intermediate_size=64, conv_dim=(16,) * 7, num_conv_pos_embeddings=16,
+                                    num_conv_pos_embedding_groups=4)
+    torch.manual_seed(0)
+    transformers.HubertModel(cfg).save_pretrained(tmp_path / "hf")
+    teacher = load_teacher(f"hf:{tmp_path / 'hf'}")
+    cache = ensure_cache(teacher, manifest, [0, 2], cache_dir=tmp_path / "cache", batch_size=1, log=None)
+    assert cache.names == ["frontend", "layer_0", "layer_2"] and cache.teacher_id == teacher.id
+    for utt in ("u0", "u4"):
+        wav, _ = sf.read(manifest.parent / "audio" / f"{utt}.flac", dtype="float32")
+        x, n = torch.from_numpy(wav)[None], torch.tensor([len(wav)])
+        states, frames = teacher.hidden_states(x, n)
+        feats, _ = teacher.frontend(x, n)
+        got = cache.get(utt)
+        assert got["layer_2"].shape == (int(frames), 32) and got["frontend"].shape == (int(frames), 16)
+        np.testing.assert_allclose(got["layer_2"], states[2][0].numpy(), rtol=2e-3, atol=2e-3)
+        np.testing.assert_allclose(got["frontend"], feats[0].numpy(), rtol=2e-3, atol=2e-3)

@@ -77,6 +77,19 @@ def test_dummy_valid_frames_do_not_depend_on_padding():
         assert torch.allclose(s[1, :n], s1[0, :n], atol=1e-5)
 
 
+def test_teachers_never_leave_eval_mode(tmp_path):
+    """Dropout/layerdrop in a teacher would corrupt its targets: train() is refused."""
+    save_hf(tmp_path / "hf", "hubert")
+    save_s3prl_hubert(tmp_path / "s3.pt")
+    for spec in ("dummy", f"hf:{tmp_path / 'hf'}", f"s3prl:hubert:{tmp_path / 's3.pt'}"):
+        teacher = load_teacher(spec).train()
+        assert not any(m.training for m in teacher.modules()), spec
+        wavs, lengths = batch()
+        a, _ = teacher.hidden_states(wavs, lengths)
+        b, _ = teacher.hidden_states(wavs, lengths)
+        assert all(torch.equal(x, y) for x, y in zip(a, b)), spec
+
+
 def test_dummy_sizes_and_bad_specs():
     t = load_teacher("dummy:2x32")
     assert (t.num_layers, t.width) == (2, 32) and t.id != load_teacher("dummy").id

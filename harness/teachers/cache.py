@@ -27,6 +27,7 @@ trials) may ask at once: one builds under an exclusive ``fcntl.flock`` on
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import fcntl
 import hashlib
@@ -35,6 +36,7 @@ import os
 import shutil
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
@@ -72,7 +74,12 @@ def _load_audio(path: Path) -> np.ndarray:
         if sr != 16000 or wav.ndim != 1:
             raise CacheError(f"{path}: expected 16 kHz mono audio, got {sr} Hz with shape {wav.shape}")
         return wav
-    return load_audio(path)
+    from harness.data.audio import AudioError
+
+    try:
+        return load_audio(path)
+    except AudioError as err:  # already one line naming the file
+        raise CacheError(f"teacher cache: {err}") from None
 
 
 def file_digest(path: str | Path) -> str:
@@ -178,6 +185,12 @@ class FeatureCache:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def __getstate__(self) -> dict:
+        # sent to DataLoader workers: reopen the memory maps there instead of copying them
+        state = dict(self.__dict__)
+        state["_arrays"] = {}
+        return state
 
     def __contains__(self, utt_id: object) -> bool:
         return utt_id in self._index
@@ -332,30 +345,54 @@ def _batches(plan: dict, shard: int, samples: list[int], batch_size: int, max_ba
         yield batch
 
 
-def _build_shard(folder: Path, plan: dict, shard: int, teacher, records: dict, root: Path,
-                 device: torch.device, batch_size: int, max_batch_samples: int) -> None:
+def _read_batch(batch: list[int], utts: list, records: dict, root: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode one batch: ``(B, S)`` zero-padded float32 waveforms and ``(B,)`` lengths."""
     from harness.data.manifest import audio_path
 
+    wavs = []
+    for i in batch:
+        rec = records[utts[i][0]]
+        path = audio_path(rec, root)
+        wav = _load_audio(path)
+        if len(wav) != int(rec["num_samples"]):
+            raise CacheError(f"{path}: {len(wav)} samples but the manifest says {rec['num_samples']} "
+                             f"(utterance {rec['id']!r}); rebuild the manifest")
+        wavs.append(wav)
+    lengths = torch.tensor([len(w) for w in wavs], dtype=torch.int64)
+    x = torch.zeros(len(wavs), int(lengths.max()), dtype=torch.float32)
+    for b, w in enumerate(wavs):
+        x[b, : len(w)] = torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))
+    return x, lengths
+
+
+def _prefetched(fn, items: list, pool: Optional[ThreadPoolExecutor], depth: int = 2):
+    """``fn(item)`` for each item in order, up to ``depth`` computed ahead in ``pool``
+    (decoding audio releases the GIL, so it overlaps the teacher's forward)."""
+    if pool is None:
+        for item in items:
+            yield fn(item)
+        return
+    pending: collections.deque = collections.deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) > depth:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def _build_shard(folder: Path, plan: dict, shard: int, teacher, records: dict, root: Path,
+                 device: torch.device, batch_size: int, max_batch_samples: int,
+                 pool: Optional[ThreadPoolExecutor] = None) -> None:
     names, layers = plan["names"], plan["layers"]
     utts = plan["utts"]
     samples = [int(records[u[0]]["num_samples"]) for u in utts]
     hashes = {name: hashlib.blake2b(digest_size=16) for name in names}
     fds = {name: os.open(folder / f"{name}.f16", os.O_RDWR) for name in names}
+    batches = list(_batches(plan, shard, samples, batch_size, max_batch_samples))
     try:
-        for batch in _batches(plan, shard, samples, batch_size, max_batch_samples):
-            wavs = []
-            for i in batch:
-                rec = records[utts[i][0]]
-                path = audio_path(rec, root)
-                wav = _load_audio(path)
-                if len(wav) != int(rec["num_samples"]):
-                    raise CacheError(f"{path}: {len(wav)} samples but the manifest says {rec['num_samples']} "
-                                     f"(utterance {rec['id']!r}); rebuild the manifest")
-                wavs.append(wav)
-            lengths = torch.tensor([len(w) for w in wavs], dtype=torch.int64)
-            x = torch.zeros(len(wavs), int(lengths.max()), dtype=torch.float32)
-            for b, w in enumerate(wavs):
-                x[b, : len(w)] = torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))
+        for batch, (x, lengths) in zip(batches, _prefetched(lambda b: _read_batch(b, utts, records, root),
+                                                            batches, pool)):
             x, lengths_dev = x.to(device), lengths.to(device)
             with torch.inference_mode():
                 out: dict[str, torch.Tensor] = {}
@@ -428,6 +465,7 @@ def ensure_cache(
     shard_size: int = 256,
     max_batch_seconds: float = 320.0,
     verify_limit: int = 2**30,
+    io_threads: int = 2,
     on_shard: Optional[Callable[[int], None]] = None,
     log: Optional[Callable[[str], None]] = _log_stderr,
 ) -> FeatureCache:
@@ -445,6 +483,7 @@ def ensure_cache(
         device: where the teacher runs when built from a spec (default: cuda if present).
         shard_size: utterances per shard (the unit of resumption).
         max_batch_seconds: cap on the padded audio of one batch (B x longest), seconds.
+        io_threads: threads decoding audio ahead of the teacher (0 = decode in line).
         verify_limit: caches up to this many bytes are checksummed on every open; larger
             ones are checked by file sizes and shard markers only.
         on_shard: called with each finished shard's index (tests use it to interrupt).
@@ -500,8 +539,8 @@ def ensure_cache(
             return cache
         plan = _make_plan(teacher, records, layers, frontend, shard_size)
         if final.exists():  # finished once but damaged: repair it in the building folder
-            ok, bad, reason = verify_cache(final, full=True)
-            say(f"{final}: {reason}; rebuilding the damaged part")
+            _, _, reason = verify_cache(final, full=False)
+            say(f"{final}: {reason or 'a shard fails its checksum'}; rebuilding the damaged part")
             if building.exists():
                 shutil.rmtree(building)
             (final / "COMPLETE.json").unlink(missing_ok=True)
@@ -546,14 +585,17 @@ def ensure_cache(
         if isinstance(teacher, torch.nn.Module):
             teacher.eval()
         t0 = time.perf_counter()
+        pool = ThreadPoolExecutor(max_workers=io_threads) if io_threads > 0 else None
         try:
-            for n_done, i in enumerate(todo, 1):
+            for i in todo:
                 _build_shard(building, plan, i, teacher, by_id, manifest_path.parent, dev, batch_size,
-                             int(max_batch_seconds * 16000))
+                             int(max_batch_seconds * 16000), pool)
                 say(f"shard {i + 1}/{len(plan['shards'])} done ({time.perf_counter() - t0:.1f} s)")
                 if on_shard is not None:
                     on_shard(i)
         finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
             if was_training:
                 teacher.train()
 

@@ -51,6 +51,10 @@ class DummyTeacher(nn.Module):
         self.requires_grad_(False)
         self.id = weights_id("dummy", self.config, self.state_dict())
 
+    def train(self, mode: bool = True) -> "nn.Module":
+        """A frozen teacher stays in eval mode (no dropout, no layerdrop) whatever is asked."""
+        return super().train(False)
+
     def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         """Valid frames ``(B,)`` for ``(B,)`` valid samples (conv arithmetic)."""
         return self.frontend.frame_lengths(lengths)

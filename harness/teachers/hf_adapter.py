@@ -69,7 +69,7 @@ class HfTeacher(nn.Module):
             self.model = _model_class(model_type).from_pretrained(str(path), local_files_only=True)
         except Exception as err:  # missing/corrupt weight files: one line naming the folder
             raise CheckpointError(f"{path}: cannot load the {model_type} weights ({one_line(err)})") from None
-        self.model.eval()
+        self.eval()  # the wrapper too: train() is overridden to stay in eval mode
         self.requires_grad_(False)
         cfg = self.model.config
         if cfg.feat_extract_activation != "gelu":
@@ -101,6 +101,10 @@ class HfTeacher(nn.Module):
         config["config"].pop("transformers_version", None)  # the library version is not the model
         config["config"].pop("_name_or_path", None)
         self.id = weights_id(f"hf-{model_type}", config, self.model.state_dict())
+
+    def train(self, mode: bool = True) -> "nn.Module":
+        """A frozen teacher stays in eval mode (no dropout, no layerdrop) whatever is asked."""
+        return super().train(False)
 
     def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         """Valid frames ``(B,)`` for ``(B,)`` valid samples (conv arithmetic)."""

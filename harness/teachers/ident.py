@@ -41,7 +41,7 @@ def weights_id(prefix: str, config: object, state: dict[str, torch.Tensor], n: i
 def require_path(path: str | Path, what: str, is_dir: bool = False) -> Path:
     """Return ``path`` as a Path, or raise a one-line FileNotFoundError naming it."""
     if not str(path):
-        raise FileNotFoundError(f"{what}: no path given (the spec needs a local path, e.g. {what.split()[0]}:/data/model.pt)")
+        raise FileNotFoundError(f"{what}: no path given (the spec must end with a local path, e.g. ':/data/model.pt')")
     p = Path(path).expanduser()
     if is_dir and not p.is_dir():
         raise FileNotFoundError(f"{what}: folder not found: {p} (models are never downloaded; give a local folder)")

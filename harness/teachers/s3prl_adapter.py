@@ -153,7 +153,7 @@ class S3prlTeacher(nn.Module):
         finally:
             if tmp is not None:
                 os.unlink(tmp)
-        self.expert.eval()
+        self.eval()  # the wrapper too: train() is overridden to stay in eval mode
         self.requires_grad_(False)
         net = self.expert.model
         if model == "wavlm":
@@ -180,6 +180,10 @@ class S3prlTeacher(nn.Module):
                   "layers": self.num_layers, "width": self.width,
                   "cfg": _config_dict(cfg) if cfg is not None else self._hidden_cfg()}
         self.id = weights_id(f"s3prl-{model}", config, net.state_dict())
+
+    def train(self, mode: bool = True) -> "nn.Module":
+        """A frozen teacher stays in eval mode (no dropout, no layerdrop) whatever is asked."""
+        return super().train(False)
 
     def _hidden_cfg(self) -> dict:
         """The model config of hubert/wav2vec2 experts (kept on the model by s3prl)."""
