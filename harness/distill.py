@@ -8,10 +8,12 @@ The run folder (``out_dir``) receives, as ARCHITECTURE.md "Result files" require
 
 - ``config.yaml``: the fully resolved :class:`~harness.config.RunConfig`;
 - ``metrics.jsonl``: one line per logged step (step, stage, depth, loss and its parts,
-  lr, cumulative training seconds);
+  each the mean over the log window; lr; cumulative training wall-clock ``time`` and
+  process CPU ``cpu_time`` in seconds);
 - ``student.ckpt``: the final student (``harness.student.save_student``; an upstream);
 - ``summary.json``: the contract fields (run id, variant, schedule, per-stage steps and
-  seconds, theoretical FLOPs, final losses, hardware, git commit, status...);
+  seconds, theoretical FLOPs and speedup, final losses, hardware, git commit, status...;
+  ``tasks: {}`` and ``superb_score: null`` for the scoring step to fill);
 - ``train.pt``: the training checkpoint (student + optimizer + RNG + step + stage), every
   ``train.ckpt_every`` steps and at every growth; a rerun resumes from it mid-stage and
   ends with the same number of steps and the same stage boundaries.
@@ -21,6 +23,9 @@ come from the feature cache (``harness.teachers.cache``), so a step costs only t
 student's encoder; the student's front-end is frozen (a copy of the teacher's). Without
 the cache the live teacher runs on every waveform batch. In both cases step ``k``'s batch
 is a pure function of ``(seed, k)``, which is what makes a resumed run identical.
+
+Timing: each stage's wall-clock is measured between device synchronisations and excludes
+checkpoint writes; the growth itself counts in the stage it starts.
 """
 
 from __future__ import annotations
