@@ -1,4 +1,4 @@
-"""``harness bench-throughput`` / ``harness bench-gpu``: our student's training step
+"""``harness bench throughput`` / ``harness bench gpu``: our student's training step
 against s3prl's ``DistillerModel``, and GPU efficiency of the paper student.
 
 **Throughput** (:func:`bench_throughput`). Both models are built at the same shape (conv

@@ -147,7 +147,7 @@ def _add_distill_and_bench(sub) -> None:
     p.add_argument("--restart", action="store_true", help="ignore a checkpoint in --out and start over")
     p.set_defaults(func=cmd_distill)
 
-    bench = sub.add_parser("bench", help="benchmarks: stacking speedup vs theory, teacher cache").add_subparsers(
+    bench = sub.add_parser("bench", help="benchmarks: stacking speedup vs theory, teacher cache, throughput, GPU").add_subparsers(
         dest="bench_command", metavar="BENCH_COMMAND"
     )
     bench.required = True
@@ -174,6 +174,7 @@ def _add_distill_and_bench(sub) -> None:
     p.add_argument("--out", required=True, help="JSON file")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="changes to sweeps/base/<profile>.yaml")
     p.set_defaults(func=cmd_bench_teacher_cache)
+    add_bench_throughput_parsers(bench)  # bench throughput, bench gpu
 
 
 # ----------------------------------------------------------------------------- report
@@ -305,7 +306,7 @@ def add_teacher_cache_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_teacher_cache)
 
 
-# ----------------------------------------------------------------------------- bench-throughput / bench-gpu
+# ----------------------------------------------------------------------------- bench throughput / bench gpu
 
 
 def cmd_bench_throughput(args: argparse.Namespace) -> int:
@@ -322,7 +323,7 @@ def cmd_bench_throughput(args: argparse.Namespace) -> int:
     try:
         s.validate()
     except ValueError as err:
-        raise UserError(f"bench-throughput: {err}") from None
+        raise UserError(f"bench throughput: {err}") from None
     bench_throughput(s, Path(args.out) if args.out else None)
     return 0
 
@@ -333,7 +334,7 @@ def cmd_bench_gpu(args: argparse.Namespace) -> int:
     from harness.bench_throughput import GpuSettings, bench_gpu
 
     if not torch.cuda.is_available():
-        raise UserError("bench-gpu: needs a CUDA device and this machine has none; run it where a GPU is lent")
+        raise UserError("bench gpu: needs a CUDA device and this machine has none; run it where a GPU is lent")
     g = GpuSettings(batch=args.batch, seconds=args.seconds, utterances=args.utterances, steps=args.steps,
                     warmup=args.warmup, num_workers=args.workers, peak_tflops=args.peak_tflops, device=args.device)
     try:
@@ -343,16 +344,15 @@ def cmd_bench_gpu(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_bench_throughput_parsers(sub: argparse._SubParsersAction,
-                                 names: tuple[str, str] = ("bench-throughput", "bench-gpu")) -> None:
-    """Add the throughput and GPU benchmarks to ``sub`` under ``names`` (to fold them into a
-    ``harness bench`` group: ``add_bench_throughput_parsers(bench, ("throughput", "gpu"))``)."""
-    p = sub.add_parser(
+def add_bench_throughput_parsers(bench: argparse._SubParsersAction,
+                                 names: tuple[str, str] = ("throughput", "gpu")) -> None:
+    """Add ``harness bench throughput`` and ``harness bench gpu`` to the ``bench`` group."""
+    p = bench.add_parser(
         names[0], help="training step of our student vs s3prl's DistillerModel at the same shape",
-        epilog="examples:\n  harness bench-throughput --layers 2 --width 256 --heads 4 --ffn 1024 "
+        epilog="examples:\n  harness bench throughput --layers 2 --width 256 --heads 4 --ffn 1024 "
         "--out results/bench/throughput-small.json\n"
-        "  harness bench-throughput --out results/bench/throughput-paper.json      # 12 x 384, FFN 1536, batch 2, 4 s\n"
-        "  harness bench-throughput --device cuda --batch 8 --out results/bench/throughput-cuda.json",
+        "  harness bench throughput --out results/bench/throughput-paper.json      # 12 x 384, FFN 1536, batch 2, 4 s\n"
+        "  harness bench throughput --device cuda --batch 8 --out results/bench/throughput-cuda.json",
         formatter_class=_formatter,
     )
     p.add_argument("--layers", type=int, default=12)
@@ -385,10 +385,10 @@ def add_bench_throughput_parsers(sub: argparse._SubParsersAction,
     p.add_argument("--out", help="JSON file with machine, versions, settings and every figure")
     p.set_defaults(func=cmd_bench_throughput)
 
-    p = sub.add_parser(
+    p = bench.add_parser(
         names[1], help="MFU of the student_paper step with a cached teacher; data loader share (CUDA only)",
-        epilog="examples:\n  harness bench-gpu --out results/bench/gpu.json\n"
-        "  harness bench-gpu --batch 16 --workers 4 --peak-tflops 989 --out results/bench/gpu-b16.json",
+        epilog="examples:\n  harness bench gpu --out results/bench/gpu.json\n"
+        "  harness bench gpu --batch 16 --workers 4 --peak-tflops 989 --out results/bench/gpu-b16.json",
         formatter_class=_formatter,
     )
     p.add_argument("--batch", type=int, default=8)
@@ -518,7 +518,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_teacher_cache_parser(sub)
     add_report_parser(sub)
-    add_bench_throughput_parsers(sub)
     add_export_parser(sub)
     _add_distill_and_bench(sub)
 

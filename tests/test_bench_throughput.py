@@ -137,21 +137,21 @@ def test_peak_table():
 
 
 def test_cli_bad_shape_is_one_line(capsys):
-    assert main(["bench-throughput", "--width", "30", "--heads", "4"]) == 2
+    assert main(["bench", "throughput", "--width", "30", "--heads", "4"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--heads 4 must divide --width 30" in err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without CUDA")
 def test_cli_gpu_refuses_without_cuda(capsys):
-    assert main(["bench-gpu"]) == 2
+    assert main(["bench", "gpu"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "needs a CUDA device" in err
 
 
 def test_cli_tiny_run_writes_json(tmp_path, capsys):
     out = tmp_path / "t.json"
-    rc = main(["bench-throughput", "--layers", "1", "--width", "32", "--heads", "4", "--ffn", "64",
+    rc = main(["bench", "throughput", "--layers", "1", "--width", "32", "--heads", "4", "--ffn", "64",
                "--seconds", "0.5", "--steps", "1", "--repeats", "1", "--warmup", "0", "--conv-dim", "16",
                "--conv-pos", "8", "--conv-pos-groups", "4", "--teacher-width", "24", "--pred-layers", "12",
                "--threads", "1", "--no-memory", "--out", str(out)])
