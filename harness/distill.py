@@ -387,7 +387,10 @@ def run_distill(
         opt = torch.optim.AdamW(
             [p for p in student.parameters() if p.requires_grad], lr=cfg.optim.lr,
             betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay,
-            foreach=True,  # one kernel per op over all tensors: less Python per step on CPU
+            # fused: one kernel for the whole update; measured at the paper student shape on
+            # the 2-core CPU: 29 ms/step vs 93 ms (default) and 136 ms (foreach)
+            # (harness bench throughput --adamw, docs/benchmarks.md)
+            fused=True,
         )
         return student, opt
 
