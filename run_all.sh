@@ -8,27 +8,35 @@ cd "$(dirname "$0")"
 
 usage() {
   cat <<'USAGE'
-usage: ./run_all.sh [test [PYTEST_ARGS...]] [--profile tiny|embedded] [--data DIR] [--help]
+usage: ./run_all.sh [--quick] [--profile embedded|paper] [options]
+       ./run_all.sh test [PYTEST_ARGS...]
 
 Sets up .venv (Python >= 3.10; created when missing, reinstalled when pyproject.toml
-changes) and then:
-  (no command)   the main job on the chosen profile: synthesise the embedded corpus
-                 (eSpeak NG, no downloads) and print what was built
-  test           run the test suite (pytest; extra arguments are passed on)
+changes), then runs the main job: the reproduction of the paper's tables.
+
+  (no command)   embedded profile, end to end: synthesise the corpus (eSpeak NG, no
+                 downloads), take the shipped embedded teacher, probe its layers, run the
+                 studies under sweeps/embedded/ (distill + SUPERB scoring per trial, Ray
+                 Tune), write the report under reports/embedded/ and print its path
+  test           the test suite (pytest; extra arguments are passed on)
 
 Profiles:
-  tiny       a few hundred synthetic utterances: seconds; what the tests use
-  embedded   thousands of synthetic utterances, 200+ speakers, every mini-SUPERB task
-             (default)
-  paper      real corpora on disk (LibriSpeech, ...): import them with
-             `harness data import`, see README.md
+  tiny       a few hundred synthetic utterances and the dummy teacher: a smoke run
+  embedded   the synthetic corpus (200+ speakers, every mini-SUPERB task) and the
+             shipped HuBERT-style teacher trained on it (default)
+  paper      real corpora and checkpoints on disk, on GPUs (see README.md):
+             --librispeech DIR (LibriSpeech root) and --teacher SPEC are required
 
 Options:
-  --profile P    tiny | embedded (default: embedded)
-  --data DIR     where the corpus goes (default: data/<profile>)
-  -h, --help     this text
+  --quick              the main table only, one seed, short runs
+  --retrain-teacher    pretrain the embedded teacher here instead of using the shipped one
+  --profile P          tiny | embedded | paper (default: embedded)
+  --librispeech DIR    paper profile: LibriSpeech root (train-*/dev-clean/test-clean)
+  --teacher SPEC       paper profile: e.g. s3prl:hubert:/ckpt/hubert_base_ls960.pt
+  -h, --help           this text
 
 Environment: PYTHON (interpreter used to create .venv, default python3).
+Re-running resumes: finished trials, the corpus and caches are reused.
 USAGE
 }
 
@@ -51,19 +59,40 @@ setup_venv() {
   export RAY_USAGE_STATS_ENABLED=0 RAY_AIR_NEW_OUTPUT=0
 }
 
+die() { echo "run_all.sh: $*" >&2; exit 2; }
+
 cmd=main
 profile=embedded
-data=""
+quick=0
+retrain=0
+librispeech=""
+teacher_spec=""
+results=results
 if [ "${1:-}" = "test" ]; then cmd=test; shift; fi
 if [ "$cmd" = main ]; then
   while [ $# -gt 0 ]; do
     case "$1" in
       -h|--help) usage; exit 0 ;;
+      --quick) quick=1; shift ;;
+      --retrain-teacher) retrain=1; shift ;;
       --profile) profile="${2:?--profile needs a value}"; shift 2 ;;
-      --data) data="${2:?--data needs a value}"; shift 2 ;;
-      *) echo "run_all.sh: unknown option '$1' (see ./run_all.sh --help)" >&2; exit 2 ;;
+      --librispeech) librispeech="${2:?--librispeech needs a directory}"; shift 2 ;;
+      --teacher) teacher_spec="${2:?--teacher needs a spec}"; shift 2 ;;
+      *) die "unknown option '$1' (see ./run_all.sh --help)" ;;
     esac
   done
+  case "$profile" in
+    tiny|embedded|paper) ;;
+    *) die "unknown profile '$profile' (tiny | embedded | paper)" ;;
+  esac
+  # Check the paper profile's inputs before anything long starts.
+  if [ "$profile" = paper ]; then
+    [ -n "$librispeech" ] || die "--profile paper needs --librispeech DIR"
+    [ -d "$librispeech" ] || die "--librispeech $librispeech: no such directory"
+    [ -n "$teacher_spec" ] || die "--profile paper needs --teacher SPEC (e.g. s3prl:hubert:/ckpt/hubert_base_ls960.pt)"
+    ckpt="${teacher_spec##*:}"
+    [ -e "$ckpt" ] || die "--teacher $teacher_spec: $ckpt does not exist"
+  fi
 fi
 
 setup_venv
@@ -72,13 +101,73 @@ if [ "$cmd" = test ]; then
   exec .venv/bin/python -m pytest "$@"
 fi
 
-case "$profile" in
-  tiny|embedded) ;;
-  paper) echo "run_all.sh: the paper profile reads real corpora: import them with 'harness data import' (README.md)" >&2; exit 2 ;;
-  *) echo "run_all.sh: unknown profile '$profile' (tiny | embedded)" >&2; exit 2 ;;
-esac
-data="${data:-data/$profile}"
 start=$(date +%s)
+step() { echo; echo "[run_all] $* ($(( $(date +%s) - start )) s)"; }
+sweep_args=(--resume)
+suffix=""
+if [ "$quick" = 1 ]; then
+  suffix="-quick"
+  sweep_args+=(--seeds 0 --suffix "$suffix")
+fi
+
+if [ "$profile" = paper ]; then
+  data=data/paper
+  step "importing LibriSpeech from $librispeech"
+  harness data import librispeech "$librispeech" --out "$data"
+  sets=(--set "teacher.spec=$teacher_spec" --set "data.corpus=$data")
+  studies=(main)
+  [ "$quick" = 1 ] || studies=(main schedule loss_weight layer_map_init)
+  for s in "${studies[@]}"; do
+    step "study sweeps/paper/$s.yaml"
+    harness sweep "sweeps/paper/$s.yaml" "${sweep_args[@]}" "${sets[@]}"
+  done
+  step "report"
+  harness report "$results"/paper-*"$suffix" --out "reports/paper$suffix"
+  echo "[run_all] report: $PWD/reports/paper$suffix/index.html"
+  exit 0
+fi
+
+data="data/$profile"
+step "corpus: $data"
 harness data build --profile "$profile" --out "$data"
 harness data stats "$data"
-echo "[run_all] corpus ready in $data ($(( $(date +%s) - start )) s)"
+
+teacher=embedded
+probe_dir="$results/$profile-teacher-probe"
+if [ "$profile" = tiny ]; then
+  teacher=dummy
+elif [ "$retrain" = 1 ]; then
+  step "pretraining the embedded teacher (up to ~60 min on 2 cores)"
+  harness teacher pretrain --profile embedded --data "$data" --out "$results/teacher/teacher_embedded.pt"
+  teacher="embedded:$results/teacher/teacher_embedded.pt"
+fi
+
+if [ "$profile" = tiny ]; then
+  step "tiny smoke study"
+  harness sweep sweeps/tiny/main.yaml "${sweep_args[@]}"
+  step "report"
+  harness report "$results"/tiny-main"$suffix" --out "reports/tiny$suffix"
+  echo "[run_all] report: $PWD/reports/tiny$suffix/index.html"
+  exit 0
+fi
+
+if [ ! -f "$probe_dir/probe.json" ]; then
+  step "probing the teacher's layers (phone, speaker, CKA)"
+  harness teacher probe --teacher "$teacher" --data "$data" --out "$probe_dir"
+fi
+
+sets=(--set "teacher.spec=$teacher")
+studies=(main)
+[ "$quick" = 1 ] || studies=(main schedule loss_weight layer_map_init)
+if [ "$quick" = 1 ]; then sets+=(--set train.steps=300); fi
+for s in "${studies[@]}"; do
+  step "study sweeps/$profile/$s.yaml"
+  harness sweep "sweeps/$profile/$s.yaml" "${sweep_args[@]}" "${sets[@]}"
+done
+
+step "report"
+dirs=()
+for s in "${studies[@]}"; do dirs+=("$results/$profile-${s//_/-}$suffix"); done
+harness report "${dirs[@]}" --probe "$probe_dir/probe.json" --out "reports/$profile$suffix"
+echo "[run_all] done in $(( $(date +%s) - start )) s"
+echo "[run_all] report: $PWD/reports/$profile$suffix/index.html"

@@ -233,7 +233,10 @@ class PosConv(nn.Module):
 
     def weight(self) -> torch.Tensor:
         """The effective conv weight ``g * v / ||v||`` (norm over all axes but the kernel's)."""
-        return self.weight_g * self.weight_v / self.weight_v.norm(dim=(0, 1), keepdim=True)
+        # torch's fused weight-norm kernel (what nn.utils.weight_norm runs): same values as
+        # g * v / v.norm(dim=(0, 1)), but forward + backward of the paper student's pos conv
+        # weight take ~3.5 ms instead of ~20 ms of CPU (harness bench throughput profile)
+        return torch._weight_norm(self.weight_v, self.weight_g, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` (B, T, D) -> (B, T, D)."""

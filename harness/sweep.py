@@ -205,10 +205,12 @@ def load_sweep(
         cfg.name += suffix
     base_path = (path.parent / cfg.base) if not Path(cfg.base).is_absolute() else Path(cfg.base)
     base = load_yaml(base_path)
-    from_dict(RunConfig, base, source=base_path)
     base = deep_merge(base, parse_overrides([f"{k}={json.dumps(v)}" for k, v in _flatten(cfg.overrides).items()]))
     if overrides:
         base = deep_merge(base, parse_overrides(list(overrides)))
+    # The base is checked with the sweep's and the command line's changes applied, so a
+    # placeholder in it (the paper profile's checkpoint path) can be filled by --set.
+    from_dict(RunConfig, base, source=base_path)
     if cfg.evaluate:
         _check_tasks(cfg.evaluate, path)
 
