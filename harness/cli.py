@@ -123,6 +123,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+# ----------------------------------------------------------------------------- sweep
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from harness.sweep import dry_run, run_sweep
+
+    if args.dry_run:
+        print(dry_run(Path(args.file)))
+        return 0
+    run_sweep(Path(args.file), resume=args.resume, address=args.address, local=args.local)
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -212,6 +225,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "sweep", help="run a YAML grid of distill + evaluate trials (Ray Tune)",
+        epilog="examples:\n  harness sweep sweeps/embedded/main.yaml --dry-run\n"
+        "  harness sweep sweeps/embedded/main.yaml\n"
+        "  harness sweep sweeps/embedded/main.yaml --resume      # after Ctrl-C or kill -9\n"
+        "  ray start --head && harness sweep sweeps/paper/main.yaml --address auto",
+        formatter_class=_formatter,
+    )
+    p.add_argument("file", help="sweep YAML")
+    p.add_argument("--resume", action="store_true", help="finish an interrupted sweep (finished trials are kept)")
+    p.add_argument("--dry-run", action="store_true", help="list the trials with time and disk estimates")
+    p.add_argument("--address", default=None, help="existing Ray cluster (default: $RAY_ADDRESS or a local one)")
+    p.add_argument("--local", action="store_true", help="run trials in this process, without Ray")
+    p.set_defaults(func=cmd_sweep)
 
     return parser
 

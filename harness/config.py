@@ -308,7 +308,8 @@ class StackingConfig:
 
     ``stages`` = B stages; each growth adds ``add`` layers, so the first stage has
     ``layers - (stages - 1) * add`` layers. ``schedule`` is ``equal``, ``proportional``,
-    or a list of B step fractions summing to 1.
+    or a list of B step fractions summing to 1. With ``variant: none`` the student has
+    full depth from step 0 and ``stages``/``schedule`` are ignored (:attr:`num_stages`).
     """
 
     variant: str = "interleaved"
@@ -320,15 +321,18 @@ class StackingConfig:
     layer_map: Literal["proportional", "fixed"] = "fixed"
     offset: int = 0  # interleaved: first copied layer
 
+    @property
+    def num_stages(self) -> int:
+        """Stages actually run: ``none`` trains full depth from step 0 (one stage), so a
+        sweep can put ``none`` in the same grid as the growing variants."""
+        return 1 if self.variant == "none" else self.stages
+
     def validate(self) -> None:
         if self.stages < 1:
             raise ConfigError(f"stages must be >= 1, got {self.stages}")
         if self.add < 0 or self.offset < 0:
             raise ConfigError("add and offset must be >= 0")
-        if self.variant == "none" and self.stages != 1:
-            # 'none' trains at full depth from step 0; stages > 1 would be meaningless.
-            raise ConfigError("variant 'none' trains full depth from step 0: set stacking.stages: 1")
-        if isinstance(self.schedule, list):
+        if isinstance(self.schedule, list) and self.variant != "none":
             if len(self.schedule) != self.stages:
                 raise ConfigError(
                     f"schedule lists {len(self.schedule)} fractions but stages is {self.stages}"
@@ -421,7 +425,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> None:
-        if self.stacking.variant != "none" and self.train.steps < self.stacking.stages:
+        if self.train.steps < self.stacking.num_stages:
             raise ConfigError(
                 f"train.steps ({self.train.steps}) must be >= stacking.stages ({self.stacking.stages})"
             )

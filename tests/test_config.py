@@ -42,7 +42,6 @@ def test_unknown_top_level_key(tmp_path):
         ({"data": 3}, "data: expected a mapping"),
         ({"stacking": {"schedule": [0.5, 0.6], "stages": 2}}, "sum to 1"),
         ({"stacking": {"schedule": [0.5, 0.5], "stages": 4}}, "lists 2 fractions but stages is 4"),
-        ({"stacking": {"variant": "none", "stages": 4}}, "set stacking.stages: 1"),
         ({"optim": {"lr": -1}}, "optim.lr must be > 0"),
     ],
 )
@@ -80,3 +79,9 @@ def test_bad_yaml_is_one_line(tmp_path):
         load_run_config(path)
     with pytest.raises(ConfigError, match="no such file"):
         load_run_config(tmp_path / "missing.yaml")
+
+
+def test_none_variant_is_one_stage_whatever_stages_says():
+    cfg = from_dict(RunConfig, {"stacking": {"variant": "none", "stages": 4, "schedule": [0.5, 0.5]}})
+    assert cfg.stacking.num_stages == 1
+    assert from_dict(RunConfig, {"stacking": {"variant": "top", "stages": 4}}).stacking.num_stages == 4

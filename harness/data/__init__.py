@@ -1,0 +1,1 @@
+"""Corpora: the embedded synthetic corpus, real-corpus importers, manifests and loading."""

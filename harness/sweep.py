@@ -1,0 +1,577 @@
+"""Sweeps: a YAML grid of distillation runs, each trial = distill + evaluate, run through Ray Tune.
+
+A sweep file names a base run config, a grid of dotted keys -> values, seeds and the
+SUPERB tasks to score::
+
+    name: main
+    base: ../base/embedded.yaml        # relative to this file
+    overrides: {train.steps: 400}      # applied to every trial (optional)
+    grid:
+      stacking.variant: [none, top, bottom, middle, interleaved]
+    seeds: [0, 1, 2]
+    evaluate: [ks, ic, sid, er, pr, asr]
+    resources: {cpu: auto, gpu: auto}
+    storage: results
+
+Each trial writes ``<storage>/<name>/<run_id>/`` (the contract files of
+``docs/architecture.md`` plus ``trial.json``), and ``<storage>/<name>/runs.csv`` (one
+row per run x task) is rebuilt from the run folders after every sweep, so it never
+depends on Ray's own bookkeeping. A trial whose run folder already holds a finished,
+scored run is not rerun: this, with the distillation run's own mid-stage checkpoints, is
+what makes ``--resume`` after Ctrl-C or ``kill -9`` finish only the unfinished trials.
+
+Ray is the adapter that spreads trials over CPUs, GPUs and machines; ``backend: local``
+(or ``--local``) runs the same trials in this process, one after another.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import itertools
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, Optional, Union
+
+from harness.config import (
+    ConfigError,
+    RunConfig,
+    deep_merge,
+    from_dict,
+    load_yaml,
+    parse_overrides,
+    to_dict,
+)
+
+# -------------------------------------------------------------------------- the sweep file
+
+
+@dataclass
+class ResourcesConfig:
+    """Per-trial resources. ``cpu: auto`` = every core when no GPU is present (one trial at
+    a time: concurrent CPU trials would distort each other's wall-clock, which is what a
+    stacking study measures), 1 core per trial with GPUs. ``gpu: auto`` = 1 /
+    ``trials_per_gpu`` of a GPU when CUDA is present, else 0."""
+
+    cpu: Union[float, Literal["auto"]] = "auto"
+    gpu: Union[float, Literal["auto"]] = "auto"
+    trials_per_gpu: int = 1
+
+    def validate(self) -> None:
+        if self.cpu != "auto" and self.cpu <= 0:
+            raise ConfigError(f"cpu must be > 0 or auto, got {self.cpu}")
+        if self.gpu != "auto" and self.gpu < 0:
+            raise ConfigError(f"gpu must be >= 0 or auto, got {self.gpu}")
+        if self.trials_per_gpu < 1:
+            raise ConfigError(f"trials_per_gpu must be >= 1, got {self.trials_per_gpu}")
+
+    def resolve(self) -> dict[str, float]:
+        """Concrete ``{"cpu": c, "gpu": g}`` for this machine."""
+        import torch
+
+        has_gpu = torch.cuda.is_available()
+        gpu = (1.0 / self.trials_per_gpu if has_gpu else 0.0) if self.gpu == "auto" else float(self.gpu)
+        cpu = (1.0 if has_gpu else float(os.cpu_count() or 1)) if self.cpu == "auto" else float(self.cpu)
+        return {"cpu": cpu, "gpu": gpu}
+
+
+@dataclass
+class SchedulerConfig:
+    """Optional Tune trial scheduler for hyperparameter studies (ASHA stops weak trials
+    early on ``metric``, reported at every logged step)."""
+
+    type: Literal["none", "asha"] = "none"
+    metric: str = "loss"
+    mode: Literal["min", "max"] = "min"
+    grace_period: int = 1
+    reduction_factor: int = 2
+
+    def validate(self) -> None:
+        if self.grace_period < 1 or self.reduction_factor < 2:
+            raise ConfigError("grace_period must be >= 1 and reduction_factor >= 2")
+
+
+@dataclass
+class SweepConfig:
+    """A study: a base run config, a grid over dotted keys, seeds, the tasks to score."""
+
+    name: str = ""
+    base: str = ""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    evaluate: list[str] = field(default_factory=list)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    storage: str = "results"
+    backend: Literal["ray", "local"] = "ray"
+
+    def validate(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name or ""):
+            raise ConfigError(f"name must be a non-empty word of letters, digits, _ . - (got {self.name!r})")
+        if not self.base:
+            raise ConfigError("base must name a run config YAML (relative to the sweep file)")
+        if not self.seeds:
+            raise ConfigError("seeds must list at least one seed")
+        for key, values in self.grid.items():
+            if not values:
+                raise ConfigError(f"grid.{key} must list at least one value")
+
+
+@dataclass
+class Trial:
+    """One grid point x seed."""
+
+    run_id: str
+    overrides: dict[str, Any]  # dotted key -> value (grid point + train.seed)
+    config: RunConfig
+
+
+@dataclass
+class Sweep:
+    """A loaded sweep: its config, where it came from, and its expanded trials."""
+
+    config: SweepConfig
+    path: Path
+    trials: list[Trial]
+
+    @property
+    def out_dir(self) -> Path:
+        storage = Path(self.config.storage)
+        if not storage.is_absolute():
+            storage = Path.cwd() / storage
+        return storage / self.config.name
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _slug(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    return re.sub(r"[^A-Za-z0-9.]+", "_", text).strip("_") or "x"
+
+
+def _run_id(point: dict[str, Any], seed: int, grid_keys: list[str]) -> str:
+    """``variant=interleaved-s0``: the last key component, unless two grid keys share it."""
+    last = [k.rsplit(".", 1)[-1] for k in grid_keys]
+    names = {k: (k.rsplit(".", 1)[-1] if last.count(k.rsplit(".", 1)[-1]) == 1 else k) for k in grid_keys}
+    parts = [f"{names[k]}={_slug(point[k])}" for k in grid_keys]
+    rid = "-".join(parts + [f"s{seed}"])
+    if len(rid) > 120:  # keep paths sane; the full point is in trial.json
+        rid = rid[:100] + "-" + hashlib.sha1(rid.encode()).hexdigest()[:8]
+    return rid
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Load a sweep YAML strictly and expand it into trials, validating every trial's config.
+
+    Raises:
+        ConfigError: one line naming the file and the key (``grid.stacking.varaint``
+            -> nearest valid key), or the base file.
+    """
+    path = Path(path)
+    cfg: SweepConfig = from_dict(SweepConfig, load_yaml(path), source=path)
+    base_path = (path.parent / cfg.base) if not Path(cfg.base).is_absolute() else Path(cfg.base)
+    base = load_yaml(base_path)
+    from_dict(RunConfig, base, source=base_path)
+    base = deep_merge(base, parse_overrides([f"{k}={json.dumps(v)}" for k, v in _flatten(cfg.overrides).items()]))
+    if cfg.evaluate:
+        _check_tasks(cfg.evaluate, path)
+
+    keys = list(cfg.grid)
+    trials = []
+    for values in itertools.product(*(cfg.grid[k] for k in keys)):
+        point = dict(zip(keys, values))
+        for seed in cfg.seeds:
+            overrides = {**point, "train.seed": seed}
+            data = copy.deepcopy(base)
+            for key, value in overrides.items():
+                data = deep_merge(data, _nest(key, value))
+            try:
+                run_cfg = from_dict(RunConfig, data, source=path)
+            except ConfigError as err:
+                msg = str(err).replace(f"{path}: ", "", 1)
+                raise ConfigError(f"{path}: grid point {point}: {msg}") from None
+            trials.append(Trial(_run_id(point, seed, keys), overrides, run_cfg))
+    ids = [t.run_id for t in trials]
+    dupes = {i for i in ids if ids.count(i) > 1}
+    if dupes:
+        raise ConfigError(f"{path}: grid yields duplicate runs {sorted(dupes)} (a repeated value?)")
+    return Sweep(cfg, path, trials)
+
+
+def _nest(dotted: str, value: Any) -> dict:
+    out: dict = {}
+    node = out
+    parts = dotted.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+    return out
+
+
+def _check_tasks(tasks: list[str], path: Path) -> None:
+    try:
+        from harness.superb import TASKS
+    except ModuleNotFoundError as err:
+        if err.name != "harness.superb":
+            raise
+        return  # scoring not installed: the trial will say so
+    for task in tasks:
+        if task not in TASKS:
+            from harness.registry import did_you_mean
+
+            raise ConfigError(f"{path}: evaluate: unknown task {task!r}{did_you_mean(task, TASKS.names())}")
+
+
+# -------------------------------------------------------------------------- one trial
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False))
+    tmp.replace(path)
+
+
+def trial_done(run_dir: Path, tasks: list[str]) -> bool:
+    """True when the run folder holds a finished run (ok or failed) with every task scored."""
+    summary = _read_json(run_dir / "summary.json")
+    if not summary or "status" not in summary or summary.get("status") == "running":
+        return False
+    if summary["status"] != "ok" or not tasks:
+        return True
+    scored = summary.get("tasks") or {}
+    return all(t in scored for t in tasks)
+
+
+def run_trial(
+    trial: dict,
+    on_log: Optional[Callable[[dict], None]] = None,
+) -> dict:
+    """Distill and score one trial; never raises for a failed run.
+
+    Args:
+        trial: ``{"sweep", "run_id", "run_dir", "config" (resolved RunConfig as a dict),
+            "overrides", "evaluate" (tasks), "threads"}`` (plain data: it crosses to Ray
+            workers).
+        on_log: called with each logged metrics line (Ray reports it for schedulers).
+
+    Returns:
+        The run's flat result: ``status``, ``train_seconds``, ``superb_score``, ``loss``.
+    """
+    run_dir = Path(trial["run_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tasks = list(trial.get("evaluate") or [])
+    _write_json(run_dir / "trial.json", {k: trial[k] for k in ("sweep", "run_id", "overrides", "evaluate")})
+    if trial.get("threads"):
+        import torch
+
+        torch.set_num_threads(int(trial["threads"]))
+
+    if not trial_done(run_dir, []):
+        cfg = from_dict(RunConfig, trial["config"], source=run_dir / "trial.json")
+        try:
+            from harness.distill import run_distill
+
+            run_distill(cfg, run_dir, resume=True, on_log=on_log, sweep=trial["sweep"])
+        except Exception as err:  # recorded, and the sweep goes on
+            _record_failure(run_dir, trial, f"failed: {type(err).__name__}: {err}")
+    summary = _read_json(run_dir / "summary.json") or {}
+    if summary.get("status") == "ok" and tasks and not trial_done(run_dir, tasks):
+        try:
+            from harness.superb.evaluate import evaluate
+
+            evaluate(str(run_dir), tasks)
+        except Exception as err:
+            summary = _read_json(run_dir / "summary.json") or summary
+            summary["eval_error"] = f"{type(err).__name__}: {err}"
+            _write_json(run_dir / "summary.json", summary)
+        summary = _read_json(run_dir / "summary.json") or summary
+    return {
+        "status": summary.get("status", "failed: no summary"),
+        "train_seconds": summary.get("train_seconds"),
+        "superb_score": summary.get("superb_score"),
+        "loss": (summary.get("final_losses") or {}).get("total"),
+    }
+
+
+def _record_failure(run_dir: Path, trial: dict, reason: str) -> None:
+    """Make sure a failed trial leaves a summary saying why (the run may have written one)."""
+    summary = _read_json(run_dir / "summary.json") or {}
+    if str(summary.get("status", "")).startswith("failed"):
+        return
+    summary.update(
+        run_id=trial["run_id"], sweep=trial["sweep"], status=reason[:500],
+        traceback=traceback.format_exc()[-4000:],
+    )
+    _write_json(run_dir / "summary.json", summary)
+
+
+def _ray_trainable(config: dict) -> None:
+    from ray import tune
+
+    def on_log(metrics: dict) -> None:
+        tune.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+
+    result = run_trial(config["trial"], on_log=on_log)
+    tune.report({"done": 1, **{k: v for k, v in result.items() if v is not None}})
+
+
+# -------------------------------------------------------------------------- the sweep
+
+
+def _trial_payloads(sweep: Sweep, threads: int) -> list[dict]:
+    return [
+        {
+            "sweep": sweep.config.name,
+            "run_id": t.run_id,
+            "run_dir": str(sweep.out_dir / t.run_id),
+            "config": to_dict(t.config),
+            "overrides": t.overrides,
+            "evaluate": list(sweep.config.evaluate),
+            "threads": threads,
+        }
+        for t in sweep.trials
+    ]
+
+
+def run_sweep(
+    path: str | Path,
+    resume: bool = False,
+    address: str | None = None,
+    local: bool = False,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Run every trial of a sweep (Ray Tune, or in-process with ``local``) and write runs.csv.
+
+    Args:
+        path: the sweep YAML.
+        resume: continue an interrupted sweep (finished trials are kept, not rerun).
+        address: an existing Ray cluster (``ray start --head`` on the head node; also
+            taken from ``RAY_ADDRESS``); None starts a local Ray instance.
+        local: run trials one by one in this process, without Ray.
+
+    Returns:
+        The path of ``runs.csv``.
+
+    Raises:
+        ConfigError: a bad sweep file; or the sweep folder already holds runs and
+            ``resume`` was not given.
+    """
+    sweep = load_sweep(path)
+    out = sweep.out_dir
+    existing = [p for p in out.glob("*/trial.json")] if out.is_dir() else []
+    if existing and not resume:
+        raise ConfigError(
+            f"{out} already holds {len(existing)} run(s) of sweep {sweep.config.name!r}: "
+            "pass --resume to finish it, or remove the folder to start over"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    res = sweep.config.resources.resolve()
+    threads = max(1, int(res["cpu"]))
+    payloads = _trial_payloads(sweep, threads)
+    todo = [p for p in payloads if not trial_done(Path(p["run_dir"]), p["evaluate"])]
+    log(f"[sweep] {sweep.config.name}: {len(payloads)} trials, {len(payloads) - len(todo)} already done, "
+        f"{len(todo)} to run -> {out}")
+    if todo:
+        if local or sweep.config.backend == "local":
+            for p in todo:
+                t0 = time.time()
+                result = run_trial(p)
+                log(f"[sweep] {p['run_id']}: {result['status']} ({time.time() - t0:.0f} s)")
+        else:
+            _run_ray(sweep, todo, res, address, log)
+    csv = write_runs_csv(out)
+    log(f"[sweep] wrote {csv}")
+    return csv
+
+
+def _ray_temp_dir(out: Path) -> str:
+    # Ray puts unix sockets under its temp dir; their paths must stay under ~107 bytes.
+    cand = out / "_ray"
+    if len(str(cand)) <= 50:
+        cand.mkdir(parents=True, exist_ok=True)
+        return str(cand)
+    short = Path(tempfile.gettempdir()) / f"hray-{hashlib.sha1(str(out).encode()).hexdigest()[:8]}"
+    short.mkdir(parents=True, exist_ok=True)
+    return str(short)
+
+
+def _run_ray(sweep: Sweep, todo: list[dict], res: dict, address: str | None, log: Callable) -> None:
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    import ray
+    from ray import tune
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+    else:
+        ray.init(
+            num_cpus=os.cpu_count(), include_dashboard=False, ignore_reinit_error=True,
+            _temp_dir=_ray_temp_dir(sweep.out_dir), log_to_driver=False,
+        )
+    try:
+        trainable = tune.with_resources(_ray_trainable, res)
+        tune_dir = sweep.out_dir / "_tune"
+        scheduler = None
+        if sweep.config.scheduler.type == "asha":
+            from ray.tune.schedulers import ASHAScheduler
+
+            s = sweep.config.scheduler
+            scheduler = ASHAScheduler(
+                metric=s.metric, mode=s.mode, grace_period=s.grace_period,
+                reduction_factor=s.reduction_factor, time_attr="training_iteration",
+            )
+        # Trials that were already finished are filtered out above; a fresh Tuner over the
+        # rest is simpler and sturdier after kill -9 than Ray's own experiment state.
+        if tune_dir.exists():
+            shutil.rmtree(tune_dir, ignore_errors=True)
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"trial": tune.grid_search(todo)},
+            tune_config=tune.TuneConfig(
+                reuse_actors=True, scheduler=scheduler,
+                trial_dirname_creator=lambda t: t.config["trial"]["run_id"][:80],
+            ),
+            run_config=tune.RunConfig(
+                name="_tune", storage_path=str(sweep.out_dir), verbose=0,
+                failure_config=tune.FailureConfig(max_failures=0),
+            ),
+        )
+        results = tuner.fit()
+        for r in results:
+            rid = r.config["trial"]["run_id"] if r.config else "?"
+            status = (r.metrics or {}).get("status", "error" if r.error else "?")
+            log(f"[sweep] {rid}: {status}")
+    finally:
+        ray.shutdown()
+
+
+# -------------------------------------------------------------------------- runs.csv
+
+
+RUN_COLUMNS = [
+    "sweep", "run_id", "run_dir", "variant", "seed", "status", "train_seconds", "student_params",
+    "superb_score", "task", "metric", "direction", "value", "n",
+]
+
+
+def collect_rows(sweep_dir: str | Path) -> list[dict]:
+    """One tidy row per run x task (one row with empty task for an unscored or failed run),
+    rebuilt from the run folders; grid keys appear as ``grid.<dotted key>`` columns."""
+    sweep_dir = Path(sweep_dir)
+    rows = []
+    for trial_file in sorted(sweep_dir.glob("*/trial.json")):
+        run_dir = trial_file.parent
+        trial = _read_json(trial_file) or {}
+        summary = _read_json(run_dir / "summary.json") or {"status": "failed: no summary.json"}
+        cfg = summary.get("config") or {}
+        base = {
+            "sweep": trial.get("sweep", sweep_dir.name),
+            "run_id": run_dir.name,
+            "run_dir": str(run_dir),
+            "variant": summary.get("variant", (trial.get("overrides") or {}).get("stacking.variant", cfg)),
+            "seed": summary.get("seed", (trial.get("overrides") or {}).get("train.seed")),
+            "status": summary.get("status"),
+            "train_seconds": summary.get("train_seconds"),
+            "student_params": summary.get("student_params"),
+            "superb_score": summary.get("superb_score"),
+        }
+        for key, value in sorted((trial.get("overrides") or {}).items()):
+            base[f"grid.{key}"] = json.dumps(value) if isinstance(value, (list, dict)) else value
+        tasks = summary.get("tasks") or {}
+        if not tasks:
+            rows.append({**base, "task": "", "metric": "", "direction": "", "value": None, "n": None})
+        for task, t in sorted(tasks.items()):
+            rows.append({
+                **base, "task": task, "metric": t.get("metric"), "direction": t.get("direction"),
+                "value": t.get("value"), "n": t.get("n"),
+            })
+    return rows
+
+
+def write_runs_csv(sweep_dir: str | Path) -> Path:
+    """Rebuild ``<sweep_dir>/runs.csv`` from the run folders (atomically)."""
+    import pandas as pd
+
+    sweep_dir = Path(sweep_dir)
+    rows = collect_rows(sweep_dir)
+    df = pd.DataFrame(rows)
+    extra = sorted(c for c in df.columns if c not in RUN_COLUMNS)
+    df = df.reindex(columns=RUN_COLUMNS + extra)
+    path = sweep_dir / "runs.csv"
+    tmp = path.with_name("runs.csv.tmp")
+    df.to_csv(tmp, index=False)
+    tmp.replace(path)
+    return path
+
+
+# -------------------------------------------------------------------------- dry run
+
+# Rough per-step costs on a 2-core CPU with the teacher cached, used only when no finished
+# run of the same profile exists to learn from. They are estimates, labelled as such.
+_GUESS_SECONDS_PER_STEP = {"tiny": 0.05, "embedded": 0.4, "paper": 0.5}
+_GUESS_EVAL_SECONDS = {"tiny": 20.0, "embedded": 120.0, "paper": 3600.0}
+
+
+def dry_run(path: str | Path) -> str:
+    """List the trials with an estimate of time and disk (no training)."""
+    sweep = load_sweep(path)
+    done_runs = [_read_json(p) for p in sweep.out_dir.glob("*/summary.json")] if sweep.out_dir.is_dir() else []
+    measured = [s["train_seconds"] / max(1, sum(st.get("steps", 0) for st in s.get("stages", [])))
+                for s in done_runs if s and s.get("status") == "ok" and s.get("train_seconds") and s.get("stages")]
+    lines = [f"sweep {sweep.config.name}: {len(sweep.trials)} trials -> {sweep.out_dir}"]
+    total_s = 0.0
+    total_b = 0
+    for t in sweep.trials:
+        prof = t.config.profile
+        sps = (sum(measured) / len(measured)) if measured else _GUESS_SECONDS_PER_STEP[prof]
+        secs = t.config.train.steps * sps + (_GUESS_EVAL_SECONDS[prof] if sweep.config.evaluate else 0)
+        nbytes = _estimate_params(t.config) * 4 * 4  # student.ckpt + training checkpoint (Adam: 3x)
+        total_s += secs
+        total_b += nbytes
+        state = "done" if trial_done(sweep.out_dir / t.run_id, sweep.config.evaluate) else "todo"
+        lines.append(f"  {t.run_id:<48} {state:<5} ~{secs / 60:6.1f} min  ~{nbytes / 2**20:6.1f} MiB")
+    basis = "measured from finished runs" if measured else "rough guess; no finished run to learn from"
+    lines.append(f"total ~{total_s / 3600:.2f} h ({basis}), ~{total_b / 2**20:.0f} MiB of run folders "
+                 "(plus the shared teacher cache)")
+    return "\n".join(lines)
+
+
+_PRESET_SHAPES = {  # layers, width, ffn, teacher width
+    "student_tiny": (4, 64, 256, 64),
+    "student_embedded": (8, 192, 768, 192),
+    "student_paper": (12, 384, 1536, 768),
+}
+
+
+def _estimate_params(cfg: RunConfig) -> int:
+    layers, width, ffn, tw = _PRESET_SHAPES[cfg.student.preset]
+    layers = cfg.student.layers or layers
+    width = cfg.student.width or width
+    ffn = cfg.student.ffn or ffn
+    return layers * (4 * width * width + 2 * width * ffn + width * tw)

@@ -1,0 +1,102 @@
+import json
+import sys
+import types
+
+import pandas as pd
+import pytest
+
+from harness.config import ConfigError
+from harness.sweep import load_sweep, run_sweep, write_runs_csv
+
+
+def _write(tmp_path, sweep_text, base_text="train:\n  steps: 10\n"):
+    (tmp_path / "base.yaml").write_text(base_text)
+    path = tmp_path / "sweep.yaml"
+    path.write_text(sweep_text + f"storage: {tmp_path / 'results'}\n")
+    return path
+
+
+SWEEP = """name: demo
+base: base.yaml
+grid:
+  stacking.variant: [none, interleaved]
+  loss.w: [0.0, 0.5]
+seeds: [0, 1]
+"""
+
+
+def test_expands_grid_times_seeds(tmp_path):
+    sweep = load_sweep(_write(tmp_path, SWEEP))
+    assert len(sweep.trials) == 8
+    ids = [t.run_id for t in sweep.trials]
+    assert ids[0] == "variant=none-w=0.0-s0" and len(set(ids)) == 8
+    t = sweep.trials[-1]
+    assert t.config.stacking.variant == "interleaved" and t.config.loss.w == 0.5 and t.config.train.seed == 1
+    assert t.config.train.steps == 10  # from the base
+
+
+def test_misspelled_keys_name_file_key_and_nearest(tmp_path):
+    path = _write(tmp_path, SWEEP.replace("seeds:", "seed:"))
+    with pytest.raises(ConfigError, match=r"sweep.yaml: unknown key 'seed'; did you mean 'seeds'"):
+        load_sweep(path)
+    path = _write(tmp_path, SWEEP.replace("stacking.variant", "stacking.varaint"))
+    with pytest.raises(ConfigError) as err:
+        load_sweep(path)
+    assert "sweep.yaml" in str(err.value) and "stacking.varaint" in str(err.value)
+    assert "stacking.variant" in str(err.value)
+    path = _write(tmp_path, SWEEP.replace("[0.0, 0.5]", "[0.0, lots]"))
+    with pytest.raises(ConfigError, match="loss.w: expected a number"):
+        load_sweep(path)
+
+
+@pytest.fixture
+def fake_distill(monkeypatch):
+    """A stand-in for harness.distill that writes the contract summary (and fails on w=1)."""
+    calls = []
+
+    def run_distill(cfg, out_dir, resume=True, on_log=None, sweep=None):
+        calls.append(out_dir.name)
+        if cfg.loss.w == 1.0:
+            raise RuntimeError("boom")
+        (out_dir / "summary.json").write_text(json.dumps({
+            "run_id": out_dir.name, "sweep": sweep, "variant": cfg.stacking.variant,
+            "seed": cfg.train.seed, "status": "ok", "train_seconds": 1.5, "stages": [{"steps": 10}],
+            "tasks": {}, "superb_score": None,
+        }))
+
+    mod = types.ModuleType("harness.distill")
+    mod.run_distill = run_distill
+    monkeypatch.setitem(sys.modules, "harness.distill", mod)
+    return calls
+
+
+def test_local_sweep_records_failures_and_resumes_without_rerunning(tmp_path, fake_distill):
+    path = _write(tmp_path, SWEEP.replace("[0.0, 0.5]", "[0.5, 1.0]") + "backend: local\n")
+    csv = run_sweep(path, log=lambda s: None)
+    df = pd.read_csv(csv)
+    assert len(df) == 8 and (df.status == "ok").sum() == 4
+    failed = df[df.status != "ok"]
+    assert failed.status.str.contains("boom").all() and set(failed["grid.loss.w"]) == {1.0}
+    with pytest.raises(ConfigError, match="--resume"):
+        run_sweep(path, log=lambda s: None)
+    fake_distill.clear()
+    run_sweep(path, resume=True, log=lambda s: None)
+    assert fake_distill == []  # finished (ok or failed) trials are not rerun
+    # an interrupted trial (no summary yet) is the only one rerun
+    (tmp_path / "results/demo/variant=none-w=0.5-s0/summary.json").unlink()
+    run_sweep(path, resume=True, log=lambda s: None)
+    assert fake_distill == ["variant=none-w=0.5-s0"]
+    assert pd.read_csv(csv).drop(columns=["train_seconds"]).equals(df.drop(columns=["train_seconds"]))
+
+
+def test_runs_csv_has_one_row_per_run_and_task(tmp_path):
+    run = tmp_path / "r1"
+    run.mkdir()
+    (run / "trial.json").write_text(json.dumps({"sweep": "s", "overrides": {"stacking.variant": "top", "train.seed": 0}}))
+    (run / "summary.json").write_text(json.dumps({
+        "status": "ok", "variant": "top", "seed": 0, "tasks": {
+            "ks": {"metric": "accuracy", "direction": "higher", "value": 0.9, "n": 100},
+            "pr": {"metric": "per", "direction": "lower", "value": 0.2, "n": 50}}}))
+    df = pd.read_csv(write_runs_csv(tmp_path))
+    assert list(df.task) == ["ks", "pr"] and list(df.value) == [0.9, 0.2]
+    assert (df.run_dir == str(run)).all()
