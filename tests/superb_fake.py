@@ -46,7 +46,7 @@ def write_corpus(root: Path, n: dict[str, int] | None = None, seed: int = 0,
                 else:
                     label = int(i % 4)
                     wav = _tone(freqs[label], 6400, rng)
-                    rec = {"label": f"class{label}"}
+                    rec = {"label": f"class{label}", "text": ""}
                 sf.write(root / path, wav, SR)
                 recs.append({"id": uid, "path": str(path), "num_samples": len(wav),
                              "sample_rate": SR, "speaker": f"spk{i % 3}", **rec})

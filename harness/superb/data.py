@@ -1,14 +1,12 @@
 """Reading the SUPERB splits of a corpus folder: manifests, subsets, audio.
 
-A corpus folder holds ``<split>.jsonl`` manifests (one JSON record per line, with at least
-``id``, ``path`` (relative to the folder, or absolute) and ``num_samples``) and the audio.
-The reader here is deliberately small and strict: a missing split, a bad line or an
-unreadable audio file fails with one line naming the file.
+A corpus folder holds ``<split>.jsonl`` manifests (the contract of
+:mod:`harness.data.manifest`) and the audio. A missing split, a bad line or an unreadable
+audio file fails with one line naming the file.
 """
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
@@ -43,27 +41,21 @@ def check_splits(corpus_dir: Path, splits: list[str]) -> None:
 
 
 def read_split(corpus_dir: Path, split: str) -> list[dict]:
-    """All records of a split, in file order.
+    """All records of a split, in file order (through :func:`harness.data.manifest.read_manifest`).
 
     Raises:
         FileNotFoundError: the manifest is missing.
-        DataError: a line is not a JSON object with ``id`` and ``path``, or the split is empty.
+        DataError: a malformed line or record (naming file and line), or an empty split.
     """
+    from harness.data.manifest import ManifestError, read_manifest
+
     path = split_path(corpus_dir, split)
     if not path.is_file():
         raise FileNotFoundError(f"missing split {split!r}: {path} does not exist")
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{n}: not JSON ({err.msg})") from None
-            if not isinstance(rec, dict) or "id" not in rec or "path" not in rec:
-                raise DataError(f"{path}:{n}: a record needs 'id' and 'path'")
-            out.append(rec)
+    try:
+        out = read_manifest(path)
+    except ManifestError as err:
+        raise DataError(str(err)) from None
     if not out:
         raise DataError(f"split {split!r} ({path}) is empty")
     return out
@@ -87,9 +79,9 @@ def load_wav(record: dict, root: Path) -> np.ndarray:
     Raises:
         DataError: unreadable, empty, not 16 kHz, or multi-channel (naming the path).
     """
-    path = Path(record["path"])
-    if not path.is_absolute():
-        path = Path(root) / path
+    from harness.data.manifest import audio_path
+
+    path = audio_path(record, root)
     try:
         import soundfile as sf
 
