@@ -144,12 +144,24 @@ def _train_utterance(task, feats, records, seed, device, log) -> dict:
 
 
 class _SeqModel(nn.Module):
-    def __init__(self, featurizer: Featurizer, head: nn.Module) -> None:
+    """Featurizer -> zeroed padding -> optional frame averaging -> CTC head."""
+
+    def __init__(self, featurizer: Featurizer, head: nn.Module, downsample: int = 1) -> None:
         super().__init__()
-        self.featurizer, self.head = featurizer, head
+        self.featurizer, self.head, self.k = featurizer, head, max(1, int(downsample))
+
+    def out_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Frames after averaging (a partial last group counts)."""
+        return torch.div(lengths + self.k - 1, self.k, rounding_mode="floor")
 
     def forward(self, states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return self.head(self.featurizer(states), lengths)
+        x = self.featurizer(states)  # (B, T, D)
+        mask = torch.arange(x.shape[1], device=x.device)[None, :] < lengths.to(x.device)[:, None]
+        x = x * mask[..., None]
+        if self.k > 1:
+            pad = (-x.shape[1]) % self.k
+            x = nn.functional.pad(x, (0, 0, 0, pad)).unflatten(1, (-1, self.k)).mean(2)
+        return self.head(x, self.out_lengths(lengths))
 
 
 def _batch(sf: SplitFeatures, idx: list[int], device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -169,7 +181,9 @@ def _train_sequence(task, feats, records, seed, device, log) -> dict:
     tok = {t: i + 1 for i, t in enumerate(vocab)}  # 0 = CTC blank
     sf_tr = feats[tr]
     # CTC needs at least as many frames as labels (plus repeats); drop the rest from training
-    train_idx = [i for i, seq in enumerate(refs[tr]) if seq and len(seq) <= int(sf_tr.frames_per_utt[i])]
+    k = max(1, task.downsample)
+    train_idx = [i for i, seq in enumerate(refs[tr])
+                 if seq and len(seq) <= (int(sf_tr.frames_per_utt[i]) + k - 1) // k]
     if not train_idx:
         raise ValueError(f"{task.name}: no training utterance has fewer labels than frames")
     first = sf_tr.utterance(0)
@@ -181,7 +195,7 @@ def _train_sequence(task, feats, records, seed, device, log) -> dict:
         std = torch.from_numpy(sample.std(0))
     head = (LinearCTC(width, len(vocab)) if task.head == "linear_ctc"
             else BiLSTMCTC(width, len(vocab), hidden=task.hidden or 1024))
-    model = _SeqModel(Featurizer(num_states, width, mean, std), head).to(device)
+    model = _SeqModel(Featurizer(num_states, width, mean, std), head, task.downsample).to(device)
     opt = _optimizer(task, model.parameters())
     rng = np.random.default_rng(seed)
     inv = {i: t for t, i in tok.items()}
@@ -194,7 +208,7 @@ def _train_sequence(task, feats, records, seed, device, log) -> dict:
             for k in range(0, len(order), 32):
                 idx = order[k: k + 32]
                 x, lens = _batch(sf, idx, device)
-                for i, seq in zip(idx, greedy_ctc_decode(model(x, lens), lens)):
+                for i, seq in zip(idx, greedy_ctc_decode(model(x, lens), model.out_lengths(lens))):
                     hyps[i] = [inv[t] for t in seq]
         model.train()
         keep = [i for i, r in enumerate(refs[split]) if r]
@@ -209,11 +223,16 @@ def _train_sequence(task, feats, records, seed, device, log) -> dict:
             r, h = [r[i] for i in keep], [h[i] for i in keep]
         return error_rate(r, h)["rate"], len(r)
 
+    # length-bucketed batches: a random window of the length-sorted training set, so a
+    # batch holds utterances of similar length (little padding; see BiLSTMCTC.forward)
+    by_len = sorted(train_idx, key=lambda i: int(sf_tr.frames_per_utt[i]))
+    bs = min(task.batch_size, len(by_len))
     best = (math.inf, None, 0)
     for step in range(1, task.steps + 1):
-        idx = rng.choice(train_idx, size=min(task.batch_size, len(train_idx)), replace=False).tolist()
+        start = int(rng.integers(0, len(by_len) - bs + 1))
+        idx = by_len[start: start + bs]
         x, lens = _batch(sf_tr, idx, device)
-        loss = ctc_loss(model(x, lens), lens, [[tok[t] for t in refs[tr][i]] for i in idx])
+        loss = ctc_loss(model(x, lens), model.out_lengths(lens), [[tok[t] for t in refs[tr][i]] for i in idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 5.0)
