@@ -73,6 +73,32 @@ def subsample(records: list[dict], limit: int, seed: int = 0) -> list[dict]:
     return [records[i] for i in keep]
 
 
+def label_key(label) -> str:
+    """A hashable, stable form of a record's ``label`` (str as is, else sorted JSON)."""
+    import json
+
+    return label if isinstance(label, str) else json.dumps(label, sort_keys=True)
+
+
+def keep_classes(splits: dict[str, list[dict]], train: str, limit: int, seed: int = 0
+                 ) -> dict[str, list[dict]]:
+    """Keep the records of ``limit`` classes (a seeded sample of the training labels).
+
+    Args:
+        splits: split name -> records (each with ``label``).
+        train: the training split's name (its labels define the classes).
+        limit: classes to keep; 0 = all.
+
+    Returns:
+        The filtered records per split, order kept.
+    """
+    classes = sorted({label_key(r["label"]) for r in splits[train]})
+    if not limit or limit >= len(classes):
+        return splits
+    keep = set(random.Random(seed).sample(classes, limit))
+    return {name: [r for r in recs if label_key(r["label"]) in keep] for name, recs in splits.items()}
+
+
 def load_wav(record: dict, root: Path) -> np.ndarray:
     """16 kHz mono float32 ``(S,)`` audio of a record.
 

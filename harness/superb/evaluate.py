@@ -26,7 +26,7 @@ import torch
 import harness.superb.fbank  # noqa: F401  (registers the 'fbank' upstream kind)
 from harness.superb import score as scoring
 from harness.superb.cache import split_features
-from harness.superb.data import check_splits, read_split, subsample
+from harness.superb.data import check_splits, keep_classes, read_split, subsample
 from harness.superb.tasks import Task, parse_tasks
 from harness.superb.train import train_task
 
@@ -235,9 +235,14 @@ def evaluate(
 
 
 def _run_task(up, task: Task, corpus_dir: Path, cache_dir: Path, device, seed, log) -> dict:
-    records, feats = {}, {}
+    records = {split: read_split(corpus_dir, split) for split in task.splits}
+    if task.level == "utterance":
+        records = keep_classes(records, task.splits[0], task.max_classes, seed)
+    feats = {}
     for split, limit in zip(task.splits, task.max_utts):
-        records[split] = subsample(read_split(corpus_dir, split), limit, seed)
+        records[split] = subsample(records[split], limit, seed)
+        if not records[split]:
+            raise ValueError(f"split {split!r} has no utterance of the kept classes")
         feats[split] = split_features(up, records[split], corpus_dir, split, cache_dir,
                                       frames=task.level == "sequence", device=device, log=log)
     out = train_task(task, feats, records, seed=seed, device=device, log=None)

@@ -58,6 +58,10 @@ class Task:
         max_utts: ``(train, dev, test)`` utterances used per split; 0 = all. The subset is
             a seeded random sample that depends only on (split, size, seed), so tasks
             sharing splits (``pr``, ``asr``) share the cached features.
+        max_classes: utterance tasks: keep only the utterances of this many classes (a
+            seeded sample of the training labels; 0 = all). The embedded SID uses it to
+            score speaker identity over a fixed subset of speakers with several training
+            utterances each, instead of few utterances of every speaker.
         downsample: sequence tasks: average every ``k`` consecutive frames of the weighted
             sum before the head (1 = SUPERB's frame rate). The embedded ASR uses 2 (25 Hz,
             still well above its ~15 characters per second) to halve the BiLSTM's cost.
@@ -81,6 +85,7 @@ class Task:
     eval_every: int = 100
     hidden: int = 0
     max_utts: tuple[int, int, int] = (0, 0, 0)
+    max_classes: int = 0
     downsample: int = 1
     normalize: bool = True
 

@@ -9,7 +9,6 @@ one scored on test.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 
 from harness.superb.cache import SplitFeatures
+from harness.superb.data import label_key
 from harness.superb.featurizer import Featurizer
 from harness.superb.heads import BiLSTMCTC, LinearCTC, UtteranceHead, ctc_loss, greedy_ctc_decode
 from harness.superb.metrics import accuracy, error_rate, normalize_text
@@ -25,10 +25,6 @@ from harness.superb.tasks import Task
 
 # phone symbols that mark silence/pauses rather than phones; excluded from PR targets
 SILENCE = frozenset({"", "sil", "sp", "spn", "_", "|", "<sil>", "pau"})
-
-
-def _label_key(label) -> str:
-    return label if isinstance(label, str) else json.dumps(label, sort_keys=True)
 
 
 def targets_of(task: Task, record: dict) -> list[str]:
@@ -95,12 +91,12 @@ def train_task(task: Task, feats: dict[str, SplitFeatures], records: dict[str, l
 
 def _train_utterance(task, feats, records, seed, device, log) -> dict:
     tr, dv, te = task.splits
-    classes = sorted({_label_key(r["label"]) for r in records[tr]})
+    classes = sorted({label_key(r["label"]) for r in records[tr]})
     index = {c: i for i, c in enumerate(classes)}
 
     def xy(split):
         x = torch.from_numpy(np.asarray(feats[split].pooled, dtype=np.float32)).to(device)
-        y = torch.tensor([index.get(_label_key(r["label"]), -1) for r in records[split]],
+        y = torch.tensor([index.get(label_key(r["label"]), -1) for r in records[split]],
                          dtype=torch.long, device=device)
         return x, y
 
