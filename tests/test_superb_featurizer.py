@@ -48,7 +48,16 @@ def test_greedy_ctc_decode():
     assert greedy_ctc_decode(logits, torch.tensor([2])) == [[1]]
 
 
-def test_ctc_heads_shapes_and_loss_decreases():
+def test_ctc_heads_shapes_and_loss_decreases(monkeypatch):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny LSTM: more threads only contend on a busy machine
+    try:
+        _train_heads()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_heads():
     torch.manual_seed(0)
     x, lens = torch.randn(3, 12, 8), torch.tensor([12, 9, 5])
     targets = [[1, 2, 3], [2, 2], [3]]
@@ -56,7 +65,7 @@ def test_ctc_heads_shapes_and_loss_decreases():
         assert head(x, lens).shape == (3, 12, 4)
         opt = torch.optim.Adam(head.parameters(), lr=1e-2)
         first = ctc_loss(head(x, lens), lens, targets).item()
-        for _ in range(30):
+        for _ in range(15):
             loss = ctc_loss(head(x, lens), lens, targets)
             opt.zero_grad()
             loss.backward()

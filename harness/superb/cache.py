@@ -58,8 +58,8 @@ class SplitFeatures:
         return self.frames[self.offsets[i]: self.offsets[i + 1]]
 
 
-def _key(upstream_id: str, records: list[dict], frames: bool) -> str:
-    h = hashlib.sha1(upstream_id.encode())
+def _key(upstream_id: str, records: list[dict], frames: bool, max_samples: int = 0) -> str:
+    h = hashlib.sha1(f"{upstream_id}|crop={max_samples}".encode())
     for r in records:
         h.update(f"{r['id']}|{r.get('path')}|{r.get('num_samples')}\n".encode())
     return h.hexdigest()[:12] + ("-frames" if frames else "")
@@ -86,7 +86,7 @@ def open_store(path: Path) -> SplitFeatures:
 
 def split_features(upstream, records: list[dict], root: Path, split: str, cache_dir: Path,
                    frames: bool, device: str | torch.device = "cpu", max_batch_seconds: float = 60.0,
-                   max_batch: int = 32, log=None) -> SplitFeatures:
+                   max_batch: int = 32, max_seconds: float = 0.0, log=None) -> SplitFeatures:
     """Return the cached features of ``records``, extracting them on the first call.
 
     A store with frames also serves a request for pooled features only.
@@ -101,20 +101,22 @@ def split_features(upstream, records: list[dict], root: Path, split: str, cache_
         device: where the upstream runs.
         max_batch_seconds: audio per extraction batch (padding included), seconds.
         max_batch: utterances per extraction batch.
+        max_seconds: crop each utterance to its first ``max_seconds`` (0 = no crop).
         log: optional ``print``-like callable for progress.
 
     Returns:
         The :class:`SplitFeatures`.
     """
+    crop = int(round(max_seconds * 16000))
     base = Path(cache_dir) / _safe(upstream.id)
-    with_frames = base / f"{split}-{len(records)}-{_key(upstream.id, records, True)}"
-    pooled_only = base / f"{split}-{len(records)}-{_key(upstream.id, records, False)}"
+    with_frames = base / f"{split}-{len(records)}-{_key(upstream.id, records, True, crop)}"
+    pooled_only = base / f"{split}-{len(records)}-{_key(upstream.id, records, False, crop)}"
     for cand in ([with_frames] if frames else [with_frames, pooled_only]):
         if (cand / "index.json").exists():
             return open_store(cand)
     target = with_frames if frames else pooled_only
     t0 = time.perf_counter()
-    _extract(upstream, records, root, target, frames, device, max_batch_seconds, max_batch)
+    _extract(upstream, records, root, target, frames, device, max_batch_seconds, max_batch, crop)
     if log:
         log(f"  features {split}: {len(records)} utterances in {time.perf_counter() - t0:.1f} s")
     return open_store(target)
@@ -122,13 +124,17 @@ def split_features(upstream, records: list[dict], root: Path, split: str, cache_
 
 @torch.inference_mode()
 def _extract(upstream, records, root, target: Path, frames: bool, device, max_batch_seconds,
-             max_batch) -> None:
+             max_batch, crop: int = 0) -> None:
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     wavs = {}
-    order = sorted(range(len(records)), key=lambda i: int(records[i].get("num_samples") or 0))
+    def est(i: int) -> int:
+        n = int(records[i].get("num_samples") or 0)
+        return min(n, crop) if crop else n
+
+    order = sorted(range(len(records)), key=est)
     pooled = [None] * len(records)
     lengths = [0] * len(records)
     chunks: dict[int, np.ndarray] = {}
@@ -156,6 +162,8 @@ def _extract(upstream, records, root, target: Path, frames: bool, device, max_ba
 
     for i in order:
         wavs[i] = load_wav(records[i], root)
+        if crop:
+            wavs[i] = wavs[i][:crop]
         batch.append(i)
         longest = max(len(wavs[j]) for j in batch)
         if len(batch) >= max_batch or longest * len(batch) >= budget:

@@ -244,7 +244,8 @@ def _run_task(up, task: Task, corpus_dir: Path, cache_dir: Path, device, seed, l
         if not records[split]:
             raise ValueError(f"split {split!r} has no utterance of the kept classes")
         feats[split] = split_features(up, records[split], corpus_dir, split, cache_dir,
-                                      frames=task.level == "sequence", device=device, log=log)
+                                      frames=task.level == "sequence", device=device,
+                                      max_seconds=task.max_seconds, log=log)
     out = train_task(task, feats, records, seed=seed, device=device, log=None)
     return {"status": "ok", "title": task.title, "head": task.head, **out,
             "max_utts": list(task.max_utts)}

@@ -58,6 +58,9 @@ class Task:
         max_utts: ``(train, dev, test)`` utterances used per split; 0 = all. The subset is
             a seeded random sample that depends only on (split, size, seed), so tasks
             sharing splits (``pr``, ``asr``) share the cached features.
+        max_seconds: crop every utterance to its first ``max_seconds`` before the upstream
+            (0 = whole utterance). Extraction dominates the embedded budget; speaker and
+            speaking style are audible in any 2 s.
         max_classes: utterance tasks: keep only the utterances of this many classes (a
             seeded sample of the training labels; 0 = all). The embedded SID uses it to
             score speaker identity over a fixed subset of speakers with several training
@@ -85,6 +88,7 @@ class Task:
     eval_every: int = 100
     hidden: int = 0
     max_utts: tuple[int, int, int] = (0, 0, 0)
+    max_seconds: float = 0.0
     max_classes: int = 0
     downsample: int = 1
     normalize: bool = True
