@@ -183,7 +183,9 @@ def _extract(upstream, records, root, target: Path, frames: bool, device, max_ba
         "width": width, "frames": frames,
     }
     (tmp / "index.json").write_text(json.dumps(index))
-    if target.exists():  # a concurrent writer finished first: keep theirs
-        shutil.rmtree(tmp)
-        return
-    os.replace(tmp, target)
+    try:
+        os.replace(tmp, target)
+    except OSError:  # a concurrent writer finished first (non-empty target): keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (target / "index.json").exists():
+            raise

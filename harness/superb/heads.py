@@ -97,7 +97,7 @@ def ctc_loss(logits: torch.Tensor, lengths: torch.Tensor, targets: list[list[int
         targets: ``B`` label lists with values in ``1..V``.
     """
     log_probs = logits.float().log_softmax(-1).transpose(0, 1)  # (T, B, V+1)
-    flat = torch.tensor([t for seq in targets for t in seq], dtype=torch.long)
+    flat = torch.tensor([t for seq in targets for t in seq], dtype=torch.long, device=logits.device)
     target_lengths = torch.tensor([len(seq) for seq in targets], dtype=torch.long)
     return nn.functional.ctc_loss(log_probs, flat, lengths.cpu(), target_lengths, blank=BLANK,
                                   reduction="mean", zero_infinity=True)
