@@ -107,7 +107,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             args.upstream, args.tasks, args.corpus, args.out, profile=args.profile,
             device=args.device, cache_dir=args.cache_dir, seed=args.seed,
             options=_superb_options(args.set), baselines=None if args.no_score else "auto",
-            ref=args.ref, log=None if args.quiet else print,
+            ref=args.ref, threads=args.threads, log=None if args.quiet else print,
         )
     except (UpstreamError, DataError, ValueError) as err:
         raise UserError(str(err).splitlines()[0]) from None
@@ -223,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--cache-dir", default=None, help="feature store (default: cache/superb)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (0 = torch's default)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 

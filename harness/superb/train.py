@@ -75,7 +75,7 @@ def train_task(task: Task, feats: dict[str, SplitFeatures], records: dict[str, l
     # threads are far slower (measured here, 2 busy cores: a 2-layer BiLSTM step 20x slower
     # with 2 threads than with 1).
     threads = torch.get_num_threads()
-    if device.type == "cpu":
+    if device.type == "cpu" and threads > 1:
         torch.set_num_threads(1)
     try:
         out = fn(task, feats, records, seed, device, log)
