@@ -16,6 +16,7 @@ _REGISTRIES: dict[str, tuple[str, str]] = {
     "losses": ("harness.losses", "LOSSES"),
     "teachers": ("harness.teachers", "TEACHERS"),
     "tasks": ("harness.superb", "TASKS"),
+    "importers": ("harness.data.importers", "IMPORTERS"),
 }
 
 

@@ -178,8 +178,20 @@ def _run_id(point: dict[str, Any], seed: int, grid_keys: list[str]) -> str:
     return rid
 
 
-def load_sweep(path: str | Path) -> Sweep:
+def load_sweep(
+    path: str | Path,
+    seeds: list[int] | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    suffix: str = "",
+) -> Sweep:
     """Load a sweep YAML strictly and expand it into trials, validating every trial's config.
+
+    Args:
+        path: the sweep YAML.
+        seeds: replace the file's seeds (e.g. ``[0]`` for a quick pass).
+        overrides: extra ``key=value`` changes applied to every trial (after the file's).
+        suffix: appended to the sweep name (its results folder), so a quick pass never
+            mixes with the full study.
 
     Raises:
         ConfigError: one line naming the file and the key (``grid.stacking.varaint``
@@ -187,10 +199,16 @@ def load_sweep(path: str | Path) -> Sweep:
     """
     path = Path(path)
     cfg: SweepConfig = from_dict(SweepConfig, load_yaml(path), source=path)
+    if seeds:
+        cfg.seeds = list(seeds)
+    if suffix:
+        cfg.name += suffix
     base_path = (path.parent / cfg.base) if not Path(cfg.base).is_absolute() else Path(cfg.base)
     base = load_yaml(base_path)
     from_dict(RunConfig, base, source=base_path)
     base = deep_merge(base, parse_overrides([f"{k}={json.dumps(v)}" for k, v in _flatten(cfg.overrides).items()]))
+    if overrides:
+        base = deep_merge(base, parse_overrides(list(overrides)))
     if cfg.evaluate:
         _check_tasks(cfg.evaluate, path)
 
@@ -364,6 +382,9 @@ def run_sweep(
     address: str | None = None,
     local: bool = False,
     log: Callable[[str], None] = print,
+    seeds: list[int] | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    suffix: str = "",
 ) -> Path:
     """Run every trial of a sweep (Ray Tune, or in-process with ``local``) and write runs.csv.
 
@@ -373,6 +394,7 @@ def run_sweep(
         address: an existing Ray cluster (``ray start --head`` on the head node; also
             taken from ``RAY_ADDRESS``); None starts a local Ray instance.
         local: run trials one by one in this process, without Ray.
+        seeds, overrides, suffix: as in :func:`load_sweep`.
 
     Returns:
         The path of ``runs.csv``.
@@ -381,7 +403,7 @@ def run_sweep(
         ConfigError: a bad sweep file; or the sweep folder already holds runs and
             ``resume`` was not given.
     """
-    sweep = load_sweep(path)
+    sweep = load_sweep(path, seeds=seeds, overrides=overrides, suffix=suffix)
     out = sweep.out_dir
     existing = [p for p in out.glob("*/trial.json")] if out.is_dir() else []
     if existing and not resume:
@@ -538,9 +560,10 @@ _GUESS_SECONDS_PER_STEP = {"tiny": 0.05, "embedded": 0.4, "paper": 0.5}
 _GUESS_EVAL_SECONDS = {"tiny": 20.0, "embedded": 120.0, "paper": 3600.0}
 
 
-def dry_run(path: str | Path) -> str:
-    """List the trials with an estimate of time and disk (no training)."""
-    sweep = load_sweep(path)
+def dry_run(path: str | Path, **kwargs: Any) -> str:
+    """List the trials with an estimate of time and disk (no training); ``kwargs`` as in
+    :func:`load_sweep`."""
+    sweep = load_sweep(path, **kwargs)
     done_runs = [_read_json(p) for p in sweep.out_dir.glob("*/summary.json")] if sweep.out_dir.is_dir() else []
     measured = [s["train_seconds"] / max(1, sum(st.get("steps", 0) for st in s.get("stages", [])))
                 for s in done_runs if s and s.get("status") == "ok" and s.get("train_seconds") and s.get("stages")]

@@ -100,3 +100,11 @@ def test_runs_csv_has_one_row_per_run_and_task(tmp_path):
     df = pd.read_csv(write_runs_csv(tmp_path))
     assert list(df.task) == ["ks", "pr"] and list(df.value) == [0.9, 0.2]
     assert (df.run_dir == str(run)).all()
+
+
+def test_quick_pass_options(tmp_path):
+    sweep = load_sweep(_write(tmp_path, SWEEP), seeds=[7], overrides=["train.steps=8"], suffix="-quick")
+    assert sweep.config.name == "demo-quick" and sweep.out_dir.name == "demo-quick"
+    assert len(sweep.trials) == 4 and all(t.config.train.seed == 7 and t.config.train.steps == 8 for t in sweep.trials)
+    with pytest.raises(ConfigError, match="train.stepz"):
+        load_sweep(_write(tmp_path, SWEEP), overrides=["train.stepz=3"])
