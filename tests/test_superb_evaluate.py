@@ -136,3 +136,26 @@ def test_auto_baselines_are_memoised(corpus, tmp_path):
     second = evaluate("toy:2", "ks", corpus, None, **common)
     assert [p.stat().st_mtime_ns for p in memo] == stamp
     assert second["score"]["fbank"] == first["score"]["fbank"]
+
+
+def test_real_student_run_folder_with_auto_baselines(corpus, tmp_path):
+    """A student saved by harness.student, scored against fbank and its teacher (dummy)."""
+    student_mod = pytest.importorskip("harness.student")
+    pytest.importorskip("harness.teachers.dummy")
+    from harness.config import StudentConfig
+    from harness.teachers.base import load_teacher
+
+    teacher = load_teacher("dummy", "cpu")
+    student = student_mod.build_student(StudentConfig(preset="student_tiny", layers=2), teacher)
+    run = tmp_path / "run"
+    run.mkdir()
+    student_mod.save_student(student, run / "student.ckpt", {"run_id": "r"})
+    (run / "config.yaml").write_text(f"profile: tiny\nteacher:\n  spec: dummy\ndata:\n  corpus: {corpus}\n")
+    assert main(["evaluate", str(run), "--tasks", "ks,pr", "--quiet", "--set", "ks.steps=20",
+                 "--set", "pr.steps=20", "--cache-dir", str(tmp_path / "c")]) in (0, 1)
+    saved = json.loads((run / "superb.json").read_text())
+    assert saved["num_layers"] == 2 and len(saved["tasks"]["ks"]["layer_weights"]) == 3
+    assert saved["score"]["ref"] == "dummy"
+    assert set(saved["score"]["fbank"]) == {"ks", "pr"}  # baselines scored on the same tasks
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["tasks"]["pr"]["metric"] == "per" and "superb_score" in summary
