@@ -40,6 +40,7 @@ def test_evaluate_teacher_spec_writes_superb_json(corpus, tmp_path):
     # tone classes are linearly separable from the toy upstream's band energies
     assert saved["tasks"]["ks"]["value"] > 0.5
     assert saved["tasks"]["pr"]["direction"] == "lower"
+    assert 0 <= saved["tasks"]["asr"]["cer"] and "cer" not in saved["tasks"]["pr"]
     assert res["upstream_id"] == "toy-0"
     # features were stored once per split: asr_* with frames, ks_* pooled only
     stores = sorted(p.name.split("-")[0] for p in (tmp_path / "c" / "toy-0").iterdir())

@@ -210,9 +210,12 @@ def _train_sequence(task, feats, records, seed, device, log) -> dict:
         keep = [i for i, r in enumerate(refs[split]) if r]
         return [refs[split][i] for i in keep], [hyps[i] for i in keep]
 
-    def rate(split: str) -> tuple[float, int]:
+    def rate(split: str, extra: dict | None = None) -> tuple[float, int]:
         r, h = decode(split)
         if task.target == "text":  # WER on words: characters back to strings
+            if extra is not None:  # character error rate, a diagnostic next to the WER
+                extra["cer"] = error_rate([[c if c != " " else "|" for c in x] for x in r],
+                                          [[c if c != " " else "|" for c in x] for x in h])["rate"]
             r = ["".join(x).split() for x in r]
             h = ["".join(x).split() for x in h]
             keep = [i for i, x in enumerate(r) if x]
@@ -240,7 +243,8 @@ def _train_sequence(task, feats, records, seed, device, log) -> dict:
             if log:
                 log(f"  {task.name} step {step}: loss {loss.item():.3f} dev {task.metric} {dev:.4f}")
     model.load_state_dict(best[1])
-    value, n = rate(te)
-    return {"value": value, "n": n, "dev_value": best[0], "dev_n": len(refs[dv]),
+    extra: dict = {}
+    value, n = rate(te, extra)
+    return {"value": value, "n": n, "dev_value": best[0], "dev_n": len(refs[dv]), **extra,
             "train_n": len(train_idx), "vocab": len(vocab), "best_step": best[2],
             "layer_weights": model.featurizer.layer_weights()}
