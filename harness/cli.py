@@ -137,6 +137,87 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- distill / bench
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from harness.config import load_run_config
+    from harness.distill import run_distill
+
+    from harness.data.audio import AudioError
+    from harness.data.manifest import ManifestError
+
+    cfg = load_run_config(args.config, args.overrides)
+    try:
+        summary = run_distill(cfg, Path(args.out), resume=not args.restart)
+    except (ManifestError, AudioError) as err:  # bad data: one line naming the file
+        raise UserError(str(err)) from None
+    losses = summary.get("final_losses") or {}
+    loss = f"{losses['loss']:.4f}" if "loss" in losses else "n/a"
+    print(f"{summary['status']}  {args.out}  {summary['steps']} steps  "
+          f"{summary['train_seconds']:.1f} s  loss {loss}")
+    return 0 if summary["status"] == "ok" else 1
+
+
+def cmd_bench_stacking(args: argparse.Namespace) -> int:
+    from harness.bench import VARIANTS, bench_stacking
+
+    variants = tuple(args.variants.split(",")) if args.variants else VARIANTS
+    bench_stacking(args.profile, Path(args.out), variants=variants, overrides=args.overrides,
+                   repeats=args.repeats, live=args.live)
+    return 0
+
+
+def cmd_bench_teacher_cache(args: argparse.Namespace) -> int:
+    from harness.bench import bench_teacher_cache
+
+    bench_teacher_cache(args.profile, Path(args.out), overrides=args.overrides)
+    return 0
+
+
+def _add_distill_and_bench(sub) -> None:
+    p = sub.add_parser(
+        "distill", help="one distillation run (stacking, L2L losses) into a run folder",
+        epilog="examples:\n  harness distill --config sweeps/base/tiny.yaml --out results/tiny-demo\n"
+        "  harness distill --config sweeps/base/tiny.yaml stacking.variant=top train.steps=40 --out /tmp/r\n"
+        "  harness distill --config sweeps/base/embedded.yaml --out results/emb   # rerun resumes",
+        formatter_class=_formatter,
+    )
+    p.add_argument("--config", required=True, help="run config YAML (e.g. sweeps/base/tiny.yaml)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides")
+    p.add_argument("--out", required=True, help="run folder (its name is the run id)")
+    p.add_argument("--restart", action="store_true", help="ignore a checkpoint in --out and start over")
+    p.set_defaults(func=cmd_distill)
+
+    bench = sub.add_parser("bench", help="benchmarks: stacking speedup vs theory, teacher cache").add_subparsers(
+        dest="bench_command", metavar="BENCH_COMMAND"
+    )
+    bench.required = True
+    p = bench.add_parser(
+        "stacking", help="every variant side by side, teacher cached: speedup vs theory, time-to-quality",
+        epilog="examples:\n  harness bench stacking --profile tiny --out results/bench/stacking-tiny.json\n"
+        "  harness bench stacking --profile embedded --out results/bench/stacking-embedded.json --repeats 3\n"
+        "  harness bench stacking --profile tiny --out /tmp/s.json --live train.threads=1",
+        formatter_class=_formatter,
+    )
+    p.add_argument("--profile", choices=("tiny", "embedded"), required=True)
+    p.add_argument("--out", required=True, help="JSON file")
+    p.add_argument("--variants", default="", help="comma-separated (default: all; none is always run)")
+    p.add_argument("--repeats", type=int, default=1, help="runs per variant, round-robin; medians reported")
+    p.add_argument("--live", action="store_true", help="also compare the variants with the live teacher")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="changes to sweeps/base/<profile>.yaml")
+    p.set_defaults(func=cmd_bench_stacking)
+    p = bench.add_parser(
+        "teacher-cache", help="distillation step time with a live teacher vs the feature cache",
+        epilog="examples:\n  harness bench teacher-cache --profile tiny --out results/bench/cache-tiny.json",
+        formatter_class=_formatter,
+    )
+    p.add_argument("--profile", choices=("tiny", "embedded"), required=True)
+    p.add_argument("--out", required=True, help="JSON file")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="changes to sweeps/base/<profile>.yaml")
+    p.set_defaults(func=cmd_bench_teacher_cache)
+
+
 # ----------------------------------------------------------------------------- report
 
 
@@ -410,6 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_teacher_cache_parser(sub)
     add_report_parser(sub)
     add_export_parser(sub)
+    _add_distill_and_bench(sub)
 
     return parser
 

@@ -275,6 +275,12 @@ class TeacherConfig:
     def validate(self) -> None:
         if not self.spec:
             raise ConfigError("spec must name a teacher (e.g. 'embedded' or 'hf:/path/dir')")
+        if "<" in self.spec or ">" in self.spec:
+            # sweeps/base/paper.yaml ships 's3prl:hubert:<HUBERT_BASE_CKPT>' for the user to set
+            raise ConfigError(
+                f"spec {self.spec!r} holds a placeholder: set it to your checkpoint, e.g. "
+                "teacher.spec=s3prl:hubert:/data/hubert_base_ls960.pt"
+            )
 
 
 @dataclass

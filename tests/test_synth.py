@@ -131,6 +131,10 @@ def test_crash_leaves_nothing_trusted_and_rebuilds(tmp_path):
 def test_bad_input_one_line_errors(tmp_path, capsys):
     with pytest.raises(SynthError, match="unknown corpus profile 'huge'.*tiny"):
         build_corpus("huge", tmp_path / "x")
+    with pytest.raises(SynthError, match="--workers"):
+        build_corpus(MICRO, tmp_path / "x", workers=-1)
+    with pytest.raises(SynthError, match="--seed"):
+        build_corpus(MICRO, tmp_path / "x", seed=-2)
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")

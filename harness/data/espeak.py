@@ -348,9 +348,19 @@ def engine() -> _Engine:
     return _ENGINE
 
 
+@functools.lru_cache(maxsize=1)
 def version() -> str:
-    """eSpeak NG's version string."""
-    return engine().version
+    """eSpeak NG's version string (read without initialising the engine: cheap)."""
+    import espeakng_loader
+
+    lib_path = espeakng_loader.get_library_path()
+    try:
+        lib = ctypes.CDLL(lib_path)
+    except OSError as err:
+        raise EspeakError(f"{lib_path}: cannot load eSpeak NG ({err})") from None
+    lib.espeak_Info.argtypes = [ctypes.POINTER(ctypes.c_char_p)]
+    lib.espeak_Info.restype = ctypes.c_char_p
+    return lib.espeak_Info(None).decode()
 
 
 def list_variants() -> list[str]:

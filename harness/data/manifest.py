@@ -125,6 +125,9 @@ class SkipLog:
 def corpus_stats(corpus: str | Path) -> dict:
     """Per split: utterances, hours, speakers and the class balance of ``label``.
 
+    Records whose speaker is ``"none"`` or empty (noise-only clips such as KS
+    ``_silence_``) are not counted as a speaker.
+
     Returns:
         ``{split: {"utterances", "hours", "speakers", "labels": {label: count}}}``.
 
@@ -142,7 +145,7 @@ def corpus_stats(corpus: str | Path) -> dict:
         stats[split] = {
             "utterances": len(recs),
             "hours": sum(r["num_samples"] / r["sample_rate"] for r in recs) / 3600.0,
-            "speakers": len({r["speaker"] for r in recs}),
+            "speakers": len({r["speaker"] for r in recs} - {"none", ""}),
             "labels": dict(sorted(labels.items())),
         }
     return stats
@@ -161,6 +164,9 @@ def format_stats(stats: dict, max_labels: int = 12) -> str:
         lines.append(
             f"{split:<14}{s['utterances']:>8}{s['hours']:>9.2f}{s['speakers']:>10}{len(labels):>9}  {bal}"
         )
+    total_utts = sum(s["utterances"] for s in stats.values())
+    total_hours = sum(s["hours"] for s in stats.values())
+    lines.append(f"{'total':<14}{total_utts:>8}{total_hours:>9.2f}")
     for split, s in stats.items():
         labels = s["labels"]
         if labels and len(labels) <= max_labels:

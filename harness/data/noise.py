@@ -15,7 +15,6 @@ Units: audio is float32 in [-1, 1] at 16 kHz; SNRs and levels are in dB.
 from __future__ import annotations
 
 import numpy as np
-from scipy import signal
 
 SAMPLE_RATE = 16000
 NOISE_TYPES = ("white", "pink", "brown", "hum", "babble", "machine")
@@ -48,6 +47,8 @@ def make_noise(kind: str, n: int, rng: np.random.Generator, babble_bank: list[np
     Raises:
         ValueError: unknown kind, or babble without a bank.
     """
+    from scipy import signal
+
     if kind == "white":
         x = rng.standard_normal(n, dtype=np.float32)
     elif kind == "pink":
@@ -117,6 +118,8 @@ def channel(x: np.ndarray, rng: np.random.Generator, p_phone: float = 0.15, p_ro
 
     Returns audio of the same length.
     """
+    from scipy import signal
+
     y = x.astype(np.float64)
     # first-order tilt: y[n] = x[n] + a x[n-1], a in [-0.6, 0.6] (brighter or duller mic)
     a = rng.uniform(-0.6, 0.6)

@@ -126,7 +126,7 @@ PROFILES = {
     ),
     # >= 200 speakers, ~10 h of distillation audio, a few thousand labelled utterances per task
     "embedded": Profile(
-        name="embedded", speakers=256, heldout=24, babble_voices=24, babble_utts=60, distill=6000,
+        name="embedded", speakers=256, heldout=24, babble_voices=24, babble_utts=60, distill=8500,
         distill_clauses=3, ks_per_class=(200, 40, 40), ic_per_intent=(80, 12, 16),
         sid_per_speaker=(8, 2, 2), er_per_style=(400, 80, 100), asr=(3000, 300, 400), variants=36,
     ),
@@ -459,6 +459,10 @@ def build_corpus(profile: str | Profile, out: str | Path, seed: int = 0, workers
             eSpeak failure; the message names the path, key or voice.
     """
     prof = resolve_profile(profile)
+    if workers < 0:
+        raise SynthError(f"--workers must be >= 0 (0 = all cores), not {workers}")
+    if seed < 0:
+        raise SynthError(f"--seed must be >= 0, not {seed}")
     out = Path(out)
     chash = config_hash(prof, seed)
     if is_complete(out, chash):

@@ -1,0 +1,227 @@
+"""The distillation run: contract files, every variant, resume after a kill, NaN guard,
+cached and live teacher paths, strict errors. Tiny runs on CPU with the dummy teacher."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from harness.config import ConfigError, load_run_config
+from harness.distill import RunInterrupted, lr_at, run_distill, stage_boundaries
+from harness.registry import RegistryError
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ROOT / "sweeps" / "base" / "tiny.yaml"
+VARIANTS = ["none", "top", "bottom", "middle", "interleaved"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Eight short FLACs (0.6-1.6 s of tones in noise) and their distill manifest."""
+    from harness.data.manifest import write_manifest
+
+    root = tmp_path_factory.mktemp("corpus")
+    (root / "audio").mkdir()
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(8):
+        n = int(16000 * rng.uniform(0.6, 1.6))
+        t = np.arange(n) / 16000
+        wav = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 800) * t) + 0.05 * rng.standard_normal(n)
+        sf.write(root / "audio" / f"u{i}.flac", wav.astype(np.float32), 16000)
+        records.append({"id": f"u{i}", "path": f"audio/u{i}.flac", "num_samples": n,
+                        "sample_rate": 16000, "speaker": f"s{i % 2}", "text": ""})
+    write_manifest(root / "distill.jsonl", records)
+    return root
+
+
+def tiny_cfg(corpus, tmp_path, *overrides):
+    """The shipped tiny config, shortened, on the fabricated corpus."""
+    return load_run_config(TINY, [
+        f"data.corpus={corpus}", f"teacher.cache_dir={corpus / 'cache'}", "data.max_seconds=1.0",
+        "train.steps=20", "train.log_every=1", "train.threads=1", "train.device=cpu", *overrides,
+    ])
+
+
+def read_metrics(run_dir):
+    return [json.loads(ln) for ln in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_lr_schedule_warmup_then_decay():
+    cfg = load_run_config(TINY, ["optim.lr=1.0", "optim.warmup_frac=0.1", "optim.decay=linear"])
+    lrs = [lr_at(s, 100, cfg.optim) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)  # 10 warmup steps
+    assert lrs[10] == pytest.approx(1.0) and lrs[55] == pytest.approx(0.5)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
+    cos = load_run_config(TINY, ["optim.lr=1.0", "optim.warmup_frac=0.0", "optim.decay=cosine"]).optim
+    assert lr_at(50, 100, cos) == pytest.approx(0.5) and lr_at(0, 100, cos) == pytest.approx(1.0)
+    assert stage_boundaries([2, 4, 6, 8]) == [0, 2, 6, 12]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_each_variant_writes_the_contract_files(corpus, tmp_path, variant):
+    cfg = tiny_cfg(corpus, tmp_path, f"stacking.variant={variant}")
+    out = tmp_path / f"run-{variant}"
+    summary = run_distill(cfg, out, sweep="demo")
+    assert summary["status"] == "ok"
+    for name in ("config.yaml", "summary.json", "metrics.jsonl", "student.ckpt"):
+        assert (out / name).is_file(), name
+    assert not (out / "train.pt").exists()  # superseded by student.ckpt
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk == json.loads(json.dumps(summary, default=str))
+    for key in ("run_id", "sweep", "variant", "schedule", "seed", "teacher", "student_params", "stages",
+                "train_seconds", "flops", "final_losses", "hardware", "git_commit", "started", "ended",
+                "status", "tasks", "superb_score"):
+        assert key in on_disk, key
+    assert on_disk["run_id"] == out.name and on_disk["sweep"] == "demo" and on_disk["variant"] == variant
+    assert on_disk["tasks"] == {} and on_disk["superb_score"] is None
+    stages = on_disk["stages"]
+    assert sum(s["steps"] for s in stages) == 20 == on_disk["steps"]
+    assert on_disk["train_seconds"] == pytest.approx(sum(s["seconds"] for s in stages))
+    assert all(s["seconds"] > 0 for s in stages)
+    depths = [s["depth"] for s in stages]
+    if variant == "none":
+        assert len(stages) == 1
+    else:
+        assert len(stages) == 4 and depths == sorted(depths) and depths[0] < depths[-1]
+    assert on_disk["flops"] > 0
+    # config.yaml is the resolved config: it loads back to the same run
+    assert load_run_config(out / "config.yaml") == cfg
+    rows = read_metrics(out)
+    assert [r["step"] for r in rows] == list(range(1, 21))
+    assert {"step", "stage", "depth", "loss", "lr", "time", "cpu_time"} <= set(rows[0])
+    assert [r["depth"] for r in rows][-1] == depths[-1]
+    assert on_disk["final_losses"]["loss"] == pytest.approx(rows[-1]["loss"])
+    # the saved student is an upstream of the final depth
+    from harness.student import load_student
+
+    student = load_student(out / "student.ckpt", "cpu")
+    assert len(student.layers) == depths[-1]
+    assert student.encoder_params() == on_disk["student_params"]
+    # depths 1..4 for 2, 4, 6, 8 steps: 30/40 of the layer cost, plus the depth-free part
+    if variant == "none":
+        assert on_disk["theoretical_speedup"] == pytest.approx(1.0)
+    else:
+        assert 1.0 < on_disk["theoretical_speedup"] < 40 / 30
+
+
+def test_killed_run_resumes_to_the_same_result(corpus, tmp_path):
+    cfg = tiny_cfg(corpus, tmp_path, "train.steps=24", "train.ckpt_every=5")
+    ref = run_distill(cfg, tmp_path / "ref")
+
+    def kill(row):
+        if row["step"] == 13:  # mid-stage (stages of ~2, 5, 7, 10 steps: 1:2:3:4)
+            raise RunInterrupted("simulated kill")
+
+    with pytest.raises(RunInterrupted):
+        run_distill(cfg, tmp_path / "run", on_log=kill)
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "running"
+    ck = torch.load(tmp_path / "run" / "train.pt", weights_only=False)
+    assert 10 <= ck["step"] < 13  # ckpt_every=5, or a growth in between
+    summary = run_distill(cfg, tmp_path / "run")
+    assert summary["status"] == "ok" and summary["steps"] == 24
+    assert [s["steps"] for s in summary["stages"]] == [s["steps"] for s in ref["stages"]]
+    rows, ref_rows = read_metrics(tmp_path / "run"), read_metrics(tmp_path / "ref")
+    assert [r["step"] for r in rows] == list(range(1, 25))  # no step lost or logged twice
+    # batches and RNG are functions of (seed, step): the resumed run is the same run
+    assert [r["loss"] for r in rows] == pytest.approx([r["loss"] for r in ref_rows], rel=1e-4, abs=1e-6)
+    # a finished run is returned as is
+    assert run_distill(cfg, tmp_path / "run")["ended"] == summary["ended"]
+
+
+def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path, monkeypatch):
+    from harness.student import Student
+
+    real = Student.project
+    calls = {"n": 0}
+
+    def poisoned(self, states):  # the 9th step's predictions are NaN
+        calls["n"] += 1
+        preds = real(self, states)
+        return [p * math.nan for p in preds] if calls["n"] == 9 else preds
+
+    monkeypatch.setattr(Student, "project", poisoned)
+    cfg = tiny_cfg(corpus, tmp_path, "stacking.variant=none", "train.ckpt_every=4")
+    summary = run_distill(cfg, tmp_path / "run")
+    assert summary["status"] == "failed: nan at step 9"
+    assert summary["steps"] == 8
+    assert not (tmp_path / "run" / "student.ckpt").exists()
+    ck = torch.load(tmp_path / "run" / "train.pt", weights_only=False)
+    assert ck["step"] == 8
+    assert all(torch.isfinite(v).all() for v in ck["student"].values() if v.is_floating_point())
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == summary["status"]
+
+
+def test_live_and_cached_teacher_both_train(corpus, tmp_path):
+    results = {}
+    for cache in (True, False):
+        cfg = tiny_cfg(corpus, tmp_path, f"teacher.cache={str(cache).lower()}", "stacking.variant=none")
+        summary = run_distill(cfg, tmp_path / f"run-{cache}")
+        assert summary["status"] == "ok" and summary["teacher_cached"] is cache
+        rows = read_metrics(tmp_path / f"run-{cache}")
+        results[cache] = rows
+        assert np.mean([r["loss"] for r in rows[-4:]]) < np.mean([r["loss"] for r in rows[:4]])
+    assert any((corpus / "cache").glob("dummy-*/COMPLETE.json")), "the cached run used the feature cache"
+
+
+def test_bad_inputs_are_one_line_errors(corpus, tmp_path):
+    cfg = tiny_cfg(corpus, tmp_path, f"data.corpus={tmp_path / 'nowhere'}")
+    with pytest.raises(FileNotFoundError, match=r"data.corpus: .*nowhere/distill.jsonl not found"):
+        run_distill(cfg, tmp_path / "a")
+    cfg = tiny_cfg(corpus, tmp_path, "stacking.variant=interleave")
+    with pytest.raises(RegistryError, match="interleaved"):
+        run_distill(cfg, tmp_path / "b")
+    cfg = tiny_cfg(corpus, tmp_path, "train.precision=bf16")
+    with pytest.raises(ConfigError, match="train.precision"):
+        run_distill(cfg, tmp_path / "c")
+
+
+def test_base_configs_validate_and_paper_asks_for_its_checkpoint():
+    for name in ("tiny", "embedded"):
+        load_run_config(ROOT / "sweeps" / "base" / f"{name}.yaml")
+    with pytest.raises(ConfigError, match="teacher.spec .*placeholder"):
+        load_run_config(ROOT / "sweeps" / "base" / "paper.yaml")
+    paper = load_run_config(ROOT / "sweeps" / "base" / "paper.yaml", ["teacher.spec=s3prl:hubert:/x.pt"])
+    assert paper.train.steps == 200000 and paper.stacking.stages == 4 and paper.stacking.add == 3
+
+
+def test_cli_distill(corpus, tmp_path, capsys):
+    from harness.cli import main
+
+    args = ["distill", "--config", str(TINY), f"data.corpus={corpus}", f"teacher.cache_dir={tmp_path / 'c'}",
+            "train.steps=8", "train.device=cpu", "--out", str(tmp_path / "run")]
+    assert main(args) == 0
+    assert capsys.readouterr().out.startswith("ok")
+    assert main(args[:2] + ["nope.yaml", "--out", str(tmp_path / "x")]) == 2
+    assert "nope.yaml" in capsys.readouterr().err
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "distill.jsonl").write_text("{not json\n")
+    assert main(args[:3] + [f"data.corpus={bad}", "teacher.cache=false", "--out", str(tmp_path / "y")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "distill.jsonl:1" in err
+
+
+@pytest.mark.parametrize("extra", [
+    ["loss.objective=askd_l2l"],
+    ["loss.objective=pred_heads", "student.target_mode=pred_heads", "student.pred_head_layers=[2, 4]"],
+    ["stacking.init=zero"],  # post-LN: MSG masks ramp the new layers in
+    ["stacking.init=random", "stacking.optim_state=reset", "stacking.layer_map=proportional"],
+])
+def test_objectives_and_growth_options_run(corpus, tmp_path, extra):
+    cfg = tiny_cfg(corpus, tmp_path, "train.steps=12", *extra)
+    summary = run_distill(cfg, tmp_path / "run")
+    assert summary["status"] == "ok" and math.isfinite(summary["final_losses"]["loss"])
+    if "loss.objective=askd_l2l" in extra:
+        rows = read_metrics(tmp_path / "run")
+        assert rows[0]["alpha"] == pytest.approx(1.0) and rows[-1]["alpha"] < 0.1  # cosine decay to 0
+
+
+def test_mismatched_objective_is_a_config_error(corpus, tmp_path):
+    cfg = tiny_cfg(corpus, tmp_path, "loss.objective=pred_heads")
+    with pytest.raises(ConfigError, match="student.target_mode: pred_heads"):
+        run_distill(cfg, tmp_path / "run")
