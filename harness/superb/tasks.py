@@ -23,7 +23,7 @@ speaking styles made from pitch, pitch range, rate and loudness), not emotion; t
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Literal
 
 from harness.registry import Registry
