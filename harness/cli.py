@@ -81,6 +81,48 @@ def cmd_data_import(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- evaluate (SUPERB)
+
+
+def _superb_options(items: list[str]) -> dict[str, dict]:
+    """``["ks.steps=100", "asr.max_utts=[200,50,50]"]`` -> ``{"ks": {"steps": 100}, ...}``."""
+    import yaml
+
+    out: dict[str, dict] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        task, dot, field = key.partition(".")
+        if not sep or not dot or not task or not field:
+            raise UserError(f"bad --set {item!r}; expected TASK.OPTION=VALUE (e.g. ks.steps=100)")
+        out.setdefault(task, {})[field] = yaml.safe_load(value)
+    return out
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from harness.superb.data import DataError
+    from harness.superb.evaluate import UpstreamError, evaluate
+
+    try:
+        res = evaluate(
+            args.upstream, args.tasks, args.corpus, args.out, profile=args.profile,
+            device=args.device, cache_dir=args.cache_dir, seed=args.seed,
+            options=_superb_options(args.set), baselines=None if args.no_score else "auto",
+            ref=args.ref, log=None if args.quiet else print,
+        )
+    except (UpstreamError, DataError, ValueError) as err:
+        raise UserError(str(err).splitlines()[0]) from None
+    print(f"{'task':<5} {'metric':<9} {'value':>8} {'dev':>8} {'n':>6}  status")
+    for name, r in res["tasks"].items():
+        value = "-" if r.get("value") is None else f"{r['value']:.4f}"
+        dev = "-" if r.get("dev_value") is None else f"{r['dev_value']:.4f}"
+        print(f"{name:<5} {r['metric']:<9} {value:>8} {dev:>8} {r.get('n', 0):>6}  {r['status']}")
+    score = (res.get("score") or {}).get("score")
+    if score is not None:
+        print(f"SUPERB score: {score:.1f} (fbank = 0, {res['score']['ref']} = 1000)")
+    failed = [n for n, r in res["tasks"].items() if r["status"] != "ok"]
+    return 1 if failed else 0
+
+
 # ----------------------------------------------------------------------------- sweep
 
 
@@ -158,6 +200,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--force", action="store_true", help="re-import even if <out>/corpus.json says it is done")
     p.set_defaults(func=cmd_data_import)
+
+    p = sub.add_parser(
+        "evaluate", help="score an upstream on SUPERB tasks (superb.json, summary.json)",
+        epilog="examples:\n  harness evaluate runs/interleaved-s0 --tasks ks,ic,sid,er,pr,asr\n"
+        "  harness evaluate embedded:harness/assets/teacher_embedded.pt --corpus data/embedded "
+        "--out results/teacher/superb.json\n"
+        "  harness evaluate fbank --corpus data/embedded --tasks ks,pr --no-score\n"
+        "  harness evaluate runs/x --set asr.steps=300 --set ks.max_utts=[500,100,200]",
+        formatter_class=_formatter,
+    )
+    p.add_argument("upstream", help="run folder, student .ckpt, 'fbank' or a teacher spec")
+    p.add_argument("--tasks", default="ks,ic,sid,er,pr,asr", help="comma-separated task names")
+    p.add_argument("--corpus", default=None, help="corpus folder (default: the run's data.corpus)")
+    p.add_argument("--out", default=None, help="superb.json path (default: <run>/superb.json)")
+    p.add_argument("--profile", choices=("tiny", "embedded", "paper"), default=None,
+                   help="task settings (default: the run's profile, else embedded)")
+    p.add_argument("--ref", default=None,
+                   help="reference for the SUPERB score (default: the run's teacher; paper: published)")
+    p.add_argument("--no-score", action="store_true", help="skip the SUPERB score (no baselines)")
+    p.add_argument("--set", action="append", default=[], metavar="TASK.OPTION=VALUE",
+                   help="override a task option (steps, lr, batch_size, max_utts, hidden, ...)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--cache-dir", default=None, help="feature store (default: cache/superb)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
         "sweep", help="run a YAML grid of distill + evaluate trials (Ray Tune)",

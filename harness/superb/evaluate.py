@@ -1,0 +1,331 @@
+"""Score one upstream on SUPERB tasks: extract features once, train each task's head.
+
+``evaluate(upstream, tasks, corpus_dir, out_path)`` is the whole protocol:
+
+1. resolve the upstream (a student run folder, a teacher spec, or ``fbank``);
+2. check that every split the tasks read exists (one-line error naming the missing one);
+3. per task: take the cached features of its splits (extracted on first use, once per
+   upstream and split, fp16, see :mod:`harness.superb.cache`), train the head with the
+   learned layer weights, select on dev, score test (:mod:`harness.superb.train`);
+   a failing task is recorded with its error and the others still run;
+4. optionally the SUPERB score against fbank and a reference (:mod:`harness.superb.score`);
+5. write ``superb.json`` and, for a run folder, merge the numbers into ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+import harness.superb.fbank  # noqa: F401  (registers the 'fbank' upstream kind)
+from harness.superb import score as scoring
+from harness.superb.cache import split_features
+from harness.superb.data import check_splits, read_split, subsample
+from harness.superb.tasks import Task, parse_tasks
+from harness.superb.train import train_task
+
+DEFAULT_CACHE = Path(os.environ.get("HARNESS_CACHE", "cache")) / "superb"
+
+
+class UpstreamError(ValueError):
+    """The upstream cannot be loaded (corrupt checkpoint, bad spec); one line."""
+
+
+def _oneline(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+# ----------------------------------------------------------------------------- upstreams
+
+
+def _read_yaml(path: Path) -> dict:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise UpstreamError(f"cannot read {path}: {_oneline(err)}") from None
+    return data if isinstance(data, dict) else {}
+
+
+def load_upstream(source: str | Path, device: str | torch.device = "cpu"):
+    """Build the upstream named by ``source``.
+
+    Args:
+        source: a run folder (holding ``student.ckpt``), a ``.ckpt`` file, ``fbank``, or a
+            teacher spec (``dummy``, ``embedded:PATH``, ``s3prl:hubert:PATH``, ``hf:DIR``).
+        device: where it runs.
+
+    Returns:
+        ``(upstream, run_dir or None, run_config dict)``.
+
+    Raises:
+        FileNotFoundError: a folder without ``student.ckpt``, or a missing checkpoint.
+        UpstreamError: a corrupt checkpoint or a spec that fails to load (one line).
+        RegistryError: an unknown teacher kind.
+    """
+    from harness.registry import RegistryError
+
+    path = Path(str(source))
+    run_dir, ckpt = None, None
+    if path.is_dir():
+        run_dir, ckpt = path, path / "student.ckpt"
+        if not ckpt.is_file():
+            raise FileNotFoundError(f"{path} is not a run folder: it has no student.ckpt")
+    elif path.suffix == ".ckpt":
+        ckpt = path
+        if not ckpt.is_file():
+            raise FileNotFoundError(f"checkpoint {ckpt} does not exist")
+    if ckpt is not None:
+        try:  # a truncated or foreign file fails here with a clear message, before any model code
+            torch.load(ckpt, map_location="cpu", weights_only=False)
+        except Exception as err:
+            raise UpstreamError(f"corrupt checkpoint {ckpt}: {_oneline(err)}") from None
+        try:
+            from harness.student import load_student
+        except ImportError as err:
+            raise UpstreamError(f"cannot load {ckpt}: harness.student is unavailable ({_oneline(err)})") from None
+        try:
+            upstream = load_student(ckpt, device)
+        except FileNotFoundError:
+            raise
+        except Exception as err:
+            raise UpstreamError(f"corrupt checkpoint {ckpt}: {_oneline(err)}") from None
+        config = _read_yaml(run_dir / "config.yaml") if run_dir and (run_dir / "config.yaml").is_file() else {}
+        return _frozen(upstream), run_dir, config
+    from harness.teachers.base import load_teacher
+
+    try:
+        upstream = load_teacher(str(source), device)
+    except (FileNotFoundError, RegistryError):
+        raise
+    except Exception as err:
+        raise UpstreamError(f"cannot load upstream {str(source)!r}: {_oneline(err)}") from None
+    return _frozen(upstream), None, {}
+
+
+def _frozen(upstream):
+    if isinstance(upstream, torch.nn.Module):
+        upstream.eval()
+        for p in upstream.parameters():
+            p.requires_grad_(False)
+    return upstream
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def evaluate(
+    upstream: str | Path,
+    tasks: str | list[str],
+    corpus_dir: str | Path | None = None,
+    out_path: str | Path | None = None,
+    *,
+    profile: str | None = None,
+    device: str = "cpu",
+    cache_dir: str | Path | None = None,
+    seed: int = 0,
+    options: dict[str, dict] | None = None,
+    baselines: str | dict | None = "auto",
+    ref: str | None = None,
+    log: Callable[[str], None] | None = print,
+) -> dict:
+    """Score ``upstream`` on ``tasks``; write ``superb.json``.
+
+    Args:
+        upstream: run folder, ``.ckpt`` file, ``fbank`` or teacher spec.
+        tasks: ``"ks,ic,sid,er,pr,asr"`` or a list of names.
+        corpus_dir: corpus folder with the task manifests; default: the run's
+            ``data.corpus`` for a run folder.
+        out_path: where to write ``superb.json``; default ``<run>/superb.json`` for a run
+            folder, else nothing is written.
+        profile: ``tiny``, ``embedded`` or ``paper``; default the run's profile, else
+            ``embedded``.
+        device: ``cpu`` / ``cuda``.
+        cache_dir: feature store root (default ``$HARNESS_CACHE/superb`` or ``cache/superb``).
+        seed: subsets, head init and batch order.
+        options: per-task option overrides, ``{"ks": {"steps": 100}}``.
+        baselines: ``"auto"``: compute the SUPERB score against fbank and ``ref`` (the
+            published table in ``paper``; ``fbank`` and the reference upstream scored here
+            with the same settings otherwise, memoised under the cache); a dict
+            ``{"fbank": {task: value}, "ref": {task: value}, "ref_name": str}``; or None
+            (no score).
+        ref: reference upstream for the score outside ``paper`` (default: the run's
+            ``teacher.spec``); a spec, run folder, or a ``superb.json`` path.
+        log: progress printer (None = silent).
+
+    Returns:
+        The ``superb.json`` payload: ``{"upstream", "upstream_id", "profile", "corpus",
+        "tasks": {name: {"status", "metric", "direction", "value", "n", "dev_value",
+        "layer_weights", ...}}, "score": {...} or None, ...}``.
+
+    Raises:
+        RegistryError: unknown task name. FileNotFoundError: missing corpus or split.
+        UpstreamError: the upstream cannot be loaded.
+    """
+    from harness.provenance import git_commit, hardware
+
+    log = log or (lambda _msg: None)
+    t_start = time.perf_counter()
+    up, run_dir, run_cfg = load_upstream(upstream, device)
+    profile = profile or run_cfg.get("profile") or "embedded"
+    task_list = parse_tasks(tasks, profile)
+    opts = options or {}
+    for name in opts:
+        if name not in {t.name for t in task_list}:
+            raise ValueError(f"options given for task {name!r}, which is not being evaluated")
+    task_list = [t.replace(**opts.get(t.name, {})) for t in task_list]
+    if corpus_dir is None:
+        corpus_dir = (run_cfg.get("data") or {}).get("corpus")
+        if corpus_dir is None:
+            raise FileNotFoundError("no corpus folder given (pass --corpus DIR)")
+    corpus_dir = Path(corpus_dir)
+    check_splits(corpus_dir, sorted({s for t in task_list for s in t.splits}))
+    cache_dir = Path(cache_dir) if cache_dir else DEFAULT_CACHE
+    log(f"superb: {getattr(up, 'id', upstream)} on {corpus_dir} ({profile}): "
+        + ",".join(t.name for t in task_list))
+
+    results: dict[str, dict] = {}
+    for task in task_list:
+        t0 = time.perf_counter()
+        try:
+            results[task.name] = _run_task(up, task, corpus_dir, cache_dir, device, seed, log)
+        except Exception as err:  # one failed task must not lose the others
+            results[task.name] = {"status": f"failed: {type(err).__name__}: {_oneline(err)}",
+                                  "metric": task.metric, "direction": task.direction,
+                                  "value": None, "n": 0}
+            log(f"  {task.name}: FAILED ({_oneline(err)})")
+        else:
+            r = results[task.name]
+            log(f"  {task.name}: {task.metric} {r['value']:.4f} (dev {r['dev_value']:.4f}, "
+                f"n={r['n']}) in {time.perf_counter() - t0:.1f} s")
+        results[task.name]["task_seconds"] = round(time.perf_counter() - t0, 2)
+
+    payload = {
+        "upstream": str(upstream), "upstream_id": getattr(up, "id", str(upstream)),
+        "num_layers": getattr(up, "num_layers", None), "width": getattr(up, "width", None),
+        "profile": profile, "corpus": str(corpus_dir), "seed": seed,
+        "tasks": results, "score": None,
+        "seconds": round(time.perf_counter() - t_start, 2),
+        "git_commit": git_commit(), "hardware": hardware(),
+    }
+    if baselines is not None:
+        try:
+            payload["score"] = _score(payload, baselines, ref, run_cfg, task_list, corpus_dir,
+                                      profile, device, cache_dir, seed, opts, log)
+        except Exception as err:  # the task numbers stay valid without a score
+            payload["score"] = {"score": None, "error": _oneline(err)}
+            log(f"  score: not computed ({_oneline(err)})")
+    payload["seconds"] = round(time.perf_counter() - t_start, 2)
+
+    if out_path is None and run_dir is not None:
+        out_path = run_dir / "superb.json"
+    if out_path is not None:
+        _write_json(Path(out_path), payload)
+    if run_dir is not None:
+        merge_summary(run_dir, payload)
+    return payload
+
+
+def _run_task(up, task: Task, corpus_dir: Path, cache_dir: Path, device, seed, log) -> dict:
+    records, feats = {}, {}
+    for split, limit in zip(task.splits, task.max_utts):
+        records[split] = subsample(read_split(corpus_dir, split), limit, seed)
+        feats[split] = split_features(up, records[split], corpus_dir, split, cache_dir,
+                                      frames=task.level == "sequence", device=device, log=log)
+    out = train_task(task, feats, records, seed=seed, device=device, log=None)
+    return {"status": "ok", "title": task.title, "head": task.head, **out,
+            "max_utts": list(task.max_utts)}
+
+
+# ----------------------------------------------------------------------------- score
+
+
+def _score(payload, baselines, ref, run_cfg, task_list, corpus_dir, profile, device, cache_dir,
+           seed, opts, log) -> dict:
+    values, dirs = scoring.values_of(payload)
+    if isinstance(baselines, dict):
+        fb, rf, ref_name = baselines["fbank"], baselines["ref"], baselines.get("ref_name", "given")
+    elif profile == "paper" and ref is None:
+        fb, rf, ref_name = scoring.PAPER_FBANK, scoring.PAPER_REFERENCE, "HuBERT Base (published)"
+    else:
+        ref = ref or (run_cfg.get("teacher") or {}).get("spec")
+        if not ref:
+            raise ValueError("no reference upstream for the SUPERB score (pass --ref SPEC)")
+        common = dict(tasks=[t.name for t in task_list], corpus_dir=corpus_dir, profile=profile,
+                      device=device, cache_dir=cache_dir, seed=seed, options=opts, log=log)
+        fb = scoring.values_of(baseline_results("fbank", **common))[0]
+        rf = scoring.values_of(baseline_results(ref, **common))[0]
+        ref_name = str(ref)
+    out = scoring.superb_score(values, dirs, fb, rf)
+    out.update(ref=ref_name, fbank={k: fb.get(k) for k in values}, ref_values={k: rf.get(k) for k in values})
+    if profile == "paper" and not isinstance(baselines, dict) and ref is None:
+        out["source"] = scoring.PAPER_SOURCE
+    if out["score"] is not None:
+        log(f"  SUPERB score {out['score']:.1f} (fbank = 0, {ref_name} = 1000)")
+    return out
+
+
+def baseline_results(source: str, tasks, corpus_dir, profile, device, cache_dir, seed, options,
+                     log) -> dict:
+    """``superb.json`` payload of a baseline (fbank or the reference), memoised on disk.
+
+    ``source`` may be a ``superb.json`` file (read as is). Otherwise the upstream is scored
+    with the same tasks, options, corpus and seed, and the result kept under
+    ``<cache_dir>/results/`` keyed by all of them, so a sweep scores its baselines once.
+    """
+    if str(source).endswith(".json") and Path(source).is_file():
+        return json.loads(Path(source).read_text())
+    up, _, _ = load_upstream(source, device)
+    key = hashlib.sha1(json.dumps(
+        [up.id, sorted(tasks), str(Path(corpus_dir).resolve()), profile, seed, options],
+        sort_keys=True, default=str).encode()).hexdigest()[:16]
+    path = Path(cache_dir) / "results" / f"{key}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    if log:
+        log(f"  scoring baseline {source} (once; memoised in {path})")
+    res = evaluate(source, tasks, corpus_dir, path, profile=profile, device=device,
+                   cache_dir=cache_dir, seed=seed, options=options, baselines=None, log=None)
+    return res
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def merge_summary(run_dir: Path, payload: dict) -> dict:
+    """Merge per-task numbers and the SUPERB score into ``<run>/summary.json``.
+
+    Adds ``tasks`` (per task: metric, direction, value, n, status) and ``superb_score``
+    (None when not computed); other keys are kept.
+    """
+    path = Path(run_dir) / "summary.json"
+    summary = {}
+    if path.is_file():
+        try:
+            summary = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise UpstreamError(f"{path} is not valid JSON ({err.msg}); not overwriting it") from None
+    summary["tasks"] = {
+        name: {k: r.get(k) for k in ("metric", "direction", "value", "n", "status")}
+        for name, r in payload["tasks"].items()
+    }
+    score = payload.get("score") or {}
+    summary["superb_score"] = score.get("score")
+    summary["superb_ref"] = score.get("ref")
+    _write_json(path, summary)
+    return summary

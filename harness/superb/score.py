@@ -1,0 +1,101 @@
+"""The SUPERB score: per-task results rescaled between the fbank baseline and a reference.
+
+    score = 1000 / |T| * sum_t (s_t - s_t(fbank)) / (s_t(ref) - s_t(fbank))
+
+fbank scores 0 and the reference 1000; a model better than the reference on a task
+scores above 1000 there. The formula is direction-aware: for a lower-is-better metric
+(PER, WER) both numerator and denominator are negative when the model beats fbank, so the
+ratio is again positive; a reference that is not strictly better than fbank in the
+task's direction is an error (the task cannot be normalised).
+
+References by profile:
+
+* ``embedded`` (and ``tiny``): the teacher scored by the same harness on the same corpus
+  (its ``superb.json``), and fbank scored likewise.
+* ``paper``: published numbers, :data:`PAPER_REFERENCE` (HuBERT Base, the paper's
+  teacher) and :data:`PAPER_FBANK` (the SUPERB paper's FBANK row).
+"""
+
+from __future__ import annotations
+
+import math
+
+# Published SUPERB numbers, as fractions (accuracy; PER/WER). Sources:
+#   HuBERT Base: SUPERB paper, Yang et al., "SUPERB: Speech processing Universal PERformance
+#     Benchmark", Interspeech 2021 (arXiv 2105.01051), Table 3 (PR 5.41 PER, KS 96.30,
+#     IC 98.34, SID 81.42, ER 64.92, ASR 6.42 WER without LM).
+#   FBANK: same table, FBANK row (PR 82.01, KS 8.63, IC 9.10, SID 8.5E-4 (percent, i.e.
+#     chance level), ER 35.39, ASR 23.18).
+# TO BE VERIFIED: these values were written from the paper as remembered; no source text
+# available in this environment (installed packages, the search index) shows the table, so
+# check them against arXiv 2105.01051 Table 3 before publishing paper-profile scores.
+PAPER_VERIFIED = False
+PAPER_REFERENCE: dict[str, float] = {
+    "pr": 0.0541, "ks": 0.9630, "ic": 0.9834, "sid": 0.8142, "er": 0.6492, "asr": 0.0642,
+}
+PAPER_FBANK: dict[str, float] = {
+    "pr": 0.8201, "ks": 0.0863, "ic": 0.0910, "sid": 8.5e-6, "er": 0.3539, "asr": 0.2318,
+}
+PAPER_SOURCE = ("SUPERB paper (arXiv 2105.01051) Table 3: HuBERT Base and FBANK rows; "
+                "to be verified" if not PAPER_VERIFIED else "SUPERB paper (arXiv 2105.01051) Table 3")
+
+
+class ScoreError(ValueError):
+    """A task cannot be normalised (missing baseline, reference not better than fbank)."""
+
+
+def task_score(value: float, fbank: float, ref: float, direction: str) -> float:
+    """``1000 * (value - fbank) / (ref - fbank)`` for one task.
+
+    Raises:
+        ScoreError: ``ref`` is not strictly better than ``fbank`` in ``direction``.
+    """
+    if direction not in ("higher", "lower"):
+        raise ScoreError(f"direction must be 'higher' or 'lower', got {direction!r}")
+    gain = (ref - fbank) if direction == "higher" else (fbank - ref)
+    if not gain > 0:
+        raise ScoreError(f"reference {ref:.4g} is not better than fbank {fbank:.4g} "
+                         f"({direction} is better)")
+    own = (value - fbank) if direction == "higher" else (fbank - value)
+    return 1000.0 * own / gain
+
+
+def superb_score(values: dict[str, float], directions: dict[str, str], fbank: dict[str, float],
+                 ref: dict[str, float]) -> dict:
+    """SUPERB score over the tasks of ``values`` that have a baseline and a reference.
+
+    Args:
+        values: task -> the model's metric value (fraction).
+        directions: task -> ``higher`` / ``lower``.
+        fbank: task -> fbank's value on the same task.
+        ref: task -> the reference's value.
+
+    Returns:
+        ``{"score", "tasks", "per_task", "skipped"}``: the mean of the per-task scores
+        (each 0 = fbank, 1000 = reference); ``skipped`` maps each task left out to why.
+        ``score`` is None when no task could be scored.
+    """
+    per_task, skipped = {}, {}
+    for task, value in values.items():
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            skipped[task] = "no value"
+        elif task not in fbank or fbank[task] is None:
+            skipped[task] = "no fbank value"
+        elif task not in ref or ref[task] is None:
+            skipped[task] = "no reference value"
+        else:
+            try:
+                per_task[task] = task_score(value, fbank[task], ref[task], directions[task])
+            except ScoreError as err:
+                skipped[task] = str(err)
+    score = sum(per_task.values()) / len(per_task) if per_task else None
+    return {"score": score, "tasks": sorted(per_task), "per_task": per_task, "skipped": skipped}
+
+
+def values_of(superb: dict) -> tuple[dict[str, float], dict[str, str]]:
+    """Task values and directions of a ``superb.json`` payload (failed tasks left out)."""
+    values, dirs = {}, {}
+    for name, res in superb.get("tasks", {}).items():
+        if res.get("status", "ok") == "ok" and res.get("value") is not None:
+            values[name], dirs[name] = float(res["value"]), res["direction"]
+    return values, dirs

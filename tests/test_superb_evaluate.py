@@ -1,0 +1,138 @@
+import json
+import sys
+import types
+
+import pytest
+import torch
+
+from harness.cli import main
+from harness.registry import RegistryError
+from harness.superb.evaluate import UpstreamError, evaluate, load_upstream
+from harness.teachers.base import TEACHERS
+from superb_fake import ToyUpstream, write_corpus
+
+if "toy" not in TEACHERS.names():
+    TEACHERS.register("toy")(lambda arg, device="cpu": ToyUpstream(int(arg or 0)))
+
+FAST = {t: {"steps": 30, "eval_every": 15} for t in ("ks", "ic", "sid", "er", "pr", "asr")}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("superb") / "corpus")
+
+
+def _opts(tasks):
+    return {t: FAST[t] for t in tasks}
+
+
+def test_evaluate_teacher_spec_writes_superb_json(corpus, tmp_path):
+    out = tmp_path / "superb.json"
+    res = evaluate("toy:0", "ks,pr,asr", corpus, out, profile="tiny", cache_dir=tmp_path / "c",
+                   options=_opts(["ks", "pr", "asr"]), baselines=None, log=None)
+    saved = json.loads(out.read_text())
+    assert saved["tasks"].keys() == {"ks", "pr", "asr"}
+    for name, r in saved["tasks"].items():
+        assert r["status"] == "ok"
+        assert {"metric", "direction", "value", "n", "dev_value", "layer_weights"} <= r.keys()
+        assert len(r["layer_weights"]) == 3 and abs(sum(r["layer_weights"]) - 1) < 1e-5
+        assert r["n"] == 8
+    # tone classes are linearly separable from the toy upstream's band energies
+    assert saved["tasks"]["ks"]["value"] > 0.5
+    assert saved["tasks"]["pr"]["direction"] == "lower"
+    assert res["upstream_id"] == "toy-0"
+    # features were stored once per split: asr_* with frames, ks_* pooled only
+    stores = sorted(p.name.split("-")[0] for p in (tmp_path / "c" / "toy-0").iterdir())
+    assert stores == ["asr_dev", "asr_test", "asr_train", "ks_dev", "ks_test", "ks_train"]
+
+
+def test_fbank_is_a_one_state_upstream(corpus, tmp_path):
+    res = evaluate("fbank", "ks", corpus, None, profile="tiny", cache_dir=tmp_path,
+                   options=_opts(["ks"]), baselines=None, log=None)
+    assert res["tasks"]["ks"]["layer_weights"] == [1.0]
+    assert res["num_layers"] == 0 and res["width"] == 80
+
+
+def test_one_failed_task_keeps_the_others(corpus, tmp_path):
+    broken = write_corpus(tmp_path / "broken", tasks=("ks", "ic"))
+    (broken / "audio" / "ic_test_003.flac").write_bytes(b"not a flac")
+    out = tmp_path / "superb.json"
+    res = evaluate("toy:0", "ic,ks", broken, out, profile="tiny", cache_dir=tmp_path / "c",
+                   options=_opts(["ks", "ic"]), baselines=None, log=None)
+    saved = json.loads(out.read_text())
+    assert saved["tasks"]["ic"]["status"].startswith("failed")
+    assert "ic_test_003.flac" in saved["tasks"]["ic"]["status"]
+    assert saved["tasks"]["ic"]["value"] is None
+    assert saved["tasks"]["ks"]["status"] == "ok" and saved["tasks"]["ks"]["value"] is not None
+    assert res == saved or res["tasks"].keys() == saved["tasks"].keys()
+
+
+def test_missing_split_unknown_task(corpus, tmp_path):
+    partial = write_corpus(tmp_path / "partial", tasks=("ks",))
+    (partial / "ks_dev.jsonl").unlink()
+    with pytest.raises(FileNotFoundError, match="missing split 'ks_dev'"):
+        evaluate("toy:0", "ks", partial, None, cache_dir=tmp_path, baselines=None, log=None)
+    with pytest.raises(RegistryError, match="'kz'"):
+        evaluate("toy:0", "ks,kz", corpus, None, cache_dir=tmp_path, baselines=None, log=None)
+
+
+def test_cli_errors_are_one_line(corpus, tmp_path, capsys):
+    partial = write_corpus(tmp_path / "partial", tasks=("ks",))
+    (partial / "ks_test.jsonl").unlink()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "student.ckpt").write_bytes(b"\x00garbage, not a torch checkpoint")
+    cases = [
+        (["evaluate", "toy:0", "--corpus", str(partial), "--tasks", "ks"], "ks_test"),
+        (["evaluate", "toy:0", "--corpus", str(corpus), "--tasks", "ks,sidd"], "sidd"),
+        (["evaluate", str(run), "--corpus", str(corpus), "--tasks", "ks"], "student.ckpt"),
+        (["evaluate", str(tmp_path), "--corpus", str(corpus)], "no student.ckpt"),
+    ]
+    for argv, needle in cases:
+        assert main(argv + ["--cache-dir", str(tmp_path / "c")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and needle in err, err
+
+
+def test_corrupt_checkpoint_names_the_file(tmp_path):
+    ckpt = tmp_path / "student.ckpt"
+    torch.save({"weights": torch.zeros(3)}, ckpt)
+    ckpt.write_bytes(ckpt.read_bytes()[:40])  # truncated
+    with pytest.raises(UpstreamError, match="corrupt checkpoint .*student.ckpt"):
+        load_upstream(tmp_path)
+
+
+def test_run_folder_superb_json_and_summary_merge(corpus, tmp_path, monkeypatch):
+    # a stand-in for harness.student.load_student (the real one lives in the core branch)
+    fake = types.ModuleType("harness.student")
+    fake.load_student = lambda path, device="cpu": ToyUpstream(2)
+    monkeypatch.setitem(sys.modules, "harness.student", fake)
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"Config": {}, "Distiller": {}}, run / "student.ckpt")
+    (run / "config.yaml").write_text(f"profile: tiny\nteacher:\n  spec: toy:0\ndata:\n  corpus: {corpus}\n")
+    (run / "summary.json").write_text(json.dumps({"run_id": "r1", "status": "ok"}))
+    res = evaluate(run, "ks,er", None, None, cache_dir=tmp_path / "c", options=_opts(["ks", "er"]),
+                   baselines={"fbank": {"ks": 0.0, "er": 0.0}, "ref": {"ks": 2.0, "er": 2.0},
+                              "ref_name": "hand"}, log=None)
+    saved = json.loads((run / "superb.json").read_text())
+    assert saved["profile"] == "tiny" and saved["tasks"]["ks"]["status"] == "ok"
+    expected = 1000 * (saved["tasks"]["ks"]["value"] + saved["tasks"]["er"]["value"]) / 2 / 2.0
+    assert saved["score"]["score"] == pytest.approx(expected)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["run_id"] == "r1" and summary["superb_score"] == pytest.approx(expected)
+    assert summary["tasks"]["er"] == {k: saved["tasks"]["er"][k]
+                                      for k in ("metric", "direction", "value", "n", "status")}
+    assert res["score"]["ref"] == "hand"
+
+
+def test_auto_baselines_are_memoised(corpus, tmp_path):
+    common = dict(profile="tiny", cache_dir=tmp_path / "c", options=_opts(["ks"]), ref="toy:1", log=None)
+    first = evaluate("toy:0", "ks", corpus, None, **common)
+    assert first["score"]["ref"] == "toy:1" and set(first["score"]["fbank"]) == {"ks"}
+    memo = sorted((tmp_path / "c" / "results").glob("*.json"))
+    assert len(memo) == 2  # fbank and toy:1, each scored once
+    stamp = [p.stat().st_mtime_ns for p in memo]
+    second = evaluate("toy:2", "ks", corpus, None, **common)
+    assert [p.stat().st_mtime_ns for p in memo] == stamp
+    assert second["score"]["fbank"] == first["score"]["fbank"]
