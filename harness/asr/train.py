@@ -44,9 +44,19 @@ class AsrDataConfig:
 
 @dataclass
 class AsrTeacherConfig:
-    """The teacher checkpoint folder (``harness asr train-teacher`` or a local Whisper)."""
+    """The teacher checkpoint folder (``harness asr train-teacher`` or a local Whisper).
+
+    In a study, an empty ``path`` means: train the profile's character-level teacher into
+    ``<study folder>/teacher`` first (``train_steps``, 0 = the profile's default).
+    """
 
     path: str = ""
+    train_steps: int = 0
+    train_lr: float = 2e-3
+
+    def validate(self) -> None:
+        if self.train_steps < 0 or self.train_lr <= 0:
+            raise ConfigError("train_steps must be >= 0 and train_lr > 0")
 
 
 @dataclass
