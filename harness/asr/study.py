@@ -125,7 +125,7 @@ def run_asr_study(path: str | Path, resume: bool = False, log: Callable[[str], N
         teacher_path = str(out / "teacher")
         train_teacher(first.profile, teacher_path, first.data.corpus, steps=first.teacher.train_steps,
                       seed=0, batch_size=first.data.batch_size, lr=first.teacher.train_lr,
-                      threads=first.train.threads, log=log)
+                      threads=first.train.threads, log=log, **first.teacher.shape)
     log(f"[asr] study {sweep.config.name}: {len(sweep.trials)} runs -> {out}")
     for t in sweep.trials:
         run_dir = out / t.run_id

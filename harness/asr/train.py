@@ -53,6 +53,15 @@ class AsrTeacherConfig:
     path: str = ""
     train_steps: int = 0
     train_lr: float = 2e-3
+    shape: dict[str, int] = field(default_factory=dict)  # preset overrides, e.g. {d_model: 128}
+
+    def __post_init__(self) -> None:
+        from harness.asr.teacher import TEACHER_PRESETS
+
+        known = set(TEACHER_PRESETS["tiny"])
+        bad = [k for k in self.shape if k not in known]
+        if bad:
+            raise ConfigError(f"teacher.shape: unknown key {bad[0]!r}; choose from {', '.join(sorted(known))}")
 
     def validate(self) -> None:
         if self.train_steps < 0 or self.train_lr <= 0:
@@ -287,10 +296,11 @@ TEACHER_STEPS = {"tiny": 150, "embedded": 1500}
 
 def train_teacher(profile: str, out: str | Path, corpus: str | Path, steps: int = 0, seed: int = 0,
                   batch_size: int = 16, lr: float = 2e-3, threads: int = 0,
-                  log: Callable[[str], None] = print) -> Path:
+                  log: Callable[[str], None] = print, **shape) -> Path:
     """Train the profile's character-level Whisper teacher on ``<corpus>/asr_train.jsonl``.
 
     Skipped when ``out`` already holds a finished teacher (``harness_asr.json``).
+    ``shape`` overrides entries of the profile's preset (``d_model``, ``decoder_layers``...).
 
     Returns:
         ``out``, a self-contained Whisper checkpoint folder.
@@ -313,7 +323,7 @@ def train_teacher(profile: str, out: str | Path, corpus: str | Path, steps: int 
             raise FileNotFoundError(f"{p}: no such ASR manifest (build the corpus: harness data build "
                                     f"--profile {profile} --out {corpus})")
         recs += read_manifest(p)
-    asr = new_char_model(profile, chunk_seconds_for(recs), seed=seed)
+    asr = new_char_model(profile, chunk_seconds_for(recs), seed=seed, **shape)
     split = AsrSplit(corpus / "asr_train.jsonl", asr)
     steps = steps or TEACHER_STEPS.get(profile, 1000)
     started = now_iso()
