@@ -80,3 +80,29 @@ def test_config_errors(tmp_path):
         load_asr_config(None, ["teacher.shape={width: 3}"])
     with pytest.raises(ConfigError, match="teacher.path must name"):
         run_asr_distill(load_asr_config(None), tmp_path / "r")
+
+
+def test_growth_inside_fit(tone):
+    root, teacher_dir = tone
+    teacher = load_asr_model(teacher_dir)
+    student = shrink(teacher, decoder_layers=1)
+    split = AsrSplit(root / "asr_train.jsonl", teacher)
+    res = fit(student, split, 4, AsrLossConfig(objective="askd"), AsrOptimConfig(), batch_size=8,
+              teacher=teacher, log_every=2, grow_at={2: [0, 0]})
+    assert student.model.config.decoder_layers == 2 and len(student.model.model.decoder.layers) == 2
+    assert res["final"]["total"] > 0
+
+
+def test_growth_plan_from_config():
+    from harness.asr.train import AsrStudentConfig
+
+    assert AsrStudentConfig(decoder_layers=2).growth(100) == (2, {})
+    cfg = AsrStudentConfig(decoder_layers=3, grow_variant="top", grow_stages=3, grow_add=1)
+    try:
+        import harness.stacking  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match="needs harness.stacking"):
+            cfg.growth(90)
+        return
+    first, at = cfg.growth(90)
+    assert first == 1 and sorted(at) == [30, 60] and [len(p) for p in at.values()] == [2, 3]

@@ -188,6 +188,8 @@ def measure_latency(models: dict, split, n: int = 24, warmup: int = 2) -> dict:
         name -> ``{"latency_s" (mean seconds per utterance), "rtf", "tokens_per_s", "n",
         "threads"}``.
     """
+    from harness.asr.data import featurize
+
     n = max(1, min(n, len(split)))
     names = list(models)
     secs = {m: 0.0 for m in names}
@@ -200,8 +202,6 @@ def measure_latency(models: dict, split, n: int = 24, warmup: int = 2) -> dict:
         for m in order:
             asr = models[m]
             t0 = time.perf_counter()
-            from harness.asr.data import featurize
-
             ids = greedy_decode(asr, featurize(asr, [wav]))
             dt = time.perf_counter() - t0
             if i >= 0:

@@ -75,10 +75,39 @@ class AsrStudentConfig:
     decoder_layers: int = 2
     encoder_layers: int = 0  # 0 = the teacher's encoder, whole
     freeze_encoder: bool = True  # Distil-Whisper freezes the copied encoder
+    # Optional depth growth of the decoder with a stacking variant of harness.stacking:
+    # start at decoder_layers - (grow_stages - 1) * grow_add layers, grow at equal steps.
+    grow_variant: str = "none"
+    grow_stages: int = 1
+    grow_add: int = 1
 
     def validate(self) -> None:
         if self.decoder_layers < 1 or self.encoder_layers < 0:
             raise ConfigError("decoder_layers must be >= 1 and encoder_layers >= 0")
+        if self.grow_stages < 1 or self.grow_add < 1:
+            raise ConfigError("grow_stages and grow_add must be >= 1")
+        if self.grow_variant != "none" and self.decoder_layers - (self.grow_stages - 1) * self.grow_add < 1:
+            raise ConfigError(f"decoder_layers {self.decoder_layers} cannot grow in {self.grow_stages} stages "
+                              f"of {self.grow_add} layers (the first stage would have < 1 layer)")
+
+    def growth(self, steps: int) -> tuple[int, dict[int, list[int]]]:
+        """``(first depth, {step: stacking plan})`` for the decoder (``harness.stacking.plan``).
+
+        Raises:
+            ConfigError: growth asked for but ``harness.stacking`` is not available.
+        """
+        if self.grow_variant == "none" or self.grow_stages == 1:
+            return self.decoder_layers, {}
+        try:
+            from harness.stacking import plan
+        except ImportError as err:
+            raise ConfigError(f"student.grow_variant {self.grow_variant!r} needs harness.stacking ({err})") from None
+        depth = self.decoder_layers - (self.grow_stages - 1) * self.grow_add
+        first, at = depth, {}
+        for stage in range(1, self.grow_stages):
+            at[stage * steps // self.grow_stages] = list(plan(self.grow_variant, depth, self.grow_add))
+            depth += self.grow_add
+        return first, at
 
 
 @dataclass
@@ -175,7 +204,7 @@ def fit(
     student, split, steps: int, loss_cfg: AsrLossConfig, optim_cfg: AsrOptimConfig,
     batch_size: int = 16, seed: int = 0, teacher=None, freeze_encoder: bool = True,
     log_every: int = 10, metrics_path: Optional[Path] = None,
-    on_log: Optional[Callable[[dict], None]] = None,
+    on_log: Optional[Callable[[dict], None]] = None, grow_at: Optional[dict[int, list[int]]] = None,
 ) -> dict:
     """Train ``student`` in place for ``steps`` steps.
 
@@ -186,6 +215,10 @@ def fit(
         teacher: frozen teacher (needed by ``kd``, ``askd`` and pseudo-labels).
         freeze_encoder: keep the student's encoder fixed. When its encoder is also the
             teacher's (same depth), one encoder pass serves both.
+        grow_at: ``{step: plan}``: before that step the decoder is rebuilt from the plan
+            (:func:`harness.asr.student.grow_decoder`; the EMA self-teacher grows alike),
+            and AdamW restarts on the new parameter set (its moments reset) while the
+            learning-rate schedule continues.
 
     Returns:
         ``{"steps", "train_seconds", "first": {loss parts at step 0}, "final": {mean loss
@@ -210,9 +243,13 @@ def fit(
         enc.eval()
     shared_enc = (teacher is not None and freeze_encoder
                   and teacher.model.config.encoder_layers == model.config.encoder_layers)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=optim_cfg.lr, weight_decay=optim_cfg.weight_decay, betas=(0.9, 0.98))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, steps, optim_cfg.warmup_frac))
+    def make_opt(offset: int):
+        ps = [p for p in model.parameters() if p.requires_grad]
+        o = torch.optim.AdamW(ps, lr=optim_cfg.lr, weight_decay=optim_cfg.weight_decay, betas=(0.9, 0.98))
+        return ps, o, torch.optim.lr_scheduler.LambdaLR(
+            o, lambda s: _lr_factor(s + offset, steps, optim_cfg.warmup_frac))
+
+    params, opt, sched = make_opt(0)
     ema = EmaTeacher(model, loss_cfg.askd.ema) if obj == "askd" else None
     if teacher is not None:
         teacher.model.eval()
@@ -224,6 +261,17 @@ def fit(
     t0 = time.perf_counter()
     try:
         for step in range(steps):
+            if grow_at and step in grow_at:
+                from harness.asr.student import grow_decoder
+
+                grow_decoder(student, grow_at[step], seed=seed + step)
+                if ema is not None:
+                    shadow = type(student)(ema.shadow, student.tokenizer, student.features, student.prompt,
+                                           student.eos_id)
+                    grow_decoder(shadow, grow_at[step], seed=seed + step)
+                    for p in ema.shadow.parameters():
+                        p.requires_grad_(False)
+                params, opt, sched = make_opt(step)
             b = split.batch(student, next(batches))
             dec, labels = b.decoder_input, b.labels
             with torch.no_grad():
@@ -291,7 +339,7 @@ def fit(
 # ----------------------------------------------------------------------------- teacher
 
 
-TEACHER_STEPS = {"tiny": 150, "embedded": 1500}
+TEACHER_STEPS = {"tiny": 150, "embedded": 500}
 
 
 def train_teacher(profile: str, out: str | Path, corpus: str | Path, steps: int = 0, seed: int = 0,
@@ -371,13 +419,14 @@ def run_asr_distill(cfg: AsrRunConfig, out_dir: str | Path, sweep: str = "",
                      "seed": cfg.train.seed, "status": "running", "start_time": now_iso()}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     teacher = load_asr_model(cfg.teacher.path)
-    student = shrink(teacher, cfg.student.decoder_layers, cfg.student.encoder_layers)
+    first_depth, grow_at = cfg.student.growth(cfg.train.steps)
+    student = shrink(teacher, first_depth, cfg.student.encoder_layers)
     corpus = Path(cfg.data.corpus)
     split = AsrSplit(corpus / f"{cfg.data.train_split}.jsonl", teacher, cfg.data.max_train)
     (out / "metrics.jsonl").unlink(missing_ok=True)
     res = fit(student, split, cfg.train.steps, cfg.loss, cfg.optim, cfg.data.batch_size, cfg.train.seed,
               teacher=teacher, freeze_encoder=cfg.student.freeze_encoder, log_every=cfg.train.log_every,
-              metrics_path=out / "metrics.jsonl", on_log=on_log)
+              metrics_path=out / "metrics.jsonl", on_log=on_log, grow_at=grow_at)
     save_asr_model(student, out / "student", extra={"teacher": cfg.teacher.path, "objective": cfg.loss.objective})
 
     test = AsrSplit(corpus / f"{cfg.data.test_split}.jsonl", teacher)
