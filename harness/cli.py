@@ -231,6 +231,135 @@ def add_asr_commands(sub) -> None:
     p.set_defaults(func=cmd_asr_evaluate)
 
 
+# ----------------------------------------------------------------------------- report
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import shlex
+
+    from harness.report.render import render_report
+
+    if Path(sys.argv[0]).name in ("harness", "cli.py") and "report" in sys.argv[1:]:
+        words = sys.argv[1:]  # the exact command line
+    else:  # called as main([...]) from Python: the equivalent command
+        words = ["report", *args.results, "--out", args.out]
+        words += ["--probe", args.probe] if args.probe else []
+        words += ["--title", args.title] if args.title else []
+        words += ["--no-pdf"] if args.no_pdf else []
+        words += ["--pdf-engine", args.pdf_engine] if args.pdf_engine != "auto" else []
+    command = "harness " + " ".join(shlex.quote(w) for w in words)
+    rep = render_report(
+        args.results, Path(args.out), probe=args.probe, command=command, title=args.title,
+        pdf=not args.no_pdf, pdf_engine=args.pdf_engine,
+    )
+    failed = sum(p.kind in ("failed", "incomplete", "unreadable") for p in rep.problems)
+    print(f"report: {rep.html}")
+    if rep.pdf:
+        print(f"pdf:    {rep.pdf} ({rep.pdf_pages} pages, {rep.pdf_engine})")
+    print(f"tables: {len(rep.tables)}, figures: {len(rep.figures)}"
+          + (f" (not drawn: {', '.join(rep.skipped_figures)})" if rep.skipped_figures else ""))
+    if failed:
+        print(f"note:   {failed} failed / incomplete / unreadable run(s), listed in the report")
+    return 0
+
+
+def add_report_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report", help="HTML + PDF report (tables, frontier, curves, CKA) from results folders",
+        epilog="examples:\n  harness report results/main --out reports/main\n"
+        "  harness report results/main results/ablation_w --probe results/teacher/probe.json "
+        "--out reports/embedded",
+        formatter_class=_formatter,
+    )
+    p.add_argument("results", nargs="+", metavar="RESULTS_DIR",
+                   help="results/<sweep>/ folders (one folder per run), or results/ itself")
+    p.add_argument("--out", required=True, help="report folder, e.g. reports/NAME")
+    p.add_argument("--probe", help="teacher probe JSON (per-layer phone/speaker accuracy, layer CKA)")
+    p.add_argument("--title", help="page title (default: the --out folder's name)")
+    p.add_argument("--no-pdf", action="store_true", help="skip report.pdf")
+    p.add_argument("--pdf-engine", choices=("auto", "weasyprint", "matplotlib"), default="auto")
+    p.set_defaults(func=cmd_report)
+
+
+# ----------------------------------------------------------------------------- teacher cache
+
+
+def parse_layers(tokens: list[str], num_layers: int) -> list[int]:
+    """``["all"]``, ``["0,4,8"]``, ``["1-12"]`` or ``["0", "3"]`` -> sorted hidden-state indices."""
+    out: set[int] = set()
+    for token in tokens:
+        for part in filter(None, token.split(",")):
+            try:
+                if part == "all":
+                    out.update(range(num_layers + 1))
+                elif "-" in part:
+                    lo, hi = (int(x) for x in part.split("-", 1))
+                    out.update(range(lo, hi + 1))
+                else:
+                    out.add(int(part))
+            except ValueError:
+                raise UserError(f"--layers: {part!r} is not 'all', an index, or a range like 1-12") from None
+    bad = sorted(k for k in out if not 0 <= k <= num_layers)
+    if bad:
+        raise UserError(f"--layers: {bad} out of range; this teacher has hidden states 0..{num_layers}")
+    return sorted(out)
+
+
+def cmd_teacher_cache(args: argparse.Namespace) -> int:
+    import torch
+
+    from harness.data.manifest import ManifestError
+    from harness.teachers.base import load_teacher
+    from harness.teachers.cache import ensure_cache
+
+    if not Path(args.manifest).is_file():
+        raise FileNotFoundError(f"--manifest: no such manifest: {args.manifest}")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    teacher = load_teacher(args.teacher, device)
+    layers = parse_layers(args.layers, teacher.num_layers)
+    try:
+        cache = ensure_cache(teacher, Path(args.manifest), layers, frontend=not args.no_frontend,
+                             cache_dir=Path(args.out), batch_size=args.batch_size, shard_size=args.shard_size)
+    except ManifestError as err:
+        raise UserError(str(err)) from None
+    size = sum(p.stat().st_size for p in cache.root.glob("*.f16"))
+    print(f"cache   {cache.root}")
+    print(f"teacher {cache.teacher_id}  utterances {len(cache)}  arrays {', '.join(cache.names)}")
+    print(f"size    {size / 1e9:.3f} GB fp16  shards built {cache.built_shards}, reused {cache.reused_shards}")
+    return 0
+
+
+def teacher_subparsers(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """The ``harness teacher`` command group (cache, pretrain, probe), created once."""
+    group = getattr(sub, "_harness_teacher_group", None)
+    if group is None:
+        parser = sub.add_parser("teacher", help="teacher features: cache (and pretrain, probe)")
+        group = parser.add_subparsers(dest="teacher_command", metavar="TEACHER_COMMAND")
+        group.required = True
+        sub._harness_teacher_group = group
+    return group
+
+
+def add_teacher_cache_parser(sub: argparse._SubParsersAction) -> None:
+    p = teacher_subparsers(sub).add_parser(
+        "cache", help="compute a teacher's hidden states (and front-end output) once, fp16, memory-mapped",
+        epilog="examples:\n  harness teacher cache --teacher dummy --manifest data/tiny/distill.jsonl --out cache/teacher\n"
+        "  harness teacher cache --teacher s3prl:hubert:/ckpt/hubert_base_ls960.pt \\\n"
+        "      --manifest data/librispeech/distill.jsonl --layers 4,8,12 --out /scratch/cache --device cuda",
+        formatter_class=_formatter,
+    )
+    p.add_argument("--teacher", required=True, help="teacher spec (dummy, embedded:PATH, s3prl:hubert:PATH, hf:DIR)")
+    p.add_argument("--manifest", required=True, help="JSONL manifest; every utterance is cached at full length")
+    p.add_argument("--layers", nargs="+", default=["all"],
+                   help="hidden-state indices: all (default), 0,4,8, 1-12 (0 = pre-encoder features)")
+    p.add_argument("--out", required=True, help="cache folder (the cache goes in a hashed subfolder)")
+    p.add_argument("--no-frontend", action="store_true", help="do not cache the front-end output")
+    p.add_argument("--batch-size", type=int, default=8, help="utterances per teacher forward")
+    p.add_argument("--shard-size", type=int, default=256, help="utterances per shard (unit of resumption)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.set_defaults(func=cmd_teacher_cache)
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -337,7 +466,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--local", action="store_true", help="run trials in this process, without Ray")
     p.set_defaults(func=cmd_sweep)
 
+    add_teacher_cache_parser(sub)
+    add_report_parser(sub)
     add_asr_commands(sub)
+
     return parser
 
 

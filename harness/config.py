@@ -291,8 +291,14 @@ class StudentConfig:
     frontend_trainable: bool = False  # frozen front-end output can be cached
     target_mode: Literal["l2l", "pred_heads"] = "l2l"
     pred_head_layers: list[int] = field(default_factory=list)  # teacher layers (1-based)
+    # --- positional conv and feature norm (harness.student; core helper)
+    conv_pos: int = 0  # positional-conv kernel in frames; 0 = the preset's, -1 = none
+    conv_pos_groups: int = 0  # 0 = the preset's
+    feature_norm: bool = False  # LayerNorm on front-end features (HuBERT); not s3prl-exportable
 
     def validate(self) -> None:
+        if self.conv_pos < -1 or self.conv_pos_groups < 0:
+            raise ConfigError("conv_pos must be >= -1 (-1 = none) and conv_pos_groups >= 0")
         for name in ("layers", "width", "heads", "ffn"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0 (0 = the preset's), got {getattr(self, name)}")

@@ -1,0 +1,384 @@
+"""Read results folders into tidy pandas tables, tolerating missing and broken runs.
+
+A results folder ``results/<sweep>/`` holds one folder per run (``docs/architecture.md``,
+"Result files"): ``config.yaml``, ``summary.json``, ``metrics.jsonl``, ``student.ckpt``, and
+optionally ``superb.json`` (per task: metric, direction, value, n, dev_value,
+layer_weights) and ``analysis.json``::
+
+    {"cka_teacher": [[...]],   # (L+1, T+1) linear CKA, student hidden state x teacher's
+     "cka_self": [[...]],      # (L+1, L+1) student x student
+     "probes": {"phone": [...], "speaker": [...]}}   # per student hidden state
+
+Nothing is dropped silently: a failed run is a row with ``ok=False`` and its status, a
+missing or malformed ``summary.json`` is a row whose status says so, a missing optional
+file is a :class:`Problem` listed in the report, and values that are absent stay NaN
+(shown as n/a).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from harness.config import ConfigError
+
+VARIANT_ORDER = ("none", "top", "bottom", "middle", "interleaved")
+# Config keys that differ between runs without being part of the design.
+IGNORED_KEYS = ("train.seed", "train.device", "train.threads", "data.num_workers", "teacher.cache_dir",
+                "data.corpus", "teacher.cache")
+
+
+@dataclass
+class Problem:
+    """Something the reader must know about: a failed run, a missing or unreadable file."""
+
+    path: str
+    kind: str  # failed | incomplete | unreadable | missing | eval_error | task_failed
+    detail: str
+
+
+@dataclass
+class Results:
+    """Everything a report shows, as tidy tables.
+
+    Attributes:
+        runs: one row per run folder: ``key`` (``<sweep>/<run_id>``), ``sweep``, ``run_id``,
+            ``run_dir``, ``status``, ``ok``, ``variant``, ``seed``, ``schedule``, ``teacher``,
+            ``profile``, ``student_params``, ``train_seconds`` (s), ``eval_seconds`` (s, SUPERB
+            scoring, from ``superb.json``), ``flops``,
+            ``superb_score``, ``git_commit``, ``start_time``, ``end_time``, ``device``,
+            ``cpu_count``, ``torch``, and ``cfg.<dotted key>`` for every resolved config value.
+        tasks: one row per run x task: ``key``, ``sweep``, ``variant``, ``seed``, ``task``,
+            ``metric``, ``direction``, ``value``, ``n``, ``dev_value``.
+        curves: the ``metrics.jsonl`` lines with ``key``, ``sweep``, ``variant``, ``seed``.
+        stages: per run and stage: ``key``, ``stage``, ``depth``, ``steps``, ``seconds``.
+        layer_weights: ``{key: {task: [w_0..w_L]}}`` from ``superb.json``.
+        analysis: ``{key: analysis.json contents}``.
+        probe: the teacher probe file's contents, or None.
+        problems: what is failed, missing or unreadable, for the report to list.
+        sources: the results folders read.
+    """
+
+    runs: pd.DataFrame
+    tasks: pd.DataFrame
+    curves: pd.DataFrame
+    stages: pd.DataFrame
+    layer_weights: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    analysis: dict[str, dict] = field(default_factory=dict)
+    probe: dict | None = None
+    problems: list[Problem] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+
+    def sweeps(self) -> list[str]:
+        """Sweep names in the order their folders were given."""
+        return list(dict.fromkeys(self.runs["sweep"]))
+
+    def ok_runs(self, sweep: str | None = None) -> pd.DataFrame:
+        runs = self.runs[self.runs["ok"]]
+        return runs if sweep is None else runs[runs["sweep"] == sweep]
+
+
+# ----------------------------------------------------------------------------- readers
+
+
+def _read_json(path: Path) -> tuple[Any, str | None]:
+    """(data, None), or (None, a one-line reason) for a missing or malformed file."""
+    if not path.is_file():
+        return None, "missing"
+    try:
+        return json.loads(path.read_text()), None
+    except json.JSONDecodeError as err:
+        return None, f"not valid JSON (line {err.lineno}: {err.msg})"
+    except (OSError, UnicodeDecodeError) as err:
+        return None, f"unreadable ({err})"
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        elif isinstance(v, (list, tuple)):
+            out[key] = json.dumps(list(v))  # hashable, comparable, readable in a table
+        else:
+            out[key] = v
+    return out
+
+
+def _read_metrics(path: Path) -> tuple[list[dict], int]:
+    """The logged lines, and how many lines were not valid JSON objects."""
+    rows, bad = [], 0
+    with open(path) as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                bad += 1
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+            else:
+                bad += 1
+    return rows, bad
+
+
+def _num(x: Any) -> float:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return math.nan
+    return v
+
+
+def _run_dirs(results_dir: Path) -> list[Path]:
+    """Run folders below ``results_dir`` (or the folder itself when it is one run)."""
+    markers = ("summary.json", "config.yaml", "trial.json")
+    if any((results_dir / m).exists() for m in markers):
+        return [results_dir]
+    return sorted(d for d in results_dir.iterdir() if d.is_dir() and any((d / m).exists() for m in markers))
+
+
+RunRead = tuple[dict, list[dict], list[dict], list[dict], dict, "dict | None", list[Problem]]
+
+
+def read_run(run_dir: Path, default_sweep: str) -> RunRead:
+    """Read one run folder; never raises for a broken run (the problems say what broke).
+
+    Returns:
+        (run row, task rows, curve rows, stage rows, layer weights {task: list},
+        analysis dict or None, problems).
+    """
+    problems: list[Problem] = []
+    summary, why = _read_json(run_dir / "summary.json")
+    if not isinstance(summary, dict):
+        if why is None:
+            why = f"top level is {type(summary).__name__}, not a mapping"
+        status = f"unreadable: summary.json {why}" if why != "missing" else "incomplete: no summary.json"
+        problems.append(Problem(str(run_dir / "summary.json"), "unreadable" if why != "missing" else "incomplete", why))
+        summary = {}
+    else:
+        status = str(summary.get("status") or "incomplete: summary.json has no status")
+    cfg: dict = {}
+    if (run_dir / "config.yaml").is_file():
+        try:
+            cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+            if not isinstance(cfg, dict):
+                raise yaml.YAMLError("top level is not a mapping")
+        except yaml.YAMLError as err:
+            problems.append(Problem(str(run_dir / "config.yaml"), "unreadable", str(err).splitlines()[0]))
+            cfg = {}
+    if not cfg and isinstance(summary.get("config"), dict):
+        cfg = summary["config"]  # distill also embeds the resolved config in summary.json
+    trial, _ = _read_json(run_dir / "trial.json")
+    overrides = (trial or {}).get("overrides") or {} if isinstance(trial, dict) else {}
+
+    ok = status == "ok"
+    if status.startswith("failed"):
+        problems.append(Problem(str(run_dir), "failed", status.removeprefix("failed:").strip() or status))
+    elif not ok and not problems:
+        problems.append(Problem(str(run_dir), "incomplete", status))
+    if summary.get("eval_error"):
+        problems.append(Problem(str(run_dir), "eval_error", str(summary["eval_error"])))
+
+    hw = summary.get("hardware") or {}
+    stack = cfg.get("stacking") or {}
+    run_id = str(summary.get("run_id") or run_dir.name)
+    sweep = str(summary.get("sweep") or (trial or {}).get("sweep") or default_sweep)
+    key = f"{sweep}/{run_id}"
+    seed = summary.get("seed", (cfg.get("train") or {}).get("seed", overrides.get("train.seed")))
+    row = {
+        "key": key, "sweep": sweep, "run_id": run_id, "run_dir": str(run_dir), "status": status, "ok": ok,
+        "variant": str(summary.get("variant") or stack.get("variant") or overrides.get("stacking.variant") or "?"),
+        "seed": int(seed) if isinstance(seed, (int, float)) and not isinstance(seed, bool) else -1,
+        "schedule": json.dumps(summary["schedule"]) if isinstance(summary.get("schedule"), list)
+        else summary.get("schedule", stack.get("schedule")),
+        "teacher": summary.get("teacher") or (cfg.get("teacher") or {}).get("spec"),
+        "profile": cfg.get("profile") or summary.get("profile"),
+        "student_params": _num(summary.get("student_params")),
+        "train_seconds": _num(summary.get("train_seconds")),
+        "flops": _num(summary.get("flops")),
+        "superb_score": _num(summary.get("superb_score")),
+        "git_commit": summary.get("git_commit"),
+        "start_time": summary.get("start_time", summary.get("started")),
+        "end_time": summary.get("end_time", summary.get("ended")),
+        "superb_ref": summary.get("superb_ref"),
+        "eval_seconds": math.nan,
+        "device": hw.get("device"), "cpu_count": hw.get("cpu_count"), "torch": hw.get("torch"),
+    }
+    if isinstance(row["schedule"], list):
+        row["schedule"] = json.dumps(row["schedule"])
+    for k, v in _flatten(cfg).items():
+        row[f"cfg.{k}"] = v
+    for k, v in overrides.items():  # a run that failed before writing config.yaml
+        row.setdefault(f"cfg.{k}", json.dumps(v) if isinstance(v, (list, dict)) else v)
+
+    tasks = []
+    for task, t in (summary.get("tasks") or {}).items():
+        if not isinstance(t, dict):
+            continue
+        if str(t.get("status", "ok")).startswith("failed"):
+            problems.append(Problem(str(run_dir), "task_failed", f"{task}: {t['status']}"))
+        tasks.append({
+            "key": key, "sweep": sweep, "variant": row["variant"], "seed": row["seed"], "ok": ok,
+            "task": task, "metric": t.get("metric", "?"), "direction": t.get("direction", "higher"),
+            "value": _num(t.get("value")), "n": _num(t.get("n")), "dev_value": _num(t.get("dev_value")),
+        })
+
+    curves: list[dict] = []
+    if (run_dir / "metrics.jsonl").is_file():
+        lines, bad = _read_metrics(run_dir / "metrics.jsonl")
+        if bad:
+            problems.append(Problem(str(run_dir / "metrics.jsonl"), "unreadable", f"{bad} malformed lines skipped"))
+        curves = [{"key": key, "sweep": sweep, "variant": row["variant"], "seed": row["seed"], **ln} for ln in lines]
+    elif ok:
+        problems.append(Problem(str(run_dir / "metrics.jsonl"), "missing", "no training curve"))
+
+    stages = [
+        {"key": key, "stage": s.get("stage", i), "depth": _num(s.get("depth")), "steps": _num(s.get("steps")),
+         "seconds": _num(s.get("seconds"))}
+        for i, s in enumerate(summary.get("stages") or []) if isinstance(s, dict)
+    ]
+
+    weights: dict[str, list[float]] = {}
+    superb, why = _read_json(run_dir / "superb.json")
+    if isinstance(superb, dict) and "seconds" in superb:
+        row["eval_seconds"] = _num(superb["seconds"])  # SUPERB scoring wall-clock
+    if isinstance(superb, dict) and isinstance(superb.get("tasks"), dict):
+        superb = superb["tasks"]  # {"tasks": {...}, "superb_score": ...} layout
+    if isinstance(superb, dict):
+        for task, t in superb.items():
+            if isinstance(t, dict) and isinstance(t.get("layer_weights"), list):
+                weights[task] = [float(w) for w in t["layer_weights"]]
+            # dev values live in superb.json only
+            for trow in tasks:
+                if trow["task"] == task and isinstance(t, dict) and math.isnan(trow["dev_value"]):
+                    trow["dev_value"] = _num(t.get("dev_value"))
+    elif ok:
+        problems.append(Problem(str(run_dir / "superb.json"), "missing" if why == "missing" else "unreadable",
+                                "no layer weights" if why == "missing" else why))
+
+    analysis, why = _read_json(run_dir / "analysis.json")
+    if not isinstance(analysis, dict):
+        if ok:
+            problems.append(Problem(str(run_dir / "analysis.json"), "missing" if why == "missing" else "unreadable",
+                                    "no CKA / probes" if why == "missing" else (why or "not a mapping")))
+        analysis = None
+    return row, tasks, curves, stages, weights, analysis, problems
+
+
+def read_probe(path: str | Path) -> dict:
+    """A teacher probe file: ``{"phone": [...], "speaker": [...], "cka": [[...]]}`` per layer.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ConfigError: it is not a JSON mapping with at least one per-layer list.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such probe file (written by the layer analysis)")
+    data, why = _read_json(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: probe file is {why or 'not a JSON mapping'}")
+    def has_list(d: dict) -> bool:
+        return any(isinstance(v, list) or (isinstance(v, dict) and has_list(v)) for v in d.values())
+
+    if not has_list(data):
+        raise ConfigError(f"{path}: probe file has no per-layer lists (expected keys like 'phone', 'speaker')")
+    return data
+
+
+def collect(results_dirs: list[str | Path], probe: str | Path | None = None) -> Results:
+    """Read every run under ``results_dirs`` into :class:`Results`.
+
+    Args:
+        results_dirs: ``results/<sweep>/`` folders, single run folders, or a storage root
+            (``results/``) whose subfolders are sweeps.
+        probe: optional teacher probe file.
+
+    Raises:
+        FileNotFoundError: a folder does not exist or holds no run folder.
+    """
+    rows, tasks, curves, stages, problems = [], [], [], [], []
+    weights, analysis = {}, {}
+    for d in results_dirs:
+        d = Path(d)
+        if not d.is_dir():
+            raise FileNotFoundError(f"{d}: no such results folder")
+        found = [(rd, d.name) for rd in _run_dirs(d)]
+        if not found:  # a storage root (results/) holding several sweep folders
+            found = [(rd, sd.name) for sd in sorted(x for x in d.iterdir() if x.is_dir()) for rd in _run_dirs(sd)]
+        if not found:
+            raise FileNotFoundError(f"{d}: no run folders in it (each needs a summary.json or config.yaml)")
+        for rd, default_sweep in found:
+            row, t, c, s, w, a, p = read_run(rd, default_sweep=default_sweep)
+            if any(r["key"] == row["key"] for r in rows):
+                # Two folders claiming the same run id: keep both, visibly.
+                row["key"] = f"{row['key']}@{rd}"
+                for x in t + c + s:
+                    x["key"] = row["key"]
+            rows.append(row)
+            tasks += t
+            curves += c
+            stages += s
+            problems += p
+            # Only finished runs feed figures; a failed run's leftovers would mix into means.
+            if w and row["ok"]:
+                weights[row["key"]] = w
+            if a is not None and row["ok"]:
+                analysis[row["key"]] = a
+    runs = pd.DataFrame(rows)
+    order = {v: i for i, v in enumerate(VARIANT_ORDER)}
+    sweeps = {s: i for i, s in enumerate(dict.fromkeys(runs["sweep"]))}
+    runs["_sweep"] = runs["sweep"].map(sweeps)
+    runs["_order"] = runs["variant"].map(lambda v: order.get(v, len(order)))
+    runs = (runs.sort_values(["_sweep", "_order", "variant", "seed"], kind="stable")
+            .drop(columns=["_sweep", "_order"]).reset_index(drop=True))
+    return Results(
+        runs=runs,
+        tasks=pd.DataFrame(tasks, columns=["key", "sweep", "variant", "seed", "ok", "task", "metric", "direction",
+                                           "value", "n", "dev_value"]),
+        curves=pd.DataFrame(curves) if curves else pd.DataFrame(columns=["key", "sweep", "variant", "seed", "step",
+                                                                         "stage", "loss", "time"]),
+        stages=pd.DataFrame(stages, columns=["key", "stage", "depth", "steps", "seconds"]),
+        layer_weights=weights, analysis=analysis,
+        probe=read_probe(probe) if probe else None,
+        problems=problems, sources=[str(d) for d in results_dirs],
+    )
+
+
+def varying_keys(runs: pd.DataFrame) -> list[str]:
+    """Config keys (``cfg.`` columns, without the prefix) that take more than one value.
+
+    Seeds, devices and paths are not part of a study's design and are left out; keys that
+    only vary together with ``stacking.variant`` (e.g. the number of stages of ``none``)
+    are folded into the variant.
+    """
+    out = []
+    multi_variant = runs["variant"].nunique() > 1
+    for col in runs.columns:
+        if not col.startswith("cfg.") or col[4:] in IGNORED_KEYS or col == "cfg.stacking.variant":
+            continue
+        vals = runs[col].dropna().astype(str)
+        if vals.nunique() <= 1:
+            continue
+        per_variant = runs.dropna(subset=[col]).astype({col: str}).groupby("variant")[col].nunique()
+        if multi_variant and (per_variant <= 1).all():
+            continue
+        out.append(col[4:])
+    return out
+
+
+def tasks_in_order(results: Results) -> list[str]:
+    """Task names, SUPERB order first (pr, ks, ic, sid, er, asr), then the rest."""
+    known = ["pr", "asr", "ks", "ic", "sid", "er", "sf"]
+    names = list(dict.fromkeys(results.tasks["task"]))
+    return [t for t in known if t in names] + sorted(t for t in names if t not in known)

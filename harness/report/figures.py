@@ -1,0 +1,386 @@
+"""The report's figures (matplotlib + seaborn), each saved as PNG and SVG.
+
+Every function takes collected :class:`~harness.report.collect.Results` plus a mapping
+from run key to the group it belongs to (a stacking variant, or an ablation setting), and
+returns a :class:`Figure` or None with the reason it was skipped (no data), so the report
+can say what is missing instead of leaving a hole.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+import matplotlib.ticker
+
+matplotlib.use("Agg")  # files only, never a window
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from harness.report.collect import Results, tasks_in_order  # noqa: E402
+
+# Reproducible SVGs: fixed ids, no creation date.
+plt.rcParams["svg.hashsalt"] = "harness-report"
+plt.rcParams["svg.fonttype"] = "none"  # text stays text (searchable, smaller)
+DPI = 150
+_PALETTE = sns.color_palette("colorblind", 10)
+VARIANT_COLORS = {v: _PALETTE[i] for i, v in enumerate(("none", "top", "bottom", "middle", "interleaved"))}
+
+
+@dataclass
+class Figure:
+    """A saved figure: ``<id>.png`` and ``<id>.svg`` under the report's figures folder."""
+
+    id: str
+    title: str
+    caption: str
+    png: Path
+    svg: Path
+
+
+def colors_for(groups: list[str]) -> dict[str, tuple]:
+    """Stable colours: the five variants keep theirs; other groups (ablation settings, which
+    are ordered) take an ordered dark-to-light ramp, never a pale yellow or grey."""
+    others = [g for g in groups if g not in VARIANT_COLORS]
+    ramp = sns.color_palette("viridis", as_cmap=True)
+    out = {}
+    for g in groups:
+        if g in VARIANT_COLORS:
+            out[g] = VARIANT_COLORS[g]
+        else:
+            i = others.index(g)
+            out[g] = ramp(0.05 + 0.75 * (i / max(1, len(others) - 1)))
+    return out
+
+
+def _save(fig: plt.Figure, folder: Path, fid: str, title: str, caption: str) -> Figure:
+    folder.mkdir(parents=True, exist_ok=True)
+    png, svg = folder / f"{fid}.png", folder / f"{fid}.svg"
+    fig.savefig(png, dpi=DPI, bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(svg, bbox_inches="tight", metadata={"Date": None, "Creator": None})
+    plt.close(fig)
+    return Figure(fid, title, caption, png, svg)
+
+
+def _heat(ax, m: np.ndarray, vmin: float, vmax: float, cmap: str, square: bool = True,
+          ylabels: list[str] | None = None, grid: bool = False):
+    """A matrix as an image, row 0 at the bottom (layer 0 of a stack), integer ticks.
+
+    ``imshow`` rather than ``seaborn.heatmap``: the same picture at a tenth of the cost,
+    which matters when a report draws a dozen panels.
+    """
+    im = ax.imshow(m, origin="lower" if ylabels is None else "upper", vmin=vmin, vmax=vmax, cmap=cmap,
+                   aspect="equal" if square else "auto", interpolation="nearest")
+    step_x = 2 if m.shape[1] > 12 else 1
+    ax.set_xticks(np.arange(0, m.shape[1], step_x))
+    if ylabels is None:
+        ax.set_yticks(np.arange(0, m.shape[0], 2 if m.shape[0] > 12 else 1))
+    else:
+        ax.set_yticks(np.arange(len(ylabels)), ylabels)
+    if grid:  # thin white cell borders
+        ax.set_xticks(np.arange(-0.5, m.shape[1]), minor=True)
+        ax.set_yticks(np.arange(-0.5, m.shape[0]), minor=True)
+        ax.grid(which="minor", color="white", lw=0.6)
+        ax.tick_params(which="minor", length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    return im
+
+
+def _time_unit(seconds: float) -> tuple[float, str]:
+    if seconds >= 2 * 3600:
+        return 3600.0, "h"
+    if seconds >= 600:
+        return 60.0, "min"
+    return 1.0, "s"
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both axes (lower x, higher y), by x.
+
+    Args:
+        points: (time, quality) pairs.
+    """
+    idx = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], -math.inf
+    for i in idx:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def frontier(results: Results, groups: pd.Series, folder: Path, fid: str = "frontier") -> Figure | str:
+    """Train time vs SUPERB score per group: mean +/- std error bars, Pareto front drawn."""
+    runs = results.runs[results.runs["ok"] & results.runs["key"].isin(groups.index)].copy()
+    runs["group"] = runs["key"].map(groups)
+    runs = runs.dropna(subset=["train_seconds", "superb_score"])
+    if runs.empty:
+        return "no finished run has both a train time and a SUPERB score"
+    order = list(dict.fromkeys(groups[groups.index.isin(runs["key"])]))
+    stats = runs.groupby("group").agg(t=("train_seconds", "mean"), ts=("train_seconds", "std"),
+                                      q=("superb_score", "mean"), qs=("superb_score", "std"),
+                                      n=("key", "size")).reindex(order)
+    scale, unit = _time_unit(float(stats["t"].max()))
+    colors = colors_for(order)
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    pts = list(zip(stats["t"] / scale, stats["q"]))
+    front = pareto_front(pts)
+    fx, fy = [pts[i][0] for i in front], [pts[i][1] for i in front]
+    ax.step(fx, fy, where="post", color="0.55", lw=1.2, ls="--", zorder=1, label="Pareto front")
+    on = {order[i] for i in front}
+    for (g, r), (x, y) in zip(stats.iterrows(), pts):
+        ax.errorbar(x, y, xerr=np.nan_to_num(r.ts) / scale, yerr=np.nan_to_num(r.qs), fmt="o", ms=8,
+                    color=colors[g], capsize=3, lw=1.4, zorder=3, mec="black" if g in on else colors[g],
+                    mew=1.6 if g in on else 1.0)
+        ax.annotate(f"{g} (n={int(r.n)})", (x, y), xytext=(8, 6), textcoords="offset points", fontsize=9,
+                    color="0.15")
+    ax.set_xlabel(f"train wall-clock ({unit}), lower is faster")
+    ax.set_ylabel("SUPERB score (higher is better)")
+    ax.grid(True, alpha=0.3)
+    ax.plot([], [], "o", ms=8, mfc="white", mec="black", mew=1.6, label="on the Pareto front")
+    ax.legend(fontsize=8, loc="lower right", frameon=True)
+    # Leave room for the labels at the extremes.
+    ax.margins(x=0.12, y=0.12)
+    fig.tight_layout()
+    on_front = ", ".join(order[i] for i in front)
+    return _save(fig, folder, fid, "Speed vs quality",
+                 f"Mean ± std over seeds. Points outlined in black are on the Pareto front (no other "
+                 f"setting is both faster and better): {on_front}.")
+
+
+def loss_curves(results: Results, groups: pd.Series, folder: Path, fid: str = "loss_curves") -> Figure | str:
+    """Distillation loss vs wall-clock, one colour per group (every seed drawn), stage
+    boundaries of each group's first seed marked by dotted lines."""
+    cur = results.curves[results.curves["key"].isin(groups.index)]
+    if cur.empty or "loss" not in cur or "time" not in cur:
+        return "no metrics.jsonl with loss and time"
+    cur = cur.dropna(subset=["loss", "time"]).copy()
+    cur["group"] = cur["key"].map(groups)
+    order = list(dict.fromkeys(groups[groups.index.isin(cur["key"])]))
+    colors = colors_for(order)
+    scale, unit = _time_unit(float(cur["time"].max()))
+    fig, ax = plt.subplots(figsize=(7.2, 4.4))
+    failed = set(results.runs.loc[~results.runs["ok"], "key"])
+    boundaries: list[tuple[float, str | None]] = []
+    for g in order:
+        keys = list(dict.fromkeys(cur.loc[cur["group"] == g, "key"]))
+        for i, k in enumerate(keys):
+            c = cur[cur["key"] == k].sort_values("time")
+            ls = ":" if k in failed else "-"
+            ax.plot(c["time"] / scale, c["loss"], color=colors[g], lw=1.3 if i == 0 else 0.8,
+                    alpha=0.95 if i == 0 else 0.45, ls=ls, label=g if i == 0 else None)
+        first = cur[cur["key"] == keys[0]].sort_values("time")
+        if "stage" in first and first["stage"].nunique() > 1:
+            st = first["stage"].to_numpy()
+            t = first["time"].to_numpy() / scale
+            depth = first["depth"].to_numpy() if "depth" in first else None
+            for j in np.nonzero(st[1:] != st[:-1])[0]:
+                # The growth step: a marker on the curve where the deeper stack takes over.
+                ax.plot(t[j + 1], first["loss"].to_numpy()[j + 1], "o", ms=5, mfc="white", mec=colors[g],
+                        mew=1.4, zorder=4)
+                x = (t[j] + t[j + 1]) / 2
+                boundaries.append((x, None if depth is None else f"{depth[j]:.0f}→{depth[j + 1]:.0f}"))
+    # Variants on the same schedule grow at (nearly) the same time: one line per cluster.
+    span = float(cur["time"].max() / scale) or 1.0
+    drawn: list[float] = []
+    for x, text in sorted(boundaries):
+        if any(abs(x - d) < 0.015 * span for d in drawn):
+            continue
+        drawn.append(x)
+        ax.axvline(x, color="0.45", ls=(0, (2, 3)), lw=0.9, zorder=0)
+        if text:
+            ax.text(x, 1.0, f" {text}", transform=ax.get_xaxis_transform(), fontsize=7.5, color="0.3",
+                    ha="left", va="bottom")
+    ax.set_yscale("log")
+    fmt = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+    ax.yaxis.set_major_formatter(fmt)
+    ax.yaxis.set_minor_formatter(fmt)
+    ax.tick_params(axis="y", which="minor", labelsize=7)
+    ax.set_xlabel(f"wall-clock ({unit})")
+    ax.set_ylabel("distillation loss (log scale)")
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=8, title="variant", title_fontsize=8, loc="upper right")
+    fig.tight_layout()
+    note = " Dotted curves are failed runs." if failed & set(cur["key"]) else ""
+    return _save(fig, folder, fid, "Distillation loss vs wall-clock",
+                 "Thick line: first seed, thin lines: other seeds. Dotted vertical lines mark stage boundaries "
+                 "(labelled old→new depth); open circles mark where each variant's first seed grew."
+                 f"{note}")
+
+
+# Accepted spellings of the analysis.json matrices (the first one is what the report documents).
+FIELD_ALIASES = {
+    "cka_teacher": ("cka_teacher", "cka_student_teacher", "cka"),
+    "cka_self": ("cka_self", "cka_student", "self_cka", "cka_student_student"),
+}
+
+
+def flat_keys(d: dict, prefix: str = "") -> dict:
+    """``{"cka": {"student_teacher": M}}`` -> ``{"cka_student_teacher": M}`` (nesting tolerated)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flat_keys(v, f"{prefix}{k}_"))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _mean_matrix(results: Results, keys: list[str], field: str) -> tuple[np.ndarray | None, int]:
+    mats = []
+    for k in keys:
+        a = flat_keys(results.analysis.get(k) or {})
+        m = next((a[f] for f in FIELD_ALIASES.get(field, (field,)) if f in a), None)
+        if isinstance(m, list) and m and isinstance(m[0], list):
+            mats.append(np.asarray(m, dtype=float))
+    if not mats:
+        return None, 0
+    shape = mats[0].shape
+    same = [m for m in mats if m.shape == shape]
+    return np.mean(same, axis=0), len(same)
+
+
+def cka_heatmaps(results: Results, groups: pd.Series, folder: Path, field: str, fid: str) -> Figure | str:
+    """One heatmap per group of an ``analysis.json`` matrix (mean over the seeds that have it).
+
+    Args:
+        field: ``cka_teacher`` (student hidden state x teacher hidden state) or ``cka_self``.
+    """
+    order = list(dict.fromkeys(groups))
+    panels = []
+    for g in order:
+        keys = list(groups.index[groups == g])  # all runs: a failed one counts as missing
+        m, n = _mean_matrix(results, keys, field)
+        panels.append((g, m, n, len(keys)))
+    if all(m is None for _, m, _, _ in panels):
+        return f"no analysis.json with '{field}'"
+    ncol = min(len(panels), 5)
+    nrow = math.ceil(len(panels) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(2.6 * ncol + 1.0, 2.75 * nrow + 0.3), squeeze=False,
+                             layout="constrained")
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    for i, (ax, (g, m, n, total)) in enumerate(zip(axes.flat, panels)):
+        if m is None:
+            ax.text(0.5, 0.5, "n/a\n(no analysis.json)", ha="center", va="center", transform=ax.transAxes)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(g, fontsize=10)
+            continue
+        _heat(ax, m, 0, 1, "viridis")
+        ax.set_title(f"{g} (n={n} of {total})" if n < total else f"{g} (n={n})", fontsize=10)
+        ax.set_xlabel("teacher layer" if field == "cka_teacher" else "student layer", fontsize=9)
+        ax.set_ylabel("student layer" if i % ncol == 0 else "", fontsize=9)
+        ax.tick_params(labelsize=7, rotation=0)
+    fig.colorbar(plt.cm.ScalarMappable(norm=plt.Normalize(0, 1), cmap="viridis"), ax=axes.ravel().tolist(),
+                 shrink=0.85, fraction=0.025, pad=0.01, label="linear CKA")
+    if field == "cka_teacher":
+        title = "CKA: student x teacher layers"
+        caption = ("Linear CKA between each student hidden state (rows, 0 = front-end projection) and each "
+                   "teacher hidden state (columns), mean over seeds; a bright diagonal band means each "
+                   "student layer resembles the teacher layer at the same relative depth.")
+    else:
+        title = "CKA: student self-similarity"
+        caption = ("Linear CKA among each student's own hidden states, mean over seeds; broad bright "
+                   "blocks mean neighbouring layers compute nearly the same thing (redundant depth).")
+    missing = [f"{g} ({total - n} of {total})" for g, m, n, total in panels if n < total]
+    if missing:
+        caption += (" Runs without an analysis (failed, or no analysis.json), left out of the mean: "
+                    + ", ".join(missing) + ".")
+    return _save(fig, folder, fid, title, caption)
+
+
+def probe_profile(results: Results, folder: Path, fid: str = "teacher_probes") -> Figure | str:
+    """The teacher's layer-wise probe accuracies (and its layer-layer CKA when present)."""
+    p = results.probe
+    if not p:
+        return "no teacher probe file (pass --probe FILE)"
+    p = flat_keys(p)
+    def name(k: str) -> str:
+        return k.removeprefix("probes_").removeprefix("probe_").removesuffix("_accuracy").removesuffix("_acc")
+
+    curves = {name(k): v for k, v in p.items()
+              if isinstance(v, list) and v and isinstance(v[0], (int, float)) and not k.endswith("layers")}
+    cka = next((v for k, v in p.items() if "cka" in k and isinstance(v, list) and v and isinstance(v[0], list)), None)
+    ncol = 2 if cka else 1
+    fig, axes = plt.subplots(1, ncol, figsize=(5.2 * ncol, 3.8), squeeze=False, layout="constrained")
+    ax = axes[0, 0]
+    for i, (name, vals) in enumerate(curves.items()):
+        vals = np.asarray(vals, dtype=float)
+        layers = np.asarray(p.get("layers", range(len(vals))))[: len(vals)]
+        color = _PALETTE[[0, 3, 2, 4, 1][i % 5]]
+        best = int(np.nanargmax(vals))
+        ax.plot(layers, vals, marker="o", ms=4, lw=1.6, color=color,
+                label=f"{name} probe (best: layer {layers[best]})")
+        ax.plot(layers[best], vals[best], "*", ms=13, color=color, mec="black", mew=0.6, zorder=4)
+    ax.set_xlabel("teacher layer (0 = pre-encoder features)")
+    ax.set_ylabel("probe accuracy")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    ax.margins(y=0.12)
+    if cka:
+        m = np.asarray(cka, dtype=float)
+        im = _heat(axes[0, 1], m, 0, 1, "viridis")
+        fig.colorbar(im, ax=axes[0, 1], shrink=0.9, label="linear CKA")
+        axes[0, 1].set_xlabel("teacher layer")
+        axes[0, 1].set_ylabel("teacher layer")
+        axes[0, 1].set_title("layer-layer CKA", fontsize=10)
+        axes[0, 1].tick_params(rotation=0)
+    return _save(fig, folder, fid, "Teacher: layer-wise probes",
+                 "Linear probe accuracy per teacher layer: where phonetic and speaker information lives, "
+                 "hence which teacher layer each student layer should be matched to.")
+
+
+def layer_weights(results: Results, groups: pd.Series, folder: Path, fid: str = "layer_weights") -> Figure | str:
+    """The learned SUPERB weighted-sum weights: one panel per task, one row per group."""
+    tasks = [t for t in tasks_in_order(results)
+             if any(t in results.layer_weights.get(k, {}) for k in groups.index)]
+    extra = sorted({t for k in groups.index for t in results.layer_weights.get(k, {})} - set(tasks))
+    tasks += extra
+    if not tasks:
+        return "no superb.json with layer weights"
+    order = list(dict.fromkeys(groups))
+    ncol = min(3, len(tasks))
+    nrow = math.ceil(len(tasks) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.9 * ncol + 1.4, 0.36 * len(order) * nrow + 1.1 * nrow + 0.3),
+                             squeeze=False, layout="constrained")
+    for ax in axes.flat[len(tasks):]:
+        ax.axis("off")
+    vmax = 0.0
+    mats = []
+    for t in tasks:
+        rows, labels = [], []
+        for g in order:
+            ws = [results.layer_weights[k][t] for k in groups.index[groups == g]
+                  if t in results.layer_weights.get(k, {})]
+            if not ws:
+                continue
+            width = max(len(w) for w in ws)
+            ws = [w for w in ws if len(w) == width]
+            rows.append(np.mean(ws, axis=0))
+            labels.append(g)
+        width = max(len(r) for r in rows)
+        m = np.full((len(rows), width), np.nan)
+        for i, r in enumerate(rows):
+            m[i, : len(r)] = r
+        mats.append((t, m, labels))
+        vmax = max(vmax, float(np.nanmax(m)))
+    for i, (ax, (t, m, labels)) in enumerate(zip(axes.flat, mats)):
+        _heat(ax, m, 0, vmax, "rocket_r", square=False, ylabels=labels, grid=True)
+        if i % ncol:
+            ax.set_yticklabels([])
+            ax.tick_params(axis="y", length=0)
+        ax.set_title(t.upper(), fontsize=10)
+        ax.set_xlabel("student layer" if i >= len(mats) - ncol else "", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.tick_params(axis="y", rotation=0)
+    fig.colorbar(plt.cm.ScalarMappable(norm=plt.Normalize(0, vmax), cmap="rocket_r"), ax=axes.ravel().tolist(),
+                 shrink=0.85, fraction=0.03, pad=0.01, label="softmax weight")
+    return _save(fig, folder, fid, "Learned SUPERB layer weights",
+                 "Softmax weights of the SUPERB weighted sum over the student's hidden states per task "
+                 "(mean over seeds): which layers each downstream task draws on.")

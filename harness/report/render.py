@@ -1,0 +1,308 @@
+"""Render a report folder: tables, figures, a self-contained ``index.html`` and ``report.pdf``.
+
+``reports/<name>/``::
+
+    index.html          one file, images embedded as base64, CSS inline, no network
+    report.pdf          the same page through WeasyPrint (matplotlib PdfPages if unavailable)
+    tables/<id>.{md,tex,csv}
+    figures/<id>.{png,svg}
+    runs.csv            one row per run (every run, failed ones included)
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from harness.provenance import git_commit, now_iso
+from harness.report import figures as F
+from harness.report.collect import Problem, Results, collect, varying_keys
+from harness.report.findings import findings
+from harness.report.tables import Table, build_tables, groups_of, runs_frame
+
+TEMPLATES = Path(__file__).parent / "templates"
+# The stacking and loss settings a reader needs to interpret a table (layer map included).
+SETTING_KEYS = ("stacking.stages", "stacking.add", "stacking.schedule", "stacking.init", "stacking.optim_state",
+                "stacking.layer_map", "loss.objective", "loss.per_layer", "loss.w", "train.steps",
+                "student.preset", "student.layers")
+
+
+@dataclass
+class Report:
+    """What :func:`render_report` wrote."""
+
+    out: Path
+    html: Path
+    pdf: Path | None
+    pdf_engine: str
+    pdf_pages: int
+    tables: list[Table]
+    figures: list[F.Figure]
+    skipped_figures: dict[str, str] = field(default_factory=dict)
+    findings: str = ""
+    problems: list[Problem] = field(default_factory=list)
+
+
+def _unique(values) -> list[str]:
+    kept = (v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v)))
+    return [str(v) for v in dict.fromkeys(kept)]
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "n/a"
+    h, rem = divmod(int(round(seconds)), 3600)
+    m, s = divmod(rem, 60)
+    return f"{h} h {m:02d} min" if h else f"{m} min {s:02d} s"
+
+
+def _compute(runs: pd.DataFrame) -> str:
+    train = float(runs["train_seconds"].fillna(0).sum())
+    evals = float(runs["eval_seconds"].fillna(0).sum())
+    text = f"{_duration(train + evals)}: training {train:.0f} s"
+    text += f" + SUPERB scoring {evals:.0f} s" if evals else " (no scoring time recorded)"
+    return text + ", summed over all runs, failed ones included"
+
+
+def provenance(results: Results, command: str) -> list[tuple[str, str]]:
+    """(label, value) pairs: where the numbers come from and what they cost."""
+    runs = results.runs
+    ok = runs[runs["ok"]]
+    seeds = ok.groupby("sweep")["seed"].nunique()
+    settings = []
+    for sweep in results.sweeps():
+        sr = runs[runs["sweep"] == sweep]
+        varying = set(varying_keys(sr))
+        parts = []
+        for key in SETTING_KEYS:
+            vals = _unique(sr.get(f"cfg.{key}", pd.Series(dtype=object)))
+            if vals and key not in varying:
+                parts.append(f"{key}={'/'.join(vals)}")
+        if varying:
+            parts.append("varied: " + ", ".join(sorted(varying)))
+        settings.append((f"Settings ({sweep})", ", ".join(parts) or "n/a"))
+    starts, ends = _unique(runs["start_time"]), _unique(runs["end_time"])
+    hw = []
+    for _, r in runs.drop_duplicates(subset=["device", "cpu_count", "torch"]).iterrows():
+        if r["device"] is not None and not (isinstance(r["device"], float) and math.isnan(r["device"])):
+            hw.append(f"{r['device']}, {r['cpu_count']} CPUs, torch {r['torch']}")
+    return [
+        ("Command", command),
+        ("Generated", now_iso()),
+        ("Report code commit", git_commit()),
+        ("Run commits", ", ".join(_unique(runs["git_commit"])) or "n/a"),
+        ("Runs' time span", f"{min(starts)} to {max(ends)}" if starts and ends else "n/a"),
+        ("Results folders", ", ".join(results.sources)),
+        ("Profile", ", ".join(_unique(runs["profile"])) or "n/a"),
+        ("Teacher", ", ".join(_unique(runs["teacher"])) or "n/a"),
+        ("SUPERB score reference", ", ".join(_unique(runs["superb_ref"].map(
+            lambda v: v if v is None or isinstance(v, (str, float)) else str(v)))) or "n/a"),
+        ("Hardware", "; ".join(hw) or "n/a"),
+        ("Seeds", ", ".join(f"{s}: {n}" for s, n in seeds.items()) or "n/a"),
+        ("Runs", f"{len(ok)} finished of {len(runs)}"),
+        ("Total compute", _compute(runs)),
+        *settings,
+    ]
+
+
+def _problem_rows(results: Results) -> list[dict]:
+    """Failed / incomplete / unreadable runs one per line; missing optional files grouped."""
+    rows, grouped = [], {}
+    for p in results.problems:
+        if p.kind == "missing":
+            run = Path(p.path).parent
+            grouped.setdefault((Path(p.path).name, p.detail), []).append(f"{run.parent.name}/{run.name}")
+        else:
+            rows.append({"kind": p.kind, "what": p.path, "detail": p.detail})
+    for (name, detail), runs in grouped.items():
+        rows.append({"kind": "missing", "what": f"{name} in {len(runs)} run(s): {', '.join(runs)}",
+                     "detail": f"{detail}; shown as n/a"})
+    return rows
+
+
+def _css_width(png: Path) -> int:
+    """The figure's design width in CSS pixels (96 per inch), from the PNG header, so small
+    figures are not blown up to the page width."""
+    head = png.read_bytes()[:24]
+    width_px = int.from_bytes(head[16:20], "big")
+    return round(width_px / F.DPI * 96)
+
+
+def _data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _figures(results: Results, tables: list[Table], folder: Path) -> tuple[list[F.Figure], dict[str, str]]:
+    figs, skipped = [], {}
+
+    def add(fid: str, made):
+        if isinstance(made, F.Figure):
+            figs.append(made)
+        else:
+            skipped[fid] = made
+
+    base = next((t for t in tables if t.kind == "main"), tables[0] if tables else None)
+    if base is not None:
+        groups = groups_of(base)
+        add("frontier", F.frontier(results, groups, folder))
+        add("loss_curves", F.loss_curves(results, groups, folder))
+        add("cka_teacher", F.cka_heatmaps(results, groups, folder, "cka_teacher", "cka_teacher"))
+        add("cka_self", F.cka_heatmaps(results, groups, folder, "cka_self", "cka_self"))
+        add("layer_weights", F.layer_weights(results, groups, folder))
+    add("teacher_probes", F.probe_profile(results, folder))
+    for t in tables:
+        if t is base:
+            continue
+        fid = f"frontier-{t.id.removeprefix('table-')}"
+        made = F.frontier(results, groups_of(t), folder, fid=fid)
+        if isinstance(made, F.Figure):
+            made.title = f"Speed vs quality: {t.title}"
+        add(fid, made)
+    return figs, skipped
+
+
+def _pdf_weasyprint(html_text: str, base: Path, pdf: Path) -> int:
+    from weasyprint import HTML
+
+    doc = HTML(string=html_text, base_url=str(base)).render()
+    doc.write_pdf(pdf)
+    return len(doc.pages)
+
+
+def _pdf_matplotlib(report: Report, prov: list[tuple[str, str]], problems: list[dict], pdf: Path) -> int:
+    """Fallback without WeasyPrint: a text page (findings, provenance), one page per table
+    (a matplotlib table, best cells bold), one per figure, and the failed/missing list."""
+    import textwrap
+
+    import matplotlib.image as mpimg
+    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    a4 = (11.69, 8.27)  # landscape, inches
+    pages = 0
+
+    def text_page(pp, title: str, lines: list[tuple[str, float]]) -> None:
+        fig = plt.figure(figsize=a4)
+        fig.text(0.04, 0.95, title, fontsize=15, weight="bold", va="top")
+        y = 0.90
+        for line, size in lines:
+            fig.text(0.04, y, line, fontsize=size, va="top", family="DejaVu Sans")
+            y -= (line.count("\n") + 1) * size / 72 / a4[1] * 1.45 + 0.006
+        pp.savefig(fig)
+        plt.close(fig)
+
+    with PdfPages(pdf) as pp:
+        lines = [("Findings", 11), (textwrap.fill(report.findings, 150), 9), ("Provenance", 11)]
+        lines += [(textwrap.fill(f"{k}: {v}", 170, subsequent_indent="    "), 8) for k, v in prov]
+        text_page(pp, f"Distillation report: {report.out.name}", lines)
+        pages += 1
+        for t in report.tables:
+            fig = plt.figure(figsize=a4)
+            fig.text(0.04, 0.95, textwrap.fill(f"{t.title}. {t.caption}", 150), fontsize=9, va="top")
+            ax = fig.add_axes([0.04, 0.05, 0.92, 0.80])
+            ax.axis("off")
+            cells = [[name] + [("{} ± {}".format(*c.parts(col)) if c.parts(col)[1] else c.parts(col)[0])
+                               for col, c in zip(t.columns, row)] for name, row in zip(t.index, t.cells)]
+            height = min(0.8, 0.05 * (len(cells) + 1))
+            tab = ax.table(cellText=cells, colLabels=[t.index_name] + [c.label for c in t.columns],
+                           cellLoc="right", bbox=[0, 1 - height / 0.8, 1, height / 0.8])
+            tab.auto_set_font_size(False)
+            tab.set_fontsize(7)
+            tab.auto_set_column_width(list(range(len(t.columns) + 1)))
+            for (i, j), cell in tab.get_celld().items():
+                cell.set_edgecolor("0.8")
+                if j == 0:
+                    cell.get_text().set_horizontalalignment("left")
+                if i == 0:
+                    cell.get_text().set_fontweight("bold")
+                elif j >= 1 and t.cells[i - 1][j - 1].bold:
+                    cell.get_text().set_fontweight("bold")
+            pp.savefig(fig)
+            plt.close(fig)
+            pages += 1
+        for f in report.figures:
+            fig = plt.figure(figsize=a4)
+            ax = fig.add_axes([0.03, 0.10, 0.94, 0.82])
+            ax.imshow(mpimg.imread(f.png))
+            ax.axis("off")
+            fig.suptitle(f.title)
+            fig.text(0.04, 0.06, textwrap.fill(f.caption, 170), fontsize=8, va="top")
+            pp.savefig(fig)
+            plt.close(fig)
+            pages += 1
+        if problems:
+            text_page(pp, "Failed, incomplete and missing",
+                      [(textwrap.fill(f"[{p['kind']}] {p['what']}: {p['detail']}", 170,
+                                      subsequent_indent="    "), 8) for p in problems])
+            pages += 1
+    return pages
+
+
+def render_report(
+    results_dirs: list[str | Path],
+    out: str | Path,
+    probe: str | Path | None = None,
+    command: str = "",
+    title: str | None = None,
+    pdf: bool = True,
+    pdf_engine: str = "auto",
+) -> Report:
+    """Collect results and write the whole report folder.
+
+    Args:
+        results_dirs: ``results/<sweep>/`` folders.
+        out: the report folder (created).
+        probe: optional teacher probe JSON (per-layer phone/speaker accuracy, CKA).
+        command: the exact command line, for the provenance block.
+        title: page title (default: the report folder's name).
+        pdf: write ``report.pdf``.
+        pdf_engine: ``auto`` (WeasyPrint, else matplotlib), ``weasyprint`` or ``matplotlib``.
+
+    Raises:
+        FileNotFoundError: a results folder (or the probe file) does not exist or is empty.
+    """
+    out = Path(out)
+    results = collect(list(results_dirs), probe=probe)
+    out.mkdir(parents=True, exist_ok=True)
+    tables = build_tables(results)
+    for t in tables:
+        t.write(out / "tables")
+    runs_frame(results).to_csv(out / "runs.csv", index=False)
+    figs, skipped = _figures(results, tables, out / "figures")
+    text = findings(tables, int(results.runs["ok"].sum()), len(results.runs))
+    prov = provenance(results, command or "(called from Python)")
+
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
+    runs_view = results.runs[["sweep", "run_id", "variant", "seed", "status", "train_seconds", "superb_score"]]
+    page = env.get_template("report.html.j2").render(
+        title=title or out.name, css=(TEMPLATES / "report.css").read_text(), findings=text, provenance=prov,
+        tables=tables, skipped=skipped,
+        figures=[{"f": f, "uri": _data_uri(f.png), "width": _css_width(f.png)} for f in figs],
+        problems=_problem_rows(results), runs=runs_view.to_dict("records"),
+    )
+    html_path = out / "index.html"
+    html_path.write_text(page)
+
+    report = Report(out=out, html=html_path, pdf=None, pdf_engine="none", pdf_pages=0, tables=tables,
+                    figures=figs, skipped_figures=skipped, findings=text, problems=results.problems)
+    if pdf:
+        pdf_path = out / "report.pdf"
+        engine = pdf_engine
+        if engine == "auto":
+            try:
+                import weasyprint  # noqa: F401
+
+                engine = "weasyprint"
+            except (ImportError, OSError):  # OSError: missing pango/cairo system libraries
+                engine = "matplotlib"
+        if engine == "weasyprint":
+            report.pdf_pages = _pdf_weasyprint(page, out, pdf_path)
+        else:
+            report.pdf_pages = _pdf_matplotlib(report, prov, _problem_rows(results), pdf_path)
+        report.pdf, report.pdf_engine = pdf_path, engine
+    return report

@@ -1,0 +1,577 @@
+"""The teacher-feature cache: a frozen teacher's outputs, computed once, memory-mapped.
+
+Every trial of a sweep runs the same frozen teacher over the same audio, so its hidden
+states (and its front-end output, which a student with a copied frozen front-end takes
+as input) are computed once and stored as fp16.
+
+Layout of one cache, ``<cache_dir>/<key>/``, where ``key`` hashes the teacher id, the
+manifest's content, the cached layers and whether the front-end output is included:
+
+- ``plan.json``: the utterances in storage order (longest first), for each the frame
+  offset and count in the flat arrays, the shards (contiguous runs of utterances), the
+  array names and widths;
+- ``<name>.f16``: one flat ``(total_frames, D)`` float16 array per name (``frontend``,
+  ``layer_<k>``), utterance after utterance;
+- ``shards/<i>.json``: written when shard ``i`` is complete, with a checksum of each
+  array's byte range for that shard;
+- ``COMPLETE.json``: written last; only a cache with it is ever read.
+
+Building happens in ``<key>.building/`` and ends with a rename to ``<key>/``. A killed
+build leaves ``<key>.building/`` with some finished shards; the next call verifies them
+(checksums), reuses them and computes only the rest. Opening a finished cache checks file
+sizes and, for caches up to ``verify_limit`` bytes, every shard checksum; a corrupted
+shard is recomputed, a file of the wrong size rebuilds the cache. Several processes (Ray
+trials) may ask at once: one builds under an exclusive ``fcntl.flock`` on
+``<key>.lock``; the others block on it and then open the finished cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+
+from harness.config import ConfigError
+
+FORMAT_VERSION = 1
+FP16_MAX = 65504.0
+_MARGIN_BYTES = 64 * 2**20  # keep this much free beyond the estimate
+
+
+class CacheError(ConfigError):
+    """The cache cannot be built or used (not enough disk, audio not matching the
+    manifest...). A ``ConfigError``: the fix is a setting (``teacher.cache_dir``, the
+    layers, ``teacher.cache=false``) or the data."""
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _log_stderr(msg: str) -> None:
+    print(f"[teacher cache] {msg}", file=sys.stderr, flush=True)
+
+
+def _load_audio(path: Path) -> np.ndarray:
+    """16 kHz mono float32 samples; the validating reader of harness.data when present."""
+    try:
+        from harness.data.audio import load_audio
+    except ImportError:
+        import soundfile as sf
+
+        wav, sr = sf.read(str(path), dtype="float32", always_2d=False)
+        if sr != 16000 or wav.ndim != 1:
+            raise CacheError(f"{path}: expected 16 kHz mono audio, got {sr} Hz with shape {wav.shape}")
+        return wav
+    return load_audio(path)
+
+
+def file_digest(path: str | Path) -> str:
+    """blake2b-128 hex digest of a file's bytes."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _range_digest(path: Path, start: int, stop: int) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        left = stop - start
+        while left > 0:
+            block = fh.read(min(left, 1 << 20))
+            if not block:
+                break
+            h.update(block)
+            left -= len(block)
+    return h.hexdigest()
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "w") as fh:
+        json.dump(data, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.2f} GB"
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (released by the OS if the holder dies)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def array_names(layers: Sequence[int], frontend: bool) -> list[str]:
+    """Array names in storage order: ``frontend`` (when cached), then ``layer_<k>``."""
+    return (["frontend"] if frontend else []) + [f"layer_{k}" for k in layers]
+
+
+def cache_key(teacher_id: str, manifest_digest: str, layers: Sequence[int], frontend: bool) -> str:
+    """The folder name of a cache: a hash of what determines its content."""
+    h = hashlib.blake2b(digest_size=10)
+    h.update(json.dumps([FORMAT_VERSION, teacher_id, manifest_digest, list(layers), bool(frontend)]).encode())
+    return f"{teacher_id}-{h.hexdigest()}"
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+class FeatureCache:
+    """A finished cache, opened read-only.
+
+    Args:
+        root: the cache folder (``<cache_dir>/<key>``) holding ``COMPLETE.json``.
+
+    Attributes:
+        teacher_id, layers (hidden-state indices), frontend (bool), names, dims
+        (``{name: D}``), frame_rate, ids (storage order), built_shards / reused_shards
+        (what the :func:`ensure_cache` call that returned it did).
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        if not (self.root / "COMPLETE.json").is_file():
+            raise CacheError(f"{self.root}: not a finished feature cache (no COMPLETE.json)")
+        plan = json.loads((self.root / "plan.json").read_text())
+        self.plan = plan
+        self.teacher_id: str = plan["teacher_id"]
+        self.layers: list[int] = plan["layers"]
+        self.frontend: bool = plan["frontend"]
+        self.names: list[str] = plan["names"]
+        self.dims: dict[str, int] = plan["dims"]
+        self.frame_rate: float = plan["frame_rate"]
+        self.ids: list[str] = [u[0] for u in plan["utts"]]
+        self._index = {u[0]: u for u in plan["utts"]}
+        self._arrays: dict[str, np.ndarray] = {}
+        self.built_shards = 0
+        self.reused_shards = len(plan["shards"])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __contains__(self, utt_id: object) -> bool:
+        return utt_id in self._index
+
+    def _array(self, name: str) -> np.ndarray:
+        arr = self._arrays.get(name)
+        if arr is None:
+            total = self.plan["total_frames"]["frontend" if name == "frontend" else "layers"]
+            shape = (total, self.dims[name])
+            if total == 0:
+                arr = np.zeros(shape, dtype=np.float16)
+            else:
+                arr = np.memmap(self.root / f"{name}.f16", dtype=np.float16, mode="r", shape=shape)
+            self._arrays[name] = arr
+        return arr
+
+    def frames(self, utt_id: str) -> dict[str, int]:
+        """Frames stored for ``utt_id`` per name."""
+        _, h_off, h_n, f_off, f_n = self._index[utt_id]
+        return {name: (f_n if name == "frontend" else h_n) for name in self.names}
+
+    def get(self, utt_id: str) -> dict[str, np.ndarray]:
+        """The cached arrays of one utterance.
+
+        Returns:
+            ``{"frontend": (T_f, C), "layer_<k>": (T, D), ...}``: read-only float16
+            memory-mapped views (valid frames only; copy or cast before modifying).
+
+        Raises:
+            KeyError: ``utt_id`` is not in the cached manifest.
+        """
+        try:
+            _, h_off, h_n, f_off, f_n = self._index[utt_id]
+        except KeyError:
+            raise KeyError(f"utterance {utt_id!r} is not in the feature cache {self.root}") from None
+        out = {}
+        for name in self.names:
+            off, n = (f_off, f_n) if name == "frontend" else (h_off, h_n)
+            out[name] = self._array(name)[off: off + n]
+        return out
+
+
+# ----------------------------------------------------------------------------- planning
+
+
+def _make_plan(teacher, records: list[dict], layers: list[int], frontend: bool, shard_size: int) -> dict:
+    """Storage order, offsets and shards; deterministic in its inputs."""
+    ids = [r["id"] for r in records]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise CacheError(f"manifest has the utterance id {dup!r} more than once")
+    order = sorted(range(len(records)), key=lambda i: (-int(records[i]["num_samples"]), records[i]["id"]))
+    samples = torch.tensor([int(records[i]["num_samples"]) for i in order], dtype=torch.int64)
+    h_frames = teacher.frame_lengths(samples).tolist() if layers else [0] * len(order)
+    f_frames = teacher.frontend.frame_lengths(samples).tolist() if frontend else [0] * len(order)
+    utts, h_off, f_off = [], 0, 0
+    for j, i in enumerate(order):
+        utts.append([records[i]["id"], h_off, int(h_frames[j]), f_off, int(f_frames[j])])
+        h_off += int(h_frames[j])
+        f_off += int(f_frames[j])
+    names = array_names(layers, frontend)
+    dims = {name: int(teacher.frontend.out_dim if name == "frontend" else teacher.width) for name in names}
+    shards = [[s, min(s + shard_size, len(utts))] for s in range(0, len(utts), shard_size)]
+    return {
+        "version": FORMAT_VERSION, "teacher_id": teacher.id, "layers": layers, "frontend": frontend,
+        "names": names, "dims": dims, "frame_rate": float(teacher.frame_rate),
+        "total_frames": {"layers": h_off, "frontend": f_off}, "shards": shards, "utts": utts,
+    }
+
+
+def _plan_bytes(plan: dict, name: str) -> int:
+    group = "frontend" if name == "frontend" else "layers"
+    return plan["total_frames"][group] * plan["dims"][name] * 2
+
+
+def _shard_range(plan: dict, shard: int, name: str) -> tuple[int, int]:
+    """Byte range ``[start, stop)`` of ``shard`` in array ``name``."""
+    start, stop = plan["shards"][shard]
+    utts, d = plan["utts"], plan["dims"][name] * 2
+    off, n = (3, 4) if name == "frontend" else (1, 2)
+    first = utts[start][off]
+    last = utts[stop - 1][off] + utts[stop - 1][n]
+    return first * d, last * d
+
+
+def _shard_ok(folder: Path, plan: dict, shard: int, full: bool) -> bool:
+    marker = folder / "shards" / f"{shard}.json"
+    if not marker.is_file():
+        return False
+    try:
+        sums = json.loads(marker.read_text())["checksums"]
+    except (OSError, ValueError, KeyError):
+        return False
+    if set(sums) != set(plan["names"]):
+        return False
+    if full:
+        for name in plan["names"]:
+            start, stop = _shard_range(plan, shard, name)
+            if _range_digest(folder / f"{name}.f16", start, stop) != sums[name]:
+                return False
+    return True
+
+
+def _sizes_ok(folder: Path, plan: dict) -> bool:
+    for name in plan["names"]:
+        path = folder / f"{name}.f16"
+        if not path.is_file() or path.stat().st_size != _plan_bytes(plan, name):
+            return False
+    return True
+
+
+def verify_cache(folder: str | Path, full: bool = True) -> tuple[bool, list[int], str]:
+    """Check a cache folder against its plan.
+
+    Args:
+        folder: a cache (or ``.building``) folder.
+        full: recompute every shard's checksums (else only sizes and markers).
+
+    Returns:
+        ``(ok, bad_shards, reason)``; ``bad_shards`` = ``[-1]`` when the folder must be
+        rebuilt from scratch (missing plan, wrong file size).
+    """
+    folder = Path(folder)
+    try:
+        plan = json.loads((folder / "plan.json").read_text())
+    except (OSError, ValueError):
+        return False, [-1], "plan.json missing or unreadable"
+    if not _sizes_ok(folder, plan):
+        return False, [-1], "an array file is missing or has the wrong size"
+    bad = [i for i in range(len(plan["shards"])) if not _shard_ok(folder, plan, i, full)]
+    if bad:
+        return False, bad, f"{len(bad)} shard(s) missing or failing their checksum"
+    if not (folder / "COMPLETE.json").is_file():
+        return False, [], "no COMPLETE.json"
+    return True, [], ""
+
+
+# ----------------------------------------------------------------------------- building
+
+
+def _batches(plan: dict, shard: int, samples: list[int], batch_size: int, max_batch_samples: int):
+    """Consecutive utterance indices of a shard, longest first, capped in count and padded size."""
+    start, stop = plan["shards"][shard]
+    batch: list[int] = []
+    for i in range(start, stop):
+        # utterances are sorted longest first, so the first of a batch sets its padded length
+        if batch and (len(batch) >= batch_size or (len(batch) + 1) * samples[batch[0]] > max_batch_samples):
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch
+
+
+def _build_shard(folder: Path, plan: dict, shard: int, teacher, records: dict, root: Path,
+                 device: torch.device, batch_size: int, max_batch_samples: int) -> None:
+    from harness.data.manifest import audio_path
+
+    names, layers = plan["names"], plan["layers"]
+    utts = plan["utts"]
+    samples = [int(records[u[0]]["num_samples"]) for u in utts]
+    hashes = {name: hashlib.blake2b(digest_size=16) for name in names}
+    fds = {name: os.open(folder / f"{name}.f16", os.O_RDWR) for name in names}
+    try:
+        for batch in _batches(plan, shard, samples, batch_size, max_batch_samples):
+            wavs = []
+            for i in batch:
+                rec = records[utts[i][0]]
+                path = audio_path(rec, root)
+                wav = _load_audio(path)
+                if len(wav) != int(rec["num_samples"]):
+                    raise CacheError(f"{path}: {len(wav)} samples but the manifest says {rec['num_samples']} "
+                                     f"(utterance {rec['id']!r}); rebuild the manifest")
+                wavs.append(wav)
+            lengths = torch.tensor([len(w) for w in wavs], dtype=torch.int64)
+            x = torch.zeros(len(wavs), int(lengths.max()), dtype=torch.float32)
+            for b, w in enumerate(wavs):
+                x[b, : len(w)] = torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))
+            x, lengths_dev = x.to(device), lengths.to(device)
+            with torch.inference_mode():
+                out: dict[str, torch.Tensor] = {}
+                if layers:
+                    states, _ = teacher.hidden_states(x, lengths_dev)
+                    for k in layers:
+                        out[f"layer_{k}"] = states[k]
+                if plan["frontend"]:
+                    out["frontend"], _ = teacher.frontend(x, lengths_dev)
+            for name in names:
+                d = plan["dims"][name]
+                arr = out[name].float().clamp(-FP16_MAX, FP16_MAX).to(torch.float16).cpu().numpy()
+                if arr.shape[-1] != d:
+                    raise CacheError(f"teacher output {name} has width {arr.shape[-1]}, planned {d}")
+                off_i, n_i = (3, 4) if name == "frontend" else (1, 2)
+                for b, i in enumerate(batch):
+                    n = utts[i][n_i]
+                    if arr.shape[1] < n:
+                        raise CacheError(f"teacher returned {arr.shape[1]} frames for utterance {utts[i][0]!r}, "
+                                         f"its frame arithmetic says {n}")
+                    data = np.ascontiguousarray(arr[b, :n]).tobytes()
+                    os.pwrite(fds[name], data, utts[i][off_i] * d * 2)
+                    hashes[name].update(data)
+        for fd in fds.values():
+            os.fsync(fd)
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+    _write_json_atomic(folder / "shards" / f"{shard}.json",
+                       {"checksums": {name: h.hexdigest() for name, h in hashes.items()}})
+
+
+class _FrontendOnly(torch.nn.Module):
+    """A bare front-end (e.g. a student's frozen copy) seen as a teacher with no layers."""
+
+    def __init__(self, frontend: torch.nn.Module) -> None:
+        super().__init__()
+        from harness.teachers.ident import weights_id
+
+        self.frontend = frontend
+        self.num_layers, self.width, self.frame_rate = 0, 0, float(frontend.frame_rate)
+        self.id = weights_id(f"frontend-{frontend.spec.get('type', 'x')}", frontend.spec, frontend.state_dict())
+
+    def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        return self.frontend.frame_lengths(lengths)
+
+
+def _resolve(teacher_or_spec, device):
+    if not isinstance(teacher_or_spec, str) and not hasattr(teacher_or_spec, "hidden_states"):
+        teacher_or_spec = _FrontendOnly(teacher_or_spec)  # a bare front-end module
+    if isinstance(teacher_or_spec, str):
+        from harness.teachers.base import load_teacher
+
+        dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return load_teacher(teacher_or_spec, dev), dev, teacher_or_spec
+    teacher = teacher_or_spec
+    params = list(teacher.parameters()) if isinstance(teacher, torch.nn.Module) else []
+    dev = params[0].device if params else torch.device(device or "cpu")
+    return teacher, dev, None
+
+
+def ensure_cache(
+    teacher_or_spec,
+    manifest_path: str | Path,
+    layers: Optional[Sequence[int]] = None,
+    frontend: bool = True,
+    cache_dir: str | Path = "cache/teacher",
+    batch_size: int = 8,
+    device: Optional[str] = None,
+    shard_size: int = 256,
+    max_batch_seconds: float = 320.0,
+    verify_limit: int = 2**30,
+    on_shard: Optional[Callable[[int], None]] = None,
+    log: Optional[Callable[[str], None]] = _log_stderr,
+) -> FeatureCache:
+    """Return the feature cache of ``teacher`` over a manifest, building it once if needed.
+
+    Args:
+        teacher_or_spec: a teacher spec (``"dummy"``, ``"hf:/dir"``...) or a loaded
+            teacher (Upstream with ``.frontend``).
+        manifest_path: JSONL manifest of the utterances (all are cached, full length).
+        layers: teacher hidden-state indices to cache (0 = pre-encoder features ... L);
+            ``None`` = all. ``[]`` with ``frontend=True`` caches only the front-end.
+        frontend: also cache ``teacher.frontend``'s output (key ``"frontend"``).
+        cache_dir: parent folder of all caches.
+        batch_size: utterances per teacher forward (length-sorted, so padding is small).
+        device: where the teacher runs when built from a spec (default: cuda if present).
+        shard_size: utterances per shard (the unit of resumption).
+        max_batch_seconds: cap on the padded audio of one batch (B x longest), seconds.
+        verify_limit: caches up to this many bytes are checksummed on every open; larger
+            ones are checked by file sizes and shard markers only.
+        on_shard: called with each finished shard's index (tests use it to interrupt).
+        log: progress messages (``None`` = silent).
+
+    Returns:
+        The finished, verified cache.
+
+    Raises:
+        CacheError: not enough free disk (checked before building), a layer out of range,
+            audio not matching its manifest.
+        FileNotFoundError / ManifestError: missing manifest or audio.
+    """
+    from harness.data.manifest import read_manifest
+
+    say = log or (lambda msg: None)
+    manifest_path = Path(manifest_path)
+    records = read_manifest(manifest_path)  # ManifestError names a missing/bad manifest
+    teacher, dev, spec = _resolve(teacher_or_spec, device)
+    if layers is None:
+        layers = list(range(teacher.num_layers + 1))
+    layers = sorted({int(k) for k in layers})
+    if layers and (layers[0] < 0 or layers[-1] > teacher.num_layers):
+        raise CacheError(f"layers {layers}: teacher {teacher.id} has hidden states 0..{teacher.num_layers}")
+    if not layers and not frontend:
+        raise CacheError("nothing to cache: give layers or frontend=True")
+
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    key = cache_key(teacher.id, file_digest(manifest_path), layers, frontend)
+    final, building, lock = cache_dir / key, cache_dir / f"{key}.building", cache_dir / f"{key}.lock"
+
+    def open_if_valid() -> Optional[FeatureCache]:
+        if not (final / "COMPLETE.json").is_file():
+            return None
+        try:
+            plan = json.loads((final / "plan.json").read_text())
+            full = sum(_plan_bytes(plan, n) for n in plan["names"]) <= verify_limit
+        except (OSError, ValueError, KeyError):
+            return None
+        try:
+            ok, _, _ = verify_cache(final, full=full)
+            return FeatureCache(final) if ok else None
+        except OSError:  # another process is repairing it right now (renamed away)
+            return None
+
+    cache = open_if_valid()  # fast path: no lock for a finished, intact cache
+    if cache is not None:
+        return cache
+    with _locked(lock):
+        cache = open_if_valid()  # another process may have finished it while we waited
+        if cache is not None:
+            return cache
+        plan = _make_plan(teacher, records, layers, frontend, shard_size)
+        if final.exists():  # finished once but damaged: repair it in the building folder
+            ok, bad, reason = verify_cache(final, full=True)
+            say(f"{final}: {reason}; rebuilding the damaged part")
+            if building.exists():
+                shutil.rmtree(building)
+            (final / "COMPLETE.json").unlink(missing_ok=True)
+            os.rename(final, building)
+        if building.exists():
+            try:
+                same = json.loads((building / "plan.json").read_text()) == plan and _sizes_ok(building, plan)
+            except (OSError, ValueError):
+                same = False
+            if not same:
+                shutil.rmtree(building)
+        todo = [i for i in range(len(plan["shards"])) if not (building.exists() and _shard_ok(building, plan, i, True))]
+        for i in todo:
+            if building.exists():
+                (building / "shards" / f"{i}.json").unlink(missing_ok=True)
+        reused = len(plan["shards"]) - len(todo)
+
+        # estimate the disk it needs before writing anything (array files are sparse)
+        need = sum(_shard_range(plan, i, n)[1] - _shard_range(plan, i, n)[0] for i in todo for n in plan["names"])
+        total = sum(_plan_bytes(plan, n) for n in plan["names"])
+        free = shutil.disk_usage(cache_dir).free
+        hours = sum(int(r["num_samples"]) for r in records) / 16000 / 3600
+        say(f"{len(records)} utterances ({hours:.2f} h), {len(plan['names'])} arrays "
+            f"({', '.join(plan['names'][:3])}{'...' if len(plan['names']) > 3 else ''}) in fp16: "
+            f"{_gb(total)} in all, {_gb(need)} to write; {_gb(free)} free in {cache_dir}")
+        if need + _MARGIN_BYTES > free:
+            raise CacheError(
+                f"teacher cache for {teacher.id} needs {_gb(need)} more in {cache_dir} but only {_gb(free)} "
+                f"are free; free disk, point teacher.cache_dir elsewhere, cache fewer layers, or set teacher.cache=false"
+            )
+
+        if not building.exists():
+            (building / "shards").mkdir(parents=True)
+            _write_json_atomic(building / "plan.json", plan)
+            for name in plan["names"]:
+                with open(building / f"{name}.f16", "wb") as fh:
+                    fh.truncate(_plan_bytes(plan, name))
+        if reused:
+            say(f"resuming: {reused} of {len(plan['shards'])} shards already built")
+        by_id = {r["id"]: r for r in records}
+        was_training = getattr(teacher, "training", False)
+        if isinstance(teacher, torch.nn.Module):
+            teacher.eval()
+        t0 = time.perf_counter()
+        try:
+            for n_done, i in enumerate(todo, 1):
+                _build_shard(building, plan, i, teacher, by_id, manifest_path.parent, dev, batch_size,
+                             int(max_batch_seconds * 16000))
+                say(f"shard {i + 1}/{len(plan['shards'])} done ({time.perf_counter() - t0:.1f} s)")
+                if on_shard is not None:
+                    on_shard(i)
+        finally:
+            if was_training:
+                teacher.train()
+
+        ok, bad, reason = verify_cache(building, full=False)
+        if bad:
+            raise CacheError(f"{building}: {reason} after building")
+        _write_json_atomic(building / "meta.json", {
+            "teacher_id": teacher.id, "teacher_spec": spec, "manifest": str(manifest_path.resolve()),
+            "utterances": len(records), "hours": hours, "bytes": total, "built_seconds": time.perf_counter() - t0,
+        })
+        _write_json_atomic(building / "COMPLETE.json", {
+            "plan": file_digest(building / "plan.json"),
+            "shards": {str(i): json.loads((building / "shards" / f"{i}.json").read_text())["checksums"]
+                       for i in range(len(plan["shards"]))},
+        })
+        os.rename(building, final)
+        _fsync_dir(cache_dir)
+        say(f"ready: {final}")
+        cache = FeatureCache(final)
+        cache.built_shards, cache.reused_shards = len(todo), reused
+        return cache

@@ -1,0 +1,252 @@
+"""Fabricated result folders for report tests (real sweeps come later).
+
+Writes run folders that follow the result contract of ``docs/architecture.md`` ("Result
+files"): ``config.yaml`` (a fully resolved :class:`harness.config.RunConfig`),
+``summary.json``, ``metrics.jsonl``, ``student.ckpt``, plus the optional ``superb.json``,
+``analysis.json`` and the sweep's ``trial.json``. The numbers are made up, but shaped like
+real ones: stacking variants train faster in proportion to their theoretical cost, quality
+differs per variant with seed noise, losses fall along a power law, CKA matrices peak
+along the student-to-teacher layer map.
+
+Nothing here is a result: it exists so the report code can be tested before sweeps run.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from harness.config import RunConfig, dump_yaml, from_dict
+
+VARIANTS = ("none", "top", "bottom", "middle", "interleaved")
+# task -> (metric, direction, value of the 'none' student, spread across seeds)
+TASKS = {
+    "ks": ("accuracy", "higher", 0.91, 0.006),
+    "ic": ("accuracy", "higher", 0.83, 0.010),
+    "sid": ("accuracy", "higher", 0.62, 0.012),
+    "er": ("accuracy", "higher", 0.58, 0.015),
+    "pr": ("per", "lower", 0.21, 0.006),
+    "asr": ("wer", "lower", 0.34, 0.010),
+}
+# Quality lost by each variant relative to 'none' (fraction of the task's headroom).
+QUALITY_DROP = {"none": 0.0, "interleaved": 0.004, "middle": 0.03, "top": 0.05, "bottom": 0.09}
+TEACHER_LAYERS = 8
+STUDENT_LAYERS = 8
+
+
+def _stage_plan(variant: str, steps: int, stages: int = 4) -> list[dict]:
+    """Per-stage depth and steps of the proportional schedule (1:2:...:B)."""
+    if variant == "none":
+        return [{"stage": 0, "depth": STUDENT_LAYERS, "steps": steps}]
+    add = STUDENT_LAYERS // stages
+    weights = np.arange(1, stages + 1, dtype=float)
+    counts = np.floor(steps * weights / weights.sum()).astype(int)
+    counts[-1] += steps - counts.sum()
+    return [
+        {"stage": s, "depth": STUDENT_LAYERS - (stages - 1 - s) * add, "steps": int(counts[s])}
+        for s in range(stages)
+    ]
+
+
+def _cka_teacher(depth: int, rng: np.random.Generator, sharp: float) -> list[list[float]]:
+    """A (depth+1, T+1) CKA matrix peaking where student layer i meets teacher round((i)*T/L)."""
+    s = np.arange(depth + 1)[:, None] / depth
+    t = np.arange(TEACHER_LAYERS + 1)[None, :] / TEACHER_LAYERS
+    m = np.exp(-((s - t) ** 2) / (2 * sharp**2)) * 0.85 + 0.1
+    m += rng.normal(0, 0.02, m.shape)
+    return np.clip(m, 0, 1).round(4).tolist()
+
+
+def _cka_self(depth: int, rng: np.random.Generator, width: float) -> list[list[float]]:
+    i = np.arange(depth + 1)
+    m = np.exp(-np.abs(i[:, None] - i[None, :]) / width)
+    m = (m + m.T) / 2 + rng.normal(0, 0.01, m.shape)
+    m = (m + m.T) / 2
+    np.fill_diagonal(m, 1.0)
+    return np.clip(m, 0, 1).round(4).tolist()
+
+
+def write_run(
+    sweep_dir: Path,
+    variant: str,
+    seed: int,
+    *,
+    sweep: str,
+    overrides: dict | None = None,
+    steps: int = 400,
+    failed: str | None = None,
+    quality_shift: float = 0.0,
+    analysis: bool = True,
+    superb: bool = True,
+) -> Path:
+    """Write one fabricated run folder and return it.
+
+    Args:
+        sweep_dir: ``results/<sweep>/``.
+        variant: stacking variant.
+        seed: the run's seed (drives the noise).
+        sweep: sweep name written into ``summary.json``.
+        overrides: extra nested config values (e.g. ``{"loss": {"w": 0.25}}``).
+        steps: training steps.
+        failed: when set, the run failed with this reason (no tasks, partial metrics).
+        quality_shift: added fraction of headroom lost (ablations).
+        analysis: write ``analysis.json``.
+        superb: write ``superb.json``.
+    """
+    overrides = overrides or {}
+    key = "-".join(f"{k}={v}" for sec in sorted(overrides) for k, v in sorted(overrides[sec].items()))
+    run_id = f"variant={variant}" + (f"-{key}" if key else "") + f"-s{seed}"
+    run_dir = sweep_dir / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(zlib.crc32(f"{variant}|{seed}|{key}".encode()))
+
+    cfg_data = {
+        "profile": "embedded",
+        "teacher": {"spec": "embedded"},
+        "student": {"preset": "student_embedded", "layers": STUDENT_LAYERS},
+        "stacking": {"variant": variant, "stages": 4, "add": 2},
+        "train": {"steps": steps, "seed": seed},
+    }
+    for sec, vals in overrides.items():
+        cfg_data.setdefault(sec, {}).update(vals)
+    cfg = from_dict(RunConfig, cfg_data, source="fabricate")
+    dump_yaml(cfg, run_dir / "config.yaml")
+    (run_dir / "trial.json").write_text(json.dumps({
+        "sweep": sweep, "run_id": run_id, "evaluate": list(TASKS),
+        "overrides": {"stacking.variant": variant, "train.seed": seed,
+                      **{f"{s}.{k}": v for s, d in overrides.items() for k, v in d.items()}},
+    }))
+
+    # Time per step is proportional to the current depth (0.05 s per layer), plus noise.
+    plan = _stage_plan(variant, steps)
+    sec_per_layer_step = 0.05 * (1 + rng.normal(0, 0.02))
+    stages, t, lines, step = [], 0.0, [], 0
+    total_w = 0.5 if "loss" not in overrides else overrides["loss"].get("w", 0.5)
+    for st in plan:
+        dt = st["depth"] * sec_per_layer_step
+        for _ in range(st["steps"]):
+            step += 1
+            t += dt * (1 + rng.normal(0, 0.03))
+            if step % 10 == 0 or step == 1:
+                base = 2.5 * (step + 5) ** -0.35 + 0.25
+                out = base * (1 + rng.normal(0, 0.02))
+                inter = base * 1.3 * (1 + rng.normal(0, 0.02))
+                lines.append({
+                    "step": step, "stage": st["stage"], "depth": st["depth"],
+                    "loss": round(out + total_w * inter, 5), "loss_out": round(out, 5),
+                    "loss_inter": round(inter, 5), "lr": 2e-4, "time": round(t, 3),
+                })
+        stages.append({**st, "seconds": round(dt * st["steps"], 3)})
+        if failed and st["stage"] == 1:
+            break
+    with open(run_dir / "metrics.jsonl", "w") as fh:
+        for line in lines:
+            fh.write(json.dumps(line) + "\n")
+
+    summary = {
+        "run_id": run_id, "sweep": sweep, "variant": variant, "schedule": "proportional",
+        "seed": seed, "teacher": "embedded", "student_params": 4_180_000,
+        "stages": stages, "train_seconds": round(t, 3),
+        "flops": float(sum(s["depth"] * s["steps"] for s in stages) * 2.1e9),
+        "final_losses": {k: lines[-1][k] for k in ("loss", "loss_out", "loss_inter")},
+        "hardware": {"device": "cpu (fabricated)", "cpu_count": 2, "torch": "2.11.0"},
+        "git_commit": "0123456789abcdef0123456789abcdef01234567",
+        "start_time": f"2026-11-23T10:{seed:02d}:00+00:00",
+        "end_time": f"2026-11-23T11:{seed:02d}:00+00:00",
+        "status": "ok",
+    }
+    if failed:
+        summary["status"] = f"failed: {failed}"
+        summary["tasks"] = {}
+        summary["superb_score"] = None
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        return run_dir
+
+    drop = QUALITY_DROP.get(variant, 0.05) + quality_shift
+    tasks, superb_data = {}, {}
+    for task, (metric, direction, ref, spread) in TASKS.items():
+        noise = rng.normal(0, spread)
+        if direction == "higher":
+            value = ref - drop * (1 - ref) * 3 + noise
+        else:
+            value = ref + drop * ref * 1.5 + noise
+        value = round(float(np.clip(value, 0.01, 0.99)), 4)
+        tasks[task] = {"metric": metric, "direction": direction, "value": value, "n": 400}
+        w = np.exp(-((np.arange(STUDENT_LAYERS + 1) - (3 if task in ("pr", "asr") else 6)) ** 2) / 6.0)
+        w = w * (1 + rng.normal(0, 0.1, w.shape)).clip(0.1)
+        superb_data[task] = {**tasks[task], "dev_value": round(value + rng.normal(0, 0.005), 4),
+                             "layer_weights": (w / w.sum()).round(4).tolist()}
+    # SUPERB score on the fabricated scale: 1000 at the 'none' reference, minus the drop.
+    summary["tasks"] = tasks
+    summary["superb_score"] = round(float(820 - 2200 * drop + rng.normal(0, 6)), 2)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    summary["superb_ref"] = "embedded"
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    if superb:  # the layout harness.superb.evaluate writes
+        (run_dir / "superb.json").write_text(json.dumps({
+            "upstream": str(run_dir), "profile": "embedded", "tasks": superb_data,
+            "score": {"score": summary["superb_score"], "ref": "embedded"},
+            "seconds": round(float(95 + rng.normal(0, 3)), 2),
+        }))
+    if analysis:
+        sharp = {"none": 0.12, "interleaved": 0.13, "middle": 0.18, "top": 0.22, "bottom": 0.26}.get(variant, 0.2)
+        (run_dir / "analysis.json").write_text(json.dumps({
+            "cka_teacher": _cka_teacher(STUDENT_LAYERS, rng, sharp),
+            "cka_self": _cka_self(STUDENT_LAYERS, rng, 3.0 if variant in ("top", "bottom") else 1.8),
+            "probes": {
+                "phone": np.linspace(0.3, 0.7, STUDENT_LAYERS + 1).round(3).tolist(),
+                "speaker": np.linspace(0.8, 0.4, STUDENT_LAYERS + 1).round(3).tolist(),
+            },
+        }))
+    # A real checkpoint is a torch file; the report never opens it, a placeholder will do.
+    (run_dir / "student.ckpt").write_bytes(b"fabricated checkpoint placeholder\n")
+    return run_dir
+
+
+def fabricate_main(results: Path, sweep: str = "main", seeds=(0, 1, 2), failed=("top", 2)) -> Path:
+    """The main study: every variant x seeds; ``failed`` = (variant, seed) of a failed run.
+
+    One run also lacks ``analysis.json`` (bottom, seed 1) so the report shows n/a for it.
+    """
+    sweep_dir = results / sweep
+    for variant in VARIANTS:
+        for seed in seeds:
+            fail = "RuntimeError: CUDA out of memory (fabricated)" if (variant, seed) == tuple(failed) else None
+            write_run(sweep_dir, variant, seed, sweep=sweep, failed=fail,
+                      analysis=(variant, seed) != ("bottom", 1))
+    return sweep_dir
+
+
+def fabricate_ablation(results: Path, sweep: str = "ablation_w", values=(0.0, 0.25, 0.5, 1.0), seeds=(0, 1)) -> Path:
+    """The intermediate-loss weight ablation on interleaved: ``loss.w`` in ``values``."""
+    sweep_dir = results / sweep
+    for w in values:
+        for seed in seeds:
+            write_run(sweep_dir, "interleaved", seed, sweep=sweep, overrides={"loss": {"w": w}},
+                      quality_shift=0.06 * abs(w - 0.5), analysis=False, superb=False)
+    return sweep_dir
+
+
+def fabricate_probe(path: Path) -> Path:
+    """A teacher probe file: per-layer phone/speaker probe accuracy and layer-layer CKA."""
+    layers = np.arange(TEACHER_LAYERS + 1)
+    phone = 0.35 + 0.45 * np.exp(-((layers - 5.5) ** 2) / 8)
+    speaker = 0.85 - 0.05 * layers
+    i = layers
+    cka = np.exp(-np.abs(i[:, None] - i[None, :]) / 2.5)
+    path.write_text(json.dumps({
+        "teacher": "embedded", "phone": phone.round(4).tolist(), "speaker": speaker.round(4).tolist(),
+        "cka": cka.round(4).tolist(),
+    }))
+    return path
+
+
+def fabricate_broken(sweep_dir: Path, sweep: str = "main") -> Path:
+    """A run whose summary.json was cut off mid-write (config.yaml intact): must be listed."""
+    run_dir = write_run(sweep_dir, "middle", 3, sweep=sweep)
+    text = (run_dir / "summary.json").read_text()
+    (run_dir / "summary.json").write_text(text[: len(text) // 2])
+    return run_dir

@@ -1,0 +1,252 @@
+"""The teacher-feature cache: read-back equals the teacher, keys, resumption after an
+interrupted or killed build, corruption detection and repair, concurrent builders, the
+disk-space refusal, and strict errors. Uses the dummy teacher on a few fabricated FLACs."""
+
+import json
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from harness.teachers import load_teacher
+from harness.teachers.cache import CacheError, FeatureCache, ensure_cache, verify_cache
+
+torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parent.parent
+N_UTTS, SHARD = 7, 2  # -> 4 shards
+
+
+def make_corpus(root: Path, n=N_UTTS, seed=0) -> Path:
+    from harness.data.manifest import write_manifest
+
+    (root / "audio").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    records = []
+    for i in range(n):
+        samples = int(16000 * rng.uniform(0.3, 1.2))
+        t = np.arange(samples) / 16000
+        wav = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 900) * t) + 0.05 * rng.standard_normal(samples)
+        sf.write(root / "audio" / f"u{i}.flac", wav.astype(np.float32), 16000)
+        records.append({"id": f"u{i}", "path": f"audio/u{i}.flac", "num_samples": samples,
+                        "sample_rate": 16000, "speaker": f"s{i % 2}", "text": ""})
+    write_manifest(root / "distill.jsonl", records)
+    return root / "distill.jsonl"
+
+
+@pytest.fixture
+def manifest(tmp_path):
+    return make_corpus(tmp_path / "corpus")
+
+
+def build(manifest, cache_dir, **kw):
+    kw.setdefault("shard_size", SHARD)
+    kw.setdefault("batch_size", 3)
+    kw.setdefault("log", None)
+    return ensure_cache("dummy", manifest, kw.pop("layers", None), cache_dir=cache_dir, device="cpu", **kw)
+
+
+def snapshot(cache: FeatureCache) -> dict:
+    return {u: {k: np.array(v) for k, v in cache.get(u).items()} for u in cache.ids}
+
+
+def test_read_back_equals_the_teacher_and_reopens(manifest, tmp_path):
+    cache = build(manifest, tmp_path / "cache")
+    teacher = load_teacher("dummy")
+    assert cache.built_shards == 4 and cache.reused_shards == 0
+    assert cache.names == ["frontend"] + [f"layer_{k}" for k in range(5)]
+    assert cache.dims == {"frontend": 32, **{f"layer_{k}": 64 for k in range(5)}}
+    assert cache.frame_rate == 50.0 and len(cache) == N_UTTS
+    for rec in (json.loads(ln) for ln in manifest.read_text().splitlines()):
+        wav, _ = sf.read(manifest.parent / rec["path"], dtype="float32")
+        x, n = torch.from_numpy(wav)[None], torch.tensor([len(wav)])
+        states, frames = teacher.hidden_states(x, n)
+        feats, _ = teacher.frontend(x, n)
+        got = cache.get(rec["id"])
+        assert got["frontend"].dtype == np.float16 and got["frontend"].shape == (int(frames), 32)
+        np.testing.assert_allclose(got["frontend"], feats[0].numpy(), rtol=2e-3, atol=2e-3)
+        for k in range(5):
+            assert got[f"layer_{k}"].shape == (int(frames), 64)
+            np.testing.assert_allclose(got[f"layer_{k}"], states[k][0].numpy(), rtol=2e-3, atol=2e-3)
+    again = build(manifest, tmp_path / "cache")  # second call: opened, nothing recomputed
+    assert again.root == cache.root and again.built_shards == 0
+    reopened = FeatureCache(cache.root)
+    assert all(np.array_equal(reopened.get(u)["layer_3"], cache.get(u)["layer_3"]) for u in cache.ids)
+    with pytest.raises(KeyError, match="'nope' is not in the feature cache"):
+        cache.get("nope")
+
+
+def test_key_depends_on_layers_frontend_and_manifest_content(manifest, tmp_path):
+    a = build(manifest, tmp_path / "cache", layers=[1, 3])
+    b = build(manifest, tmp_path / "cache", layers=[3, 1])
+    c = build(manifest, tmp_path / "cache", layers=[1, 3], frontend=False)
+    assert a.root == b.root != c.root
+    assert a.names == ["frontend", "layer_1", "layer_3"] and c.names == ["layer_1", "layer_3"]
+    other = make_corpus(tmp_path / "corpus2", seed=1)
+    d = build(other, tmp_path / "cache", layers=[1, 3])
+    assert d.root != a.root
+
+
+def test_interrupted_build_resumes_from_finished_shards(manifest, tmp_path):
+    reference = snapshot(build(manifest, tmp_path / "ref"))
+
+    def stop_after_two(i, count=[0]):
+        count[0] += 1
+        if count[0] == 2:
+            raise KeyboardInterrupt  # what a Ctrl-C or a failing batch leaves behind
+
+    with pytest.raises(KeyboardInterrupt):
+        build(manifest, tmp_path / "cache", on_shard=stop_after_two)
+    building = list((tmp_path / "cache").glob("*.building"))
+    assert len(building) == 1 and not [p for p in (tmp_path / "cache").iterdir() if p.is_dir() and p not in building]
+    assert not (building[0] / "COMPLETE.json").exists()
+    cache = build(manifest, tmp_path / "cache")
+    assert (cache.reused_shards, cache.built_shards) == (2, 2)
+    got = snapshot(cache)
+    assert all(np.array_equal(got[u][k], reference[u][k]) for u in reference for k in reference[u])
+
+
+KILL_SCRIPT = """
+import os, signal, sys, torch
+torch.set_num_threads(1)
+from harness.teachers.cache import ensure_cache
+def kill(i):
+    if i == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+ensure_cache("dummy", sys.argv[1], None, cache_dir=sys.argv[2], device="cpu", shard_size=2, batch_size=3,
+             on_shard=kill, log=None)
+"""
+
+
+def test_killed_build_is_never_trusted_and_completes_on_rerun(manifest, tmp_path):
+    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(manifest), str(tmp_path / "cache")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr
+    assert not [p for p in (tmp_path / "cache").glob("*") if (p / "COMPLETE.json").exists()]
+    cache = build(manifest, tmp_path / "cache")
+    assert cache.reused_shards == 2 and cache.built_shards == 2
+    ok, bad, _ = verify_cache(cache.root, full=True)
+    assert ok and not bad
+
+
+def test_corrupted_shard_is_detected_and_rebuilt(manifest, tmp_path):
+    cache = build(manifest, tmp_path / "cache")
+    reference = snapshot(cache)
+    path = cache.root / "layer_2.f16"
+    with open(path, "r+b") as fh:  # flip bytes inside the last shard's range
+        fh.seek(path.stat().st_size - 100)
+        fh.write(b"\x00\x7c" * 20)
+    ok, bad, reason = verify_cache(cache.root)
+    assert not ok and bad == [3] and "checksum" in reason
+    repaired = build(manifest, tmp_path / "cache")
+    assert repaired.root == cache.root and repaired.built_shards == 1 and repaired.reused_shards == 3
+    got = snapshot(repaired)
+    assert all(np.array_equal(got[u][k], reference[u][k]) for u in reference for k in reference[u])
+
+
+def test_truncated_file_rebuilds_the_cache(manifest, tmp_path):
+    cache = build(manifest, tmp_path / "cache")
+    path = cache.root / "frontend.f16"
+    os.truncate(path, path.stat().st_size // 2)
+    assert verify_cache(cache.root, full=False)[1] == [-1]
+    again = build(manifest, tmp_path / "cache")
+    assert again.built_shards == 4 and verify_cache(again.root)[0]
+
+
+def _concurrent_worker(manifest, cache_dir, queue):
+    torch.set_num_threads(1)
+    cache = build(manifest, cache_dir, on_shard=lambda i: time.sleep(0.2))
+    queue.put((str(cache.root), cache.built_shards))
+
+
+def test_concurrent_builders_make_one_cache(manifest, tmp_path):
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_concurrent_worker, args=(manifest, tmp_path / "cache", queue)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    assert results[0][0] == results[1][0]
+    assert sorted(b for _, b in results) == [0, 4]  # one built every shard, the other waited and reused
+    assert len([p for p in (tmp_path / "cache").iterdir() if p.is_dir()]) == 1
+
+
+def test_refuses_when_the_disk_would_not_hold_it(manifest, tmp_path, monkeypatch):
+    import harness.teachers.cache as cache_mod
+
+    class Usage:
+        total, used, free = 10**9, 10**9 - 1000, 1000
+
+    monkeypatch.setattr(cache_mod.shutil, "disk_usage", lambda path: Usage)
+    with pytest.raises(CacheError, match=r"needs 0\.\d\d GB more in .* but only 0\.00 GB are free") as err:
+        build(manifest, tmp_path / "cache")
+    assert "\n" not in str(err.value)
+    assert not list((tmp_path / "cache").glob("*.building"))  # nothing written
+
+
+def test_caches_a_bare_frontend(manifest, tmp_path):
+    from harness.teachers.frontends import ConvFrontend, conv_layers
+
+    torch.manual_seed(0)
+    fe = ConvFrontend(conv_layers(8), mode="layer_norm").eval()
+    cache = ensure_cache(fe, manifest, layers=[], frontend=True, cache_dir=tmp_path / "cache", log=None)
+    assert cache.names == ["frontend"] and cache.teacher_id.startswith("frontend-conv-")
+    wav, _ = sf.read(manifest.parent / "audio" / "u0.flac", dtype="float32")
+    with torch.no_grad():
+        ref, _ = fe(torch.from_numpy(wav)[None], torch.tensor([len(wav)]))
+    np.testing.assert_allclose(cache.get("u0")["frontend"], ref[0].numpy(), rtol=2e-3, atol=2e-3)
+
+
+def test_strict_errors(manifest, tmp_path):
+    with pytest.raises(CacheError, match=r"hidden states 0\.\.4"):
+        build(manifest, tmp_path / "cache", layers=[5])
+    with pytest.raises(CacheError, match="nothing to cache"):
+        build(manifest, tmp_path / "cache", layers=[], frontend=False)
+    lines = manifest.read_text().splitlines()
+    rec = json.loads(lines[0])
+    rec["num_samples"] += 7
+    bad = tmp_path / "corpus" / "bad.jsonl"
+    bad.write_text("\n".join([json.dumps(rec)] + lines[1:]) + "\n")
+    with pytest.raises(CacheError, match="u0.flac: .* samples but the manifest says"):
+        build(bad, tmp_path / "cache")
+    dup = tmp_path / "corpus" / "dup.jsonl"
+    dup.write_text(lines[0] + "\n" + lines[0] + "\n")
+    with pytest.raises(CacheError, match="'u0' more than once"):
+        build(dup, tmp_path / "cache")
+
+
+def test_cli_builds_then_reuses(manifest, tmp_path, capsys):
+    from harness.cli import main
+
+    args = ["teacher", "cache", "--teacher", "dummy", "--manifest", str(manifest), "--layers", "0,2-3",
+            "--out", str(tmp_path / "cache"), "--device", "cpu", "--shard-size", "3"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "arrays frontend, layer_0, layer_2, layer_3" in out and "shards built 3, reused 0" in out
+    assert main(args) == 0
+    assert "shards built 0, reused 3" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"--layers": "7"}, "--layers: [7] out of range; this teacher has hidden states 0..4"),
+    ({"--layers": "x"}, "--layers: 'x' is not 'all'"),
+    ({"--manifest": "missing.jsonl"}, "no such manifest: missing.jsonl"),
+    ({"--teacher": "s3prl:hubert:/nope/h.pt"}, "checkpoint not found: /nope/h.pt"),
+])
+def test_cli_errors_are_one_line(manifest, tmp_path, capsys, change, message):
+    from harness.cli import main
+
+    opts = {"--teacher": "dummy", "--manifest": str(manifest), "--layers": "all", "--out": str(tmp_path / "c"),
+            "--device": "cpu", **change}
+    assert main(["teacher", "cache", *[x for kv in opts.items() for x in kv]]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1

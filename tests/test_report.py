@@ -1,0 +1,360 @@
+"""``harness report``: fabricated result folders -> tables, figures, index.html, report.pdf.
+
+One report is rendered per module (through the CLI) and shared by the assertions; the
+browser and PDF checks use Debian's ``chromium`` and ``pdftoppm`` (installed here when
+missing and possible, skipped with the reason otherwise).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from xml.etree import ElementTree
+
+import numpy as np
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import fabricate  # noqa: E402
+
+from harness.cli import main  # noqa: E402
+from harness.report.collect import collect, varying_keys  # noqa: E402
+from harness.report.figures import pareto_front  # noqa: E402
+from harness.report.findings import main_findings  # noqa: E402
+from harness.report.render import render_report  # noqa: E402
+from harness.report.tables import Cell, Column, Table, _bold_best, latex_escape  # noqa: E402
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    """Main sweep (5 variants x 3 seeds, top seed 2 failed, bottom seed 1 without
+    analysis.json, one run with a truncated summary.json), a w ablation and a probe file,
+    rendered once through ``harness report``."""
+    root = tmp_path_factory.mktemp("report")
+    main_dir = fabricate.fabricate_main(root / "results")
+    broken = fabricate.fabricate_broken(main_dir)
+    abl = fabricate.fabricate_ablation(root / "results")
+    probe = fabricate.fabricate_probe(root / "probe.json")
+    out = root / "reports" / "fab"
+    rc = main(["report", str(main_dir), str(abl), "--probe", str(probe), "--out", str(out)])
+    assert rc == 0
+    return {"root": root, "main": main_dir, "abl": abl, "out": out, "broken": broken, "probe": probe}
+
+
+def _apt_install(binary: str, package: str) -> str:
+    """Path of ``binary``, installing Debian's ``package`` when missing (root + apt only)."""
+    found = shutil.which(binary)
+    if found:
+        return found
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.skip(f"{binary} is not installed and cannot be installed here (needs root and apt-get: "
+                    f"apt-get install -y {package})")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True, timeout=600, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-q", package], check=True, capture_output=True,
+                       timeout=900, env=env)
+    except (subprocess.SubprocessError, OSError) as err:
+        pytest.skip(f"could not install {package} with apt-get ({type(err).__name__}); install it to run this test")
+    found = shutil.which(binary)
+    if not found:
+        pytest.skip(f"apt-get installed {package} but {binary} is still not on PATH")
+    return found
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    return _apt_install("chromium", "chromium")
+
+
+@pytest.fixture(scope="module")
+def pdftoppm():
+    return _apt_install("pdftoppm", "poppler-utils")
+
+
+def _chromium(binary: str, tmp: Path, *args: str) -> subprocess.CompletedProcess:
+    profile = tmp / f"profile-{len(list(tmp.glob('profile-*')))}"
+    profile.mkdir(parents=True)
+    cmd = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={profile}", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def test_report_files_written(rendered):
+    out = rendered["out"]
+    assert (out / "index.html").stat().st_size > 10_000
+    assert (out / "report.pdf").read_bytes()[:5] == b"%PDF-"
+    tables = {p.stem for p in (out / "tables").iterdir()}
+    assert {"table-main", "table-ablation-ablation-w"} <= tables
+    for stem in tables:
+        for ext in ("md", "tex", "csv"):
+            assert (out / "tables" / f"{stem}.{ext}").stat().st_size > 0
+    figs = {p.stem for p in (out / "figures").glob("*.png")}
+    assert {"frontier", "loss_curves", "cka_teacher", "cka_self", "teacher_probes", "layer_weights"} <= figs
+    for stem in figs:
+        assert (out / "figures" / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        svg = ElementTree.parse(out / "figures" / f"{stem}.svg").getroot()
+        assert svg.tag.endswith("svg")
+
+
+def test_main_table_matches_summaries(rendered):
+    """The CSV's means are the means of the summary.json values of the finished runs."""
+    df = pd.read_csv(rendered["out"] / "tables" / "table-main.csv").set_index("variant")
+    for variant in fabricate.VARIANTS:
+        summaries = [json.loads((d / "summary.json").read_text())
+                     for d in rendered["main"].glob(f"variant={variant}-s*") if d != rendered["broken"]]
+        ok = [s for s in summaries if s["status"] == "ok"]
+        assert df.loc[variant, "superb_score_mean"] == pytest.approx(np.mean([s["superb_score"] for s in ok]))
+        assert df.loc[variant, "train_seconds_mean"] == pytest.approx(np.mean([s["train_seconds"] for s in ok]))
+        ks = [s["tasks"]["ks"]["value"] for s in ok]
+        assert df.loc[variant, "task.ks_std"] == pytest.approx(np.std(ks, ddof=1))
+    assert df.loc["top", "runs"] == "2/3"  # the failed run counts as started, not finished
+    assert df.loc["middle", "runs"] == "3/4"  # the unreadable run too
+    none = df.loc["none", "train_seconds_mean"]
+    assert df.loc["interleaved", "speedup_mean"] == pytest.approx(
+        np.mean([none / json.loads((d / "summary.json").read_text())["train_seconds"]
+                 for d in rendered["main"].glob("variant=interleaved-s*")]))
+
+
+def test_markdown_and_latex_bold_best_direction_aware(rendered):
+    md = (rendered["out"] / "tables" / "table-main.md").read_text()
+    df = pd.read_csv(rendered["out"] / "tables" / "table-main.csv").set_index("variant")
+    header = next(line for line in md.splitlines() if line.startswith("| variant"))
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    assert "PR PER (%) ↓" in cols and "KS acc (%) ↑" in cols and "SUPERB ↑" in cols
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip().strip("|").split("|")]
+            for line in md.splitlines() if line.startswith("| ") and not line.startswith("| variant")}
+    best_per = df["task.pr_mean"].idxmin()  # lower is better
+    best_superb = df["superb_score_mean"].idxmax()
+    assert rows[best_per][cols.index("PR PER (%) ↓")].startswith("**")
+    assert rows[best_superb][cols.index("SUPERB ↑")].startswith("**")
+    worst_per = df["task.pr_mean"].idxmax()
+    assert not rows[worst_per][cols.index("PR PER (%) ↓")].startswith("**")
+    tex = (rendered["out"] / "tables" / "table-main.tex").read_text()
+    assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex and "\\textbf{" in tex
+    assert "$\\pm$" in tex and "$\\downarrow$" in tex
+    abl = pd.read_csv(rendered["out"] / "tables" / "table-ablation-ablation-w.csv")
+    assert sorted(abl["loss.w"]) == [0.0, 0.25, 0.5, 1.0]
+
+
+def test_failed_and_broken_runs_listed(rendered):
+    html = (rendered["out"] / "index.html").read_text()
+    assert "variant=top-s2" in html and "CUDA out of memory (fabricated)" in html
+    assert "summary.json" in html and "not valid JSON" in html and str(rendered["broken"]) in html
+    assert "analysis.json in" in html and "variant=bottom-s1" in html  # missing optional file, listed
+    runs = pd.read_csv(rendered["out"] / "runs.csv")
+    assert len(runs) == 5 * 3 + 1 + 4 * 2  # every run folder, none dropped
+    failed = runs[runs["run_id"] == "variant=top-s2"].iloc[0]
+    assert failed["status"].startswith("failed") and math.isnan(failed["superb_score"])
+
+
+def test_html_self_contained(rendered):
+    html = (rendered["out"] / "index.html").read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
+    assert "@import" not in html and "url(http" not in html
+    imgs = re.findall(r'<img src="data:image/png;base64,([^"]+)"', html)
+    assert len(imgs) >= 6
+    assert base64.b64decode(imgs[0])[:8] == b"\x89PNG\r\n\x1a\n"
+    # Provenance block.
+    for label in ("Command", "Report code commit", "Profile", "Hardware", "Teacher", "Seeds", "Total compute"):
+        assert f"<dt>{label}" in html
+    assert "harness report " in html and "--probe" in html
+    assert "SUPERB scoring" in html  # superb.json's seconds count into the total compute
+
+
+def test_findings_are_computed(rendered):
+    html = (rendered["out"] / "index.html").read_text()
+    text = re.search(r'<section id="findings">.*?<p>(.*?)</p>', html, re.S).group(1)
+    df = pd.read_csv(rendered["out"] / "tables" / "table-main.csv").set_index("variant")
+    fastest = df["train_seconds_mean"].idxmin()
+    ratio = df.loc["none", "train_seconds_mean"] / df.loc[fastest, "train_seconds_mean"]
+    assert f"The fastest variant is {fastest}" in text and f"{ratio:.2f}x faster than none" in text
+    assert "22 of 24 runs finished" in text
+
+
+def test_findings_within_one_std():
+    cols = [Column("train_seconds", "Train time (s) ↓", "lower"), Column("superb_score", "SUPERB ↑", "higher")]
+    cells = {
+        "none": [Cell(100.0, 2.0, 3), Cell(800.0, 10.0, 3)],
+        "top": [Cell(70.0, 1.0, 3), Cell(785.0, 4.0, 3)],  # 15 below: outside one std
+        "interleaved": [Cell(60.0, 1.0, 3), Cell(795.0, 4.0, 3)],  # 5 below: within
+    }
+    t = Table("t", "T", "", "variant", cols, list(cells), list(cells.values()))
+    text = " ".join(main_findings(t))
+    assert "The fastest variant is interleaved" in text and "1.67x faster than none" in text
+    assert "the variant within one std is interleaved" in text and "below that: top" in text
+
+
+# ----------------------------------------------------------------------------- browser / pdf
+
+
+def test_chromium_screenshot_and_dom(rendered, chromium, tmp_path):
+    from matplotlib.image import imread
+
+    index = (rendered["out"] / "index.html").resolve()
+    shot = tmp_path / "shot.png"
+    res = _chromium(chromium, tmp_path, f"--screenshot={shot}", "--window-size=1280,2000", index.as_uri())
+    assert shot.is_file(), res.stderr[-2000:]
+    img = imread(shot)
+    assert img.shape[0] >= 1000 and img.shape[1] >= 1000
+    gray = img[..., :3].mean(axis=2)
+    assert gray.std() > 0.05, "screenshot is blank"
+    assert (gray < 0.5).mean() > 0.01  # some dark ink (text, tables, plots)
+    dom = _chromium(chromium, tmp_path, "--dump-dom", index.as_uri()).stdout
+    assert 'id="table-main"' in dom and 'id="table-ablation-ablation-w"' in dom and 'id="table-problems"' in dom
+    assert "Speedup vs none" in dom and "SUPERB" in dom and "interleaved" in dom
+
+
+def test_pdf_pages(rendered, pdftoppm, tmp_path):
+    from matplotlib.image import imread
+
+    pdf = rendered["out"] / "report.pdf"
+    subprocess.run([pdftoppm, "-r", "30", "-png", str(pdf), str(tmp_path / "page")], check=True, timeout=120)
+    pages = sorted(tmp_path.glob("page-*.png"))
+    assert 4 <= len(pages) <= 20
+    info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True)
+    if info.returncode == 0:
+        assert int(re.search(r"Pages:\s+(\d+)", info.stdout).group(1)) == len(pages)
+    for p in pages:
+        assert imread(p)[..., :3].std() > 0.02, f"{p.name} is blank"
+
+
+# ----------------------------------------------------------------------------- tolerance, errors, units
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nope"), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "nope" in err
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty"), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no run folders" in err
+    fabricate.write_run(tmp_path / "res", "none", 0, sweep="s", analysis=False, superb=False)
+    (tmp_path / "bad.json").write_text("{not json")
+    assert main(["report", str(tmp_path / "res"), "--probe", str(tmp_path / "bad.json"),
+                 "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "bad.json" in err
+
+
+def test_matplotlib_pdf_fallback_and_missing_optional(tmp_path):
+    """One sweep without superb.json/analysis.json/probe: figures that need them are listed
+    as not drawn, and the PdfPages fallback writes a PDF."""
+    res = tmp_path / "results" / "w"
+    for w in (0.0, 1.0):
+        fabricate.write_run(res, "interleaved", 0, sweep="w", overrides={"loss": {"w": w}},
+                            analysis=False, superb=False)
+    rep = render_report([res], tmp_path / "out", pdf_engine="matplotlib")
+    assert rep.pdf_engine == "matplotlib" and rep.pdf_pages >= 3
+    assert rep.pdf.read_bytes()[:5] == b"%PDF-"
+    assert {"cka_teacher", "cka_self", "layer_weights", "teacher_probes"} <= set(rep.skipped_figures)
+    html = rep.html.read_text()
+    assert "Not drawn (no data)" in html and "no teacher probe file" in html
+    assert rep.tables[0].kind == "ablation" and rep.tables[0].index == ["w=0", "w=1"]
+
+
+def test_collect_storage_root(tmp_path):
+    fabricate.write_run(tmp_path / "results" / "a", "none", 0, sweep="a", analysis=False, superb=False)
+    fabricate.write_run(tmp_path / "results" / "b", "top", 0, sweep="b", analysis=False, superb=False)
+    assert collect([tmp_path / "results"]).sweeps() == ["a", "b"]
+
+
+def test_collect_tolerates_bad_metrics_lines(tmp_path):
+    run = fabricate.write_run(tmp_path / "s", "none", 0, sweep="s")
+    with open(run / "metrics.jsonl", "a") as fh:
+        fh.write("{truncated\n")
+    r = collect([tmp_path / "s"])
+    assert any(p.kind == "unreadable" and "1 malformed" in p.detail for p in r.problems)
+    assert len(r.curves) > 10
+
+
+def test_varying_keys_fold_variant_dependents():
+    runs = pd.DataFrame({
+        "variant": ["none", "top", "none", "top"],
+        "cfg.stacking.stages": [1, 4, 1, 4],  # follows the variant: not an ablation key
+        "cfg.loss.w": [0.5, 0.5, 0.5, 0.5],
+        "cfg.train.seed": [0, 0, 1, 1],
+    })
+    assert varying_keys(runs) == []
+    runs["cfg.loss.w"] = [0.0, 0.0, 1.0, 1.0]
+    assert varying_keys(runs) == ["loss.w"]
+
+
+def test_pareto_front():
+    pts = [(10.0, 5.0), (5.0, 4.0), (6.0, 3.0), (12.0, 5.0), (1.0, 1.0)]
+    # (6,3) is beaten by (5,4); (12,5) by (10,5).
+    assert pareto_front(pts) == [4, 1, 0]
+
+
+def test_bold_best_ties_and_direction():
+    cols = [Column("a", "a ↓", "lower", 1), Column("b", "b", None, 1)]
+    cells = [[Cell(1.04, 0.1, 2), Cell(5, 0, 2)], [Cell(0.96, 0.1, 2), Cell(1, 0, 2)], [Cell(2.0, 0.1, 2), Cell()]]
+    _bold_best(cols, cells)
+    assert [r[0].bold for r in cells] == [True, True, False]  # 1.0 and 1.0 at the shown precision
+    assert not any(r[1].bold for r in cells)  # unranked column
+
+
+def test_latex_escape():
+    assert latex_escape("loss_w 50% & #1") == r"loss\_w 50\% \& \#1"
+
+
+def test_collect_reads_distill_and_superb_layouts(tmp_path):
+    """summary.json as distill/evaluate write it: started/ended, embedded config, a failed
+    task; superb.json with its {"tasks": ...} wrapper; no config.yaml."""
+    run = fabricate.write_run(tmp_path / "s", "top", 0, sweep="s")
+    summary = json.loads((run / "summary.json").read_text())
+    summary["started"], summary["ended"] = summary.pop("start_time"), summary.pop("end_time")
+    import yaml
+
+    summary["config"] = yaml.safe_load((run / "config.yaml").read_text())
+    (run / "config.yaml").unlink()
+    summary["tasks"]["asr"] = {"metric": "wer", "direction": "lower", "value": None, "n": 0,
+                               "status": "failed: RuntimeError: boom"}
+    (run / "summary.json").write_text(json.dumps(summary))
+    superb = json.loads((run / "superb.json").read_text())["tasks"]
+    (run / "superb.json").write_text(json.dumps(superb))  # the bare {task: {...}} layout
+    r = collect([tmp_path / "s"])
+    row = r.runs.iloc[0]
+    assert row["ok"] and row["start_time"] == summary["started"] and row["cfg.stacking.variant"] == "top"
+    assert any(p.kind == "task_failed" and "asr" in p.detail for p in r.problems)
+    assert math.isnan(r.tasks.set_index("task").loc["asr", "value"])
+    assert set(r.layer_weights[row["key"]]) == set(fabricate.TASKS)
+
+
+def test_findings_without_quality_or_finished_runs():
+    cols = [Column("train_seconds", "Train time (s) ↓", "lower")]
+    t = Table("t", "T", "", "variant", cols, ["none", "top"], [[Cell(100.0, 1.0, 2)], [Cell(50.0, 1.0, 2)]], sweep="s")
+    text = " ".join(main_findings(t))
+    assert "2.00x faster than none" in text and "quality cannot be compared" in text
+    t = Table("t", "T", "", "variant", cols, ["none", "top"], [[Cell()], [Cell()]], sweep="s")
+    assert main_findings(t) == ["No run of sweep s finished, so nothing can be compared."]
+
+
+def test_probe_and_analysis_nested_layouts(tmp_path):
+    """Nested spellings of the probe / analysis files are read (keys flattened)."""
+    from harness.report.figures import Figure, cka_heatmaps, probe_profile
+
+    run = fabricate.write_run(tmp_path / "s", "none", 0, sweep="s", superb=False)
+    a = json.loads((run / "analysis.json").read_text())
+    (run / "analysis.json").write_text(json.dumps({"cka": {"student_teacher": a["cka_teacher"]}}))
+    (tmp_path / "probe.json").write_text(json.dumps({"probes": {"phone_accuracy": [0.2, 0.5, 0.4]}}))
+    r = collect([tmp_path / "s"], probe=tmp_path / "probe.json")
+    groups = pd.Series({r.runs["key"][0]: "none"})
+    assert isinstance(cka_heatmaps(r, groups, tmp_path / "f", "cka_teacher", "c"), Figure)
+    fig = probe_profile(r, tmp_path / "f")
+    assert isinstance(fig, Figure) and fig.png.is_file()

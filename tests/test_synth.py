@@ -1,0 +1,146 @@
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from harness.cli import main
+from harness.data import phones, text
+from harness.data.manifest import audio_path, corpus_stats, format_stats, read_manifest
+from harness.data.synth import (
+    PROFILES, STYLES, Profile, SynthError, build_corpus, config_hash,
+)
+
+SPLITS = ["distill"] + [f"{t}_{p}" for t in ("ks", "ic", "sid", "er", "asr") for p in ("train", "dev", "test")]
+
+# a few dozen utterances: enough to exercise every kind of job in about a second
+MICRO = Profile(
+    name="micro", speakers=6, heldout=1, babble_voices=2, babble_utts=2, distill=3, distill_clauses=2,
+    ks_per_class=(1, 0, 0), ic_per_intent=(0, 0, 0), sid_per_speaker=(1, 0, 0), er_per_style=(1, 0, 0),
+    asr=(2, 1, 1), variants=4,
+)
+
+
+def _records(corpus, split):
+    return read_manifest(corpus / f"{split}.jsonl")
+
+
+def test_every_split_and_class_present(tiny_corpus):
+    meta = json.loads((tiny_corpus / "corpus.json").read_text())
+    assert sorted(meta["counts"]) == sorted(SPLITS)
+    assert meta["profile"] == "tiny" and meta["er_is_proxy"] and "proxy" in meta["tasks"]["er"]
+    assert meta["phone_set"]["phones"] == list(phones.PHONES)
+    assert meta["unknown_ipa"] == {}
+    for part in ("train", "dev", "test"):
+        assert {r["label"] for r in _records(tiny_corpus, f"ks_{part}")} == set(text.KS_CLASSES)
+        assert len({r["label"] for r in _records(tiny_corpus, f"ic_{part}")}) == len(text.INTENTS) == 31
+        assert {r["label"] for r in _records(tiny_corpus, f"er_{part}")} == set(STYLES)
+        assert {r["label"] for r in _records(tiny_corpus, f"sid_{part}")} == set(meta["speakers"])
+    assert not (tiny_corpus / ".building").exists()
+
+
+def test_records_fields_audio_and_phones(tiny_corpus):
+    for split in SPLITS:
+        recs = _records(tiny_corpus, split)
+        assert recs, split
+        for r in recs[:5]:
+            assert r["sample_rate"] == 16000 and not Path(r["path"]).is_absolute()
+            assert r["path"].startswith(f"audio/{split}/") and r["path"].endswith(".flac")
+            info = sf.info(str(audio_path(r, tiny_corpus)))
+            assert (info.samplerate, info.channels, info.frames, info.subtype) == (16000, 1, r["num_samples"], "PCM_16")
+            rows = r["phones"]
+            assert rows[0][1] == 0 and rows[-1][2] == r["num_samples"]
+            assert all(a[2] == b[1] for a, b in zip(rows, rows[1:]))
+            assert all(p in phones.PHONE_INDEX for p, _, _ in rows)
+            if r.get("label") != text.SILENCE_LABEL:
+                assert r["text"] and any(p != "sil" for p, _, _ in rows)
+    for r in _records(tiny_corpus, "ks_train"):
+        assert r["num_samples"] == 16000
+        if r["label"] in text.KEYWORDS:
+            assert r["text"] == r["label"]
+    ic = _records(tiny_corpus, "ic_train")[0]
+    assert ic["label"] == "|".join(ic["slots"][k] for k in ("action", "object", "location"))
+    words = text.vocabulary()
+    for r in _records(tiny_corpus, "asr_train"):
+        assert set(r["text"].split()) <= words
+
+
+def test_heldout_speakers(tiny_corpus):
+    """KS, IC, ER and ASR/PR test and dev speakers never appear in training or distill."""
+    spk = lambda split: {r["speaker"] for r in _records(tiny_corpus, split)} - {"none"}  # noqa: E731
+    train_side = spk("distill")
+    for task in ("ks", "ic", "er", "asr"):
+        train_side |= spk(f"{task}_train")
+    for task in ("ks", "ic", "er", "asr"):
+        assert not spk(f"{task}_dev") & train_side, task
+        assert not spk(f"{task}_test") & train_side, task
+        assert not spk(f"{task}_dev") & spk(f"{task}_test"), task
+    meta = json.loads((tiny_corpus / "corpus.json").read_text())
+    pools = meta["speaker_pools"]
+    assert len(pools["test"]) == PROFILES["tiny"].heldout
+    assert spk("asr_test") <= set(pools["test"])
+    # SID: same speakers everywhere, different utterances
+    assert spk("sid_train") == spk("sid_dev") == spk("sid_test") == set(meta["speakers"])
+    ids = [r["id"] for s in ("sid_train", "sid_dev", "sid_test") for r in _records(tiny_corpus, s)]
+    assert len(ids) == len(set(ids))
+
+
+def test_stats_table(tiny_corpus, capsys):
+    out = format_stats(corpus_stats(tiny_corpus))
+    assert "ks_train" in out and "_silence_" in out
+    assert main(["data", "stats", str(tiny_corpus)]) == 0
+    assert "distill" in capsys.readouterr().out
+
+
+def test_rerun_is_a_fast_noop(tiny_corpus):
+    before = (tiny_corpus / "corpus.json").stat().st_mtime_ns
+    t = time.time()
+    build_corpus("tiny", tiny_corpus, seed=0, workers=1, verbose=False)
+    assert time.time() - t < 5
+    assert (tiny_corpus / "corpus.json").stat().st_mtime_ns == before
+
+
+def test_deterministic_across_worker_counts(tmp_path):
+    a = build_corpus(MICRO, tmp_path / "a", seed=3, workers=1, verbose=False)
+    b = build_corpus(MICRO, tmp_path / "b", seed=3, workers=2, verbose=False)
+    c = build_corpus(MICRO, tmp_path / "c", seed=4, workers=1, verbose=False)
+    for m in sorted(p.name for p in a.glob("*.jsonl")):
+        assert (a / m).read_bytes() == (b / m).read_bytes(), m
+    for f in sorted((a / "audio").rglob("*.flac")):
+        assert f.read_bytes() == (b / f.relative_to(a)).read_bytes(), f
+    assert (a / "asr_train.jsonl").read_bytes() != (c / "asr_train.jsonl").read_bytes()
+    assert config_hash(MICRO, 3) != config_hash(MICRO, 4)
+
+
+def test_crash_leaves_nothing_trusted_and_rebuilds(tmp_path):
+    out = build_corpus(MICRO, tmp_path / "c", seed=0, workers=1, verbose=False)
+    # simulate a crash after the audio and manifests but before corpus.json
+    (out / "corpus.json").unlink()
+    (out / ".building").write_text("")
+    (out / "distill.jsonl").write_text('{"id": "half')
+    build_corpus(MICRO, out, seed=0, workers=1, verbose=False)
+    assert len(read_manifest(out / "distill.jsonl")) == MICRO.distill
+    assert not (out / ".building").exists()
+    # a different seed into the same folder rebuilds it (config hash differs)
+    build_corpus(MICRO, out, seed=1, workers=1, verbose=False)
+    assert json.loads((out / "corpus.json").read_text())["seed"] == 1
+
+
+def test_bad_input_one_line_errors(tmp_path, capsys):
+    with pytest.raises(SynthError, match="unknown corpus profile 'huge'.*tiny"):
+        build_corpus("huge", tmp_path / "x")
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(SynthError, match="not empty") as err:
+        build_corpus(MICRO, foreign, workers=1)
+    assert str(foreign) in str(err.value) and (foreign / "notes.txt").exists()
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["data", "build", "--profile", "tiny", "--out", str(blocker / "sub")]) == 2
+    msg = capsys.readouterr().err.strip()
+    assert msg.count("\n") == 0 and str(blocker) in msg
+    assert main(["data", "build", "--profile", "tiny", "--out", str(blocker)]) == 2
+    assert "not a folder" in capsys.readouterr().err
