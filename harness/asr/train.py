@@ -266,11 +266,7 @@ def fit(
 
                 grow_decoder(student, grow_at[step], seed=seed + step)
                 if ema is not None:
-                    shadow = type(student)(ema.shadow, student.tokenizer, student.features, student.prompt,
-                                           student.eos_id)
-                    grow_decoder(shadow, grow_at[step], seed=seed + step)
-                    for p in ema.shadow.parameters():
-                        p.requires_grad_(False)
+                    ema.update(model)  # a changed architecture is re-copied (harness.losses.EmaTeacher)
                 params, opt, sched = make_opt(step)
             b = split.batch(student, next(batches))
             dec, labels = b.decoder_input, b.labels
@@ -300,7 +296,7 @@ def fit(
             e_logits = None
             if ema is not None:
                 with torch.no_grad():
-                    e_logits = ema.shadow(encoder_outputs=BaseModelOutput(last_hidden_state=s_enc.detach()),
+                    e_logits = ema.module(encoder_outputs=BaseModelOutput(last_hidden_state=s_enc.detach()),
                                           decoder_input_ids=dec).logits
             parts = asr_loss(obj, logits, labels, t_logits, e_logits, alpha=alpha,
                              temperature=loss_cfg.temperature, ce_weight=loss_cfg.ce_weight,
