@@ -335,7 +335,7 @@ def fit(
 # ----------------------------------------------------------------------------- teacher
 
 
-TEACHER_STEPS = {"tiny": 150, "embedded": 500}
+TEACHER_STEPS = {"tiny": 150, "embedded": 300}
 
 
 def train_teacher(profile: str, out: str | Path, corpus: str | Path, steps: int = 0, seed: int = 0,
