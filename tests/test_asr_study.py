@@ -66,3 +66,15 @@ def test_cli_errors(tmp_path, capsys):
     assert main(["asr", "train-teacher", "--profile", "tiny", "--out", str(tmp_path / "t"),
                  "--corpus", str(tmp_path / "nocorpus")]) == 2
     assert "asr_train.jsonl: no such ASR manifest" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["embedded", "paper"])
+def test_shipped_studies_load(name):
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "sweeps" / name / "askd.yaml"
+    sweep = load_sweep(path)
+    objectives = sorted(t.config.loss.objective for t in sweep.trials)
+    assert objectives == sorted(["ce", "kd", "askd"] * 3)
+    assert {t.config.train.seed for t in sweep.trials} == {0, 1, 2}
+    assert all(t.config.track == "asr" for t in sweep.trials)
