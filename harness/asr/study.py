@@ -148,6 +148,8 @@ def run_asr_study(path: str | Path, resume: bool = False, log: Callable[[str], N
                        "status": f"failed: {type(err).__name__}: {err}"[:500]}
             _write_json(run_dir / "summary.json", summary)
             log(f"[asr] {t.run_id}: {summary['status']}")
+        # the table after every run: an interrupted study still leaves its finished rows
+        write_study_table(out, teacher_path, wall_seconds=time.perf_counter() - t0, trained_here=trained_here)
     csv = write_study_table(out, teacher_path, wall_seconds=time.perf_counter() - t0, trained_here=trained_here)
     try:
         askd_figure(out / "askd.json", out / "askd_wer_speed")
