@@ -25,6 +25,8 @@ wer_delta       ``wer - teacher wer`` (fraction; negative = better than the teac
 wer_rel         ``wer / teacher wer`` (1.0 = the teacher's WER)
 speedup         teacher latency / student latency, measured in the same process on the
                 same utterances (batch 1, greedy; 1.0 for the teacher)
+token_speedup   student decoded tokens/s / teacher tokens/s (the same timing, per token:
+                independent of how long each model's transcripts are)
 latency_s       mean seconds per utterance (features + encoder + greedy decoding)
 rtf             real-time factor (processing seconds / audio seconds)
 params          parameters (total)
@@ -35,7 +37,8 @@ n               test utterances scored (greedy)
 
 ``askd.json`` = ``{"study", "machine", "teacher": {...}, "rows": [the CSV rows],
 "by_objective": {objective: {"runs", "wer_mean", "wer_std", "wer_rel_mean",
-"speedup_mean", "speedup_std", "params"}}, "latency_ratio" (mean speedup over ok runs),
+"speedup_mean", "speedup_std", "token_speedup_mean", "params"}}, "latency_ratio" (mean
+speedup over ok runs), "token_latency_ratio" (mean token_speedup),
 "wall_seconds" (the whole study, teacher included), "teacher_trained_here"}``.
 """
 
@@ -189,6 +192,7 @@ def _rows(study_dir: Path, teacher_path: str) -> tuple[dict, list[dict]]:
             row.update(
                 wer=w, wer_beam=(s["wer"].get("beam") or {}).get("wer"), wer_delta=w - tw,
                 wer_rel=(w / tw) if tw > 0 else None, speedup=s["speedup"],
+                token_speedup=s["latency"]["student"]["tokens_per_s"] / s["latency"]["teacher"]["tokens_per_s"],
                 latency_s=s["latency"]["student"]["latency_s"], rtf=s["latency"]["student"]["rtf"],
                 params=s["student_params"]["total"], decoder_layers=s.get("decoder_layers"),
                 train_seconds=s.get("train_seconds"), n=s["wer"]["greedy"]["n"],
@@ -196,7 +200,7 @@ def _rows(study_dir: Path, teacher_path: str) -> tuple[dict, list[dict]]:
             if teacher is None:
                 teacher = {"model": "teacher", "objective": "teacher", "seed": None, "status": "ok", "wer": tw,
                            "wer_beam": (s["teacher_wer"].get("beam") or {}).get("wer"), "wer_delta": 0.0,
-                           "wer_rel": 1.0, "speedup": 1.0, "params": s["teacher_params"]["total"],
+                           "wer_rel": 1.0, "speedup": 1.0, "token_speedup": 1.0, "params": s["teacher_params"]["total"],
                            "decoder_layers": None, "train_seconds": tmeta.get("train_seconds"),
                            "n": s["teacher_wer"]["greedy"]["n"], "latencies": []}
             teacher["latencies"].append((s["latency"]["teacher"]["latency_s"], s["latency"]["teacher"]["rtf"]))
@@ -210,6 +214,7 @@ def _rows(study_dir: Path, teacher_path: str) -> tuple[dict, list[dict]]:
 
 
 COLUMNS = ["model", "objective", "seed", "status", "wer", "wer_beam", "wer_delta", "wer_rel", "speedup",
+           "token_speedup",
            "latency_s", "rtf", "params", "decoder_layers", "train_seconds", "n"]
 
 
@@ -239,6 +244,7 @@ def write_study_table(study_dir: str | Path, teacher_path: str, wall_seconds: fl
             if any(r["wer_rel"] is not None for r in ok) else None,
             "wer_beam_mean": statistics.mean(r["wer_beam"] for r in ok) if all(r["wer_beam"] is not None for r in ok) else None,
             "speedup_mean": statistics.mean(r["speedup"] for r in ok), "speedup_std": sd([r["speedup"] for r in ok]),
+            "token_speedup_mean": statistics.mean(r["token_speedup"] for r in ok),
             "params": ok[0]["params"],
         }
     ok_rows = [r for r in rows if r["status"] == "ok"]
@@ -246,6 +252,7 @@ def write_study_table(study_dir: str | Path, teacher_path: str, wall_seconds: fl
         "study": study_dir.name, "machine": hardware(), "teacher": {**teacher, "path": teacher_path},
         "rows": ([teacher] if teacher else []) + rows, "by_objective": by_obj,
         "latency_ratio": statistics.mean(r["speedup"] for r in ok_rows) if ok_rows else None,
+        "token_latency_ratio": statistics.mean(r["token_speedup"] for r in ok_rows) if ok_rows else None,
         "wall_seconds": wall_seconds, "teacher_trained_here": trained_here,
     }
     tmp = study_dir / "askd.json.tmp"
