@@ -298,6 +298,99 @@ def _add_distill_and_bench(sub) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="changes to sweeps/base/<profile>.yaml")
     p.set_defaults(func=cmd_bench_teacher_cache)
     add_bench_throughput_parsers(bench)  # bench throughput, bench gpu
+# ----------------------------------------------------------------------------- asr (ASKD track)
+
+
+def cmd_asr_train_teacher(args: argparse.Namespace) -> int:
+    from harness.asr.train import train_teacher
+
+    corpus = Path(args.corpus or f"data/{args.profile}")
+    train_teacher(args.profile, Path(args.out), corpus, steps=args.steps, seed=args.seed, threads=args.threads)
+    return 0
+
+
+def cmd_asr_distill(args: argparse.Namespace) -> int:
+    from harness.asr.train import load_asr_config, run_asr_distill
+
+    cfg = load_asr_config(Path(args.config), args.overrides)
+    s = run_asr_distill(cfg, Path(args.out))
+    print(f"WER {s['wer']['greedy']['wer']:.4f} (teacher {s['teacher_wer']['greedy']['wer']:.4f}), "
+          f"speedup x{s['speedup']:.2f}, {s['student_params']['total']} params -> {args.out}")
+    return 0
+
+
+def cmd_asr_evaluate(args: argparse.Namespace) -> int:
+    import json as _json
+
+    from harness.asr.data import AsrSplit
+    from harness.asr.evaluate import count_params, evaluate_wer, measure_latency
+    from harness.asr.teacher import load_asr_model
+
+    model = load_asr_model(Path(args.checkpoint))
+    split = AsrSplit(Path(args.corpus) / f"{args.split}.jsonl", model)
+    res = {"checkpoint": args.checkpoint, "params": count_params(model),
+           "greedy": evaluate_wer(model, split, "greedy", max_utterances=args.max_utterances)}
+    if args.beam:
+        res["beam"] = evaluate_wer(model, split, "beam", beam=args.beam, max_utterances=args.max_utterances)
+    models = {"model": model}
+    if args.teacher:
+        models = {"teacher": load_asr_model(Path(args.teacher)), "model": model}
+    if args.latency:
+        res["latency"] = measure_latency(models, split, args.latency)
+        if args.teacher:
+            res["speedup"] = res["latency"]["teacher"]["latency_s"] / res["latency"]["model"]["latency_s"]
+    print(_json.dumps(res, indent=2))
+    if args.json:
+        Path(args.json).write_text(_json.dumps(res, indent=2))
+    return 0
+
+
+def add_asr_commands(sub) -> None:
+    """``harness asr train-teacher | distill | evaluate``."""
+    asr = sub.add_parser("asr", help="ASR track: Whisper-style teacher, distilled students, ASKD").add_subparsers(
+        dest="asr_command", metavar="ASR_COMMAND"
+    )
+    asr.required = True
+    p = asr.add_parser(
+        "train-teacher", help="train the profile's small character-level Whisper on <corpus>/asr_train",
+        epilog="examples:\n  harness asr train-teacher --profile tiny --out results/asr-teacher-tiny\n"
+        "  harness asr train-teacher --profile embedded --corpus data/embedded --out results/asr-teacher",
+        formatter_class=_formatter,
+    )
+    p.add_argument("--profile", choices=("tiny", "embedded"), required=True)
+    p.add_argument("--out", required=True, help="checkpoint folder (save_pretrained + tokenizer files)")
+    p.add_argument("--corpus", default=None, help="corpus folder (default: data/<profile>)")
+    p.add_argument("--steps", type=int, default=0, help="training steps (0 = the profile's default)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    p.set_defaults(func=cmd_asr_train_teacher)
+
+    p = asr.add_parser(
+        "distill", help="distil one student (ce | kd | askd) and score it against its teacher",
+        epilog="examples:\n  harness asr distill --config sweeps/base/asr_embedded.yaml --out results/askd-demo "
+        "teacher.path=results/asr-teacher loss.objective=askd",
+        formatter_class=_formatter,
+    )
+    p.add_argument("--config", required=True, help="ASR run config YAML (track: asr)")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("overrides", nargs="*", help="dotted key=value overrides")
+    p.set_defaults(func=cmd_asr_distill)
+
+    p = asr.add_parser(
+        "evaluate", help="WER (greedy, beam) and latency of a Whisper checkpoint folder",
+        epilog="examples:\n  harness asr evaluate results/askd/objective=askd-s0/student --corpus data/embedded "
+        "--teacher results/askd/teacher --latency 24",
+        formatter_class=_formatter,
+    )
+    p.add_argument("checkpoint", help="Whisper checkpoint folder (local; never downloaded)")
+    p.add_argument("--corpus", required=True, help="corpus folder with <split>.jsonl")
+    p.add_argument("--split", default="asr_test")
+    p.add_argument("--beam", type=int, default=0, help="also decode with this beam width")
+    p.add_argument("--max-utterances", type=int, default=0)
+    p.add_argument("--teacher", default=None, help="time this teacher side by side (speedup)")
+    p.add_argument("--latency", type=int, default=0, help="utterances to time (0 = no timing)")
+    p.add_argument("--json", default=None, help="also write the result here")
+    p.set_defaults(func=cmd_asr_evaluate)
 
 
 # ----------------------------------------------------------------------------- report
@@ -671,6 +764,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_parser(sub)
     add_export_parser(sub)
     _add_distill_and_bench(sub)
+    add_asr_commands(sub)
 
     return parser
 

@@ -198,6 +198,10 @@ def load_sweep(
             -> nearest valid key), or the base file.
     """
     path = Path(path)
+    if _asr_track(path):  # ASR track hook: see _asr_track
+        from harness.asr.study import load_study
+
+        return load_study(path)
     cfg: SweepConfig = from_dict(SweepConfig, load_yaml(path), source=path)
     if seeds:
         cfg.seeds = list(seeds)
@@ -234,6 +238,14 @@ def load_sweep(
     if dupes:
         raise ConfigError(f"{path}: grid yields duplicate runs {sorted(dupes)} (a repeated value?)")
     return Sweep(cfg, path, trials)
+
+
+def _asr_track(path: Path) -> bool:
+    """ASR track hook: a sweep whose base config declares ``track: asr`` is an ASKD study
+    of :mod:`harness.asr.study` (its trials are ASR runs, run in-process, not Ray)."""
+    from harness.asr.study import is_asr_sweep
+
+    return is_asr_sweep(path)
 
 
 def _nest(dotted: str, value: Any) -> dict:
@@ -405,6 +417,10 @@ def run_sweep(
         ConfigError: a bad sweep file; or the sweep folder already holds runs and
             ``resume`` was not given.
     """
+    if _asr_track(path):  # ASR track hook: see _asr_track
+        from harness.asr.study import run_asr_study
+
+        return run_asr_study(path, resume=resume, log=log)
     sweep = load_sweep(path, seeds=seeds, overrides=overrides, suffix=suffix)
     out = sweep.out_dir
     existing = [p for p in out.glob("*/trial.json")] if out.is_dir() else []
@@ -565,6 +581,10 @@ _GUESS_EVAL_SECONDS = {"tiny": 20.0, "embedded": 120.0, "paper": 3600.0}
 def dry_run(path: str | Path, **kwargs: Any) -> str:
     """List the trials with an estimate of time and disk (no training); ``kwargs`` as in
     :func:`load_sweep`."""
+    if _asr_track(Path(path)):  # ASR track hook: see _asr_track
+        from harness.asr.study import study_dry_run
+
+        return study_dry_run(path)
     sweep = load_sweep(path, **kwargs)
     done_runs = [_read_json(p) for p in sweep.out_dir.glob("*/summary.json")] if sweep.out_dir.is_dir() else []
     measured = [s["train_seconds"] / max(1, sum(st.get("steps", 0) for st in s.get("stages", [])))

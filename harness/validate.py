@@ -22,5 +22,10 @@ def validate_file(path: Path) -> str:
 
         load_sweep(path)
         return "sweep"
+    if data.get("track") == "asr":  # ASR track run config (harness.asr.train)
+        from harness.asr.train import AsrRunConfig
+
+        from_dict(AsrRunConfig, data, source=path)
+        return "asr run config"
     from_dict(RunConfig, data, source=path)
     return "run config"

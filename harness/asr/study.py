@@ -1,0 +1,307 @@
+"""The ASKD study: a teacher and ``{ce, kd, askd} x seeds`` students, one table, one figure.
+
+A study file is a sweep file (:mod:`harness.sweep`'s schema: ``name``, ``base``,
+``overrides``, ``grid``, ``seeds``, ``storage``) whose base config declares ``track:
+asr`` and is an :class:`~harness.asr.train.AsrRunConfig`. ``harness sweep FILE`` hands
+such files to :func:`run_asr_study`, which
+
+1. trains the teacher into ``<storage>/<name>/teacher`` when the base config's
+   ``teacher.path`` is empty (skipped when already trained);
+2. runs every trial in this process, one after another (so latencies are not distorted by
+   concurrent trials), skipping trials whose ``summary.json`` says ``ok``;
+3. writes ``askd.json`` and ``askd.csv`` (:func:`write_study_table`) and the figure
+   ``askd_wer_speed.{png,svg}`` (:func:`askd_figure`).
+
+``askd.csv`` columns (one row per model; the teacher first):
+
+=============== =====================================================================
+model           ``teacher`` or the run id
+objective       ``teacher`` | ``ce`` | ``kd`` | ``askd``
+seed            training seed of the student (empty for the teacher)
+status          ``ok`` or ``failed: reason``
+wer             corpus WER on the test split, greedy decoding (fraction)
+wer_beam        the same with beam search (fraction; on ``eval.beam_utterances``)
+wer_delta       ``wer - teacher wer`` (fraction; negative = better than the teacher)
+wer_rel         ``wer / teacher wer`` (1.0 = the teacher's WER)
+speedup         teacher latency / student latency, measured in the same process on the
+                same utterances (batch 1, greedy; 1.0 for the teacher)
+token_speedup   student decoded tokens/s / teacher tokens/s (the same timing, per token:
+                independent of how long each model's transcripts are)
+latency_s       mean seconds per utterance (features + encoder + greedy decoding)
+rtf             real-time factor (processing seconds / audio seconds)
+params          parameters (total)
+decoder_layers  decoder depth
+train_seconds   student training wall-clock (teacher: its own training)
+n               test utterances scored (greedy)
+=============== =====================================================================
+
+``askd.json`` = ``{"study", "machine", "teacher": {...}, "rows": [the CSV rows],
+"by_objective": {objective: {"runs", "wer_mean", "wer_std", "wer_rel_mean",
+"speedup_mean", "speedup_std", "token_speedup_mean", "params"}}, "latency_ratio" (mean
+speedup over ok runs), "token_latency_ratio" (mean token_speedup),
+"wall_seconds" (the whole study, teacher included), "teacher_trained_here"}``.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+from harness.config import ConfigError, deep_merge, from_dict, load_yaml, parse_overrides, to_dict
+
+
+def is_asr_sweep(path: str | Path) -> bool:
+    """True when a sweep file's base config declares ``track: asr``."""
+    path = Path(path)
+    data = load_yaml(path)
+    base = data.get("base")
+    if not isinstance(base, str) or not base:
+        return False
+    base_path = path.parent / base if not Path(base).is_absolute() else Path(base)
+    try:
+        return load_yaml(base_path).get("track") == "asr"
+    except ConfigError:
+        return False
+
+
+def load_study(path: str | Path):
+    """Load an ASR study file strictly into a :class:`harness.sweep.Sweep` of ASR trials.
+
+    Raises:
+        ConfigError: one line naming the file and key.
+    """
+    from harness.asr.train import AsrRunConfig
+    from harness.sweep import Sweep, SweepConfig, Trial, _flatten, _nest, _run_id
+
+    path = Path(path)
+    cfg = from_dict(SweepConfig, load_yaml(path), source=path)
+    base_path = (path.parent / cfg.base) if not Path(cfg.base).is_absolute() else Path(cfg.base)
+    base = load_yaml(base_path)
+    from_dict(AsrRunConfig, base, source=base_path)
+    base = deep_merge(base, parse_overrides([f"{k}={json.dumps(v)}" for k, v in _flatten(cfg.overrides).items()]))
+    keys = list(cfg.grid)
+    trials = []
+    for values in itertools.product(*(cfg.grid[k] for k in keys)):
+        point = dict(zip(keys, values))
+        for seed in cfg.seeds:
+            overrides = {**point, "train.seed": seed}
+            data = copy.deepcopy(base)
+            for key, value in overrides.items():
+                data = deep_merge(data, _nest(key, value))
+            try:
+                run_cfg = from_dict(AsrRunConfig, data, source=path)
+            except ConfigError as err:
+                msg = str(err).replace(f"{path}: ", "", 1)
+                raise ConfigError(f"{path}: grid point {point}: {msg}") from None
+            trials.append(Trial(_run_id(point, seed, keys), overrides, run_cfg))
+    ids = [t.run_id for t in trials]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"{path}: grid yields duplicate runs (a repeated value?)")
+    return Sweep(cfg, path, trials)
+
+
+def run_asr_study(path: str | Path, resume: bool = False, log: Callable[[str], None] = print) -> Path:
+    """Run an ASR study (see the module docstring); returns the path of ``askd.csv``.
+
+    Raises:
+        ConfigError: a bad study file, or its folder already holds runs and ``resume`` is off.
+    """
+    from harness.asr.train import run_asr_distill, train_teacher
+    from harness.sweep import _write_json, trial_done
+
+    t0 = time.perf_counter()
+    sweep = load_study(path)
+    out = sweep.out_dir
+    if out.is_dir() and list(out.glob("*/trial.json")) and not resume:
+        raise ConfigError(f"{out} already holds runs of study {sweep.config.name!r}: pass --resume to finish it, "
+                          "or remove the folder to start over")
+    out.mkdir(parents=True, exist_ok=True)
+    first = sweep.trials[0].config
+    teacher_path = first.teacher.path
+    trained_here = not teacher_path
+    if trained_here:
+        teacher_path = str(out / "teacher")
+        train_teacher(first.profile, teacher_path, first.data.corpus, steps=first.teacher.train_steps,
+                      seed=0, batch_size=first.data.batch_size, lr=first.teacher.train_lr,
+                      threads=first.train.threads, log=log, **first.teacher.shape)
+    log(f"[asr] study {sweep.config.name}: {len(sweep.trials)} runs -> {out}")
+    for t in sweep.trials:
+        run_dir = out / t.run_id
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _write_json(run_dir / "trial.json", {"sweep": sweep.config.name, "run_id": t.run_id,
+                                             "overrides": t.overrides, "evaluate": []})
+        if trial_done(run_dir, []) and json.loads((run_dir / "summary.json").read_text()).get("status") == "ok":
+            log(f"[asr] {t.run_id}: done already")
+            continue
+        cfg = copy.deepcopy(t.config)
+        cfg.teacher.path = teacher_path
+        t1 = time.perf_counter()
+        try:
+            s = run_asr_distill(cfg, run_dir, sweep=sweep.config.name)
+            log(f"[asr] {t.run_id}: WER {s['wer']['greedy']['wer']:.3f} (teacher "
+                f"{s['teacher_wer']['greedy']['wer']:.3f}), speedup x{s['speedup']:.2f} ({time.perf_counter() - t1:.0f} s)")
+        except Exception as err:  # recorded; the study goes on
+            summary = {"run_id": t.run_id, "sweep": sweep.config.name, "track": "asr",
+                       "objective": cfg.loss.objective, "seed": cfg.train.seed,
+                       "status": f"failed: {type(err).__name__}: {err}"[:500]}
+            _write_json(run_dir / "summary.json", summary)
+            log(f"[asr] {t.run_id}: {summary['status']}")
+        # the table after every run: an interrupted study still leaves its finished rows
+        write_study_table(out, teacher_path, wall_seconds=time.perf_counter() - t0, trained_here=trained_here)
+    csv = write_study_table(out, teacher_path, wall_seconds=time.perf_counter() - t0, trained_here=trained_here)
+    try:
+        askd_figure(out / "askd.json", out / "askd_wer_speed")
+    except Exception as err:  # a figure problem must not lose the table
+        log(f"[asr] figure not written: {type(err).__name__}: {err}")
+    log(f"[asr] wrote {csv}")
+    return csv
+
+
+def study_dry_run(path: str | Path) -> str:
+    """List a study's runs and whether each is done (no training, no estimate invented:
+    finished runs' measured seconds are shown when present)."""
+    sweep = load_study(path)
+    lines = [f"ASR study {sweep.config.name}: teacher + {len(sweep.trials)} runs -> {sweep.out_dir}"]
+    for t in sweep.trials:
+        p = sweep.out_dir / t.run_id / "summary.json"
+        s = json.loads(p.read_text()) if p.is_file() else {}
+        state = s.get("status", "todo")
+        secs = f"{s['train_seconds']:.0f} s train" if s.get("train_seconds") else ""
+        lines.append(f"  {t.run_id:<40} {t.config.loss.objective:<5} {t.config.train.steps:>6} steps  {state:<8} {secs}")
+    return "\n".join(lines)
+
+
+def _rows(study_dir: Path, teacher_path: str) -> tuple[dict, list[dict]]:
+    tmeta_path = Path(teacher_path) / "harness_asr.json"
+    tmeta = json.loads(tmeta_path.read_text()) if tmeta_path.is_file() else {}
+    rows, teacher = [], None
+    for summ_path in sorted(study_dir.glob("*/summary.json")):
+        s = json.loads(summ_path.read_text())
+        if s.get("track") != "asr":
+            continue
+        row = {"model": s.get("run_id", summ_path.parent.name), "objective": s.get("objective"),
+               "seed": s.get("seed"), "status": s.get("status")}
+        if s.get("status") == "ok":
+            tw = s["teacher_wer"]["greedy"]["wer"]
+            w = s["wer"]["greedy"]["wer"]
+            row.update(
+                wer=w, wer_beam=(s["wer"].get("beam") or {}).get("wer"), wer_delta=w - tw,
+                wer_rel=(w / tw) if tw > 0 else None, speedup=s["speedup"],
+                token_speedup=s["latency"]["student"]["tokens_per_s"] / s["latency"]["teacher"]["tokens_per_s"],
+                latency_s=s["latency"]["student"]["latency_s"], rtf=s["latency"]["student"]["rtf"],
+                params=s["student_params"]["total"], decoder_layers=s.get("decoder_layers"),
+                train_seconds=s.get("train_seconds"), n=s["wer"]["greedy"]["n"],
+            )
+            if teacher is None:
+                teacher = {"model": "teacher", "objective": "teacher", "seed": None, "status": "ok", "wer": tw,
+                           "wer_beam": (s["teacher_wer"].get("beam") or {}).get("wer"), "wer_delta": 0.0,
+                           "wer_rel": 1.0, "speedup": 1.0, "token_speedup": 1.0, "params": s["teacher_params"]["total"],
+                           "decoder_layers": None, "train_seconds": tmeta.get("train_seconds"),
+                           "n": s["teacher_wer"]["greedy"]["n"], "latencies": []}
+            teacher["latencies"].append((s["latency"]["teacher"]["latency_s"], s["latency"]["teacher"]["rtf"]))
+        rows.append(row)
+    if teacher is not None:
+        lat = teacher.pop("latencies")
+        teacher["latency_s"] = statistics.mean(a for a, _ in lat)
+        teacher["rtf"] = statistics.mean(b for _, b in lat)
+        teacher["decoder_layers"] = tmeta.get("decoder_layers")
+    return teacher or {}, rows
+
+
+COLUMNS = ["model", "objective", "seed", "status", "wer", "wer_beam", "wer_delta", "wer_rel", "speedup",
+           "token_speedup",
+           "latency_s", "rtf", "params", "decoder_layers", "train_seconds", "n"]
+
+
+def write_study_table(study_dir: str | Path, teacher_path: str, wall_seconds: float | None = None,
+                      trained_here: bool = False) -> Path:
+    """Write ``askd.json`` and ``askd.csv`` from the run folders (see the module docstring)."""
+    import pandas as pd
+
+    from harness.provenance import hardware
+
+    study_dir = Path(study_dir)
+    teacher, rows = _rows(study_dir, teacher_path)
+    if teacher:
+        try:
+            from transformers import AutoConfig
+
+            teacher["decoder_layers"] = AutoConfig.from_pretrained(teacher_path, local_files_only=True).decoder_layers
+        except Exception:
+            pass
+    by_obj: dict = {}
+    for obj in sorted({r["objective"] for r in rows if r["status"] == "ok"}):
+        ok = [r for r in rows if r["objective"] == obj and r["status"] == "ok"]
+        sd = (lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0)
+        by_obj[obj] = {
+            "runs": len(ok), "wer_mean": statistics.mean(r["wer"] for r in ok), "wer_std": sd([r["wer"] for r in ok]),
+            "wer_rel_mean": statistics.mean(r["wer_rel"] for r in ok if r["wer_rel"] is not None)
+            if any(r["wer_rel"] is not None for r in ok) else None,
+            "wer_beam_mean": statistics.mean(r["wer_beam"] for r in ok) if all(r["wer_beam"] is not None for r in ok) else None,
+            "speedup_mean": statistics.mean(r["speedup"] for r in ok), "speedup_std": sd([r["speedup"] for r in ok]),
+            "token_speedup_mean": statistics.mean(r["token_speedup"] for r in ok),
+            "params": ok[0]["params"],
+        }
+    ok_rows = [r for r in rows if r["status"] == "ok"]
+    data = {
+        "study": study_dir.name, "machine": hardware(), "teacher": {**teacher, "path": teacher_path},
+        "rows": ([teacher] if teacher else []) + rows, "by_objective": by_obj,
+        "latency_ratio": statistics.mean(r["speedup"] for r in ok_rows) if ok_rows else None,
+        "token_latency_ratio": statistics.mean(r["token_speedup"] for r in ok_rows) if ok_rows else None,
+        "wall_seconds": wall_seconds, "teacher_trained_here": trained_here,
+    }
+    tmp = study_dir / "askd.json.tmp"
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    tmp.replace(study_dir / "askd.json")
+    df = pd.DataFrame(data["rows"]).reindex(columns=COLUMNS)
+    df.to_csv(study_dir / "askd.csv.tmp", index=False)
+    (study_dir / "askd.csv.tmp").replace(study_dir / "askd.csv")
+    return study_dir / "askd.csv"
+
+
+def askd_figure(askd_json: str | Path | dict, out_stem: str | Path) -> list[Path]:
+    """WER vs inference speedup: every run (small markers), each objective's mean (large),
+    the teacher at speedup 1. Writes ``<out_stem>.png`` and ``<out_stem>.svg``.
+
+    Args:
+        askd_json: the ``askd.json`` path or its loaded content.
+        out_stem: output path without extension.
+
+    Returns:
+        The two written paths.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = json.loads(Path(askd_json).read_text()) if not isinstance(askd_json, dict) else askd_json
+    colors = {"ce": "#4c72b0", "kd": "#dd8452", "askd": "#55a868"}
+    fig, ax = plt.subplots(figsize=(4.8, 3.4))
+    for r in data["rows"]:
+        if r.get("status") == "ok" and r["objective"] != "teacher":
+            ax.scatter(r["speedup"], 100 * r["wer"], s=18, alpha=0.5, color=colors.get(r["objective"], "grey"))
+    for obj, m in data["by_objective"].items():
+        ax.errorbar(m["speedup_mean"], 100 * m["wer_mean"], xerr=m["speedup_std"], yerr=100 * m["wer_std"],
+                    fmt="o", ms=8, capsize=3, color=colors.get(obj, "grey"), label=f"{obj} (n={m['runs']})")
+    t = data.get("teacher") or {}
+    if "wer" in t:
+        ax.scatter(1.0, 100 * t["wer"], marker="*", s=160, color="black", label="teacher", zorder=5)
+    ax.set_xlabel("inference speedup over the teacher (x, measured)")
+    ax.set_ylabel("WER (%)")
+    ax.set_title(f"ASKD study {data.get('study', '')}: WER vs speed", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    out_stem = Path(out_stem)
+    out_stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [out_stem.with_suffix(".png"), out_stem.with_suffix(".svg")]
+    fig.savefig(paths[0], dpi=150)
+    fig.savefig(paths[1])
+    plt.close(fig)
+    return paths

@@ -1,0 +1,451 @@
+"""One ASR run: build (or load) the models, train with ``ce``/``kd``/``askd``, evaluate.
+
+``run_asr_distill(cfg, out_dir)`` reads top to bottom: load the teacher, cut the student
+(:func:`harness.asr.student.shrink`), train it (:func:`fit`), save it as a Whisper
+checkpoint folder, score WER (greedy and beam) on the test split and time teacher and
+student side by side. ``train_teacher`` uses the same :func:`fit` with ``ce`` on a fresh
+character-level Whisper.
+
+Run folder: ``config.yaml`` (resolved), ``metrics.jsonl`` (one line per logged step),
+``student/`` (``save_pretrained`` + tokenizer + preprocessor config), ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Literal, Optional
+
+import torch
+
+from harness.config import AskdConfig, ConfigError, dump_yaml, from_dict, load_yaml, parse_overrides, deep_merge
+
+
+# ----------------------------------------------------------------------------- config
+
+
+@dataclass
+class AsrDataConfig:
+    """Corpus folder and splits (``<corpus>/<split>.jsonl``)."""
+
+    corpus: str = "data/tiny"
+    train_split: str = "asr_train"
+    test_split: str = "asr_test"
+    max_train: int = 0  # 0 = every usable utterance
+    batch_size: int = 16
+
+    def validate(self) -> None:
+        if self.batch_size < 1 or self.max_train < 0:
+            raise ConfigError("batch_size must be >= 1 and max_train >= 0")
+
+
+@dataclass
+class AsrTeacherConfig:
+    """The teacher checkpoint folder (``harness asr train-teacher`` or a local Whisper).
+
+    In a study, an empty ``path`` means: train the profile's character-level teacher into
+    ``<study folder>/teacher`` first (``train_steps``, 0 = the profile's default).
+    """
+
+    path: str = ""
+    train_steps: int = 0
+    train_lr: float = 2e-3
+    shape: dict[str, int] = field(default_factory=dict)  # preset overrides, e.g. {d_model: 128}
+
+    def __post_init__(self) -> None:
+        from harness.asr.teacher import TEACHER_PRESETS
+
+        known = set(TEACHER_PRESETS["tiny"])
+        bad = [k for k in self.shape if k not in known]
+        if bad:
+            raise ConfigError(f"teacher.shape: unknown key {bad[0]!r}; choose from {', '.join(sorted(known))}")
+
+    def validate(self) -> None:
+        if self.train_steps < 0 or self.train_lr <= 0:
+            raise ConfigError("train_steps must be >= 0 and train_lr > 0")
+
+
+@dataclass
+class AsrStudentConfig:
+    """Distil-Whisper-style shrinking (see :mod:`harness.asr.student`)."""
+
+    decoder_layers: int = 2
+    encoder_layers: int = 0  # 0 = the teacher's encoder, whole
+    freeze_encoder: bool = True  # Distil-Whisper freezes the copied encoder
+    # Optional depth growth of the decoder with a stacking variant of harness.stacking:
+    # start at decoder_layers - (grow_stages - 1) * grow_add layers, grow at equal steps.
+    grow_variant: str = "none"
+    grow_stages: int = 1
+    grow_add: int = 1
+
+    def validate(self) -> None:
+        if self.decoder_layers < 1 or self.encoder_layers < 0:
+            raise ConfigError("decoder_layers must be >= 1 and encoder_layers >= 0")
+        if self.grow_stages < 1 or self.grow_add < 1:
+            raise ConfigError("grow_stages and grow_add must be >= 1")
+        if self.grow_variant != "none" and self.decoder_layers - (self.grow_stages - 1) * self.grow_add < 1:
+            raise ConfigError(f"decoder_layers {self.decoder_layers} cannot grow in {self.grow_stages} stages "
+                              f"of {self.grow_add} layers (the first stage would have < 1 layer)")
+
+    def growth(self, steps: int) -> tuple[int, dict[int, list[int]]]:
+        """``(first depth, {step: stacking plan})`` for the decoder (``harness.stacking.plan``).
+
+        Raises:
+            ConfigError: growth asked for but ``harness.stacking`` is not available.
+        """
+        if self.grow_variant == "none" or self.grow_stages == 1:
+            return self.decoder_layers, {}
+        try:
+            from harness.stacking import plan
+        except ImportError as err:
+            raise ConfigError(f"student.grow_variant {self.grow_variant!r} needs harness.stacking ({err})") from None
+        depth = self.decoder_layers - (self.grow_stages - 1) * self.grow_add
+        first, at = depth, {}
+        for stage in range(1, self.grow_stages):
+            at[stage * steps // self.grow_stages] = list(plan(self.grow_variant, depth, self.grow_add))
+            depth += self.grow_add
+        return first, at
+
+
+@dataclass
+class AsrLossConfig:
+    """``ce`` | ``kd`` | ``askd`` (:mod:`harness.asr.objectives`)."""
+
+    objective: Literal["ce", "kd", "askd"] = "kd"
+    temperature: float = 2.0
+    ce_weight: float = 0.8  # Distil-Whisper's 0.8 x CE + 1.0 x KL
+    kd_weight: float = 1.0
+    pseudo_labels: bool = False  # train on the teacher's greedy transcripts instead of references
+    askd: AskdConfig = field(default_factory=lambda: AskdConfig(decay="cosine", ema=0.99))
+
+    def validate(self) -> None:
+        if self.temperature <= 0 or self.ce_weight < 0 or self.kd_weight < 0:
+            raise ConfigError("temperature must be > 0 and the weights >= 0")
+
+
+@dataclass
+class AsrOptimConfig:
+    """AdamW, linear warmup then cosine decay to zero."""
+
+    lr: float = 1e-3
+    warmup_frac: float = 0.1
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+
+    def validate(self) -> None:
+        if self.lr <= 0 or not 0 <= self.warmup_frac < 1:
+            raise ConfigError("lr must be > 0 and warmup_frac in [0, 1)")
+
+
+@dataclass
+class AsrTrainConfig:
+    steps: int = 100
+    seed: int = 0
+    threads: int = 0  # torch intra-op threads; 0 = torch's default
+    log_every: int = 10
+
+    def validate(self) -> None:
+        if self.steps < 1 or self.log_every < 1 or self.threads < 0:
+            raise ConfigError("steps and log_every must be >= 1, threads >= 0")
+
+
+@dataclass
+class AsrEvalConfig:
+    """Test-set scoring and timing. Beam search is costly on CPU, so it can use a subset."""
+
+    max_utterances: int = 0  # greedy WER on the first N test utterances (0 = all)
+    beam: int = 4  # beam width (0 = no beam search)
+    beam_utterances: int = 100  # beam WER on the first N test utterances (0 = all)
+    latency_utterances: int = 24  # utterances timed, one at a time, teacher and student interleaved
+    batch_size: int = 16
+
+    def validate(self) -> None:
+        if min(self.max_utterances, self.beam, self.beam_utterances, self.latency_utterances) < 0:
+            raise ConfigError("eval counts must be >= 0")
+
+
+@dataclass
+class AsrRunConfig:
+    """One ASR distillation run (``track: asr`` tells sweeps to use this config)."""
+
+    track: Literal["asr"] = "asr"
+    profile: Literal["tiny", "embedded", "paper"] = "tiny"
+    data: AsrDataConfig = field(default_factory=AsrDataConfig)
+    teacher: AsrTeacherConfig = field(default_factory=AsrTeacherConfig)
+    student: AsrStudentConfig = field(default_factory=AsrStudentConfig)
+    loss: AsrLossConfig = field(default_factory=AsrLossConfig)
+    optim: AsrOptimConfig = field(default_factory=AsrOptimConfig)
+    train: AsrTrainConfig = field(default_factory=AsrTrainConfig)
+    eval: AsrEvalConfig = field(default_factory=AsrEvalConfig)
+
+
+def load_asr_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> AsrRunConfig:
+    """Load an ASR run config (YAML + ``key=value`` overrides), strictly."""
+    data = load_yaml(path) if path is not None else {}
+    if overrides:
+        data = deep_merge(data, parse_overrides(overrides))
+    return from_dict(AsrRunConfig, data, source=path or "<defaults>")
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _lr_factor(step: int, total: int, warmup_frac: float) -> float:
+    warm = max(1, int(total * warmup_frac))
+    if step < warm:
+        return (step + 1) / warm
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+
+def fit(
+    student, split, steps: int, loss_cfg: AsrLossConfig, optim_cfg: AsrOptimConfig,
+    batch_size: int = 16, seed: int = 0, teacher=None, freeze_encoder: bool = True,
+    log_every: int = 10, metrics_path: Optional[Path] = None,
+    on_log: Optional[Callable[[dict], None]] = None, grow_at: Optional[dict[int, list[int]]] = None,
+) -> dict:
+    """Train ``student`` in place for ``steps`` steps.
+
+    Args:
+        student: an :class:`~harness.asr.teacher.AsrModel` (trainable).
+        split: the training :class:`~harness.asr.data.AsrSplit`.
+        loss_cfg: objective, weights, temperature, ASKD schedule, pseudo-labels.
+        teacher: frozen teacher (needed by ``kd``, ``askd`` and pseudo-labels).
+        freeze_encoder: keep the student's encoder fixed. When its encoder is also the
+            teacher's (same depth), one encoder pass serves both.
+        grow_at: ``{step: plan}``: before that step the decoder is rebuilt from the plan
+            (:func:`harness.asr.student.grow_decoder`; the EMA self-teacher grows alike),
+            and AdamW restarts on the new parameter set (its moments reset) while the
+            learning-rate schedule continues.
+
+    Returns:
+        ``{"steps", "train_seconds", "first": {loss parts at step 0}, "final": {mean loss
+        parts over the last logging window}}``.
+    """
+    from transformers.modeling_outputs import BaseModelOutput
+
+    from harness.asr.data import make_targets
+    from harness.asr.evaluate import greedy_decode
+    from harness.asr.objectives import EmaTeacher, askd_alpha, asr_loss
+
+    obj = loss_cfg.objective
+    if (obj != "ce" or loss_cfg.pseudo_labels) and teacher is None:
+        raise ValueError(f"objective {obj!r} (or pseudo-labels) needs a teacher")
+    torch.manual_seed(seed)
+    model = student.model
+    model.train()
+    enc = model.model.encoder
+    if freeze_encoder:
+        for p in enc.parameters():
+            p.requires_grad_(False)
+        enc.eval()
+    shared_enc = (teacher is not None and freeze_encoder
+                  and teacher.model.config.encoder_layers == model.config.encoder_layers)
+    def make_opt(offset: int):
+        ps = [p for p in model.parameters() if p.requires_grad]
+        o = torch.optim.AdamW(ps, lr=optim_cfg.lr, weight_decay=optim_cfg.weight_decay, betas=(0.9, 0.98))
+        return ps, o, torch.optim.lr_scheduler.LambdaLR(
+            o, lambda s: _lr_factor(s + offset, steps, optim_cfg.warmup_frac))
+
+    params, opt, sched = make_opt(0)
+    ema = EmaTeacher(model, loss_cfg.askd.ema) if obj == "askd" else None
+    if teacher is not None:
+        teacher.model.eval()
+    pseudo: dict[str, list[int]] = {}
+    batches = split.epochs(batch_size, seed)
+    window: list[dict] = []
+    first: dict = {}
+    fh = open(metrics_path, "a") if metrics_path else None
+    t0 = time.perf_counter()
+    try:
+        for step in range(steps):
+            if grow_at and step in grow_at:
+                from harness.asr.student import grow_decoder
+
+                grow_decoder(student, grow_at[step], seed=seed + step)
+                if ema is not None:
+                    ema.update(model)  # a changed architecture is re-copied (harness.losses.EmaTeacher)
+                params, opt, sched = make_opt(step)
+            b = split.batch(student, next(batches))
+            dec, labels = b.decoder_input, b.labels
+            with torch.no_grad():
+                t_enc = teacher.model.model.encoder(b.features).last_hidden_state if teacher is not None else None
+                if loss_cfg.pseudo_labels:
+                    todo = [i for i, u in enumerate(b.ids) if u not in pseudo]
+                    if todo:
+                        hyps = greedy_decode(teacher, b.features[todo], encoder_states=t_enc[todo])
+                        for i, h in zip(todo, hyps):
+                            pseudo[b.ids[i]] = h[: student.max_target_positions - len(student.prompt) - 1]
+                    dec, labels = make_targets(student, [pseudo[u] for u in b.ids])
+                t_logits = None
+                if obj != "ce":
+                    t_logits = teacher.model(encoder_outputs=BaseModelOutput(last_hidden_state=t_enc),
+                                             decoder_input_ids=dec).logits
+            if shared_enc:
+                s_enc = t_enc
+            elif freeze_encoder:
+                with torch.no_grad():
+                    s_enc = enc(b.features).last_hidden_state
+            else:
+                s_enc = enc(b.features).last_hidden_state
+            logits = model(encoder_outputs=BaseModelOutput(last_hidden_state=s_enc), decoder_input_ids=dec).logits
+            alpha = askd_alpha(step / max(1, steps - 1), loss_cfg.askd.decay, loss_cfg.askd.alpha_start,
+                               loss_cfg.askd.alpha_end, loss_cfg.askd.start_frac) if obj == "askd" else 1.0
+            e_logits = None
+            if ema is not None:
+                with torch.no_grad():
+                    e_logits = ema.module(encoder_outputs=BaseModelOutput(last_hidden_state=s_enc.detach()),
+                                          decoder_input_ids=dec).logits
+            parts = asr_loss(obj, logits, labels, t_logits, e_logits, alpha=alpha,
+                             temperature=loss_cfg.temperature, ce_weight=loss_cfg.ce_weight,
+                             kd_weight=loss_cfg.kd_weight)
+            if not torch.isfinite(parts["total"]):
+                raise FloatingPointError(f"non-finite loss at step {step}: {parts['total'].item()}")
+            opt.zero_grad(set_to_none=True)
+            parts["total"].backward()
+            torch.nn.utils.clip_grad_norm_(params, optim_cfg.grad_clip)
+            opt.step()
+            sched.step()
+            if ema is not None:
+                ema.update(model)
+            row = {k: float(v.detach()) for k, v in parts.items()}
+            if step == 0:
+                first = dict(row)
+            window.append(row)
+            if (step + 1) % log_every == 0 or step + 1 == steps:
+                mean = {k: sum(r[k] for r in window) / len(window) for k in window[0]}
+                line = {"step": step + 1, **mean, "alpha": alpha, "lr": sched.get_last_lr()[0],
+                        "seconds": round(time.perf_counter() - t0, 3)}
+                if fh:
+                    fh.write(json.dumps(line) + "\n")
+                    fh.flush()
+                if on_log:
+                    on_log(line)
+                final = mean
+                window = []
+    finally:
+        if fh:
+            fh.close()
+    model.eval()
+    return {"steps": steps, "train_seconds": time.perf_counter() - t0, "first": first, "final": final}
+
+
+# ----------------------------------------------------------------------------- teacher
+
+
+TEACHER_STEPS = {"tiny": 150, "embedded": 300}
+
+
+def train_teacher(profile: str, out: str | Path, corpus: str | Path, steps: int = 0, seed: int = 0,
+                  batch_size: int = 16, lr: float = 2e-3, threads: int = 0,
+                  log: Callable[[str], None] = print, **shape) -> Path:
+    """Train the profile's character-level Whisper teacher on ``<corpus>/asr_train.jsonl``.
+
+    Skipped when ``out`` already holds a finished teacher (``harness_asr.json``).
+    ``shape`` overrides entries of the profile's preset (``d_model``, ``decoder_layers``...).
+
+    Returns:
+        ``out``, a self-contained Whisper checkpoint folder.
+    """
+    from harness.asr.data import AsrSplit
+    from harness.asr.teacher import META_FILE, chunk_seconds_for, new_char_model, save_asr_model
+    from harness.data.manifest import read_manifest
+    from harness.provenance import git_commit, hardware, now_iso
+
+    out, corpus = Path(out), Path(corpus)
+    if (out / META_FILE).is_file():
+        log(f"[asr] teacher already trained: {out}")
+        return out
+    if threads:
+        torch.set_num_threads(threads)
+    recs = []
+    for part in ("asr_train", "asr_dev", "asr_test"):
+        p = corpus / f"{part}.jsonl"
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: no such ASR manifest (build the corpus: harness data build "
+                                    f"--profile {profile} --out {corpus})")
+        recs += read_manifest(p)
+    asr = new_char_model(profile, chunk_seconds_for(recs), seed=seed, **shape)
+    split = AsrSplit(corpus / "asr_train.jsonl", asr)
+    steps = steps or TEACHER_STEPS.get(profile, 1000)
+    started = now_iso()
+    log(f"[asr] training {asr.name} ({asr.num_params() / 1e6:.2f} M params) for {steps} steps on {len(split)} utterances")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.jsonl").unlink(missing_ok=True)
+    loss_cfg = AsrLossConfig(objective="ce")
+    res = fit(asr, split, steps, loss_cfg, AsrOptimConfig(lr=lr, warmup_frac=0.05), batch_size=batch_size,
+              seed=seed, freeze_encoder=False, log_every=max(1, steps // 50), metrics_path=out / "metrics.jsonl",
+              on_log=lambda r: log(f"[asr] teacher step {r['step']}: loss {r['total']:.3f}") if r["step"] % max(1, steps // 10) == 0 else None)
+    save_asr_model(asr, out, extra={
+        "profile": profile, "corpus": str(corpus), "steps": steps, "seed": seed, "batch_size": batch_size, "lr": lr,
+        "train_seconds": res["train_seconds"], "final_loss": res["final"], "params": asr.num_params(),
+        "skipped": len(split.skips), "started": started, "finished": now_iso(), "git_commit": git_commit(),
+        "hardware": hardware(),
+    })
+    log(f"[asr] teacher saved to {out} ({res['train_seconds']:.0f} s, final loss {res['final']['total']:.3f})")
+    return out
+
+
+# ----------------------------------------------------------------------------- one run
+
+
+def run_asr_distill(cfg: AsrRunConfig, out_dir: str | Path, sweep: str = "",
+                    on_log: Optional[Callable[[dict], None]] = None) -> dict:
+    """Distil one student and score it; writes the run folder (see the module docstring).
+
+    Returns:
+        The summary (also written to ``summary.json``).
+    """
+    from harness.asr.data import AsrSplit
+    from harness.asr.evaluate import count_params, evaluate_wer, measure_latency, teacher_eval
+    from harness.asr.student import shrink
+    from harness.asr.teacher import load_asr_model, save_asr_model
+    from harness.provenance import git_commit, hardware, now_iso
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dump_yaml(cfg, out / "config.yaml")
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    if not cfg.teacher.path:
+        raise ConfigError("teacher.path must name a Whisper checkpoint folder (harness asr train-teacher --out DIR)")
+    summary: dict = {"run_id": out.name, "sweep": sweep, "track": "asr", "objective": cfg.loss.objective,
+                     "seed": cfg.train.seed, "status": "running", "start_time": now_iso()}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    teacher = load_asr_model(cfg.teacher.path)
+    first_depth, grow_at = cfg.student.growth(cfg.train.steps)
+    student = shrink(teacher, first_depth, cfg.student.encoder_layers)
+    corpus = Path(cfg.data.corpus)
+    split = AsrSplit(corpus / f"{cfg.data.train_split}.jsonl", teacher, cfg.data.max_train)
+    (out / "metrics.jsonl").unlink(missing_ok=True)
+    res = fit(student, split, cfg.train.steps, cfg.loss, cfg.optim, cfg.data.batch_size, cfg.train.seed,
+              teacher=teacher, freeze_encoder=cfg.student.freeze_encoder, log_every=cfg.train.log_every,
+              metrics_path=out / "metrics.jsonl", on_log=on_log, grow_at=grow_at)
+    save_asr_model(student, out / "student", extra={"teacher": cfg.teacher.path, "objective": cfg.loss.objective})
+
+    test = AsrSplit(corpus / f"{cfg.data.test_split}.jsonl", teacher)
+    ev = cfg.eval
+    s_greedy = evaluate_wer(student, test, "greedy", max_utterances=ev.max_utterances, batch_size=ev.batch_size)
+    s_beam = (evaluate_wer(student, test, "beam", beam=ev.beam, max_utterances=ev.beam_utterances,
+                           batch_size=ev.batch_size) if ev.beam else None)
+    t_eval = teacher_eval(teacher, Path(cfg.teacher.path), test, ev)
+    lat = measure_latency({"teacher": teacher, "student": student}, test, ev.latency_utterances)
+    summary.update(
+        status="ok", end_time=now_iso(), teacher=cfg.teacher.path, train_seconds=res["train_seconds"],
+        steps=res["steps"], first_losses=res["first"], final_losses=res["final"],
+        student_params=count_params(student), teacher_params=count_params(teacher),
+        decoder_layers=student.model.config.decoder_layers,
+        wer={"greedy": s_greedy, "beam": s_beam}, teacher_wer=t_eval,
+        latency=lat, speedup=lat["teacher"]["latency_s"] / lat["student"]["latency_s"],
+        hardware=hardware(), git_commit=git_commit(), config=json.loads(json.dumps(_plain(cfg))),
+    )
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _plain(cfg) -> dict:
+    from harness.config import to_dict
+
+    return to_dict(cfg)

@@ -1,0 +1,80 @@
+"""The ASKD study end to end on the tone corpus: sweep hook, askd.json/csv, figure, resume."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from asr_fake import make_tone_corpus
+from harness.asr.study import askd_figure, is_asr_sweep
+from harness.cli import main
+from harness.sweep import dry_run, load_sweep, run_sweep
+
+
+@pytest.mark.integration
+def test_study_end_to_end(tmp_path):
+    root = make_tone_corpus(tmp_path / "corpus", n_train=24, n_test=4)
+    (tmp_path / "base.yaml").write_text(f"""
+track: asr
+profile: tiny
+data: {{corpus: {root}, batch_size: 8}}
+teacher: {{train_steps: 20, shape: {{d_model: 32, ffn: 64, n_mels: 16, max_target_positions: 24}}}}
+student: {{decoder_layers: 1}}
+train: {{steps: 3, log_every: 3}}
+eval: {{beam: 2, beam_utterances: 2, latency_utterances: 2}}
+""")
+    study = tmp_path / "study.yaml"
+    study.write_text(f"name: st\nbase: base.yaml\ngrid: {{loss.objective: [ce, kd, askd]}}\nseeds: [0]\n"
+                     f"storage: {tmp_path / 'results'}\nbackend: local\n")
+    assert is_asr_sweep(study)
+    assert len(load_sweep(study).trials) == 3
+    assert "todo" in dry_run(study)
+    csv = run_sweep(study, log=lambda m: None)
+    df = pd.read_csv(csv)
+    assert list(df["objective"]) == ["teacher", "askd", "ce", "kd"]
+    assert (df["status"] == "ok").all()
+    assert df.loc[0, "speedup"] == 1.0 and df.loc[0, "wer_rel"] == 1.0
+    data = json.loads((tmp_path / "results" / "st" / "askd.json").read_text())
+    assert set(data["by_objective"]) == {"ce", "kd", "askd"}
+    assert data["latency_ratio"] > 0 and data["teacher_trained_here"]
+    for r in data["rows"][1:]:
+        assert r["wer_delta"] == pytest.approx(r["wer"] - data["teacher"]["wer"])
+    assert (tmp_path / "results" / "st" / "askd_wer_speed.png").stat().st_size > 1000
+    assert (tmp_path / "results" / "st" / "askd_wer_speed.svg").is_file()
+    # a second run refuses without --resume, and with it reruns nothing
+    assert main(["sweep", str(study)]) == 2
+    msgs = []
+    run_sweep(study, resume=True, log=msgs.append)
+    assert sum("done already" in m for m in msgs) == 3
+    assert main(["validate", str(study), str(tmp_path / "base.yaml")]) == 0
+
+
+def test_figure_from_data(tmp_path):
+    data = {"study": "x", "teacher": {"wer": 0.2},
+            "rows": [{"objective": "teacher", "status": "ok", "wer": 0.2, "speedup": 1.0},
+                     {"objective": "kd", "status": "ok", "wer": 0.25, "speedup": 3.0},
+                     {"objective": "kd", "status": "failed: x"}],
+            "by_objective": {"kd": {"runs": 1, "wer_mean": 0.25, "wer_std": 0.0, "speedup_mean": 3.0,
+                                    "speedup_std": 0.0}}}
+    paths = askd_figure(data, tmp_path / "fig")
+    assert [p.suffix for p in paths] == [".png", ".svg"] and all(p.stat().st_size > 500 for p in paths)
+
+
+def test_cli_errors(tmp_path, capsys):
+    assert main(["asr", "evaluate", str(tmp_path / "none"), "--corpus", str(tmp_path)]) == 2
+    assert "no such Whisper checkpoint folder" in capsys.readouterr().err
+    assert main(["asr", "train-teacher", "--profile", "tiny", "--out", str(tmp_path / "t"),
+                 "--corpus", str(tmp_path / "nocorpus")]) == 2
+    assert "asr_train.jsonl: no such ASR manifest" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["embedded", "paper"])
+def test_shipped_studies_load(name):
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "sweeps" / name / "askd.yaml"
+    sweep = load_sweep(path)
+    objectives = sorted(t.config.loss.objective for t in sweep.trials)
+    assert objectives == sorted(["ce", "kd", "askd"] * 3)
+    assert {t.config.train.seed for t in sweep.trials} == {0, 1, 2}
+    assert all(t.config.track == "asr" for t in sweep.trials)
