@@ -22,10 +22,12 @@ def test_alpha_closed_forms():
     assert askd_alpha(0.25, "cosine", 1.0, 0.0) == pytest.approx((1 + math.cos(math.pi / 4)) / 2)
     k = 5.0
     assert askd_alpha(0.5, "exp", 1.0, 0.0) == pytest.approx((math.exp(-k / 2) - math.exp(-k)) / (1 - math.exp(-k)))
-    # step: a staircase of 4 equal drops
-    assert askd_alpha(0.24, "step", 1.0, 0.2) == pytest.approx(1.0)
-    assert askd_alpha(0.26, "step", 1.0, 0.2) == pytest.approx(0.8)
-    assert askd_alpha(0.76, "step", 1.0, 0.2) == pytest.approx(0.4)
+    # step (harness.losses): step_count equal drops at u = k / (step_count + 1)
+    assert askd_alpha(0.49, "step", 1.0, 0.2) == pytest.approx(1.0)
+    assert askd_alpha(0.51, "step", 1.0, 0.2) == pytest.approx(0.2)
+    assert askd_alpha(0.24, "step", 1.0, 0.2, step_count=3) == pytest.approx(1.0)
+    assert askd_alpha(0.26, "step", 1.0, 0.2, step_count=3) == pytest.approx(1.0 - 0.8 / 3)
+    assert askd_alpha(0.76, "step", 1.0, 0.2, step_count=3) == pytest.approx(0.2)
     # start_frac: held at start, then the decay runs over the rest of training
     assert askd_alpha(0.2, "linear", 1.0, 0.0, start_frac=0.4) == 1.0
     assert askd_alpha(0.7, "linear", 1.0, 0.0, start_frac=0.4) == pytest.approx(0.5)
