@@ -22,6 +22,8 @@ _REGISTRIES: dict[str, tuple[str, str]] = {
 
 def all_registries() -> dict[str, Registry]:
     """Name -> Registry for every registry whose defining module is installed."""
+    import harness.superb.fbank  # noqa: F401  (the 'fbank' upstream lives with the SUPERB code)
+
     out: dict[str, Registry] = {}
     for name, (module, attr) in _REGISTRIES.items():
         try:

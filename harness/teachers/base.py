@@ -70,6 +70,7 @@ def load_teacher(spec: str, device: str | torch.device = "cpu") -> Upstream:
         RegistryError: unknown spec kind (with the nearest kinds).
         FileNotFoundError: the checkpoint path does not exist (never downloads).
     """
+    import harness.superb.fbank  # noqa: F401  (registers 'fbank', the SUPERB baseline)
     import harness.teachers  # noqa: F401  (registers the built-in kinds)
 
     kind, arg = parse_spec(spec)
