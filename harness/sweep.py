@@ -218,6 +218,16 @@ def load_sweep(
     if cfg.evaluate:
         _check_tasks(cfg.evaluate, path)
 
+    return Sweep(cfg, path, expand_grid(cfg, base, path, RunConfig))
+
+
+def expand_grid(cfg: SweepConfig, base: dict, path: Path, config_cls: type) -> list[Trial]:
+    """Every grid point x seed as a validated ``config_cls`` (the distillation
+    :class:`RunConfig`, or the ASR track's config).
+
+    Raises:
+        ConfigError: naming the sweep file and the grid point, or duplicate run ids.
+    """
     keys = list(cfg.grid)
     trials = []
     for values in itertools.product(*(cfg.grid[k] for k in keys)):
@@ -228,7 +238,7 @@ def load_sweep(
             for key, value in overrides.items():
                 data = deep_merge(data, _nest(key, value))
             try:
-                run_cfg = from_dict(RunConfig, data, source=path)
+                run_cfg = from_dict(config_cls, data, source=path)
             except ConfigError as err:
                 msg = str(err).replace(f"{path}: ", "", 1)
                 raise ConfigError(f"{path}: grid point {point}: {msg}") from None
@@ -237,7 +247,7 @@ def load_sweep(
     dupes = {i for i in ids if ids.count(i) > 1}
     if dupes:
         raise ConfigError(f"{path}: grid yields duplicate runs {sorted(dupes)} (a repeated value?)")
-    return Sweep(cfg, path, trials)
+    return trials
 
 
 def _asr_track(path: Path) -> bool:

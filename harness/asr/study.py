@@ -45,7 +45,6 @@ speedup over ok runs), "token_latency_ratio" (mean token_speedup),
 from __future__ import annotations
 
 import copy
-import itertools
 import json
 import statistics
 import time
@@ -76,7 +75,7 @@ def load_study(path: str | Path):
         ConfigError: one line naming the file and key.
     """
     from harness.asr.train import AsrRunConfig
-    from harness.sweep import Sweep, SweepConfig, Trial, _flatten, _nest, _run_id
+    from harness.sweep import Sweep, SweepConfig, _flatten, expand_grid
 
     path = Path(path)
     cfg = from_dict(SweepConfig, load_yaml(path), source=path)
@@ -84,25 +83,7 @@ def load_study(path: str | Path):
     base = load_yaml(base_path)
     from_dict(AsrRunConfig, base, source=base_path)
     base = deep_merge(base, parse_overrides([f"{k}={json.dumps(v)}" for k, v in _flatten(cfg.overrides).items()]))
-    keys = list(cfg.grid)
-    trials = []
-    for values in itertools.product(*(cfg.grid[k] for k in keys)):
-        point = dict(zip(keys, values))
-        for seed in cfg.seeds:
-            overrides = {**point, "train.seed": seed}
-            data = copy.deepcopy(base)
-            for key, value in overrides.items():
-                data = deep_merge(data, _nest(key, value))
-            try:
-                run_cfg = from_dict(AsrRunConfig, data, source=path)
-            except ConfigError as err:
-                msg = str(err).replace(f"{path}: ", "", 1)
-                raise ConfigError(f"{path}: grid point {point}: {msg}") from None
-            trials.append(Trial(_run_id(point, seed, keys), overrides, run_cfg))
-    ids = [t.run_id for t in trials]
-    if len(set(ids)) != len(ids):
-        raise ConfigError(f"{path}: grid yields duplicate runs (a repeated value?)")
-    return Sweep(cfg, path, trials)
+    return Sweep(cfg, path, expand_grid(cfg, base, path, AsrRunConfig))
 
 
 def run_asr_study(path: str | Path, resume: bool = False, log: Callable[[str], None] = print) -> Path:
