@@ -107,7 +107,7 @@ sweep_args=(--resume)
 suffix=""
 if [ "$quick" = 1 ]; then
   suffix="-quick"
-  sweep_args+=(--seeds 0 --suffix "$suffix")
+  sweep_args+=(--seeds 0 "--suffix=$suffix")
 fi
 
 if [ "$profile" = paper ]; then
