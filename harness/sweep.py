@@ -324,6 +324,10 @@ def run_trial(
     Returns:
         The run's flat result: ``status``, ``train_seconds``, ``superb_score``, ``loss``.
     """
+    if trial.get("cwd"):
+        # Ray starts each trial in its own folder; relative paths in the run config
+        # (data.corpus, teacher.cache_dir) are meant from where the sweep was launched.
+        os.chdir(trial["cwd"])
     run_dir = Path(trial["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
     tasks = list(trial.get("evaluate") or [])
@@ -395,6 +399,7 @@ def _trial_payloads(sweep: Sweep, threads: int) -> list[dict]:
             "overrides": t.overrides,
             "evaluate": list(sweep.config.evaluate),
             "threads": threads,
+            "cwd": str(Path.cwd()),
         }
         for t in sweep.trials
     ]

@@ -34,8 +34,16 @@ def _sweep(tmp_path, corpus, name, variants, steps=8, extra=""):
 
 
 @pytest.mark.integration
-def test_two_trial_sweep_through_ray(tiny_corpus, tmp_path):
+def test_two_trial_sweep_through_ray(tiny_corpus, tmp_path, monkeypatch):
     path = _sweep(tmp_path, tiny_corpus, "ray2", "[none, interleaved]", extra="resources: {cpu: 1}\n")
+    # relative paths in the run config resolve from where the sweep is launched, not from
+    # the folder Ray runs each trial in
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "corpus").symlink_to(tiny_corpus)
+    base = yaml.safe_load((tmp_path / "base.yaml").read_text())
+    base["data"]["corpus"] = "corpus"
+    base["teacher"]["cache_dir"] = "cache"
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
     df = pd.read_csv(run_sweep(path, log=lambda s: None))
     assert sorted(df.variant) == ["interleaved", "none"] and (df.status == "ok").all()
     for run_dir in df.run_dir:
