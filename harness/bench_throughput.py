@@ -290,6 +290,25 @@ def _l1_cos_sum(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return rec.sum() + sim.sum()
 
 
+
+def _student_step(model, opt, autocast, target: str, targets, forward) -> torch.Tensor:
+    """One training step of our student (live front-end or cached features): ``forward()``
+    returns ``(hidden states, frame lengths)``; L1+cos on pred heads or L2L projections."""
+    from harness.losses import l2l_loss, pred_head_loss
+
+    with autocast():
+        states, frames = forward()
+        preds = model.project(states)
+        mask = torch.arange(preds[0].shape[1], device=preds[0].device)[None, :] < frames[:, None]
+        if target == "pred_heads":
+            loss, _ = pred_head_loss(preds, targets, model.targets, "l1_cos", frame_mask=mask)
+        else:
+            loss, _ = l2l_loss(preds, targets, model.targets, "l1_cos", 0.5, frame_mask=mask)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach()
+
 def make_step(name: str, model: nn.Module, s: ThroughputSettings, batch: dict,
               device: torch.device) -> Callable[[], torch.Tensor]:
     """A closure running one training step (forward, loss, backward, AdamW) of ``model``.
@@ -301,8 +320,6 @@ def make_step(name: str, model: nn.Module, s: ThroughputSettings, batch: dict,
         batch: from :func:`make_batch`.
         device: where the model lives (CUDA: the forward runs under bf16 autocast).
     """
-    from harness.losses import l2l_loss, pred_head_loss
-
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_adamw(params, s.lr, s.s3prl_adamw if name == "s3prl" else s.adamw)
     cuda = device.type == "cuda"
@@ -318,31 +335,12 @@ def make_step(name: str, model: nn.Module, s: ThroughputSettings, batch: dict,
         model.frontend = None
 
         def step() -> torch.Tensor:
-            with autocast():
-                preds = model.project(model.forward_features(feats, feat_frames))
-                mask = torch.arange(preds[0].shape[1], device=device)[None, :] < feat_frames[:, None]
-                if s.target == "pred_heads":
-                    loss, _ = pred_head_loss(preds, targets, model.targets, "l1_cos", frame_mask=mask)
-                else:
-                    loss, _ = l2l_loss(preds, targets, model.targets, "l1_cos", 0.5, frame_mask=mask)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            return loss.detach()
+            return _student_step(model, opt, autocast, s.target, targets,
+                                 lambda: (model.forward_features(feats, feat_frames), feat_frames))
     elif name == "ours":
         def step() -> torch.Tensor:
-            with autocast():
-                states, frames = model.hidden_states(wavs, lengths)
-                preds = model.project(states)
-                mask = torch.arange(preds[0].shape[1], device=device)[None, :] < frames[:, None]
-                if s.target == "pred_heads":
-                    loss, _ = pred_head_loss(preds, targets, model.targets, "l1_cos", frame_mask=mask)
-                else:
-                    loss, _ = l2l_loss(preds, targets, model.targets, "l1_cos", 0.5, frame_mask=mask)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            return loss.detach()
+            return _student_step(model, opt, autocast, s.target, targets,
+                                 lambda: model.hidden_states(wavs, lengths))
     elif name == "s3prl":
         def step() -> torch.Tensor:
             with autocast():
