@@ -59,6 +59,18 @@ def _riff_truncation(path: Path, size: int) -> str | None:
     return None
 
 
+
+def _nonempty_size(path: Path) -> int:
+    """The file size in bytes; AudioError (one line) when unreadable or empty."""
+    try:
+        size = path.stat().st_size
+    except OSError as err:
+        raise AudioError(f"{path}: cannot read ({err.strerror or err})") from None
+    if size == 0:
+        raise AudioError(f"{path}: empty file (0 bytes)")
+    return size
+
+
 def probe_audio(path: str | Path) -> tuple[int, int, int]:
     """Read an audio file's header and verify the file is complete, without decoding it.
 
@@ -75,12 +87,7 @@ def probe_audio(path: str | Path) -> tuple[int, int, int]:
             :func:`check_audio`.
     """
     path = Path(path)
-    try:
-        size = path.stat().st_size
-    except OSError as err:
-        raise AudioError(f"{path}: cannot read ({err.strerror or err})") from None
-    if size == 0:
-        raise AudioError(f"{path}: empty file (0 bytes)")
+    size = _nonempty_size(path)
     try:
         with sf.SoundFile(str(path)) as fh:
             rate, channels, frames = fh.samplerate, fh.channels, fh.frames
@@ -171,12 +178,7 @@ def load_audio(
             message is one line naming the path.
     """
     path = Path(path)
-    try:
-        size = path.stat().st_size
-    except OSError as err:
-        raise AudioError(f"{path}: cannot read ({err.strerror or err})") from None
-    if size == 0:
-        raise AudioError(f"{path}: empty file (0 bytes)")
+    size = _nonempty_size(path)
     try:
         with sf.SoundFile(str(path)) as fh:
             _check_format(path, fh.samplerate, fh.channels, expected_sr)
