@@ -152,6 +152,7 @@ def cmd_teacher_pretrain(args: argparse.Namespace) -> int:
         profile_config(args.profile), minutes1=args.minutes1, minutes2=args.minutes2, steps1=args.steps1,
         steps2=args.steps2, iterations=args.iterations, iter2_layer=args.iter2_layer, iter2_init=args.iter2_init,
         k1=args.k1, k2=args.k2, lr=args.lr, batch_seconds=args.batch_seconds, unmasked_weight=args.unmasked_weight, threads=args.threads, seed=args.seed, max_utts=args.max_utts,
+        phone_minutes=args.phone_minutes, phone_steps=args.phone_steps, phone_max_utts=args.phone_max_utts, init=args.init,
         post_ln=None if args.pre_ln is None else not args.pre_ln, iter2_cmvn=None if args.no_cmvn is None else not args.no_cmvn,
     )
     pretrain(cfg, data, Path(args.out), log_fn=lambda m: print(m, flush=True))
@@ -175,7 +176,7 @@ def add_teacher_pretrain_probe(teacher) -> None:
     """``teacher pretrain`` and ``teacher probe`` (embedded SFM) under the ``teacher`` group
     (``teacher`` = the group's subparsers action, from :func:`teacher_subparsers`)."""
     p = teacher.add_parser(
-        "pretrain", help="HuBERT-style pretraining of the embedded SFM (MFCC then feature k-means targets)",
+        "pretrain", help="HuBERT-style pretraining of the embedded SFM (MFCC, feature k-means, then phone targets)",
         epilog="examples:\n  harness teacher pretrain --profile tiny --out /tmp/teacher_tiny.pt\n"
         "  nice -n 5 harness teacher pretrain --profile embedded --data data/embedded --out harness/assets/teacher_embedded.pt",
         formatter_class=_formatter,
@@ -187,7 +188,11 @@ def add_teacher_pretrain_probe(teacher) -> None:
     p.add_argument("--minutes2", type=float, help="wall-clock budget of iteration 2 (feature targets)")
     p.add_argument("--steps1", type=int, help="step budget of iteration 1 (0 = time only)")
     p.add_argument("--steps2", type=int, help="step budget of iteration 2 (0 = time only)")
-    p.add_argument("--iterations", type=int, choices=(1, 2))
+    p.add_argument("--iterations", type=int, choices=(0, 1, 2), help="k-means iterations (0 only with --init)")
+    p.add_argument("--phone-minutes", type=float, help="wall-clock budget of the phone iteration (corpus phone alignments as targets; 0 = none)")
+    p.add_argument("--phone-steps", type=int, help="step budget of the phone iteration (0 = time only)")
+    p.add_argument("--phone-max-utts", type=int, help="distill utterances for the phone iteration (0 = all)")
+    p.add_argument("--init", help="start from this embedded checkpoint (with --iterations 0: add the phone iteration to it)")
     p.add_argument("--iter2-layer", type=int, help="hidden state of the iteration-1 model clustered for iteration 2")
     p.add_argument("--iter2-init", help="continue (from iteration-1 weights) or scratch")
     p.add_argument("--no-cmvn", action="store_true", default=None, help="no per-utterance CMVN before the 2nd clustering")

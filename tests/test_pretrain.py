@@ -40,7 +40,7 @@ def test_span_mask_fraction():
 def test_few_steps_lower_the_loss_and_write_files(corpus, tmp_path):
     cfg = replace(
         profile_config("tiny"), iterations=2, minutes1=0, minutes2=0, steps1=40, steps2=6, k1=8, k2=8,
-        batch_seconds=8.0, log_every=5, lr=2e-3, kmeans_frames=5000,
+        batch_seconds=8.0, log_every=5, lr=2e-3, kmeans_frames=5000, phone_minutes=0,
     )
     out = tmp_path / "teacher.pt"
     summary = pretrain(cfg, corpus, out, log_fn=lambda m: None)
@@ -54,6 +54,28 @@ def test_few_steps_lower_the_loss_and_write_files(corpus, tmp_path):
     assert meta["teacher_id"] == load_embedded(out).id and meta["iter2"]["targets"]["layer"] == 3
     assert load_embedded(out).extra["iter1"]["steps"] == 40
     assert load_embedded(tmp_path / "teacher.iter1.pt").extra["iter1"]["steps"] == 40
+
+
+def test_phone_iteration_from_a_checkpoint(corpus, tmp_path):
+    from harness.data.phones import PHONE_INDEX
+    from harness.teachers.pretrain import phone_frame_labels
+
+    lab = phone_frame_labels({"id": "u", "phones": [["sil", 0, 400], ["aa", 400, 1300], ["t", 1300, 1600]]}, 1600)
+    assert lab.tolist() == [PHONE_INDEX["sil"], PHONE_INDEX["aa"], PHONE_INDEX["aa"], PHONE_INDEX["aa"], PHONE_INDEX["t"]]
+    with pytest.raises(ValueError, match="no 'phones'"):
+        phone_frame_labels({"id": "u"}, 1600)
+    base = replace(profile_config("tiny"), minutes1=0, minutes2=0, steps1=4, iterations=1, k1=8, batch_seconds=8.0,
+                   kmeans_frames=5000, phone_minutes=0)
+    pretrain(base, corpus, tmp_path / "a.pt", log_fn=lambda m: None)
+    cfg = replace(base, iterations=0, init=str(tmp_path / "a.pt"), phone_steps=30, log_every=5, lr=2e-3)
+    summary = pretrain(cfg, corpus, tmp_path / "b.pt", log_fn=lambda m: None)
+    ph = summary["phones"]
+    assert ph["steps"] == 30 and ph["targets"]["classes"] == len(PHONE_INDEX) and "iter1" not in summary
+    assert ph["final_loss"] < ph["first_loss"] - 0.1, ph
+    with pytest.raises(ValueError, match="init"):
+        pretrain(replace(cfg, init=""), corpus, tmp_path / "c.pt", log_fn=lambda m: None)
+    with pytest.raises(ValueError, match="nothing to train"):
+        pretrain(replace(cfg, phone_steps=0), corpus, tmp_path / "c.pt", log_fn=lambda m: None)
 
 
 def test_needs_a_budget_and_the_corpus(corpus, tmp_path):

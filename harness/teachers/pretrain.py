@@ -10,6 +10,16 @@ Recipe (HuBERT, Hsu et al. 2021, in miniature):
    CMVN removes the speaker/channel offset, so clusters follow phonetic content rather than
    who speaks). The model continues from the iteration-1 weights with a fresh prediction
    head (``iter2_init="continue"``) or restarts from random weights (``"scratch"``).
+3. **Phone iteration** (optional, ``phone_minutes``/``phone_steps`` > 0). Targets = the
+   corpus's own phone alignments (the eSpeak NG phoneme events of
+   :mod:`harness.data.phones`, one of 41 phones per 50 Hz frame): the "perfect clusters"
+   that HuBERT's k-means iterations approximate. Same masked prediction, continuing from
+   the previous weights with a fresh head. The shipped embedded teacher uses it: with a
+   CPU budget of half an hour the two k-means iterations alone left a teacher barely
+   above log-mel features downstream (see ``harness/assets/README.md``), too weak to
+   make a distillation study informative. ``init`` starts from an existing checkpoint
+   (``iterations=0`` then skips the k-means iterations), so the phone iteration can be
+   added to a trained model.
 
 Each iteration trains for a wall-clock budget (minutes) and/or a step count; the learning
 rate warms up over the first 8 % of the iteration's progress and decays linearly to zero,
@@ -71,6 +81,9 @@ class PretrainConfig:
         log_every: steps between log rows.
         threads: torch CPU threads.
         seed: everything (sampling, init, masking, k-means).
+        phone_minutes, phone_steps: budget of the phone iteration (both 0 = no phone iteration).
+        phone_max_utts: distill utterances used by the phone iteration (0 = all; labels are free).
+        init: start from this embedded-SFM checkpoint instead of random weights.
     """
 
     model: EmbeddedConfig = field(default_factory=teacher_embedded)
@@ -95,6 +108,10 @@ class PretrainConfig:
     log_every: int = 10
     threads: int = 2
     seed: int = 0
+    phone_minutes: float = 0.0
+    phone_steps: int = 0
+    phone_max_utts: int = 0
+    init: str = ""
 
 
 def profile_config(profile: str) -> PretrainConfig:
@@ -103,6 +120,7 @@ def profile_config(profile: str) -> PretrainConfig:
         return PretrainConfig(
             model=teacher_tiny(), k1=50, k2=50, iter2_layer=3, minutes1=0.4, minutes2=0.4,
             lr=1e-3, batch_seconds=16.0, crop_seconds=3.0, kmeans_frames=20_000, max_utts=400, log_every=5,
+            phone_minutes=0.3,
             threads=1,  # a 4 x 64 model gains nothing from a 2nd thread; on a shared CPU it loses 4x
         )
     if profile == "embedded":
@@ -112,9 +130,10 @@ def profile_config(profile: str) -> PretrainConfig:
         # unmasked_weight 0.5: measured on a pilot espeak corpus after 120 steps, masked-only
         # loss left phone information decaying layer by layer; predicting unmasked frames too
         # made it rise through the stack (see harness/assets/README.md)
+        # phone iteration: see the module docstring (the shipped teacher: harness/assets/README.md)
         return PretrainConfig(
             iter2_layer=6, minutes1=16.0, minutes2=13.0, lr=7e-4, batch_seconds=24.0,
-            kmeans_frames=50_000, max_utts=1200, unmasked_weight=0.5,
+            kmeans_frames=50_000, max_utts=1200, unmasked_weight=0.5, phone_minutes=30.0,
         )
     raise ValueError(f"unknown pretraining profile {profile!r}; choose tiny or embedded")
 
@@ -122,8 +141,10 @@ def profile_config(profile: str) -> PretrainConfig:
 # ----------------------------------------------------------------------------- data
 
 
-def load_corpus_audio(data_dir: str | Path, split: str = "distill", max_utts: int = 0, seed: int = 0) -> list[np.ndarray]:
+def load_corpus_audio(data_dir: str | Path, split: str = "distill", max_utts: int = 0, seed: int = 0, records: list | None = None) -> list[np.ndarray]:
     """Read a split's audio into memory as int16 arrays (half the RAM of float32).
+
+    ``records``, when given a list, receives the manifest records in the same order.
 
     Raises:
         FileNotFoundError: the manifest or an audio file is missing.
@@ -147,7 +168,29 @@ def load_corpus_audio(data_dir: str | Path, split: str = "distill", max_utts: in
         if sr != 16000 or wav.shape[1] != 1:
             raise ValueError(f"{path}: expected 16 kHz mono, got {sr} Hz x {wav.shape[1]} channels")
         out.append(wav[:, 0].copy())
+    if records is not None:
+        records.extend(recs)
     return out
+
+
+def phone_frame_labels(rec: dict, num_samples: int) -> np.ndarray:
+    """One phone index per 50 Hz frame (the phone covering the frame's centre sample).
+
+    Raises:
+        ValueError: the record has no ``phones`` alignment.
+    """
+    from harness.data.phones import PHONE_INDEX, SILENCE, UNKNOWN
+
+    phones = rec.get("phones")
+    if not phones:
+        raise ValueError(f"utterance {rec.get('id')!r} has no 'phones' alignment (the phone iteration needs the embedded corpus)")
+    n = num_samples // HOP50
+    centres = np.arange(n) * HOP50 + HOP50 // 2
+    lab = np.full(n, PHONE_INDEX[SILENCE], dtype=np.int16)
+    for sym, start, end in phones:
+        a, b = np.searchsorted(centres, [start, end])
+        lab[a:b] = PHONE_INDEX.get(sym, PHONE_INDEX[UNKNOWN])
+    return lab
 
 
 def to_float(wav: np.ndarray) -> torch.Tensor:
@@ -403,6 +446,10 @@ def pretrain(cfg: PretrainConfig, data_dir: str | Path, out: str | Path, log_fn=
     """
     from harness.provenance import git_commit, hardware, now_iso
 
+    if cfg.iterations not in (0, 1, 2) or (cfg.iterations == 0 and not cfg.init):
+        raise ValueError(f"iterations must be 1 or 2 (0 only with init=CHECKPOINT), got {cfg.iterations}")
+    if cfg.iterations == 0 and cfg.phone_minutes <= 0 and cfg.phone_steps <= 0:
+        raise ValueError("nothing to train: iterations=0 and no phone iteration budget (phone_minutes or phone_steps)")
     for it, (m, s) in enumerate([(cfg.minutes1, cfg.steps1), (cfg.minutes2, cfg.steps2)][: cfg.iterations], 1):
         if m <= 0 and s <= 0:
             raise ValueError(f"pretraining iteration {it} needs a time budget (minutes{it}) or a step budget (steps{it})")
@@ -415,20 +462,32 @@ def pretrain(cfg: PretrainConfig, data_dir: str | Path, out: str | Path, log_fn=
     start, t_all = now_iso(), time.perf_counter()
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
-    wavs = load_corpus_audio(data_dir, "distill", cfg.max_utts, cfg.seed)
-    hours = sum(len(w) for w in wavs) / 16000 / 3600
-    log_fn(f"pretrain: {len(wavs)} utterances, {hours:.2f} h from {data_dir}")
     torch.manual_seed(cfg.seed)
-    model = EmbeddedSFM(cfg.model)
+    if cfg.init:
+        from harness.teachers.embedded import load_embedded
+
+        model = load_embedded(cfg.init)
+        if model.cfg != cfg.model:
+            cfg = replace(cfg, model=model.cfg)
+        for prm in model.parameters():
+            prm.requires_grad_(True)
+        log_fn(f"init: {cfg.init} ({model.id})")
+    else:
+        model = EmbeddedSFM(cfg.model)
     log_fn(f"model: {count_params(model) / 1e6:.2f} M parameters, {cfg.model.layers} x {cfg.model.width}, post_ln={cfg.model.post_ln}")
     rows: list[dict] = []
-    summary: dict = {"config": asdict(cfg), "data": str(data_dir), "utterances": len(wavs), "hours": round(hours, 3)}
+    summary: dict = {"config": asdict(cfg), "data": str(data_dir)}
 
-    t = time.perf_counter()
-    labels, km = fit_kmeans([mfcc_features(to_float(w)) for w in wavs], cfg.k1, cfg.kmeans_frames, cfg.seed)
-    km["seconds"] = round(time.perf_counter() - t, 1)
-    log_fn(f"iteration 1 targets: k-means on MFCC: {km}")
-    summary["iter1"] = {"targets": km, **train_iteration(model, wavs, labels, cfg.k1, cfg, cfg.minutes1, cfg.steps1, 1, rows, log_fn)}
+    if cfg.iterations >= 1:
+        wavs = load_corpus_audio(data_dir, "distill", cfg.max_utts, cfg.seed)
+        hours = sum(len(w) for w in wavs) / 16000 / 3600
+        log_fn(f"pretrain: {len(wavs)} utterances, {hours:.2f} h from {data_dir}")
+        summary.update(utterances=len(wavs), hours=round(hours, 3))
+        t = time.perf_counter()
+        labels, km = fit_kmeans([mfcc_features(to_float(w)) for w in wavs], cfg.k1, cfg.kmeans_frames, cfg.seed)
+        km["seconds"] = round(time.perf_counter() - t, 1)
+        log_fn(f"iteration 1 targets: k-means on MFCC: {km}")
+        summary["iter1"] = {"targets": km, **train_iteration(model, wavs, labels, cfg.k1, cfg, cfg.minutes1, cfg.steps1, 1, rows, log_fn)}
 
     if cfg.iterations >= 2:
         # keep the iteration-1 model too: the probes can then tell what iteration 2 changed
@@ -443,9 +502,22 @@ def pretrain(cfg: PretrainConfig, data_dir: str | Path, out: str | Path, log_fn=
         if cfg.iter2_init == "scratch":
             torch.manual_seed(cfg.seed + 2)
             model = EmbeddedSFM(cfg.model)
-        elif cfg.iter2_init != "continue":
-            raise ValueError(f"iter2_init must be 'continue' or 'scratch', got {cfg.iter2_init!r}")
         summary["iter2"] = {"targets": km, **train_iteration(model, wavs, labels, cfg.k2, cfg, cfg.minutes2, cfg.steps2, 2, rows, log_fn)}
+
+    if cfg.phone_minutes > 0 or cfg.phone_steps > 0:
+        from harness.data.phones import PHONES
+
+        if cfg.iterations >= 2:
+            save_embedded(model, out.with_suffix(".iter2.pt"), extra={"iter2": summary["iter2"], "pretrain_config": asdict(cfg)})
+        recs: list[dict] = []
+        wavs = load_corpus_audio(data_dir, "distill", cfg.phone_max_utts, cfg.seed + 3, records=recs)
+        labels = [phone_frame_labels(r, len(w)) for r, w in zip(recs, wavs)]
+        hours = sum(len(w) for w in wavs) / 16000 / 3600
+        log_fn(f"phone iteration: {len(wavs)} utterances, {hours:.2f} h, {len(PHONES)} phone targets from the corpus alignments")
+        summary["phones"] = {
+            "targets": {"source": "corpus phone alignments", "classes": len(PHONES), "utterances": len(wavs), "hours": round(hours, 3)},
+            **train_iteration(model, wavs, labels, len(PHONES), cfg, cfg.phone_minutes, cfg.phone_steps, 3, rows, log_fn),
+        }
 
     summary.update(
         total_seconds=round(time.perf_counter() - t_all, 1), start=start, end=now_iso(),
