@@ -374,7 +374,8 @@ def run_distill(
                               "student.frontend_trainable=false or teacher.cache=false")
         from harness.teachers.cache import ensure_cache
 
-        cache = ensure_cache(teacher, manifest, layers_needed, frontend=True, cache_dir=cfg.teacher.cache_dir)
+        cache = ensure_cache(teacher, manifest, layers_needed, frontend=True, cache_dir=cfg.teacher.cache_dir,
+                             limit=cfg.data.max_utterances)
 
     # ---- student (first-stage depth), optimizer, EMA self-teacher (ASKD)
     def make_student_and_optimizer():

@@ -98,6 +98,16 @@ def test_key_depends_on_layers_frontend_and_manifest_content(manifest, tmp_path)
     assert d.root != a.root
 
 
+def test_limit_caches_the_first_utterances_only(manifest, tmp_path):
+    full = build(manifest, tmp_path / "cache", layers=[1])
+    part = build(manifest, tmp_path / "cache", layers=[1], limit=2)
+    first = [json.loads(line)["id"] for line in Path(manifest).read_text().splitlines()[:2]]
+    assert part.root != full.root and sorted(part.ids) == sorted(first)
+    assert np.array_equal(part.get(first[1])["layer_1"], full.get(first[1])["layer_1"])
+    with pytest.raises(CacheError, match="limit"):
+        build(manifest, tmp_path / "cache", layers=[1], limit=-1)
+
+
 def test_interrupted_build_resumes_from_finished_shards(manifest, tmp_path):
     reference = snapshot(build(manifest, tmp_path / "ref"))
 

@@ -468,6 +468,7 @@ def ensure_cache(
     io_threads: int = 2,
     on_shard: Optional[Callable[[int], None]] = None,
     log: Optional[Callable[[str], None]] = _log_stderr,
+    limit: int = 0,
 ) -> FeatureCache:
     """Return the feature cache of ``teacher`` over a manifest, building it once if needed.
 
@@ -488,6 +489,8 @@ def ensure_cache(
             ones are checked by file sizes and shard markers only.
         on_shard: called with each finished shard's index (tests use it to interrupt).
         log: progress messages (``None`` = silent).
+        limit: cache only the manifest's first ``limit`` utterances (0 = all); a separate
+            cache, so a short run (``data.max_utterances``) does not pay for the whole split.
 
     Returns:
         The finished, verified cache.
@@ -502,6 +505,11 @@ def ensure_cache(
     say = log or (lambda msg: None)
     manifest_path = Path(manifest_path)
     records = read_manifest(manifest_path)  # ManifestError names a missing/bad manifest
+    if limit < 0:
+        raise CacheError(f"limit must be >= 0, got {limit}")
+    digest = file_digest(manifest_path)
+    if limit and limit < len(records):
+        records, digest = records[:limit], f"{digest}:first{limit}"
     teacher, dev, spec = _resolve(teacher_or_spec, device)
     if layers is None:
         layers = list(range(teacher.num_layers + 1))
@@ -513,7 +521,7 @@ def ensure_cache(
 
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    key = cache_key(teacher.id, file_digest(manifest_path), layers, frontend)
+    key = cache_key(teacher.id, digest, layers, frontend)
     final, building, lock = cache_dir / key, cache_dir / f"{key}.building", cache_dir / f"{key}.lock"
 
     def open_if_valid() -> Optional[FeatureCache]:
