@@ -20,6 +20,11 @@ depends on Ray's own bookkeeping. A trial whose run folder already holds a finis
 scored run is not rerun: this, with the distillation run's own mid-stage checkpoints, is
 what makes ``--resume`` after Ctrl-C or ``kill -9`` finish only the unfinished trials.
 
+``reuse: [other-sweep, ...]`` lets a study take a finished run of another sweep (same
+storage, same suffix) whose resolved run config and scored tasks equal one of its trials:
+the run folder is copied and marked ``reused_from`` instead of trained again (an ablation
+shares its default point with the main table).
+
 Ray is the adapter that spreads trials over CPUs, GPUs and machines; ``backend: local``
 (or ``--local``) runs the same trials in this process, one after another.
 """
@@ -113,6 +118,7 @@ class SweepConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     storage: str = "results"
     backend: Literal["ray", "local"] = "ray"
+    reuse: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name or ""):
@@ -207,6 +213,7 @@ def load_sweep(
         cfg.seeds = list(seeds)
     if suffix:
         cfg.name += suffix
+        cfg.reuse = [r + suffix for r in cfg.reuse]
     base_path = (path.parent / cfg.base) if not Path(cfg.base).is_absolute() else Path(cfg.base)
     base = load_yaml(base_path)
     base = deep_merge(base, parse_overrides([f"{k}={json.dumps(v)}" for k, v in _flatten(cfg.overrides).items()]))
@@ -364,6 +371,46 @@ def run_trial(
     }
 
 
+def _normalised_config(data: dict, source: Path) -> Optional[dict]:
+    try:
+        return to_dict(from_dict(RunConfig, data, source=source))
+    except (ConfigError, TypeError, ValueError):
+        return None
+
+
+def reuse_identical_run(trial: dict, sources: list[Path], log: Callable[[str], None] = print) -> bool:
+    """Copy a finished run of another sweep whose config equals ``trial``'s; True if one was found.
+
+    The copy is marked ``reused_from`` in its ``summary.json`` and ``trial.json``; its
+    timings are those of the original run (same config, same machine).
+    """
+    want = _normalised_config(trial["config"], Path(trial["run_dir"]))
+    tasks = list(trial.get("evaluate") or [])
+    for sweep_dir in sources:
+        for cfg_path in sorted(sweep_dir.glob("*/config.yaml")):
+            src = cfg_path.parent
+            summary = _read_json(src / "summary.json") or {}
+            if summary.get("status") != "ok" or summary.get("reused_from") or not trial_done(src, tasks):
+                continue
+            try:
+                got = _normalised_config(load_yaml(cfg_path), cfg_path)
+            except (OSError, ConfigError):
+                continue
+            if got is None or got != want:
+                continue
+            dst = Path(trial["run_dir"])
+            if dst.exists():
+                shutil.rmtree(dst)
+            shutil.copytree(src, dst)
+            summary.update(run_id=trial["run_id"], sweep=trial["sweep"], reused_from=str(src))
+            _write_json(dst / "summary.json", summary)
+            meta = {k: trial[k] for k in ("sweep", "run_id", "overrides", "evaluate")}
+            _write_json(dst / "trial.json", {**meta, "reused_from": str(src)})
+            log(f"[sweep] {trial['run_id']}: same config as {src}, reused")
+            return True
+    return False
+
+
 def _record_failure(run_dir: Path, trial: dict, reason: str) -> None:
     """Make sure a failed trial leaves a summary saying why (the run may have written one)."""
     summary = _read_json(run_dir / "summary.json") or {}
@@ -449,6 +496,9 @@ def run_sweep(
     threads = max(1, int(res["cpu"]))
     payloads = _trial_payloads(sweep, threads)
     todo = [p for p in payloads if not trial_done(Path(p["run_dir"]), p["evaluate"])]
+    if sweep.config.reuse:
+        sources = [out.parent / name for name in sweep.config.reuse]
+        todo = [p for p in todo if not reuse_identical_run(p, sources, log)]
     log(f"[sweep] {sweep.config.name}: {len(payloads)} trials, {len(payloads) - len(todo)} already done, "
         f"{len(todo)} to run -> {out}")
     if todo:

@@ -108,3 +108,38 @@ def test_quick_pass_options(tmp_path):
     assert len(sweep.trials) == 4 and all(t.config.train.seed == 7 and t.config.train.steps == 8 for t in sweep.trials)
     with pytest.raises(ConfigError, match="train.stepz"):
         load_sweep(_write(tmp_path, SWEEP), overrides=["train.stepz=3"])
+
+
+def test_reuse_copies_an_identical_finished_run_of_another_sweep(tmp_path, fake_distill, monkeypatch):
+    from harness.config import dump_yaml
+
+    real = sys.modules["harness.distill"].run_distill
+
+    def with_config(cfg, out_dir, **kw):  # the real run writes config.yaml first
+        dump_yaml(cfg, out_dir / "config.yaml")
+        real(cfg, out_dir, **kw)
+
+    monkeypatch.setattr(sys.modules["harness.distill"], "run_distill", with_config)
+    main = _write(tmp_path, SWEEP.replace("[0.0, 0.5]", "[0.5]").replace("[0, 1]", "[0]") + "backend: local\n")
+    run_sweep(main, log=lambda s: None)
+    ablation = tmp_path / "ablation.yaml"
+    ablation.write_text(
+        "name: ablation\nbase: base.yaml\noverrides: {stacking.variant: interleaved}\n"
+        "grid:\n  loss.w: [0.25, 0.5]\nseeds: [0]\nbackend: local\nreuse: [demo]\n"
+        f"storage: {tmp_path / 'results'}\n"
+    )
+    fake_distill.clear()
+    logs = []
+    csv = run_sweep(ablation, log=logs.append)
+    assert fake_distill == ["w=0.25-s0"]  # w=0.5 is the main sweep's interleaved run
+    copied = json.loads((tmp_path / "results/ablation/w=0.5-s0/summary.json").read_text())
+    assert copied["reused_from"].endswith("demo/variant=interleaved-w=0.5-s0") and copied["sweep"] == "ablation"
+    assert any("reused" in m for m in logs)
+    df = pd.read_csv(csv)
+    assert sorted(df.run_id) == ["w=0.25-s0", "w=0.5-s0"] and (df.status == "ok").all()
+    # a different config is never reused
+    ablation.write_text(ablation.read_text().replace("base: base.yaml", "base: base.yaml\nevaluate: []\n").replace(
+        "name: ablation", "name: ablation2").replace("{stacking.variant: interleaved}", "{stacking.variant: interleaved, train.steps: 11}"))
+    fake_distill.clear()
+    run_sweep(ablation, log=lambda s: None)
+    assert fake_distill == ["w=0.25-s0", "w=0.5-s0"]
