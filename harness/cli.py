@@ -383,8 +383,8 @@ def add_asr_commands(sub) -> None:
 
     p = asr.add_parser(
         "evaluate", help="WER (greedy, beam) and latency of a Whisper checkpoint folder",
-        epilog="examples:\n  harness asr evaluate results/askd/objective=askd-s0/student --corpus data/embedded "
-        "--teacher results/askd/teacher --latency 24",
+        epilog="examples:\n  harness asr evaluate results/embedded-askd/objective=askd-s0/student --corpus data/embedded "
+        "--teacher results/embedded-askd/teacher --latency 24",
         formatter_class=_formatter,
     )
     p.add_argument("checkpoint", help="Whisper checkpoint folder (local; never downloaded)")
