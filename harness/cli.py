@@ -435,11 +435,13 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
         "report", help="HTML + PDF report (tables, frontier, curves, CKA) from results folders",
         epilog="examples:\n  harness report results/main --out reports/main\n"
         "  harness report results/main results/ablation_w --probe results/teacher/probe.json "
-        "--out reports/embedded",
+        "--out reports/embedded\n"
+        "  harness report results/main results/askd --out reports/embedded   # with the ASKD study",
         formatter_class=_formatter,
     )
     p.add_argument("results", nargs="+", metavar="RESULTS_DIR",
-                   help="results/<sweep>/ folders (one folder per run), or results/ itself")
+                   help="results/<sweep>/ folders (one folder per run), ASKD study folders (with askd.json), "
+                   "or results/ itself")
     p.add_argument("--out", required=True, help="report folder, e.g. reports/NAME")
     p.add_argument("--probe", help="teacher probe JSON (per-layer phone/speaker accuracy, layer CKA)")
     p.add_argument("--title", help="page title (default: the --out folder's name)")

@@ -250,3 +250,74 @@ def fabricate_broken(sweep_dir: Path, sweep: str = "main") -> Path:
     text = (run_dir / "summary.json").read_text()
     (run_dir / "summary.json").write_text(text[: len(text) // 2])
     return run_dir
+
+
+# ----------------------------------------------------------------------------- ASKD study (ASR track)
+
+# objective -> (mean greedy WER, seed spread, mean speedup over the teacher); teacher WER 0.18.
+ASKD_OBJECTIVES = {"ce": (0.26, 0.012, 3.0), "kd": (0.22, 0.010, 3.0), "askd": (0.19, 0.008, 3.0)}
+ASKD_TEACHER_WER = 0.18
+
+
+def _asr_summary(study: str, run_id: str, objective: str, seed: int, rng: np.random.Generator) -> dict:
+    """An ok ``summary.json`` shaped like :func:`harness.asr.train.run_asr_distill`'s."""
+    mean, spread, speed = ASKD_OBJECTIVES[objective]
+    wer = round(float(mean + rng.normal(0, spread)), 4)
+    t_lat = 0.30 * (1 + rng.normal(0, 0.02))  # the teacher timed again beside each student
+    s_lat = t_lat / (speed * (1 + rng.normal(0, 0.05)))
+    t_tok, s_tok = 40 / t_lat, 38 / s_lat
+    ev = lambda w, n, method: {"wer": w, "n": n, "method": method, "beam": 1 if method == "greedy" else 4,
+                               "seconds": 1.0, "examples": []}
+    return {
+        "run_id": run_id, "sweep": study, "track": "asr", "objective": objective, "seed": seed, "status": "ok",
+        "start_time": f"2026-11-23T12:{seed:02d}:00+00:00", "end_time": f"2026-11-23T12:{seed:02d}:40+00:00",
+        "teacher": "teacher", "train_seconds": round(float(40 + rng.normal(0, 2)), 3), "steps": 200,
+        "student_params": {"total": 1_210_000, "encoder": 800_000, "decoder": 410_000},
+        "teacher_params": {"total": 2_050_000, "encoder": 800_000, "decoder": 1_250_000},
+        "decoder_layers": 2,
+        "wer": {"greedy": ev(wer, 120, "greedy"), "beam": ev(round(wer - 0.01, 4), 40, "beam")},
+        "teacher_wer": {"greedy": ev(ASKD_TEACHER_WER, 120, "greedy"), "beam": ev(0.17, 40, "beam")},
+        "latency": {"teacher": {"latency_s": t_lat, "rtf": t_lat / 2.5, "tokens_per_s": t_tok, "n": 24, "threads": 2},
+                    "student": {"latency_s": s_lat, "rtf": s_lat / 2.5, "tokens_per_s": s_tok, "n": 24, "threads": 2}},
+        "speedup": t_lat / s_lat,
+        "hardware": {"device": "cpu (fabricated)", "cpu_count": 2, "torch": "2.11.0"},
+        "git_commit": "0123456789abcdef0123456789abcdef01234567",
+    }
+
+
+def fabricate_askd(results: Path, study: str = "askd", seeds=(0, 1, 2), failed=("kd", 2),
+                   missing=("askd", 3)) -> Path:
+    """An ASKD study folder as :func:`harness.asr.study.run_asr_study` leaves it: run folders
+    (``trial.json`` + ``summary.json``), ``teacher/harness_asr.json``, and ``askd.json`` /
+    ``askd.csv`` written by the real :func:`harness.asr.study.write_study_table` (so their
+    format cannot drift from the study's).
+
+    Args:
+        results: the storage folder; the study goes to ``results/<study>``.
+        failed: (objective, seed) of a run that failed (its summary says so).
+        missing: (objective, seed) of a run with a ``trial.json`` and nothing else (interrupted);
+            it has no row in ``askd.json``.
+    """
+    from harness.asr.study import write_study_table
+
+    out = results / study
+    (out / "teacher").mkdir(parents=True, exist_ok=True)
+    (out / "teacher" / "harness_asr.json").write_text(json.dumps(
+        {"profile": "embedded", "train_seconds": 120.5, "decoder_layers": 4, "params": 2_050_000}))
+    points = [(obj, s) for obj in ASKD_OBJECTIVES for s in seeds] + ([tuple(missing)] if missing else [])
+    for obj, seed in points:
+        run_id = f"objective={obj}-s{seed}"
+        run = out / run_id
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "trial.json").write_text(json.dumps({"sweep": study, "run_id": run_id, "evaluate": [],
+                                                    "overrides": {"loss.objective": obj, "train.seed": seed}}))
+        if (obj, seed) == tuple(missing or ()):
+            continue
+        if (obj, seed) == tuple(failed or ()):
+            summary = {"run_id": run_id, "sweep": study, "track": "asr", "objective": obj, "seed": seed,
+                       "status": "failed: RuntimeError: decoder diverged (fabricated)"}
+        else:
+            summary = _asr_summary(study, run_id, obj, seed, np.random.default_rng(zlib.crc32(run_id.encode())))
+        (run / "summary.json").write_text(json.dumps(summary, indent=1))
+    write_study_table(out, str(out / "teacher"), wall_seconds=912.0, trained_here=True)
+    return out

@@ -28,9 +28,10 @@ import fabricate  # noqa: E402
 from harness.cli import main  # noqa: E402
 from harness.report.collect import collect, varying_keys  # noqa: E402
 from harness.report.figures import pareto_front  # noqa: E402
-from harness.report.findings import main_findings  # noqa: E402
+from harness.report.collect import AskdStudy  # noqa: E402
+from harness.report.findings import askd_findings, main_findings  # noqa: E402
 from harness.report.render import render_report  # noqa: E402
-from harness.report.tables import Cell, Column, Table, _bold_best, latex_escape  # noqa: E402
+from harness.report.tables import Cell, Column, Table, _bold_best, build_askd_table, latex_escape  # noqa: E402
 
 # ----------------------------------------------------------------------------- fixtures
 
@@ -38,17 +39,19 @@ from harness.report.tables import Cell, Column, Table, _bold_best, latex_escape 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
     """Main sweep (5 variants x 3 seeds, top seed 2 failed, bottom seed 1 without
-    analysis.json, one run with a truncated summary.json), a w ablation and a probe file,
-    rendered once through ``harness report``."""
+    analysis.json, one run with a truncated summary.json), a w ablation, a probe file and an
+    ASKD study (kd seed 2 failed, askd seed 3 never finished), rendered once through
+    ``harness report``."""
     root = tmp_path_factory.mktemp("report")
     main_dir = fabricate.fabricate_main(root / "results")
     broken = fabricate.fabricate_broken(main_dir)
     abl = fabricate.fabricate_ablation(root / "results")
+    askd = fabricate.fabricate_askd(root / "results")
     probe = fabricate.fabricate_probe(root / "probe.json")
     out = root / "reports" / "fab"
-    rc = main(["report", str(main_dir), str(abl), "--probe", str(probe), "--out", str(out)])
+    rc = main(["report", str(main_dir), str(abl), str(askd), "--probe", str(probe), "--out", str(out)])
     assert rc == 0
-    return {"root": root, "main": main_dir, "abl": abl, "out": out, "broken": broken, "probe": probe}
+    return {"root": root, "main": main_dir, "abl": abl, "askd": askd, "out": out, "broken": broken, "probe": probe}
 
 
 def _apt_install(binary: str, package: str) -> str:
@@ -358,3 +361,128 @@ def test_probe_and_analysis_nested_layouts(tmp_path):
     assert isinstance(cka_heatmaps(r, groups, tmp_path / "f", "cka_teacher", "c"), Figure)
     fig = probe_profile(r, tmp_path / "f")
     assert isinstance(fig, Figure) and fig.png.is_file()
+
+
+# ----------------------------------------------------------------------------- ASKD (ASR track)
+
+
+def _askd_summaries(study_dir: Path) -> dict[str, list[dict]]:
+    """The fabricated runs' summary.json contents per objective (finished runs only)."""
+    out: dict[str, list[dict]] = {}
+    for p in sorted(study_dir.glob("objective=*/summary.json")):
+        s = json.loads(p.read_text())
+        if s["status"] == "ok":
+            out.setdefault(s["objective"], []).append(s)
+    return out
+
+
+def test_askd_table_matches_runs(rendered):
+    """Each ASKD table cell is the mean (std) of the finished runs' summary.json values."""
+    df = pd.read_csv(rendered["out"] / "tables" / "table-askd.csv").set_index("objective")
+    assert list(df.index) == ["teacher", "ce", "kd", "askd"]
+    for obj, runs in _askd_summaries(rendered["askd"]).items():
+        wers = [s["wer"]["greedy"]["wer"] for s in runs]
+        assert df.loc[obj, "wer_mean"] == pytest.approx(np.mean(wers))
+        assert df.loc[obj, "wer_std"] == pytest.approx(np.std(wers, ddof=1))
+        assert df.loc[obj, "wer_n"] == len(runs)
+        assert df.loc[obj, "wer_beam_mean"] == pytest.approx(np.mean([s["wer"]["beam"]["wer"] for s in runs]))
+        assert df.loc[obj, "wer_rel_mean"] == pytest.approx(np.mean(
+            [s["wer"]["greedy"]["wer"] / s["teacher_wer"]["greedy"]["wer"] for s in runs]))
+        assert df.loc[obj, "speedup_mean"] == pytest.approx(np.mean([s["speedup"] for s in runs]))
+        assert df.loc[obj, "params_mean"] == runs[0]["student_params"]["total"]
+    assert df.loc["teacher", "wer_mean"] == fabricate.ASKD_TEACHER_WER and df.loc["teacher", "speedup_mean"] == 1.0
+    assert df.loc["kd", "seeds"] == "2/3"  # the failed run counts as started
+    assert df.loc["askd", "seeds"] == "3/4"  # and so does the run that never finished
+    md = (rendered["out"] / "tables" / "table-askd.md").read_text()
+    best = df.drop("teacher")["wer_mean"].idxmin()
+    # lowest WER: the teacher (fabricated so); best WER / teacher and speedup bold, direction-aware
+    teacher_line = next(ln for ln in md.splitlines() if ln.startswith("| teacher"))
+    assert "**18.0**" in teacher_line and "**1.00**" in teacher_line
+    fastest = df["speedup_mean"].idxmax()
+    line = next(ln for ln in md.splitlines() if f"| {fastest} |" in ln)
+    assert f"**{df.loc[fastest, 'speedup_mean']:.2f} ± " in line
+    assert best == "askd"
+    tex = (rendered["out"] / "tables" / "table-askd.tex").read_text()
+    assert "\\toprule" in tex and "WER greedy (\\%) $\\downarrow$" in tex
+
+
+def test_askd_section_figure_and_provenance(rendered):
+    out = rendered["out"]
+    html = (out / "index.html").read_text()
+    assert '<section id="askd">' in html and "ASKD (ASR track)" in html and 'id="table-askd"' in html
+    assert 'id="table-main"' in html  # both studies in one report
+    fig = re.search(r'<figure id="fig-askd_wer_speed">\s*<img src="data:image/png;base64,([^"]+)"', html)
+    assert fig and base64.b64decode(fig.group(1))[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "figures" / "askd_wer_speed.png").stat().st_size > 5000
+    assert ElementTree.parse(out / "figures" / "askd_wer_speed.svg").getroot().tag.endswith("svg")
+    assert "<dt>ASKD study (askd)</dt>" in html and "<dt>ASKD teacher (askd)</dt>" in html
+    where = re.search(r"<dt>ASKD study \(askd\)</dt><dd>(.*?)</dd>", html).group(1)
+    assert "machine: " in where and " CPUs" in where and "study wall-clock 15 min 12 s" in where  # askd.json's
+    assert "2.050 M params, 4 decoder layers, trained 120 s by the study" in html
+    text = re.search(r'<section id="findings">.*?<p>(.*?)</p>', html, re.S).group(1)
+    assert "22 of 24 runs finished" in text and "In the ASKD study askd (ASR track), 8 of 10 student runs" in text
+
+
+def test_askd_failed_and_missing_runs_shown(rendered):
+    html = (rendered["out"] / "index.html").read_text()
+    assert "objective=kd-s2" in html and "decoder diverged (fabricated)" in html
+    assert "objective=askd-s3" in html and "no summary.json (never run, or interrupted)" in html
+    runs = re.search(r'<table id="table-askd-runs".*?</table>', html, re.S).group(0)
+    row = re.search(r"<tr class=\"bad\"><td class=\"path\">objective=kd-s2</td>.*?</tr>", runs, re.S).group(0)
+    assert row.count(">n/a<") == 4  # WER greedy, beam, speedup, train seconds
+    assert runs.count("<tr") == 1 + 1 + 10  # header, teacher, every started run
+
+
+def test_askd_only_report_renders(tmp_path):
+    """A report of one ASKD study alone (no stacking runs); an objective whose every run
+    failed is a row of n/a."""
+    study = fabricate.fabricate_askd(tmp_path / "results", seeds=(0, 1), failed=("ce", 0), missing=("ce", 1))
+    rep = render_report([study], tmp_path / "out", command="harness report x")
+    html = rep.html.read_text()
+    assert [t.id for t in rep.tables] == ["table-askd"] and [f.id for f in rep.figures] == ["askd_wer_speed"]
+    assert '<section id="tables">' not in html and '<section id="runs">' not in html
+    assert '<section id="askd">' in html and not rep.skipped_figures
+    df = pd.read_csv(tmp_path / "out" / "tables" / "table-askd.csv").set_index("objective")
+    assert df.loc["ce", "seeds"] == "0/2" and df.loc["ce", "wer_n"] == 0 and math.isnan(df.loc["ce", "wer_mean"])
+    md = (tmp_path / "out" / "tables" / "table-askd.md").read_text()
+    assert "| ce | n/a | n/a | n/a | n/a | n/a | 0/2 |" in md
+    assert "runs finished" not in rep.findings.split("ASKD")[0]  # no stacking sentence
+    assert rep.pdf_pages >= 1 and rep.pdf.read_bytes()[:5] == b"%PDF-"
+
+
+def test_askd_in_storage_root(tmp_path):
+    """``results/`` holding a stacking sweep and an ASKD study: both are read."""
+    fabricate.write_run(tmp_path / "results" / "a", "none", 0, sweep="a", analysis=False, superb=False)
+    fabricate.fabricate_askd(tmp_path / "results", seeds=(0,), failed=None, missing=None)
+    r = collect([tmp_path / "results"])
+    assert r.sweeps() == ["a"] and [s.name for s in r.askd] == ["askd"]
+    assert not any("objective=" in k for k in r.runs["key"])  # ASR runs are not stacking runs
+
+
+def _study(by_obj: dict, teacher_wer: float = 0.2) -> AskdStudy:
+    rows = [{"model": "teacher", "objective": "teacher", "status": "ok"}]
+    for obj, m in by_obj.items():
+        rows += [{"model": f"{obj}-s{i}", "objective": obj, "status": "ok"} for i in range(m["runs"])]
+    data = {"study": "s", "teacher": {"wer": teacher_wer, "wer_rel": 1.0, "speedup": 1.0, "params": 2e6, "n": 50},
+            "rows": rows, "by_objective": by_obj, "latency_ratio": 4.0}
+    return AskdStudy("s", "/x", data)
+
+
+def _obj(wer, std, runs=3, speed=4.0):
+    return {"runs": runs, "wer_mean": wer, "wer_std": std, "wer_rel_mean": wer / 0.2, "wer_beam_mean": None,
+            "speedup_mean": speed, "speedup_std": 0.1, "params": 1e6}
+
+
+def test_askd_findings_computed():
+    st = _study({"kd": _obj(0.25, 0.01), "askd": _obj(0.19, 0.01)})
+    text = " ".join(askd_findings(build_askd_table(st), 4.0))
+    assert "6 of 6 student runs finished" in text
+    assert "The lowest mean greedy WER is askd's (19.0 ± 1.0 %), against the teacher's 20.0 %" in text
+    assert "6.0 points below KD's (25.0 ± 1.0 %), more than one std" in text and "ASKD beats KD" in text
+    assert "4.00x the teacher's speed on average" in text
+    st = _study({"kd": _obj(0.25, 0.05), "askd": _obj(0.23, 0.01)})
+    text = " ".join(askd_findings(build_askd_table(st), 4.0))
+    assert "The teacher has the lowest greedy WER (20.0 %); the best student objective is askd" in text
+    assert "within one std (the larger of the two, 5.0 points): not separated" in text
+    st = _study({"kd": _obj(0.25, 0.0, runs=1), "askd": _obj(0.23, 0.0, runs=1)})
+    assert "one-std test is undecidable" in " ".join(askd_findings(build_askd_table(st), 4.0))

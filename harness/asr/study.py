@@ -247,7 +247,8 @@ def write_study_table(study_dir: str | Path, teacher_path: str, wall_seconds: fl
 
 def askd_figure(askd_json: str | Path | dict, out_stem: str | Path) -> list[Path]:
     """WER vs inference speedup: every run (small markers), each objective's mean (large),
-    the teacher at speedup 1. Writes ``<out_stem>.png`` and ``<out_stem>.svg``.
+    the teacher at speedup 1 (drawn by :func:`harness.report.figures.draw_askd`, the same
+    picture the report shows). Writes ``<out_stem>.png`` and ``<out_stem>.svg``.
 
     Args:
         askd_json: the ``askd.json`` path or its loaded content.
@@ -256,33 +257,19 @@ def askd_figure(askd_json: str | Path | dict, out_stem: str | Path) -> list[Path
     Returns:
         The two written paths.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from harness.report.figures import draw_askd  # one drawing, shared with `harness report`
+
     data = json.loads(Path(askd_json).read_text()) if not isinstance(askd_json, dict) else askd_json
-    colors = {"ce": "#4c72b0", "kd": "#dd8452", "askd": "#55a868"}
-    fig, ax = plt.subplots(figsize=(4.8, 3.4))
-    for r in data["rows"]:
-        if r.get("status") == "ok" and r["objective"] != "teacher":
-            ax.scatter(r["speedup"], 100 * r["wer"], s=18, alpha=0.5, color=colors.get(r["objective"], "grey"))
-    for obj, m in data["by_objective"].items():
-        ax.errorbar(m["speedup_mean"], 100 * m["wer_mean"], xerr=m["speedup_std"], yerr=100 * m["wer_std"],
-                    fmt="o", ms=8, capsize=3, color=colors.get(obj, "grey"), label=f"{obj} (n={m['runs']})")
-    t = data.get("teacher") or {}
-    if "wer" in t:
-        ax.scatter(1.0, 100 * t["wer"], marker="*", s=160, color="black", label="teacher", zorder=5)
-    ax.set_xlabel("inference speedup over the teacher (x, measured)")
-    ax.set_ylabel("WER (%)")
-    ax.set_title(f"ASKD study {data.get('study', '')}: WER vs speed", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, frameon=False)
-    fig.tight_layout()
+    fig = draw_askd(data)
+    if fig is None:
+        raise ValueError("askd.json has no finished run and no teacher WER: nothing to draw")
+    fig.axes[0].set_title(f"ASKD study {data.get('study', '')}: WER vs speed", fontsize=9)
     out_stem = Path(out_stem)
     out_stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [out_stem.with_suffix(".png"), out_stem.with_suffix(".svg")]
-    fig.savefig(paths[0], dpi=150)
-    fig.savefig(paths[1])
+    fig.savefig(paths[0], dpi=150, bbox_inches="tight")
+    fig.savefig(paths[1], bbox_inches="tight")
     plt.close(fig)
     return paths

@@ -9,6 +9,10 @@ layer_weights) and ``analysis.json``::
      "cka_self": [[...]],      # (L+1, L+1) student x student
      "probes": {"phone": [...], "speaker": [...]}}   # per student hidden state
 
+A folder holding ``askd.json`` is an ASR-track ASKD study (:mod:`harness.asr.study`):
+it is read as one :class:`AskdStudy` (the study table as written, its failed rows and run
+folders missing from the table as problems), never as stacking runs.
+
 Nothing is dropped silently: a failed run is a row with ``ok=False`` and its status, a
 missing or malformed ``summary.json`` is a row whose status says so, a missing optional
 file is a :class:`Problem` listed in the report, and values that are absent stay NaN
@@ -44,6 +48,31 @@ class Problem:
 
 
 @dataclass
+class AskdStudy:
+    """One ASKD study folder: ``askd.json`` as written by
+    :func:`harness.asr.study.write_study_table`, plus what the table leaves out.
+
+    Attributes:
+        name: the study's name (``askd.json``'s ``study``, else the folder name).
+        path: the study folder.
+        data: ``askd.json``'s content (``{}`` when unreadable: a problem says why).
+        missing: run folders (``trial.json`` written) that have no row in ``askd.json``:
+            ``{"model", "objective", "seed", "status"}`` each (never started or interrupted).
+        problems: failed rows, missing runs, an unreadable ``askd.json``.
+    """
+
+    name: str
+    path: str
+    data: dict
+    missing: list[dict] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    def rows(self) -> list[dict]:
+        """Every model of the study: ``askd.json``'s rows (teacher first), then the missing runs."""
+        return [r for r in self.data.get("rows") or [] if isinstance(r, dict)] + self.missing
+
+
+@dataclass
 class Results:
     """Everything a report shows, as tidy tables.
 
@@ -63,6 +92,7 @@ class Results:
         probe: the teacher probe file's contents, or None.
         problems: what is failed, missing or unreadable, for the report to list.
         sources: the results folders read.
+        askd: the ASKD studies (ASR track) among the folders, in the order given.
     """
 
     runs: pd.DataFrame
@@ -74,6 +104,7 @@ class Results:
     probe: dict | None = None
     problems: list[Problem] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
+    askd: list[AskdStudy] = field(default_factory=list)
 
     def sweeps(self) -> list[str]:
         """Sweep names in the order their folders were given."""
@@ -296,12 +327,64 @@ def read_probe(path: str | Path) -> dict:
     return data
 
 
+def is_askd_study(folder: Path) -> bool:
+    """True for an ASKD study folder (it holds the study table ``askd.json``)."""
+    return (folder / "askd.json").is_file()
+
+
+def read_askd(folder: str | Path) -> AskdStudy:
+    """Read an ASKD study folder; never raises for a broken study (the problems say what broke).
+
+    Rows of ``askd.json`` whose status is not ``ok`` become ``failed`` / ``incomplete``
+    problems; run folders with a ``trial.json`` but no row (the study was interrupted
+    before them, or they never wrote ``summary.json``) are added as ``missing`` rows.
+    """
+    folder = Path(folder)
+    problems: list[Problem] = []
+    data, why = _read_json(folder / "askd.json")
+    if not isinstance(data, dict):
+        problems.append(Problem(str(folder / "askd.json"), "unreadable", why or "not a JSON mapping"))
+        data = {}
+    study = AskdStudy(name=str(data.get("study") or folder.name), path=str(folder), data=data)
+    seen = set()
+    for r in study.rows():
+        seen.add(str(r.get("model")))
+        status = str(r.get("status") or "incomplete: no status")
+        if status == "ok":
+            continue
+        where = str(folder / str(r.get("model")))
+        if status.startswith("failed"):
+            problems.append(Problem(where, "failed", status.removeprefix("failed:").strip() or status))
+        else:
+            problems.append(Problem(where, "incomplete", status))
+    for run_dir in sorted(d for d in folder.iterdir() if d.is_dir() and (d / "trial.json").is_file()):
+        if run_dir.name in seen:
+            continue
+        trial, _ = _read_json(run_dir / "trial.json")
+        over = (trial or {}).get("overrides") or {} if isinstance(trial, dict) else {}
+        summary, _ = _read_json(run_dir / "summary.json")
+        status = (summary or {}).get("status") if isinstance(summary, dict) else None
+        status = (f"missing from askd.json (summary.json says {status})" if status
+                  else "missing: no summary.json (never run, or interrupted)")
+        study.missing.append({"model": run_dir.name, "objective": over.get("loss.objective", "?"),
+                              "seed": over.get("train.seed"), "status": status})
+        problems.append(Problem(str(run_dir), "incomplete", status))
+    study.problems = problems
+    return study
+
+
+RUN_COLUMNS = ["key", "sweep", "run_id", "run_dir", "status", "ok", "variant", "seed", "schedule", "teacher",
+               "profile", "student_params", "train_seconds", "flops", "superb_score", "git_commit", "start_time",
+               "end_time", "superb_ref", "eval_seconds", "device", "cpu_count", "torch"]
+
+
 def collect(results_dirs: list[str | Path], probe: str | Path | None = None) -> Results:
     """Read every run under ``results_dirs`` into :class:`Results`.
 
     Args:
-        results_dirs: ``results/<sweep>/`` folders, single run folders, or a storage root
-            (``results/``) whose subfolders are sweeps.
+        results_dirs: ``results/<sweep>/`` folders, single run folders, ASKD study folders
+            (holding ``askd.json``), or a storage root (``results/``) whose subfolders are
+            any of these.
         probe: optional teacher probe file.
 
     Raises:
@@ -309,15 +392,24 @@ def collect(results_dirs: list[str | Path], probe: str | Path | None = None) -> 
     """
     rows, tasks, curves, stages, problems = [], [], [], [], []
     weights, analysis = {}, {}
+    studies: list[AskdStudy] = []
     for d in results_dirs:
         d = Path(d)
         if not d.is_dir():
             raise FileNotFoundError(f"{d}: no such results folder")
+        if is_askd_study(d):
+            studies.append(read_askd(d))
+            continue
         found = [(rd, d.name) for rd in _run_dirs(d)]
-        if not found:  # a storage root (results/) holding several sweep folders
-            found = [(rd, sd.name) for sd in sorted(x for x in d.iterdir() if x.is_dir()) for rd in _run_dirs(sd)]
+        if not found:  # a storage root (results/) holding several sweep (or ASKD study) folders
+            subs = sorted(x for x in d.iterdir() if x.is_dir())
+            studies += [read_askd(sd) for sd in subs if is_askd_study(sd)]
+            found = [(rd, sd.name) for sd in subs if not is_askd_study(sd) for rd in _run_dirs(sd)]
+            if not found and any(is_askd_study(sd) for sd in subs):
+                continue
         if not found:
-            raise FileNotFoundError(f"{d}: no run folders in it (each needs a summary.json or config.yaml)")
+            raise FileNotFoundError(f"{d}: no run folders in it (each needs a summary.json or config.yaml; "
+                                    "an ASKD study folder needs askd.json)")
         for rd, default_sweep in found:
             row, t, c, s, w, a, p = read_run(rd, default_sweep=default_sweep)
             if any(r["key"] == row["key"] for r in rows):
@@ -335,7 +427,9 @@ def collect(results_dirs: list[str | Path], probe: str | Path | None = None) -> 
                 weights[row["key"]] = w
             if a is not None and row["ok"]:
                 analysis[row["key"]] = a
-    runs = pd.DataFrame(rows)
+    for st in studies:
+        problems += st.problems
+    runs = pd.DataFrame(rows) if rows else pd.DataFrame(columns=RUN_COLUMNS)
     order = {v: i for i, v in enumerate(VARIANT_ORDER)}
     sweeps = {s: i for i, s in enumerate(dict.fromkeys(runs["sweep"]))}
     runs["_sweep"] = runs["sweep"].map(sweeps)
@@ -351,7 +445,7 @@ def collect(results_dirs: list[str | Path], probe: str | Path | None = None) -> 
         stages=pd.DataFrame(stages, columns=["key", "stage", "depth", "steps", "seconds"]),
         layer_weights=weights, analysis=analysis,
         probe=read_probe(probe) if probe else None,
-        problems=problems, sources=[str(d) for d in results_dirs],
+        problems=problems, sources=[str(d) for d in results_dirs], askd=studies,
     )
 
 

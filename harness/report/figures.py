@@ -384,3 +384,71 @@ def layer_weights(results: Results, groups: pd.Series, folder: Path, fid: str = 
     return _save(fig, folder, fid, "Learned SUPERB layer weights",
                  "Softmax weights of the SUPERB weighted sum over the student's hidden states per task "
                  "(mean over seeds): which layers each downstream task draws on.")
+
+
+# ----------------------------------------------------------------------------- ASKD (ASR track)
+
+ASKD_COLORS = {"ce": _PALETTE[0], "kd": _PALETTE[1], "askd": _PALETTE[2]}
+
+
+def draw_askd(data: dict) -> plt.Figure | None:
+    """WER vs measured inference speedup of one ASKD study (``askd.json``'s content).
+
+    Every finished student run is a small marker; each objective's mean (``by_objective``)
+    a large one with ± std bars over seeds; the teacher a star at speedup 1, with dashed
+    guides through it (below the horizontal one = better than the teacher, right of the
+    vertical one = faster). Legend in report order (teacher, ce, kd, askd) with the number
+    of finished runs of each. None when nothing finished.
+    """
+    rows = [r for r in data.get("rows") or [] if isinstance(r, dict)]
+    by_obj = data.get("by_objective") or {}
+    teacher = data.get("teacher") or {}
+    if not by_obj and "wer" not in teacher:
+        return None
+    started: dict[str, int] = {}
+    for r in rows:
+        if r.get("objective") not in (None, "teacher"):
+            started[r["objective"]] = started.get(r["objective"], 0) + 1
+    order = [o for o in ("ce", "kd", "askd") if o in by_obj] + sorted(o for o in by_obj if o not in ASKD_COLORS)
+    fig, ax = plt.subplots(figsize=(6.0, 4.2))
+    if "wer" in teacher:
+        ax.axhline(100 * teacher["wer"], color="0.45", lw=0.9, ls="--", zorder=1)
+        ax.axvline(1.0, color="0.45", lw=0.9, ls=":", zorder=1)
+        ax.scatter(1.0, 100 * teacher["wer"], marker="*", s=220, color="black", zorder=5,
+                   label=f"teacher ({teacher.get('params', 0) / 1e6:.2f} M params)"
+                   if teacher.get("params") else "teacher")
+    others = iter(sns.color_palette("dark", 10))
+    for obj in order:
+        color = ASKD_COLORS.get(obj) or next(others)
+        pts = [(r["speedup"], 100 * r["wer"]) for r in rows
+               if r.get("objective") == obj and r.get("status") == "ok"
+               and r.get("speedup") is not None and r.get("wer") is not None]
+        if pts:
+            ax.scatter(*zip(*pts), s=22, alpha=0.55, color=color, edgecolor="none", zorder=3)
+        m = by_obj[obj]
+        n_started = max(started.get(obj, 0), int(m.get("runs") or 0))
+        ax.errorbar(m["speedup_mean"], 100 * m["wer_mean"], xerr=m.get("speedup_std") or 0,
+                    yerr=100 * (m.get("wer_std") or 0), fmt="o", ms=9, capsize=3, lw=1.4, color=color,
+                    mec="black", mew=0.8, zorder=4,
+                    label=f"{obj}: {m.get('runs')} of {n_started} runs" + (f", {m['params'] / 1e6:.2f} M params"
+                                                                            if m.get("params") else ""))
+    ax.set_xlabel("inference speedup over the teacher (×, measured side by side; right is faster)")
+    ax.set_ylabel("WER, greedy (%; lower is better)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, frameon=True, loc="best")
+    ax.margins(x=0.1, y=0.12)
+    ax.set_xlim(left=0)  # speedups read from 0; the right limit keeps its margin
+    fig.tight_layout()
+    return fig
+
+
+def askd_wer_speed(data: dict, folder: Path, fid: str = "askd_wer_speed") -> Figure | str:
+    """The WER-vs-speed figure of one ASKD study, saved as ``<fid>.{png,svg}`` under ``folder``."""
+    fig = draw_askd(data)
+    if fig is None:
+        return "no finished ASR run and no teacher WER in askd.json"
+    return _save(fig, folder, fid, f"ASKD: WER vs inference speed ({data.get('study', '')})",
+                 "Greedy WER against the inference speedup over the teacher (teacher latency / student "
+                 "latency, measured in one process on the same utterances). Small markers: single runs; "
+                 "large: each objective's mean ± std over seeds; star: the teacher. Below the dashed line = "
+                 "lower WER than the teacher; right of the dotted line = faster than the teacher.")

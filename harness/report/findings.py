@@ -111,12 +111,78 @@ def ablation_findings(table: Table) -> list[str]:
             f"({_fmt(best, col)}), the worst at {worst_name} ({_fmt(worst, col)})."]
 
 
-def findings(tables: list[Table], n_ok: int, n_total: int) -> str:
-    """The whole findings paragraph."""
-    bad = n_total - n_ok
-    sentences = [f"{n_ok} of {n_total} runs finished"
-                 + (f"; the other {bad} {'is' if bad == 1 else 'are'} listed under failed, incomplete and "
-                    "missing, and shown as n/a." if bad else ".")]
+def askd_findings(table: Table, latency_ratio: float | None = None) -> list[str]:
+    """Sentences about an ASKD table (:func:`harness.report.tables.build_askd_table`): which
+    model has the lowest greedy WER, whether ASKD beats KD by more than one std, and the
+    measured inference speedup. Every number is a cell of the table (read from askd.json)
+    or askd.json's ``latency_ratio``.
+    """
+    cols = {c.key: c for c in table.columns}
+    rows = {g["objective"]: dict(zip(cols, cells)) for g, cells in zip(table.group_values, table.cells)}
+    students = [o for o in rows if o != "teacher"]
+    ok = sum(rows[o]["wer"].n for o in students)
+    started = sum(int(rows[o]["seeds"].text.split("/")[1]) for o in students)
+    head = f"In the ASKD study {table.sweep} (ASR track), {ok} of {started} student runs finished"
+    if ok == 0:
+        return [head + ", so no student can be compared with the teacher."]
+    out = [head + (", the others shown as n/a." if ok < started else ".")]
+    wcol = cols["wer"]
+    scored = {o: r["wer"] for o, r in rows.items() if r["wer"].n and math.isfinite(r["wer"].mean)}
+    best = min(scored, key=lambda o: scored[o].mean)
+    teacher = scored.get("teacher")
+    if best == "teacher":
+        runner = min((o for o in scored if o != "teacher"), key=lambda o: scored[o].mean)
+        out.append(f"The teacher has the lowest greedy WER ({_fmt(teacher, wcol)} %); the best student objective "
+                   f"is {runner} ({_fmt(scored[runner], wcol)} %, {rows[runner]['wer_rel'].mean:.2f}x the "
+                   "teacher's WER on average).")
+    else:
+        text = f"The lowest mean greedy WER is {best}'s ({_fmt(scored[best], wcol)} %)"
+        if teacher is not None:
+            text += (f", against the teacher's {_fmt(teacher, wcol)} % ({rows[best]['wer_rel'].mean:.2f}x the "
+                     "teacher's WER on average over its runs)")
+        out.append(text + ".")
+    if "askd" in scored and "kd" in scored:
+        a, k = scored["askd"], scored["kd"]
+        diff = 100 * (a.mean - k.mean)
+        text = (f"ASKD's mean WER ({_fmt(a, wcol)} %) is {abs(diff):.1f} points "
+                f"{'below' if diff < 0 else 'above'} KD's ({_fmt(k, wcol)} %)")
+        if a.n < 2 or k.n < 2:
+            text += "; with fewer than two finished seeds of each, the one-std test is undecidable"
+        else:
+            spread = 100 * max(a.std, k.std)
+            if abs(diff) > spread:
+                text += (f", more than one std (the larger of the two, {spread:.1f} points): ASKD "
+                         f"{'beats' if diff < 0 else 'is worse than'} KD on this study")
+            else:
+                text += f", within one std (the larger of the two, {spread:.1f} points): not separated by these seeds"
+        out.append(text + ".")
+    scol = cols["speedup"]
+    sped = [(o, rows[o]["speedup"]) for o in students if rows[o]["speedup"].n]
+    if sped:
+        parts = ", ".join(f"{o} {_fmt(c, scol)}x" for o, c in sped)
+        text = "Measured side by side on the same utterances, the students decode at "
+        text += (f"{latency_ratio:.2f}x the teacher's speed on average ({parts})" if latency_ratio is not None
+                 and math.isfinite(latency_ratio) else parts + " the teacher's speed")
+        out.append(text + ".")
+    return out
+
+
+def findings(tables: list[Table], n_ok: int, n_total: int, askd: list[tuple[Table, float | None]] = ()) -> str:
+    """The whole findings paragraph.
+
+    Args:
+        tables: the stacking tables (main and ablations).
+        n_ok: finished stacking runs; n_total: all stacking runs.
+        askd: (ASKD table, askd.json's ``latency_ratio``) per ASKD study.
+    """
+    sentences = []
+    if n_total or not askd:
+        bad = n_total - n_ok
+        sentences.append(f"{n_ok} of {n_total} runs finished"
+                         + (f"; the other {bad} {'is' if bad == 1 else 'are'} listed under failed, incomplete and "
+                            "missing, and shown as n/a." if bad else "."))
     for t in tables:
         sentences += main_findings(t) if t.kind == "main" else ablation_findings(t)
+    for t, ratio in askd:
+        sentences += askd_findings(t, ratio)
     return " ".join(sentences)

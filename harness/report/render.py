@@ -4,8 +4,8 @@
 
     index.html          one file, images embedded as base64, CSS inline, no network
     report.pdf          the same page through WeasyPrint (matplotlib PdfPages if unavailable)
-    tables/<id>.{md,tex,csv}
-    figures/<id>.{png,svg}
+    tables/<id>.{md,tex,csv}     table-askd[-<study>] for each ASKD study folder given
+    figures/<id>.{png,svg}       askd_wer_speed[-<study>] likewise
     runs.csv            one row per run (every run, failed ones included)
 """
 
@@ -23,7 +23,7 @@ from harness.provenance import git_commit, now_iso
 from harness.report import figures as F
 from harness.report.collect import Problem, Results, collect, varying_keys
 from harness.report.findings import findings
-from harness.report.tables import Table, build_tables, groups_of, runs_frame
+from harness.report.tables import Table, _slug, askd_runs, build_askd_table, build_tables, groups_of, runs_frame
 
 TEMPLATES = Path(__file__).parent / "templates"
 # The stacking and loss settings a reader needs to interpret a table (layer map included).
@@ -69,9 +69,51 @@ def _compute(runs: pd.DataFrame) -> str:
     return text + ", summed over all runs, failed ones included"
 
 
+def _askd_provenance(results: Results) -> list[tuple[str, str]]:
+    """Per ASKD study: where it ran (askd.json's machine) and its teacher."""
+    out = []
+    for st in results.askd:
+        d = st.data
+        m = d.get("machine") or {}
+        where = ", ".join(x for x in (m.get("device") or m.get("cpu"),
+                                      f"{m['cpu_count']} CPUs" if m.get("cpu_count") else None,
+                                      f"torch {m['torch']}" if m.get("torch") else None,
+                                      f"{m['torch_threads']} threads" if m.get("torch_threads") else None) if x)
+        wall = d.get("wall_seconds")
+        out.append((f"ASKD study ({st.name})",
+                    f"{st.path}; machine: {where or 'n/a'}; study wall-clock "
+                    f"{_duration(float(wall)) if isinstance(wall, (int, float)) else 'n/a'} (teacher included)"))
+        t = d.get("teacher") or {}
+        if t:
+            parts = [str(t.get("path", "n/a"))]
+            if t.get("params"):
+                parts.append(f"{t['params'] / 1e6:.3f} M params")
+            if t.get("decoder_layers"):
+                parts.append(f"{t['decoder_layers']} decoder layers")
+            if isinstance(t.get("train_seconds"), (int, float)):
+                parts.append(f"trained {t['train_seconds']:.0f} s"
+                             + (" by the study" if d.get("teacher_trained_here") else ""))
+            elif d.get("teacher_trained_here") is False:
+                parts.append("given (not trained by the study)")
+        else:
+            parts = ["n/a (no finished run recorded the teacher)"]
+        out.append((f"ASKD teacher ({st.name})", ", ".join(parts)))
+    return out
+
+
 def provenance(results: Results, command: str) -> list[tuple[str, str]]:
     """(label, value) pairs: where the numbers come from and what they cost."""
     runs = results.runs
+    head = [
+        ("Command", command),
+        ("Generated", now_iso()),
+        ("Report code commit", git_commit()),
+    ]
+    askd_wall = sum(float(st.data["wall_seconds"]) for st in results.askd
+                    if isinstance(st.data.get("wall_seconds"), (int, float)))
+    if runs.empty:  # ASKD studies only
+        return head + [("Results folders", ", ".join(results.sources)), *_askd_provenance(results),
+                       ("Total compute", f"{_duration(askd_wall)}: ASKD studies' wall-clock")]
     ok = runs[runs["ok"]]
     seeds = ok.groupby("sweep")["seed"].nunique()
     settings = []
@@ -91,10 +133,11 @@ def provenance(results: Results, command: str) -> list[tuple[str, str]]:
     for _, r in runs.drop_duplicates(subset=["device", "cpu_count", "torch"]).iterrows():
         if r["device"] is not None and not (isinstance(r["device"], float) and math.isnan(r["device"])):
             hw.append(f"{r['device']}, {r['cpu_count']} CPUs, torch {r['torch']}")
+    compute = _compute(runs)
+    if results.askd:
+        compute += f"; plus {_duration(askd_wall)} of ASKD studies' wall-clock"
     return [
-        ("Command", command),
-        ("Generated", now_iso()),
-        ("Report code commit", git_commit()),
+        *head,
         ("Run commits", ", ".join(_unique(runs["git_commit"])) or "n/a"),
         ("Runs' time span", f"{min(starts)} to {max(ends)}" if starts and ends else "n/a"),
         ("Results folders", ", ".join(results.sources)),
@@ -105,8 +148,9 @@ def provenance(results: Results, command: str) -> list[tuple[str, str]]:
         ("Hardware", "; ".join(hw) or "n/a"),
         ("Seeds", ", ".join(f"{s}: {n}" for s, n in seeds.items()) or "n/a"),
         ("Runs", f"{len(ok)} finished of {len(runs)}"),
-        ("Total compute", _compute(runs)),
+        ("Total compute", compute),
         *settings,
+        *_askd_provenance(results),
     ]
 
 
@@ -135,6 +179,26 @@ def _css_width(png: Path) -> int:
 
 def _data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _fig_view(f: F.Figure) -> dict:
+    return {"f": f, "uri": _data_uri(f.png), "width": _css_width(f.png)}
+
+
+def _askd(results: Results, out: Path) -> list[dict]:
+    """Per ASKD study: its table (written to ``tables/``), its WER-vs-speed figure (or why it
+    was not drawn), its per-run lines and ``latency_ratio``."""
+    made = []
+    many = len(results.askd) > 1
+    for st in results.askd:
+        slug = _slug(st.name) if many else ""
+        table = build_askd_table(st, "table-askd" + (f"-{slug}" if slug else ""))
+        table.write(out / "tables")
+        fid = "askd_wer_speed" + (f"-{slug}" if slug else "")
+        lr = st.data.get("latency_ratio")
+        made.append({"study": st, "table": table, "fid": fid, "figure": F.askd_wer_speed(st.data, out / "figures", fid),
+                     "runs": askd_runs(st), "latency_ratio": float(lr) if isinstance(lr, (int, float)) else None})
+    return made
 
 
 def _figures(results: Results, tables: list[Table], folder: Path) -> tuple[list[F.Figure], dict[str, str]]:
@@ -273,8 +337,16 @@ def render_report(
     for t in tables:
         t.write(out / "tables")
     runs_frame(results).to_csv(out / "runs.csv", index=False)
-    figs, skipped = _figures(results, tables, out / "figures")
-    text = findings(tables, int(results.runs["ok"].sum()), len(results.runs))
+    if results.runs.empty:  # ASKD studies only: no stacking figure to draw or to list as missing
+        figs, skipped = [], {}
+        if probe:
+            made = F.probe_profile(results, out / "figures")
+            figs, skipped = ([made], {}) if isinstance(made, F.Figure) else ([], {"teacher_probes": made})
+    else:
+        figs, skipped = _figures(results, tables, out / "figures")
+    askd = _askd(results, out)
+    text = findings(tables, int(results.runs["ok"].sum()), len(results.runs),
+                    askd=[(a["table"], a["latency_ratio"]) for a in askd])
     prov = provenance(results, command or "(called from Python)")
 
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
@@ -282,14 +354,19 @@ def render_report(
     page = env.get_template("report.html.j2").render(
         title=title or out.name, css=(TEMPLATES / "report.css").read_text(), findings=text, provenance=prov,
         tables=tables, skipped=skipped,
-        figures=[{"f": f, "uri": _data_uri(f.png), "width": _css_width(f.png)} for f in figs],
+        figures=[_fig_view(f) for f in figs],
+        askd=[{**a, "figure": _fig_view(a["figure"]) if isinstance(a["figure"], F.Figure) else None}
+              for a in askd],
         problems=_problem_rows(results), runs=runs_view.to_dict("records"),
     )
     html_path = out / "index.html"
     html_path.write_text(page)
 
-    report = Report(out=out, html=html_path, pdf=None, pdf_engine="none", pdf_pages=0, tables=tables,
-                    figures=figs, skipped_figures=skipped, findings=text, problems=results.problems)
+    askd_figs = [a["figure"] for a in askd if isinstance(a["figure"], F.Figure)]
+    skipped.update({a["fid"]: a["figure"] for a in askd if isinstance(a["figure"], str)})
+    report = Report(out=out, html=html_path, pdf=None, pdf_engine="none", pdf_pages=0,
+                    tables=tables + [a["table"] for a in askd], figures=figs + askd_figs,
+                    skipped_figures=skipped, findings=text, problems=results.problems)
     if pdf:
         pdf_path = out / "report.pdf"
         engine = pdf_engine
