@@ -388,3 +388,67 @@ def upstream_cka(
         "layers_a": list(fa), "layers_b": list(fb) if fb else list(fa),
         "cka": cka_matrix(a, stack(fb) if fb else None).tolist(), "frames": int(len(sel)),
     }
+
+
+# ----------------------------------------------------------------------------- per run
+
+
+def analyse_run(run_dir: str | Path, corpus: str | Path | None = None, split: str = "asr_test",
+                max_utts: int = 48, max_frames: int = 2000, seed: int = 0) -> dict:
+    """Student x teacher and student x student CKA of a finished run -> ``analysis.json``.
+
+    Rows and columns are hidden states ``layer_0 .. layer_L`` (the front-end output is left
+    out, so the matrices are ``(L+1) x (T+1)`` and ``(L+1) x (L+1)``), on the same seeded
+    frames of ``split`` (default: the corpus of the run's config).
+
+    Returns:
+        The written content: ``{"cka_teacher", "cka_self", "layers_student",
+        "layers_teacher", "teacher", "split", "utterances", "frames", "seconds"}``.
+
+    Raises:
+        FileNotFoundError: no student checkpoint, config or split.
+    """
+    import json
+    import time
+
+    from harness.superb.evaluate import load_upstream
+    from harness.teachers.base import load_teacher
+
+    t0 = time.perf_counter()
+    run_dir = Path(run_dir)
+    student, _, cfg = load_upstream(run_dir)
+    spec = (cfg.get("teacher") or {}).get("spec")
+    corpus = Path(corpus or (cfg.get("data") or {}).get("corpus") or "")
+    if not spec:
+        raise FileNotFoundError(f"{run_dir / 'config.yaml'}: no teacher.spec to compare the student with")
+    if not (corpus / f"{split}.jsonl").is_file():
+        raise FileNotFoundError(f"{corpus / f'{split}.jsonl'}: no {split} split for the layer analysis")
+    teacher = load_teacher(spec, "cpu")
+    if abs(student.frame_rate - teacher.frame_rate) > 1e-6:
+        raise ValueError(f"CKA needs the same frame rate: student {student.frame_rate} vs teacher {teacher.frame_rate} Hz")
+    from harness.data.manifest import read_manifest
+
+    recs = read_manifest(corpus / f"{split}.jsonl")
+    recs = random.Random(seed).sample(recs, min(max_utts, len(recs)))
+    fs, ft = extract(student, recs, corpus), extract(teacher, recs, corpus)
+    s_names = [n for n in fs if n.startswith("layer_")]
+    t_names = [n for n in ft if n.startswith("layer_")]
+    n_per = [min(len(fs[s_names[0]][i]), len(ft[t_names[0]][i])) for i in range(len(recs))]
+    total = sum(n_per)
+    sel = np.sort(np.random.default_rng(seed).choice(total, size=min(max_frames, total), replace=False))
+
+    def stack(f: dict, names: list[str]) -> list[np.ndarray]:
+        return [np.concatenate([f[n][i][: n_per[i]] for i in range(len(recs))], 0)[sel] for n in names]
+
+    a = stack(fs, s_names)
+    m, w = cka_matrix(a, stack(ft, t_names)), cka_matrix(a)
+    between = {"frames": int(len(sel))}
+    out = {
+        "cka_teacher": m.round(5).tolist(), "cka_self": w.round(5).tolist(),
+        "layers_student": s_names, "layers_teacher": t_names, "teacher": spec, "split": split,
+        "utterances": max_utts, "frames": between["frames"], "seconds": round(time.perf_counter() - t0, 2),
+    }
+    tmp = run_dir / "analysis.json.tmp"
+    tmp.write_text(json.dumps(out, indent=1) + "\n")
+    tmp.replace(run_dir / "analysis.json")
+    return out

@@ -363,6 +363,15 @@ def run_trial(
             summary["eval_error"] = f"{type(err).__name__}: {err}"
             _write_json(run_dir / "summary.json", summary)
         summary = _read_json(run_dir / "summary.json") or summary
+    if summary.get("status") == "ok" and not (run_dir / "analysis.json").is_file():
+        try:  # student x teacher CKA for the report's heatmaps; a failure is recorded, not fatal
+            from harness.analysis import analyse_run
+
+            analyse_run(run_dir)
+        except Exception as err:
+            summary = _read_json(run_dir / "summary.json") or summary
+            summary["analysis_error"] = f"{type(err).__name__}: {err}"
+            _write_json(run_dir / "summary.json", summary)
     return {
         "status": summary.get("status", "failed: no summary"),
         "train_seconds": summary.get("train_seconds"),

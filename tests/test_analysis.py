@@ -111,3 +111,32 @@ def test_ridge_and_logistic_probes_agree_on_easy_data():
     assert ridge > 0.85 and logistic > 0.85 and abs(ridge - logistic) < 0.08
     with pytest.raises(ValueError, match="ridge"):
         train_probe(x, y, x, y, 4, method="svm")
+
+
+def test_analyse_run_writes_student_teacher_cka(tmp_path):
+    """A student saved by harness.student next to its config: analysis.json for the report."""
+    import json
+
+    from harness.analysis import analyse_run
+    from harness.config import StudentConfig
+    from harness.student import build_student, save_student
+    from harness.teachers.base import load_teacher
+    from superb_fake import write_corpus
+
+    corpus = write_corpus(tmp_path / "corpus")
+    teacher = load_teacher("dummy", "cpu")
+    student = build_student(StudentConfig(preset="student_tiny", layers=2), teacher)
+    run = tmp_path / "run"
+    run.mkdir()
+    save_student(student, run / "student.ckpt", {"run_id": "r"})
+    (run / "config.yaml").write_text(f"profile: tiny\nteacher:\n  spec: dummy\ndata:\n  corpus: {corpus}\n")
+    out = analyse_run(run, max_utts=6, max_frames=300)
+    saved = json.loads((run / "analysis.json").read_text())
+    assert saved["cka_teacher"] == out["cka_teacher"]
+    assert np.asarray(saved["cka_teacher"]).shape == (3, teacher.num_layers + 1)
+    self_cka = np.asarray(saved["cka_self"])
+    assert self_cka.shape == (3, 3) and np.allclose(np.diag(self_cka), 1.0, atol=1e-4)
+    assert np.allclose(self_cka, self_cka.T, atol=1e-6)
+    (run / "config.yaml").write_text("profile: tiny\n")
+    with pytest.raises(FileNotFoundError, match="teacher.spec"):
+        analyse_run(run)

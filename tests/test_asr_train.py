@@ -106,3 +106,17 @@ def test_growth_plan_from_config():
         return
     first, at = cfg.growth(90)
     assert first == 1 and sorted(at) == [30, 60] and [len(p) for p in at.values()] == [2, 3]
+
+
+def test_hybrid_ctc_teacher_training(tone):
+    root, teacher_dir = tone
+    teacher = load_asr_model(teacher_dir)
+    split = AsrSplit(root / "asr_train.jsonl", teacher)
+    n_params = sum(p.numel() for p in teacher.model.parameters())
+    res = fit(teacher, split, 12, AsrLossConfig(objective="ce"), AsrOptimConfig(lr=3e-3, warmup_frac=0.1),
+              batch_size=8, seed=0, freeze_encoder=False, log_every=4, ctc_weight=0.3)
+    assert res["first"]["ctc"] > 0 and res["final"]["ctc"] < res["first"]["ctc"], res
+    assert res["first"]["total"] == pytest.approx(res["first"]["ce"] + 0.3 * res["first"]["ctc"], rel=1e-5)
+    assert sum(p.numel() for p in teacher.model.parameters()) == n_params  # the CTC head is training-only
+    with pytest.raises(ValueError, match="trainable encoder"):
+        fit(teacher, split, 1, AsrLossConfig(objective="ce"), AsrOptimConfig(), ctc_weight=0.3)

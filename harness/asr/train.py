@@ -200,11 +200,27 @@ def _lr_factor(step: int, total: int, warmup_frac: float) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
 
 
+def _ctc_loss(asr, head, enc_out: torch.Tensor, b) -> torch.Tensor:
+    """CTC (blank = ``<pad>``) of a linear head on the encoder output against the transcripts."""
+    from harness.asr.data import target_ids
+
+    logp = head(enc_out).log_softmax(-1).transpose(0, 1)  # (T, B, V)
+    t = logp.shape[0]
+    per_frame = asr.chunk_samples / t  # samples per encoder frame
+    in_len = torch.clamp(torch.ceil(b.num_samples.float() / per_frame).long(), 1, t)
+    tgts = [target_ids(asr, x) for x in b.texts]
+    tgt_len = torch.tensor([len(x) for x in tgts], dtype=torch.long)
+    flat = torch.tensor([i for x in tgts for i in x], dtype=torch.long)
+    blank = asr.tokenizer.pad_token_id or 0
+    return torch.nn.functional.ctc_loss(logp, flat, in_len, tgt_len, blank=blank, zero_infinity=True)
+
+
 def fit(
     student, split, steps: int, loss_cfg: AsrLossConfig, optim_cfg: AsrOptimConfig,
     batch_size: int = 16, seed: int = 0, teacher=None, freeze_encoder: bool = True,
     log_every: int = 10, metrics_path: Optional[Path] = None,
     on_log: Optional[Callable[[dict], None]] = None, grow_at: Optional[dict[int, list[int]]] = None,
+    ctc_weight: float = 0.0,
 ) -> dict:
     """Train ``student`` in place for ``steps`` steps.
 
@@ -219,6 +235,11 @@ def fit(
             (:func:`harness.asr.student.grow_decoder`; the EMA self-teacher grows alike),
             and AdamW restarts on the new parameter set (its moments reset) while the
             learning-rate schedule continues.
+        ctc_weight: with a trainable encoder, add ``ctc_weight`` x a CTC loss of a linear
+            head on the encoder output (hybrid CTC/attention training, as in ESPnet): it
+            makes a small encoder-decoder learn to align to the audio in far fewer steps
+            instead of decoding from its language model alone. The head is training-only
+            (not part of the saved Whisper checkpoint).
 
     Returns:
         ``{"steps", "train_seconds", "first": {loss parts at step 0}, "final": {mean loss
@@ -249,6 +270,12 @@ def fit(
         return ps, o, torch.optim.lr_scheduler.LambdaLR(
             o, lambda s: _lr_factor(s + offset, steps, optim_cfg.warmup_frac))
 
+    ctc_head = None
+    if ctc_weight > 0:
+        if freeze_encoder:
+            raise ValueError("ctc_weight needs a trainable encoder (freeze_encoder=False)")
+        ctc_head = torch.nn.Linear(model.config.d_model, model.config.vocab_size)
+        model.add_module("_ctc_head", ctc_head)  # joins the optimiser; removed after training
     params, opt, sched = make_opt(0)
     ema = EmaTeacher(model, loss_cfg.askd.ema) if obj == "askd" else None
     if teacher is not None:
@@ -301,6 +328,9 @@ def fit(
             parts = asr_loss(obj, logits, labels, t_logits, e_logits, alpha=alpha,
                              temperature=loss_cfg.temperature, ce_weight=loss_cfg.ce_weight,
                              kd_weight=loss_cfg.kd_weight)
+            if ctc_head is not None:
+                parts["ctc"] = _ctc_loss(student, ctc_head, s_enc, b)
+                parts["total"] = parts["total"] + ctc_weight * parts["ctc"]
             if not torch.isfinite(parts["total"]):
                 raise FloatingPointError(f"non-finite loss at step {step}: {parts['total'].item()}")
             opt.zero_grad(set_to_none=True)
@@ -328,6 +358,8 @@ def fit(
     finally:
         if fh:
             fh.close()
+        if ctc_head is not None:
+            del model._ctc_head
     model.eval()
     return {"steps": steps, "train_seconds": time.perf_counter() - t0, "first": first, "final": final}
 
@@ -339,7 +371,7 @@ TEACHER_STEPS = {"tiny": 150, "embedded": 300}
 
 
 def train_teacher(profile: str, out: str | Path, corpus: str | Path, steps: int = 0, seed: int = 0,
-                  batch_size: int = 16, lr: float = 2e-3, threads: int = 0,
+                  batch_size: int = 16, lr: float = 2e-3, threads: int = 0, ctc_weight: float = 0.3,
                   log: Callable[[str], None] = print, **shape) -> Path:
     """Train the profile's character-level Whisper teacher on ``<corpus>/asr_train.jsonl``.
 
@@ -377,9 +409,11 @@ def train_teacher(profile: str, out: str | Path, corpus: str | Path, steps: int 
     loss_cfg = AsrLossConfig(objective="ce")
     res = fit(asr, split, steps, loss_cfg, AsrOptimConfig(lr=lr, warmup_frac=0.05), batch_size=batch_size,
               seed=seed, freeze_encoder=False, log_every=max(1, steps // 50), metrics_path=out / "metrics.jsonl",
+              ctc_weight=ctc_weight,
               on_log=lambda r: log(f"[asr] teacher step {r['step']}: loss {r['total']:.3f}") if r["step"] % max(1, steps // 10) == 0 else None)
     save_asr_model(asr, out, extra={
         "profile": profile, "corpus": str(corpus), "steps": steps, "seed": seed, "batch_size": batch_size, "lr": lr,
+        "ctc_weight": ctc_weight,
         "train_seconds": res["train_seconds"], "final_loss": res["final"], "params": asr.num_params(),
         "skipped": len(split.skips), "started": started, "finished": now_iso(), "git_commit": git_commit(),
         "hardware": hardware(),
