@@ -165,6 +165,13 @@ else
   fi
 fi
 
+# Teacher features of the distill split, built once with both cores before the trials
+# (each trial then reads them; the sweep would otherwise build them inside one 1-CPU trial).
+limit=0
+[ "$quick" = 1 ] && limit=2400
+step "teacher features of $data/distill.jsonl (cached once, shared by every trial)"
+harness teacher cache --teacher "$teacher" --manifest "$data/distill.jsonl" --layers 1-8 --out cache/teacher --limit "$limit"
+
 sets=(--set "teacher.spec=$teacher")
 studies=(main)
 [ "$quick" = 1 ] || studies=(main schedule loss_weight layer_map_init askd)

@@ -488,7 +488,8 @@ def cmd_teacher_cache(args: argparse.Namespace) -> int:
     layers = parse_layers(args.layers, teacher.num_layers)
     try:
         cache = ensure_cache(teacher, Path(args.manifest), layers, frontend=not args.no_frontend,
-                             cache_dir=Path(args.out), batch_size=args.batch_size, shard_size=args.shard_size)
+                             cache_dir=Path(args.out), batch_size=args.batch_size, shard_size=args.shard_size,
+                             limit=args.limit)
     except ManifestError as err:
         raise UserError(str(err)) from None
     size = sum(p.stat().st_size for p in cache.root.glob("*.f16"))
@@ -523,6 +524,7 @@ def add_teacher_cache_parser(sub: argparse._SubParsersAction) -> None:
                    help="hidden-state indices: all (default), 0,4,8, 1-12 (0 = pre-encoder features)")
     p.add_argument("--out", required=True, help="cache folder (the cache goes in a hashed subfolder)")
     p.add_argument("--no-frontend", action="store_true", help="do not cache the front-end output")
+    p.add_argument("--limit", type=int, default=0, help="cache only the manifest's first N utterances (what a run with data.max_utterances=N reads)")
     p.add_argument("--batch-size", type=int, default=8, help="utterances per teacher forward")
     p.add_argument("--shard-size", type=int, default=256, help="utterances per shard (unit of resumption)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
