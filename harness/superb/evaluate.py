@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -310,18 +311,28 @@ def baseline_results(source: str, tasks, corpus_dir, profile, device, cache_dir,
     if str(source).endswith(".json") and Path(source).is_file():
         return json.loads(Path(source).read_text())
     up, _, _ = load_upstream(source, device)
+    # keyed by the resolved task definitions too, so changing a task's split sizes, steps or
+    # head in tasks.py never reuses a baseline scored under the old definition
+    opts = options or {}
+    defs = [dataclasses.asdict(t.replace(**opts.get(t.name, {}))) for t in parse_tasks(tasks, profile)]
     key = hashlib.sha1(json.dumps(
-        [up.id, sorted(tasks), str(Path(corpus_dir).resolve()), profile, seed, options],
+        [up.id, sorted(tasks), str(Path(corpus_dir).resolve()), profile, seed, options, defs],
         sort_keys=True, default=str).encode()).hexdigest()[:16]
     path = Path(cache_dir) / "results" / f"{key}.json"
     if path.is_file():
         return json.loads(path.read_text())
-    if log:
-        log(f"  scoring baseline {source} (once; memoised in {path})")
-    res = evaluate(source, tasks, corpus_dir, path, profile=profile, device=device,
-                   cache_dir=cache_dir, seed=seed, options=options, baselines=None, threads=threads,
-                   log=None)
-    return res
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent trials: one scores, the others wait and read
+        if path.is_file():
+            return json.loads(path.read_text())
+        if log:
+            log(f"  scoring baseline {source} (once; memoised in {path})")
+        return evaluate(source, tasks, corpus_dir, path, profile=profile, device=device,
+                        cache_dir=cache_dir, seed=seed, options=options, baselines=None, threads=threads,
+                        log=None)
 
 
 # ----------------------------------------------------------------------------- files
