@@ -44,7 +44,8 @@ def test_short_run_lowers_loss(tone, objective):
 def test_teacher_trained_and_skipped(tone):
     root, teacher_dir = tone
     meta = json.loads((teacher_dir / "harness_asr.json").read_text())
-    assert meta["final_loss"]["total"] < 3.5 and meta["steps"] == 30
+    assert meta["final_loss"]["ce"] < 3.5 and meta["steps"] == 30 and meta["ctc_weight"] == 0.5
+    assert meta["final_loss"]["total"] == pytest.approx(meta["final_loss"]["ce"] + 0.5 * meta["final_loss"]["ctc"], rel=1e-4)
     lines = (teacher_dir / "metrics.jsonl").read_text().splitlines()
     assert json.loads(lines[-1])["step"] == 30
     msgs = []

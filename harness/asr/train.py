@@ -367,11 +367,11 @@ def fit(
 # ----------------------------------------------------------------------------- teacher
 
 
-TEACHER_STEPS = {"tiny": 150, "embedded": 300}
+TEACHER_STEPS = {"tiny": 150, "embedded": 2000}
 
 
 def train_teacher(profile: str, out: str | Path, corpus: str | Path, steps: int = 0, seed: int = 0,
-                  batch_size: int = 16, lr: float = 2e-3, threads: int = 0, ctc_weight: float = 0.3,
+                  batch_size: int = 16, lr: float = 2e-3, threads: int = 0, ctc_weight: float = 0.5,
                   log: Callable[[str], None] = print, **shape) -> Path:
     """Train the profile's character-level Whisper teacher on ``<corpus>/asr_train.jsonl``.
 
