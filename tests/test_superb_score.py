@@ -51,3 +51,18 @@ def test_values_of_ignores_failed_tasks():
     payload = {"tasks": {"ks": {"status": "ok", "value": 0.5, "direction": "higher"},
                          "ic": {"status": "failed: boom", "value": None, "direction": "higher"}}}
     assert values_of(payload) == ({"ks": 0.5}, {"ks": "higher"})
+
+
+def test_a_task_the_reference_does_not_clearly_beat_is_reported_not_scored():
+    from harness.superb.score import resolvable, superb_score
+
+    ok, two_se = resolvable(0.435, 0.4425, 400, 400)  # the embedded ER proxy: a 0.0075 gap
+    assert not ok and two_se == pytest.approx(2 * ((0.435 * 0.565 + 0.4425 * 0.5575) / 400) ** 0.5)
+    assert resolvable(0.235, 0.702, 480, 480)[0]
+    res = superb_score({"ks": 0.5, "er": 0.40}, {"ks": "higher", "er": "higher"},
+                       {"ks": 0.235, "er": 0.435}, {"ks": 0.702, "er": 0.4425},
+                       n={"ks": (480, 480), "er": (400, 400)})
+    assert res["tasks"] == ["ks"] and "not clearly better" in res["skipped"]["er"]
+    assert res["score"] == pytest.approx(1000 * (0.5 - 0.235) / (0.702 - 0.235))
+    # without sizes (published baselines) every task with a better reference is scored
+    assert superb_score({"er": 0.44}, {"er": "higher"}, {"er": 0.435}, {"er": 0.4425})["tasks"] == ["er"]

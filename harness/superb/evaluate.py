@@ -277,6 +277,7 @@ def _run_task(up, task: Task, corpus_dir: Path, cache_dir: Path, device, seed, l
 def _score(payload, baselines, ref, run_cfg, task_list, corpus_dir, profile, device, cache_dir,
            seed, opts, threads, log) -> dict:
     values, dirs = scoring.values_of(payload)
+    sizes = None  # published baselines: no test sizes, no significance guard
     if isinstance(baselines, dict):
         fb, rf, ref_name = baselines["fbank"], baselines["ref"], baselines.get("ref_name", "given")
     elif profile == "paper" and ref is None:
@@ -288,10 +289,12 @@ def _score(payload, baselines, ref, run_cfg, task_list, corpus_dir, profile, dev
         common = dict(tasks=[t.name for t in task_list], corpus_dir=corpus_dir, profile=profile,
                       device=device, cache_dir=cache_dir, seed=seed, options=opts, threads=threads,
                       log=log)
-        fb = scoring.values_of(baseline_results("fbank", **common))[0]
-        rf = scoring.values_of(baseline_results(ref, **common))[0]
+        fb_res, rf_res = baseline_results("fbank", **common), baseline_results(ref, **common)
+        fb, rf = scoring.values_of(fb_res)[0], scoring.values_of(rf_res)[0]
+        nf, nr = scoring.sizes_of(fb_res), scoring.sizes_of(rf_res)
+        sizes = {t: (nf[t], nr[t]) for t in nf if t in nr}
         ref_name = str(ref)
-    out = scoring.superb_score(values, dirs, fb, rf)
+    out = scoring.superb_score(values, dirs, fb, rf, n=sizes)
     out.update(ref=ref_name, fbank={k: fb.get(k) for k in values}, ref_values={k: rf.get(k) for k in values})
     if profile == "paper" and not isinstance(baselines, dict) and ref is None:
         out["source"] = scoring.PAPER_SOURCE

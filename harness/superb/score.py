@@ -8,6 +8,14 @@ scores above 1000 there. The formula is direction-aware: for a lower-is-better m
 ratio is again positive; a reference that is not strictly better than fbank in the
 task's direction is an error (the task cannot be normalised).
 
+When the test-set sizes are known (a reference scored by the harness, not published
+numbers), a task enters the score only if the reference beats fbank by more than twice the
+standard error of their difference, ``2 * sqrt(p_f (1 - p_f) / n_f + p_r (1 - p_r) / n_r)``
+(binomial, with ``n`` = test utterances; for PER/WER that is conservative, since errors are
+counted over many tokens per utterance). Otherwise the denominator is noise and one task
+would swing the score by thousands; the task is left out with the reason in ``skipped``,
+and its metric is still reported.
+
 References by profile:
 
 * ``embedded`` (and ``tiny``): the teacher scored by the same harness on the same corpus
@@ -60,8 +68,18 @@ def task_score(value: float, fbank: float, ref: float, direction: str) -> float:
     return 1000.0 * own / gain
 
 
+def resolvable(fbank: float, ref: float, n_fbank: int, n_ref: int) -> tuple[bool, float]:
+    """Is the ref-fbank gap larger than 2 standard errors of the difference? -> ``(ok, 2 * se)``."""
+    def var(p: float, n: int) -> float:
+        p = min(max(p, 0.0), 1.0)
+        return p * (1.0 - p) / max(n, 1)
+
+    two_se = 2.0 * math.sqrt(var(fbank, n_fbank) + var(ref, n_ref))
+    return abs(ref - fbank) > two_se, two_se
+
+
 def superb_score(values: dict[str, float], directions: dict[str, str], fbank: dict[str, float],
-                 ref: dict[str, float]) -> dict:
+                 ref: dict[str, float], n: dict[str, tuple[int, int]] | None = None) -> dict:
     """SUPERB score over the tasks of ``values`` that have a baseline and a reference.
 
     Args:
@@ -83,6 +101,10 @@ def superb_score(values: dict[str, float], directions: dict[str, str], fbank: di
             skipped[task] = "no fbank value"
         elif task not in ref or ref[task] is None:
             skipped[task] = "no reference value"
+        elif n and task in n and not resolvable(fbank[task], ref[task], *n[task])[0]:
+            skipped[task] = (f"reference {ref[task]:.4g} is not clearly better than fbank {fbank[task]:.4g} "
+                             f"(gap {abs(ref[task] - fbank[task]):.3g} <= 2 standard errors "
+                             f"{resolvable(fbank[task], ref[task], *n[task])[1]:.3g}); reported, not scored")
         else:
             try:
                 per_task[task] = task_score(value, fbank[task], ref[task], directions[task])
@@ -90,6 +112,11 @@ def superb_score(values: dict[str, float], directions: dict[str, str], fbank: di
                 skipped[task] = str(err)
     score = sum(per_task.values()) / len(per_task) if per_task else None
     return {"score": score, "tasks": sorted(per_task), "per_task": per_task, "skipped": skipped}
+
+
+def sizes_of(superb: dict) -> dict[str, int]:
+    """Test-set sizes ``n`` of a ``superb.json`` payload's scored tasks."""
+    return {name: int(res["n"]) for name, res in superb.get("tasks", {}).items() if res.get("n")}
 
 
 def values_of(superb: dict) -> tuple[dict[str, float], dict[str, str]]:
