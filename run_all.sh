@@ -172,6 +172,14 @@ limit=0
 step "teacher features of $data/distill.jsonl (cached once, shared by every trial)"
 harness teacher cache --teacher "$teacher" --manifest "$data/distill.jsonl" --layers 1-8 --out cache/teacher --limit "$limit"
 
+# The SUPERB score's two baselines (fbank and the teacher), scored side by side once into
+# the memo every trial reads (otherwise the first trial scores them while the others wait).
+step "SUPERB baselines: fbank and $teacher"
+harness evaluate fbank --as-baseline --corpus "$data" --quiet &
+fb_pid=$!
+harness evaluate "$teacher" --as-baseline --corpus "$data" --quiet
+wait "$fb_pid"
+
 sets=(--set "teacher.spec=$teacher")
 studies=(main)
 [ "$quick" = 1 ] || studies=(main schedule loss_weight layer_map_init askd)

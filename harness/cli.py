@@ -102,6 +102,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from harness.superb.data import DataError
     from harness.superb.evaluate import UpstreamError, evaluate
 
+    if args.as_baseline:
+        return _evaluate_as_baseline(args)
     try:
         res = evaluate(
             args.upstream, args.tasks, args.corpus, args.out, profile=args.profile,
@@ -121,6 +123,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"SUPERB score: {score:.1f} (fbank = 0, {res['score']['ref']} = 1000)")
     failed = [n for n, r in res["tasks"].items() if r["status"] != "ok"]
     return 1 if failed else 0
+
+
+def _evaluate_as_baseline(args: argparse.Namespace) -> int:
+    """Score an upstream as a SUPERB baseline into the memo that trials read (one line out)."""
+    from harness.superb.evaluate import DEFAULT_CACHE, UpstreamError, baseline_results
+    from harness.superb.tasks import parse_tasks
+
+    if not args.corpus:
+        raise UserError("--as-baseline needs --corpus DIR")
+    profile = args.profile or "embedded"
+    try:
+        tasks = [t.name for t in parse_tasks(args.tasks, profile)]
+        res = baseline_results(args.upstream, tasks, Path(args.corpus), profile, args.device or "cpu",
+                               Path(args.cache_dir) if args.cache_dir else DEFAULT_CACHE, args.seed,
+                               _superb_options(args.set) or {}, args.threads, None if args.quiet else print)
+    except (UpstreamError, ValueError) as err:
+        raise UserError(str(err).splitlines()[0]) from None
+    vals = ", ".join(f"{n} {r['value']:.4f}" for n, r in res["tasks"].items() if r.get("value") is not None)
+    print(f"baseline {args.upstream}: {vals}")
+    return 0
 
 
 # ----------------------------------------------------------------------------- sweep
@@ -738,6 +760,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="task settings (default: the run's profile, else embedded)")
     p.add_argument("--ref", default=None,
                    help="reference for the SUPERB score (default: the run's teacher; paper: published)")
+    p.add_argument("--as-baseline", action="store_true",
+                   help="score UPSTREAM as a SUPERB-score baseline (fbank or the reference) into the "
+                        "memo under --cache-dir that sweep trials read, so concurrent trials need not")
     p.add_argument("--no-score", action="store_true", help="skip the SUPERB score (no baselines)")
     p.add_argument("--set", action="append", default=[], metavar="TASK.OPTION=VALUE",
                    help="override a task option (steps, lr, batch_size, max_utts, hidden, ...)")

@@ -160,3 +160,21 @@ def test_real_student_run_folder_with_auto_baselines(corpus, tmp_path):
     assert set(saved["score"]["fbank"]) == {"ks", "pr"}  # baselines scored on the same tasks
     summary = json.loads((run / "summary.json").read_text())
     assert summary["tasks"]["pr"]["metric"] == "per" and "superb_score" in summary
+
+
+def test_as_baseline_fills_the_memo_trials_read(corpus, tmp_path, monkeypatch, capsys):
+    import harness.superb.evaluate as ev
+
+    cache = tmp_path / "c"
+    assert main(["evaluate", "fbank", "--as-baseline", "--corpus", str(corpus), "--tasks", "ks",
+                 "--set", "ks.steps=20", "--cache-dir", str(cache), "--quiet"]) == 0
+    assert "baseline fbank: ks" in capsys.readouterr().out
+    assert len(list((cache / "results").glob("*.json"))) == 1
+
+    def boom(*a, **k):
+        raise AssertionError("the memoised baseline was scored again")
+
+    monkeypatch.setattr(ev, "evaluate", boom)
+    res = ev.baseline_results("fbank", ["ks"], corpus, "embedded", "cpu", cache, 0, {"ks": {"steps": 20}}, 1, None)
+    assert res["tasks"]["ks"]["status"] == "ok"
+    assert main(["evaluate", "fbank", "--as-baseline", "--tasks", "ks"]) == 2  # needs --corpus
