@@ -412,12 +412,33 @@ def reuse_identical_run(trial: dict, sources: list[Path], log: Callable[[str], N
                 shutil.rmtree(dst)
             shutil.copytree(src, dst)
             summary.update(run_id=trial["run_id"], sweep=trial["sweep"], reused_from=str(src))
+            if tasks and set(summary.get("tasks") or {}) - set(tasks):
+                _keep_tasks(dst, summary, tasks)
             _write_json(dst / "summary.json", summary)
             meta = {k: trial[k] for k in ("sweep", "run_id", "overrides", "evaluate")}
             _write_json(dst / "trial.json", {**meta, "reused_from": str(src)})
             log(f"[sweep] {trial['run_id']}: same config as {src}, reused")
             return True
     return False
+
+
+def _keep_tasks(run_dir: Path, summary: dict, tasks: list[str]) -> None:
+    """Trim a copied run to ``tasks``; its SUPERB score becomes the mean over those tasks'
+    per-task scores (as if it had been scored on them only)."""
+    keep = set(tasks)
+    summary["tasks"] = {k: v for k, v in (summary.get("tasks") or {}).items() if k in keep}
+    superb = _read_json(run_dir / "superb.json") or {}
+    if superb:
+        superb["tasks"] = {k: v for k, v in (superb.get("tasks") or {}).items() if k in keep}
+    score = superb.get("score") if superb else None
+    if isinstance(score, dict) and isinstance(score.get("per_task"), dict):
+        per = {k: v for k, v in score["per_task"].items() if k in keep}
+        score.update(per_task=per, tasks=sorted(per), score=sum(per.values()) / len(per) if per else None,
+                     skipped={k: v for k, v in (score.get("skipped") or {}).items() if k in keep})
+        summary["superb_score"] = score["score"]
+    if superb:
+        _write_json(run_dir / "superb.json", superb)
+    summary["tasks_trimmed_to"] = sorted(keep)
 
 
 def _record_failure(run_dir: Path, trial: dict, reason: str) -> None:

@@ -118,6 +118,11 @@ def test_reuse_copies_an_identical_finished_run_of_another_sweep(tmp_path, fake_
     def with_config(cfg, out_dir, **kw):  # the real run writes config.yaml first
         dump_yaml(cfg, out_dir / "config.yaml")
         real(cfg, out_dir, **kw)
+        summary = json.loads((out_dir / "summary.json").read_text())
+        summary.update(tasks={"ks": {"value": 0.5}, "sid": {"value": 0.1}}, superb_score=600.0)
+        (out_dir / "summary.json").write_text(json.dumps(summary))
+        (out_dir / "superb.json").write_text(json.dumps({"tasks": summary["tasks"], "score": {
+            "score": 600.0, "per_task": {"ks": 400.0, "sid": 800.0}, "tasks": ["ks", "sid"], "skipped": {}}}))
 
     monkeypatch.setattr(sys.modules["harness.distill"], "run_distill", with_config)
     main = _write(tmp_path, SWEEP.replace("[0.0, 0.5]", "[0.5]").replace("[0, 1]", "[0]") + "backend: local\n")
@@ -125,7 +130,7 @@ def test_reuse_copies_an_identical_finished_run_of_another_sweep(tmp_path, fake_
     ablation = tmp_path / "ablation.yaml"
     ablation.write_text(
         "name: ablation\nbase: base.yaml\noverrides: {stacking.variant: interleaved}\n"
-        "grid:\n  loss.w: [0.25, 0.5]\nseeds: [0]\nbackend: local\nreuse: [demo]\n"
+        "grid:\n  loss.w: [0.25, 0.5]\nseeds: [0]\nbackend: local\nreuse: [demo]\nevaluate: [ks]\n"
         f"storage: {tmp_path / 'results'}\n"
     )
     fake_distill.clear()
@@ -134,11 +139,13 @@ def test_reuse_copies_an_identical_finished_run_of_another_sweep(tmp_path, fake_
     assert fake_distill == ["w=0.25-s0"]  # w=0.5 is the main sweep's interleaved run
     copied = json.loads((tmp_path / "results/ablation/w=0.5-s0/summary.json").read_text())
     assert copied["reused_from"].endswith("demo/variant=interleaved-w=0.5-s0") and copied["sweep"] == "ablation"
+    # trimmed to the ablation's tasks; the score is the mean over those tasks' per-task scores
+    assert list(copied["tasks"]) == ["ks"] and copied["superb_score"] == 400.0
     assert any("reused" in m for m in logs)
     df = pd.read_csv(csv)
-    assert sorted(df.run_id) == ["w=0.25-s0", "w=0.5-s0"] and (df.status == "ok").all()
+    assert sorted(set(df.run_id)) == ["w=0.25-s0", "w=0.5-s0"] and (df.status == "ok").all()
     # a different config is never reused
-    ablation.write_text(ablation.read_text().replace("base: base.yaml", "base: base.yaml\nevaluate: []\n").replace(
+    ablation.write_text(ablation.read_text().replace(
         "name: ablation", "name: ablation2").replace("{stacking.variant: interleaved}", "{stacking.variant: interleaved, train.steps: 11}"))
     fake_distill.clear()
     run_sweep(ablation, log=lambda s: None)
