@@ -151,7 +151,8 @@ def _evaluate_as_baseline(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from harness.sweep import dry_run, run_sweep
 
-    extra = {"seeds": args.seeds, "overrides": args.set, "suffix": args.suffix}
+    extra = {"seeds": args.seeds, "overrides": args.set, "suffix": args.suffix,
+             "tasks": [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None}
     if args.dry_run:
         print(dry_run(Path(args.file), **extra))
         return 0
@@ -791,6 +792,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="change every trial's run config (repeatable), e.g. --set train.steps=100")
     p.add_argument("--suffix", default="", help="append to the sweep name (results folder), e.g. -quick")
+    p.add_argument("--tasks", default=None, help="replace the sweep's evaluate list, e.g. ks,ic,pr")
     p.set_defaults(func=cmd_sweep)
 
     add_teacher_cache_parser(sub)

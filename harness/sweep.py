@@ -189,6 +189,7 @@ def load_sweep(
     seeds: list[int] | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     suffix: str = "",
+    tasks: list[str] | None = None,
 ) -> Sweep:
     """Load a sweep YAML strictly and expand it into trials, validating every trial's config.
 
@@ -196,6 +197,7 @@ def load_sweep(
         path: the sweep YAML.
         seeds: replace the file's seeds (e.g. ``[0]`` for a quick pass).
         overrides: extra ``key=value`` changes applied to every trial (after the file's).
+        tasks: replace the file's ``evaluate`` task list (e.g. fewer tasks for a quick pass).
         suffix: appended to the sweep name (its results folder), so a quick pass never
             mixes with the full study.
 
@@ -214,6 +216,8 @@ def load_sweep(
     if suffix:
         cfg.name += suffix
         cfg.reuse = [r + suffix for r in cfg.reuse]
+    if tasks is not None:
+        cfg.evaluate = list(tasks)
     base_path = (path.parent / cfg.base) if not Path(cfg.base).is_absolute() else Path(cfg.base)
     base = load_yaml(base_path)
     base = deep_merge(base, parse_overrides([f"{k}={json.dumps(v)}" for k, v in _flatten(cfg.overrides).items()]))
@@ -491,6 +495,7 @@ def run_sweep(
     seeds: list[int] | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     suffix: str = "",
+    tasks: list[str] | None = None,
 ) -> Path:
     """Run every trial of a sweep (Ray Tune, or in-process with ``local``) and write runs.csv.
 
@@ -513,7 +518,7 @@ def run_sweep(
         from harness.asr.study import run_asr_study
 
         return run_asr_study(path, resume=resume, log=log)
-    sweep = load_sweep(path, seeds=seeds, overrides=overrides, suffix=suffix)
+    sweep = load_sweep(path, seeds=seeds, overrides=overrides, suffix=suffix, tasks=tasks)
     out = sweep.out_dir
     existing = [p for p in out.glob("*/trial.json")] if out.is_dir() else []
     if existing and not resume:

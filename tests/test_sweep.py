@@ -106,6 +106,7 @@ def test_quick_pass_options(tmp_path):
     sweep = load_sweep(_write(tmp_path, SWEEP), seeds=[7], overrides=["train.steps=8"], suffix="-quick")
     assert sweep.config.name == "demo-quick" and sweep.out_dir.name == "demo-quick"
     assert len(sweep.trials) == 4 and all(t.config.train.seed == 7 and t.config.train.steps == 8 for t in sweep.trials)
+    assert load_sweep(_write(tmp_path, SWEEP + "evaluate: [ks, pr]\n"), tasks=["ks"]).config.evaluate == ["ks"]
     with pytest.raises(ConfigError, match="train.stepz"):
         load_sweep(_write(tmp_path, SWEEP), overrides=["train.stepz=3"])
 

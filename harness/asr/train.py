@@ -367,7 +367,7 @@ def fit(
 # ----------------------------------------------------------------------------- teacher
 
 
-TEACHER_STEPS = {"tiny": 150, "embedded": 2000}
+TEACHER_STEPS = {"tiny": 150, "embedded": 1500}
 
 
 def train_teacher(profile: str, out: str | Path, corpus: str | Path, steps: int = 0, seed: int = 0,
