@@ -175,7 +175,7 @@ harness teacher cache --teacher "$teacher" --manifest "$data/distill.jsonl" --la
 # The SUPERB score's two baselines (fbank and the teacher), scored side by side once into
 # the memo every trial reads (otherwise the first trial scores them while the others wait).
 step "SUPERB baselines: fbank and $teacher"
-tasks=ks,ic,sid,er,pr,asr
+tasks=ks,ic,sid,er,pr
 [ "$quick" = 1 ] && tasks=ks,ic,pr
 harness evaluate fbank --as-baseline --corpus "$data" --tasks "$tasks" --quiet &
 fb_pid=$!
