@@ -188,11 +188,15 @@ def loss_curves(results: Results, groups: pd.Series, folder: Path, fid: str = "l
     # Variants on the same schedule grow at (nearly) the same time: one line per cluster.
     span = float(cur["time"].max() / scale) or 1.0
     drawn: list[float] = []
+    labelled: list[float] = []
     for x, text in sorted(boundaries):
         if any(abs(x - d) < 0.015 * span for d in drawn):
             continue
         drawn.append(x)
         ax.axvline(x, color="0.45", ls=(0, (2, 3)), lw=0.9, zorder=0)
+        if text and any(abs(x - d) < 0.07 * span for d in labelled):
+            continue  # a nearby boundary is labelled already: labels would overprint
+        labelled.append(x)
         if text:
             ax.text(x, 1.0, f" {text}", transform=ax.get_xaxis_transform(), fontsize=7.5, color="0.3",
                     ha="left", va="bottom")
