@@ -549,10 +549,15 @@ def run_sweep(
     return csv
 
 
+_RAY_SOCKET_TAIL = "/session_2026-11-23_16-26-23_309369_4194304/sockets/plasma_store"  # 7-digit pid
+
+
 def _ray_temp_dir(out: Path) -> str:
-    # Ray puts unix sockets under its temp dir; their paths must stay under ~107 bytes.
+    # Ray puts unix sockets under its temp dir, e.g. <temp>/session_2026-11-23_16-26-23_309369_24976/
+    # sockets/plasma_store, and a unix socket path must stay under 107 bytes: keep the temp dir
+    # under the sweep folder only when the longest such path still fits.
     cand = out / "_ray"
-    if len(str(cand)) <= 50:
+    if len(str(cand)) + len(_RAY_SOCKET_TAIL) <= 107:
         cand.mkdir(parents=True, exist_ok=True)
         return str(cand)
     short = Path(tempfile.gettempdir()) / f"hray-{hashlib.sha1(str(out).encode()).hexdigest()[:8]}"

@@ -151,3 +151,14 @@ def test_reuse_copies_an_identical_finished_run_of_another_sweep(tmp_path, fake_
     fake_distill.clear()
     run_sweep(ablation, log=lambda s: None)
     assert fake_distill == ["w=0.25-s0", "w=0.5-s0"]
+
+
+def test_ray_temp_dir_keeps_socket_paths_short(tmp_path):
+    from harness.sweep import _RAY_SOCKET_TAIL, _ray_temp_dir
+
+    # the path that crashed a real run: Ray's plasma socket came to 109 bytes
+    long_out = tmp_path / ("x" * 60) / "embedded-loss-weight"
+    got = _ray_temp_dir(long_out)
+    assert len(got) + len(_RAY_SOCKET_TAIL) <= 107 and not got.startswith(str(long_out))
+    short = _ray_temp_dir(__import__("pathlib").Path("/tmp/r"))
+    assert short == "/tmp/r/_ray"
