@@ -283,6 +283,10 @@ def read_run(run_dir: Path, default_sweep: str) -> RunRead:
     superb, why = _read_json(run_dir / "superb.json")
     if isinstance(superb, dict) and "seconds" in superb:
         row["eval_seconds"] = _num(superb["seconds"])  # SUPERB scoring wall-clock
+    score = superb.get("score") if isinstance(superb, dict) else None
+    if isinstance(score, dict):  # which tasks the SUPERB score covers, and which it left out
+        row["superb_tasks"] = ",".join(score.get("tasks") or [])
+        row["superb_skipped"] = ",".join(sorted(score.get("skipped") or {}))
     if isinstance(superb, dict) and isinstance(superb.get("tasks"), dict):
         superb = superb["tasks"]  # {"tasks": {...}, "superb_score": ...} layout
     if isinstance(superb, dict):

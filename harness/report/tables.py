@@ -317,6 +317,7 @@ def build_table(results: Results, sweep: str, table_id: str | None = None) -> Ta
         caption = "Mean ± std over seeds per setting; best per column in bold; n/a = no finished run."
     if math.isfinite(base_seconds):
         caption += f" Speedup = mean train time of none ({base_src}) / train time of each run."
+    caption += _score_coverage(ok)
     index_name = "variant" if kind == "main" else " / ".join(
         (["variant"] if "variant" in group_cols else []) + keys)
     return Table(
@@ -324,6 +325,23 @@ def build_table(results: Results, sweep: str, table_id: str | None = None) -> Ta
         columns=columns, index=index, cells=cells, group_values=group_values, kind=kind, sweep=sweep,
         members=members,
     )
+
+
+def _score_coverage(ok: pd.DataFrame) -> str:
+    """Caption text naming the tasks the SUPERB score averages and those it left out."""
+    def names(col: str) -> list[str]:
+        if col not in ok:
+            return []
+        return sorted({t for v in ok[col].dropna() for t in str(v).split(",") if t})
+
+    scored, skipped = names("superb_tasks"), names("superb_skipped")
+    if not scored:
+        return ""
+    text = f" SUPERB score over {', '.join(t.upper() for t in scored)} (fbank = 0, reference = 1000)"
+    if skipped:
+        text += (f"; {', '.join(t.upper() for t in skipped)} reported but not scored (the reference is not "
+                 "2 standard errors better than fbank there)")
+    return text + "."
 
 
 def _bold_best(columns: list[Column], cells: list[list[Cell]]) -> None:
