@@ -486,3 +486,23 @@ def test_askd_findings_computed():
     assert "within one std (the larger of the two, 5.0 points): not separated" in text
     st = _study({"kd": _obj(0.25, 0.0, runs=1), "askd": _obj(0.23, 0.0, runs=1)})
     assert "one-std test is undecidable" in " ".join(askd_findings(build_askd_table(st), 4.0))
+
+
+def test_probe_figure_from_the_shipped_teacher_probe_file(tmp_path):
+    """The real `harness teacher probe` layout (upstream/random_twin -> phone/speaker -> probe)."""
+    from harness.report.collect import read_probe
+    from harness.report.figures import probe_profile
+
+    probe = read_probe(Path(__file__).parents[1] / "harness" / "assets" / "probe_embedded.json")
+
+    class R:  # probe_profile reads only .probe
+        pass
+
+    r = R()
+    r.probe = probe
+    fig = probe_profile(r, tmp_path)
+    assert not isinstance(fig, str), fig
+    assert (tmp_path / "teacher_probes.png").stat().st_size > 10_000
+    svg = (tmp_path / "teacher_probes.svg").read_text()
+    assert "random-init twin" in svg and "upstream_phone_probe" not in svg
+    assert "profile correlation" in fig.caption

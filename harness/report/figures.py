@@ -304,6 +304,8 @@ def probe_profile(results: Results, folder: Path, fid: str = "teacher_probes") -
     p = results.probe
     if not p:
         return "no teacher probe file (pass --probe FILE)"
+    if isinstance(p.get("upstream"), dict):  # what `harness teacher probe` writes
+        return _probe_file_figure(p, folder, fid)
     p = flat_keys(p)
     def name(k: str) -> str:
         return k.removeprefix("probes_").removeprefix("probe_").removesuffix("_accuracy").removesuffix("_acc")
@@ -338,6 +340,69 @@ def probe_profile(results: Results, folder: Path, fid: str = "teacher_probes") -
     return _save(fig, folder, fid, "Teacher: layer-wise probes",
                  "Linear probe accuracy per teacher layer: where phonetic and speaker information lives, "
                  "hence which teacher layer each student layer should be matched to.")
+
+
+def _probe_curves(block: dict) -> tuple[list[str], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """``{"phone": {"probe": {layer: {"mean", "std"}}, "layers"}, "speaker": ...}`` -> curves."""
+    layers: list[str] = []
+    curves = {}
+    for kind in ("phone", "speaker"):
+        probe = (block.get(kind) or {}).get("probe") or {}
+        names = (block.get(kind) or {}).get("layers") or list(probe)
+        if not probe:
+            continue
+        layers = layers or list(names)
+        curves[kind] = (np.array([probe[n]["mean"] if n in probe else np.nan for n in layers], dtype=float),
+                        np.array([probe[n].get("std", 0.0) if n in probe else np.nan for n in layers], dtype=float))
+    return layers, curves
+
+
+def _probe_file_figure(p: dict, folder: Path, fid: str) -> Figure | str:
+    """The probe file of ``harness teacher probe``: phone and speaker accuracy per layer for the
+    teacher (solid) and its random-init twin (dashed), and the teacher's layer-layer CKA."""
+    layers, teacher = _probe_curves(p["upstream"])
+    _, twin = _probe_curves(p.get("random_twin") or {})
+    if not teacher:
+        return "the probe file has no phone or speaker probe"
+    cka = (p["upstream"].get("phone") or {}).get("cka")
+    ncol = 3 if cka else 2
+    fig, axes = plt.subplots(1, ncol, figsize=(4.6 * ncol, 3.8), squeeze=False, layout="constrained")
+    ticks = ["FE" if n == "frontend" else n.removeprefix("layer_") for n in layers]
+    x = np.arange(len(layers))
+    for ax, kind in zip(axes[0], ("phone", "speaker")):
+        for who, curves, style, color in (("teacher", teacher, "-", _PALETTE[0]), ("random-init twin", twin, "--", "0.5")):
+            if kind not in curves:
+                continue
+            mean, std = curves[kind]
+            ax.errorbar(x, mean, yerr=std, fmt="o", ls=style, ms=4, lw=1.5, color=color, capsize=2, label=who)
+            if who == "teacher":
+                best = int(np.nanargmax(mean))
+                ax.plot(x[best], mean[best], "*", ms=13, color=color, mec="black", mew=0.6, zorder=4)
+        info = (p["upstream"].get(kind) or {})
+        ax.set_title(f"{kind} probe ({info.get('classes', '?')} classes; best layer starred)", fontsize=10)
+        ax.set_xticks(x, ticks)
+        ax.set_xlabel("teacher layer (FE = front-end output, 0 = encoder input)")
+        ax.set_ylabel("test accuracy")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    if cka:
+        m = np.asarray(cka, dtype=float)
+        im = _heat(axes[0, 2], m, 0, 1, "viridis")
+        fig.colorbar(im, ax=axes[0, 2], shrink=0.9, label="linear CKA")
+        axes[0, 2].set_xticks(np.arange(len(ticks)), ticks)
+        axes[0, 2].set_yticks(np.arange(len(ticks)), ticks)
+        axes[0, 2].set_xlabel("teacher layer")
+        axes[0, 2].set_ylabel("teacher layer")
+        axes[0, 2].set_title("teacher layer-layer CKA", fontsize=10)
+    checks = p["upstream"].get("checks") or {}
+    extra = ""
+    if checks:
+        extra = (f" Best phone layer {checks.get('best_phone_layer')}, speaker {checks.get('best_speaker_layer')}; "
+                 f"phone/speaker profile correlation {checks.get('phone_speaker_profile_corr', float('nan')):.2f}.")
+    return _save(fig, folder, fid, "Teacher: layer-wise probes",
+                 "Linear probe accuracy per teacher layer (mean ± std over probe seeds), teacher against a "
+                 "random-init twin of the same architecture: where phonetic and speaker information lives, "
+                 "hence which teacher layer each student layer should be matched to." + extra)
 
 
 def layer_weights(results: Results, groups: pd.Series, folder: Path, fid: str = "layer_weights") -> Figure | str:
