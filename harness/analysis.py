@@ -375,19 +375,29 @@ def upstream_cka(
         if abs(upstream_a.frame_rate - upstream_b.frame_rate) > 1e-6:
             raise ValueError(f"CKA needs the same frame rate: {upstream_a.frame_rate} vs {upstream_b.frame_rate} Hz")
         fb = extract(upstream_b, recs, data_dir)
-    n_per = [min(len(fa[next(iter(fa))][i]), len(fb[next(iter(fb))][i]) if fb else 10**9) for i in range(len(recs))]
-    total = sum(n_per)
-    rng = np.random.default_rng(seed)
-    sel = np.sort(rng.choice(total, size=min(max_frames, total), replace=False))
-
-    def stack(f: dict) -> list[np.ndarray]:
-        return [np.concatenate([v[i][: n_per[i]] for i in range(len(recs))], 0)[sel] for v in f.values()]
-
-    a = stack(fa)
+    a, b = same_frames([fa, fb] if fb else [fa], list(fa), list(fb) if fb else [], max_frames, seed)
     return {
         "layers_a": list(fa), "layers_b": list(fb) if fb else list(fa),
-        "cka": cka_matrix(a, stack(fb) if fb else None).tolist(), "frames": int(len(sel)),
+        "cka": cka_matrix(a, b if fb else None).tolist(), "frames": int(len(a[0])),
     }
+
+
+def same_frames(feats: list[dict], names_a: list[str], names_b: list[str], max_frames: int, seed: int):
+    """The same seeded sample of frames from the layers of one or two upstreams' features.
+
+    ``feats`` holds one or two ``extract`` results over the same records; per utterance the
+    shorter frame count is used (front-ends may differ by a frame at the end). Returns
+    ``(layers of names_a, layers of names_b)``, each a list of ``(n, D)`` arrays.
+    """
+    first = [f[next(iter(f))] for f in feats]
+    n_per = [min(len(x[i]) for x in first) for i in range(len(first[0]))]
+    total = sum(n_per)
+    sel = np.sort(np.random.default_rng(seed).choice(total, size=min(max_frames, total), replace=False))
+
+    def stack(f: dict, names: list[str]) -> list[np.ndarray]:
+        return [np.concatenate([f[n][i][: n_per[i]] for i in range(len(n_per))], 0)[sel] for n in names]
+
+    return stack(feats[0], names_a), stack(feats[-1], names_b)
 
 
 # ----------------------------------------------------------------------------- per run
@@ -433,16 +443,9 @@ def analyse_run(run_dir: str | Path, corpus: str | Path | None = None, split: st
     fs, ft = extract(student, recs, corpus), extract(teacher, recs, corpus)
     s_names = [n for n in fs if n.startswith("layer_")]
     t_names = [n for n in ft if n.startswith("layer_")]
-    n_per = [min(len(fs[s_names[0]][i]), len(ft[t_names[0]][i])) for i in range(len(recs))]
-    total = sum(n_per)
-    sel = np.sort(np.random.default_rng(seed).choice(total, size=min(max_frames, total), replace=False))
-
-    def stack(f: dict, names: list[str]) -> list[np.ndarray]:
-        return [np.concatenate([f[n][i][: n_per[i]] for i in range(len(recs))], 0)[sel] for n in names]
-
-    a = stack(fs, s_names)
-    m, w = cka_matrix(a, stack(ft, t_names)), cka_matrix(a)
-    between = {"frames": int(len(sel))}
+    a, b = same_frames([fs, ft], s_names, t_names, max_frames, seed)
+    m, w = cka_matrix(a, b), cka_matrix(a)
+    between = {"frames": int(len(a[0]))}
     out = {
         "cka_teacher": m.round(5).tolist(), "cka_self": w.round(5).tolist(),
         "layers_student": s_names, "layers_teacher": t_names, "teacher": spec, "split": split,
