@@ -572,13 +572,21 @@ def _run_ray(sweep: Sweep, todo: list[dict], res: dict, address: str | None, log
     from ray import tune
 
     address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
-    else:
-        ray.init(
-            num_cpus=os.cpu_count(), include_dashboard=False, ignore_reinit_error=True,
-            _temp_dir=_ray_temp_dir(sweep.out_dir), log_to_driver=False,
-        )
+    try:
+        if address:
+            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+        else:
+            ray.init(
+                num_cpus=os.cpu_count(), include_dashboard=False, ignore_reinit_error=True,
+                _temp_dir=_ray_temp_dir(sweep.out_dir), log_to_driver=False,
+            )
+    except Exception as err:  # one line for the user; finished trials are on disk already
+        where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        raise ConfigError(
+            f"sweep {sweep.config.name!r}: could not start {where} ({type(err).__name__}: {first}); "
+            "finished trials are kept: fix the cause and rerun with --resume, or run in-process with --local"
+        ) from None
     try:
         trainable = tune.with_resources(_ray_trainable, res)
         tune_dir = sweep.out_dir / "_tune"

@@ -162,3 +162,20 @@ def test_ray_temp_dir_keeps_socket_paths_short(tmp_path):
     assert len(got) + len(_RAY_SOCKET_TAIL) <= 107 and not got.startswith(str(long_out))
     short = _ray_temp_dir(__import__("pathlib").Path("/tmp/r"))
     assert short == "/tmp/r/_ray"
+
+
+def test_ray_that_cannot_start_is_one_line_and_keeps_finished_trials(tmp_path, fake_distill, monkeypatch):
+    ray = pytest.importorskip("ray")
+
+    def refuse(*a, **k):
+        raise OSError("validate_socket_filename failed: AF_UNIX path length cannot exceed 107 bytes\nmore")
+
+    monkeypatch.setattr(ray, "init", refuse)
+    path = _write(tmp_path, SWEEP.replace("[0.0, 0.5]", "[0.5]").replace("[0, 1]", "[0]"))
+    done = tmp_path / "results/demo/variant=none-w=0.5-s0"
+    done.mkdir(parents=True)
+    (done / "trial.json").write_text("{}")
+    (done / "summary.json").write_text(json.dumps({"status": "ok", "tasks": {}}))
+    with pytest.raises(ConfigError, match=r"could not start a local Ray instance \(OSError: .*107 bytes.*--resume") as err:
+        run_sweep(path, resume=True, log=lambda s: None)
+    assert "\n" not in str(err.value) and (done / "summary.json").is_file()
