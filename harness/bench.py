@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from harness.config import RunConfig, load_run_config, to_dict
+from harness.bench_throughput import write_json
 from harness.provenance import git_commit, hardware, now_iso
 
 VARIANTS = ("none", "top", "bottom", "middle", "interleaved")
@@ -190,7 +191,7 @@ def bench_stacking(
         },
         "results": results,
     }
-    _write_report(out, report)
+    write_json(out, report)
     log(format_stacking(report))
     return report
 
@@ -320,7 +321,7 @@ def bench_teacher_cache(
         "settings": {"profile": profile, "overrides": list(overrides), "config": to_dict(cfg)},
         "results": results,
     }
-    _write_report(out, report)
+    write_json(out, report)
     log(format_teacher_cache(report))
     return report
 
@@ -341,9 +342,3 @@ def format_teacher_cache(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _write_report(out: str | Path, report: dict) -> None:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2, default=str))
-    tmp.replace(out)

@@ -29,13 +29,7 @@ from harness.bench_throughput import (
 from harness.cli import main
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models on a shared 2-core machine
-    yield
-    torch.set_num_threads(n)
-
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 def tiny(**kw) -> ThroughputSettings:
     base = dict(layers=2, width=32, heads=4, ffn=64, batch=2, seconds=0.5, steps=1, repeats=2, warmup=1,

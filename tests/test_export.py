@@ -15,17 +15,9 @@ from harness.stacking import grow, plan
 from harness.student import TeacherInfo, save_student, student_tiny
 
 # s3prl's own weight_norm call warns about its deprecation; not ours to fix
-pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning"), pytest.mark.usefixtures("one_thread")]
 
 LAYERS = [[16, 10, 5], [16, 3, 2], [16, 3, 2], [16, 3, 2], [16, 3, 2], [16, 2, 2], [16, 2, 2]]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models on a shared 2-core machine
-    yield
-    torch.set_num_threads(n)
 
 
 class ConvStack(nn.Module):

@@ -15,17 +15,9 @@ from harness.registry import RegistryError
 from harness.stacking import CostModel, grow, plan, ramp_masks, stage_depths, stage_steps
 from harness.student import TeacherInfo, student_tiny
 
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 VARIANTS = ["top", "bottom", "middle", "interleaved"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models on a shared 2-core machine: a second intra-op thread only spin-waits
-    # (measured ~50x slower per step under load), so these tests run single-threaded.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 from strided_frontend import StridedFrontend  # noqa: E402  (shared test front-end)

@@ -24,15 +24,10 @@ from harness.student import (
 from harness.teachers.base import Upstream
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models on a shared 2-core machine
-    yield
-    torch.set_num_threads(n)
-
-
 from strided_frontend import StridedFrontend  # noqa: E402  (shared test front-end)
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def build_strided(spec: dict) -> nn.Module:
