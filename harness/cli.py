@@ -176,6 +176,8 @@ def cmd_teacher_pretrain(args: argparse.Namespace) -> int:
         steps2=args.steps2, iterations=args.iterations, iter2_layer=args.iter2_layer, iter2_init=args.iter2_init,
         k1=args.k1, k2=args.k2, lr=args.lr, batch_seconds=args.batch_seconds, unmasked_weight=args.unmasked_weight, threads=args.threads, seed=args.seed, max_utts=args.max_utts,
         phone_minutes=args.phone_minutes, phone_steps=args.phone_steps, phone_max_utts=args.phone_max_utts, init=args.init,
+        utt_minutes=args.utt_minutes, utt_steps=args.utt_steps, utt_layer=args.utt_layer, utt_weight=args.utt_weight,
+        utt_positives=args.utt_positives,
         post_ln=None if args.pre_ln is None else not args.pre_ln, iter2_cmvn=None if args.no_cmvn is None else not args.no_cmvn,
     )
     pretrain(cfg, data, Path(args.out), log_fn=lambda m: print(m, flush=True))
@@ -215,7 +217,12 @@ def add_teacher_pretrain_probe(teacher) -> None:
     p.add_argument("--phone-minutes", type=float, help="wall-clock budget of the phone iteration (corpus phone alignments as targets; 0 = none)")
     p.add_argument("--phone-steps", type=int, help="step budget of the phone iteration (0 = time only)")
     p.add_argument("--phone-max-utts", type=int, help="distill utterances for the phone iteration (0 = all)")
-    p.add_argument("--init", help="start from this embedded checkpoint (with --iterations 0: add the phone iteration to it)")
+    p.add_argument("--utt-minutes", type=float, help="wall-clock budget of the utterance iteration (phone targets + self-supervised utterance-level contrastive loss; 0 = none)")
+    p.add_argument("--utt-steps", type=int, help="step budget of the utterance iteration (0 = time only)")
+    p.add_argument("--utt-layer", type=int, help="hidden state whose segment mean is contrasted in the utterance iteration")
+    p.add_argument("--utt-positives", choices=("halves", "speaker"), help="utterance iteration positives: halves of one utterance (self-supervised) or two utterances of one speaker (SID-scored speakers left out)")
+    p.add_argument("--utt-weight", type=float, help="weight of the contrastive loss in the utterance iteration")
+    p.add_argument("--init", help="start from this embedded checkpoint (with --iterations 0: add the phone and/or utterance iteration to it)")
     p.add_argument("--iter2-layer", type=int, help="hidden state of the iteration-1 model clustered for iteration 2")
     p.add_argument("--iter2-init", help="continue (from iteration-1 weights) or scratch")
     p.add_argument("--no-cmvn", action="store_true", default=None, help="no per-utterance CMVN before the 2nd clustering")

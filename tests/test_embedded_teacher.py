@@ -73,7 +73,7 @@ def test_plain_embedded_spec_is_the_shipped_asset():
 
     assert ASSET.is_file(), "the shipped teacher harness/assets/teacher_embedded.pt is missing"
     t = load_teacher("embedded")
-    assert (t.num_layers, t.width, t.frame_rate) == (8, 192, 50.0) and t.id == "embedded-7b6fe45bf602a728"
+    assert (t.num_layers, t.width, t.frame_rate) == (8, 192, 50.0) and t.id == "embedded-fcba576361c44c3c"
     with torch.no_grad():
         states, flen = t.hidden_states(torch.randn(1, 16000) * 0.1, torch.tensor([16000]))
     assert len(states) == 9 and states[0].shape == (1, 49, 192) and torch.isfinite(states[-1]).all()

@@ -178,3 +178,22 @@ def test_as_baseline_fills_the_memo_trials_read(corpus, tmp_path, monkeypatch, c
     res = ev.baseline_results("fbank", ["ks"], corpus, "embedded", "cpu", cache, 0, {"ks": {"steps": 20}}, 1, None)
     assert res["tasks"]["ks"]["status"] == "ok"
     assert main(["evaluate", "fbank", "--as-baseline", "--tasks", "ks"]) == 2  # needs --corpus
+
+
+def test_a_rebuilt_corpus_gets_fresh_features_and_baselines(tmp_path):
+    """Same utterance ids and paths, another build (corpus.json config_hash): nothing reused."""
+    from harness.superb.cache import corpus_tag
+
+    corpus = write_corpus(tmp_path / "corpus", tasks=("ks",))
+    assert corpus_tag(corpus) == "" and corpus_tag(tmp_path / "nowhere") == ""
+    common = dict(profile="tiny", cache_dir=tmp_path / "c", options=_opts(["ks"]), ref="toy:1", log=None)
+    evaluate("toy:0", "ks", corpus, None, **common)
+    stores = lambda: sorted(p.name for p in (tmp_path / "c" / "toy-0").iterdir())
+    memo = lambda: sorted(p.name for p in (tmp_path / "c" / "results").glob("*.json"))
+    first_stores, first_memo = stores(), memo()
+    evaluate("toy:0", "ks", corpus, None, **common)
+    assert stores() == first_stores and memo() == first_memo  # same build: all reused
+    (corpus / "corpus.json").write_text(json.dumps({"config_hash": "format2"}))
+    assert corpus_tag(corpus) == "format2"
+    evaluate("toy:0", "ks", corpus, None, **common)
+    assert len(stores()) == 2 * len(first_stores) and len(memo()) == 2 * len(first_memo)

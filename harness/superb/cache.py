@@ -58,8 +58,22 @@ class SplitFeatures:
         return self.frames[self.offsets[i]: self.offsets[i + 1]]
 
 
-def _key(upstream_id: str, records: list[dict], frames: bool, max_samples: int = 0) -> str:
+def corpus_tag(root: Path) -> str:
+    """The corpus build's identity: ``config_hash`` of ``root/corpus.json`` ("" when absent).
+
+    Cache keys include it: a rebuilt corpus (another format or profile) reuses utterance ids
+    and paths, and must not be served features or baselines of the old audio.
+    """
+    try:
+        return str(json.loads((Path(root) / "corpus.json").read_text()).get("config_hash", ""))
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+
+def _key(upstream_id: str, records: list[dict], frames: bool, max_samples: int = 0, corpus: str = "") -> str:
     h = hashlib.sha1(f"{upstream_id}|crop={max_samples}".encode())
+    if corpus:
+        h.update(f"corpus={corpus}\n".encode())
     for r in records:
         h.update(f"{r['id']}|{r.get('path')}|{r.get('num_samples')}\n".encode())
     return h.hexdigest()[:12] + ("-frames" if frames else "")
@@ -109,8 +123,9 @@ def split_features(upstream, records: list[dict], root: Path, split: str, cache_
     """
     crop = int(round(max_seconds * 16000))
     base = Path(cache_dir) / _safe(upstream.id)
-    with_frames = base / f"{split}-{len(records)}-{_key(upstream.id, records, True, crop)}"
-    pooled_only = base / f"{split}-{len(records)}-{_key(upstream.id, records, False, crop)}"
+    tag = corpus_tag(root)
+    with_frames = base / f"{split}-{len(records)}-{_key(upstream.id, records, True, crop, tag)}"
+    pooled_only = base / f"{split}-{len(records)}-{_key(upstream.id, records, False, crop, tag)}"
     for cand in ([with_frames] if frames else [with_frames, pooled_only]):
         if (cand / "index.json").exists():
             return open_store(cand)

@@ -80,6 +80,11 @@ def label_key(label) -> str:
     return label if isinstance(label, str) else json.dumps(label, sort_keys=True)
 
 
+CLASS_SEED = 0
+"""Seed of the class subset of a task with ``max_classes`` (the embedded SID's 128 speakers):
+fixed, so every evaluation seed scores the same speakers."""
+
+
 def keep_classes(splits: dict[str, list[dict]], train: str, limit: int, seed: int = 0
                  ) -> dict[str, list[dict]]:
     """Keep the records of ``limit`` classes (a seeded sample of the training labels).

@@ -26,8 +26,8 @@ import torch
 
 import harness.superb.fbank  # noqa: F401  (registers the 'fbank' upstream kind)
 from harness.superb import score as scoring
-from harness.superb.cache import split_features
-from harness.superb.data import check_splits, keep_classes, read_split, subsample
+from harness.superb.cache import corpus_tag, split_features
+from harness.superb.data import CLASS_SEED, check_splits, keep_classes, read_split, subsample
 from harness.superb.tasks import Task, parse_tasks
 from harness.superb.train import train_task
 
@@ -257,7 +257,10 @@ def _evaluate(upstream, tasks, corpus_dir, out_path, profile, device, cache_dir,
 def _run_task(up, task: Task, corpus_dir: Path, cache_dir: Path, device, seed, log) -> dict:
     records = {split: read_split(corpus_dir, split) for split in task.splits}
     if task.level == "utterance":
-        records = keep_classes(records, task.splits[0], task.max_classes, seed)
+        # the class subset does not follow the evaluation seed: every seed scores the same
+        # classes (seeds vary the head and the utterance sample, not the task), and the
+        # embedded teacher's speaker stage can leave exactly these speakers out
+        records = keep_classes(records, task.splits[0], task.max_classes, CLASS_SEED)
     feats = {}
     for split, limit in zip(task.splits, task.max_utts):
         records[split] = subsample(records[split], limit, seed)
@@ -319,7 +322,7 @@ def baseline_results(source: str, tasks, corpus_dir, profile, device, cache_dir,
     opts = options or {}
     defs = [dataclasses.asdict(t.replace(**opts.get(t.name, {}))) for t in parse_tasks(tasks, profile)]
     key = hashlib.sha1(json.dumps(
-        [up.id, sorted(tasks), str(Path(corpus_dir).resolve()), profile, seed, options, defs],
+        [up.id, sorted(tasks), str(Path(corpus_dir).resolve()), corpus_tag(Path(corpus_dir)), profile, seed, options, defs],
         sort_keys=True, default=str).encode()).hexdigest()[:16]
     path = Path(cache_dir) / "results" / f"{key}.json"
     if path.is_file():

@@ -28,24 +28,29 @@ from __future__ import annotations
 
 import math
 
-# Published SUPERB numbers, as fractions (accuracy; PER/WER). Sources:
-#   HuBERT Base: SUPERB paper, Yang et al., "SUPERB: Speech processing Universal PERformance
-#     Benchmark", Interspeech 2021 (arXiv 2105.01051), Table 3 (PR 5.41 PER, KS 96.30,
-#     IC 98.34, SID 81.42, ER 64.92, ASR 6.42 WER without LM).
-#   FBANK: same table, FBANK row (PR 82.01, KS 8.63, IC 9.10, SID 8.5E-4 (percent, i.e.
-#     chance level), ER 35.39, ASR 23.18).
-# TO BE VERIFIED: these values were written from the paper as remembered; no source text
-# available in this environment (installed packages, the search index) shows the table, so
-# check them against arXiv 2105.01051 Table 3 before publishing paper-profile scores.
-PAPER_VERIFIED = False
+# Published SUPERB numbers, as fractions (accuracy; PER/WER). Source: the SUPERB paper,
+# Yang et al., "SUPERB: Speech processing Universal PERformance Benchmark", Interspeech 2021
+# (arXiv 2105.01051), Table 3, as reproduced by the SUPERB team's leaderboard code
+# (github.com/superbbenchmark/website-react, backend/utils.py, get_leaderboard_default(),
+# rows "paper"/"Interspeech2021"; and superbbenchmark.github.io, src/data/public.json):
+#   HuBERT Base: PR 5.41 PER, KS 96.30, IC 98.34, SID 81.42, ER 64.92, ASR 6.42 WER (no LM);
+#     the same in every version of that code.
+#   FBANK: PR 82.01, ASR 23.18 (stable); KS 8.63, IC 9.10, SID 8.5E-4 (percent, i.e. chance),
+#     ER 35.39 as first published (leaderboard commit a95dd11, 2021-07). The leaderboard
+#     later re-ran FBANK (commit 025458a, 2021-10) and now normalises with KS 41.38,
+#     IC 9.65, SID 20.06, ER 48.24: PAPER_FBANK_RERUN.
+# Checked against that code, not against the paper's PDF (not readable here).
 PAPER_REFERENCE: dict[str, float] = {
     "pr": 0.0541, "ks": 0.9630, "ic": 0.9834, "sid": 0.8142, "er": 0.6492, "asr": 0.0642,
 }
 PAPER_FBANK: dict[str, float] = {
     "pr": 0.8201, "ks": 0.0863, "ic": 0.0910, "sid": 8.5e-6, "er": 0.3539, "asr": 0.2318,
 }
-PAPER_SOURCE = ("SUPERB paper (arXiv 2105.01051) Table 3: HuBERT Base and FBANK rows; "
-                "to be verified" if not PAPER_VERIFIED else "SUPERB paper (arXiv 2105.01051) Table 3")
+PAPER_FBANK_RERUN: dict[str, float] = {
+    "pr": 0.8201, "ks": 0.413827, "ic": 0.096494, "sid": 0.200582, "er": 0.482367, "asr": 0.2318,
+}
+PAPER_SOURCE = ("SUPERB paper (arXiv 2105.01051) Table 3, HuBERT Base and FBANK rows, as in the SUPERB "
+                "leaderboard code (superbbenchmark/website-react backend/utils.py)")
 
 
 class ScoreError(ValueError):

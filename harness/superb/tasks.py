@@ -193,7 +193,8 @@ def pr(profile: str = "embedded") -> Task:
     return _pick(
         profile,
         base.replace(lr=1e-2, steps=150, batch_size=16, eval_every=50, max_utts=(128, 48, 64)),
-        base.replace(lr=1e-2, steps=300, batch_size=16, eval_every=100, max_utts=(300, 60, 120)),
+        # 240 test utterances: at 120 the standard error of a PER/WER difference was ~0.024
+        base.replace(lr=1e-2, steps=300, batch_size=16, eval_every=100, max_utts=(300, 60, 240)),
         base.replace(optimizer="adam", lr=1e-2, steps=100_000, batch_size=32, eval_every=1000,
                      normalize=False),
     )
@@ -211,7 +212,7 @@ def asr(profile: str = "embedded") -> Task:
         base.replace(lr=2e-3, steps=150, batch_size=16, eval_every=50, hidden=64,
                      max_utts=(128, 48, 64), downsample=2),
         base.replace(lr=2e-3, steps=400, batch_size=16, eval_every=100, hidden=96,
-                     max_utts=(300, 60, 120), downsample=2),
+                     max_utts=(300, 60, 240), downsample=2),
         base.replace(optimizer="adam", lr=1e-4, steps=200_000, batch_size=32, eval_every=2000,
                      hidden=1024, normalize=False),
     )
