@@ -139,7 +139,7 @@ probe_dir="$results/$profile-teacher-probe"
 if [ "$profile" = tiny ]; then
   teacher=dummy
 elif [ "$retrain" = 1 ]; then
-  step "pretraining the embedded teacher (up to ~60 min on 2 cores)"
+  step "pretraining the embedded teacher (about 90 min on 2 cores)"
   harness teacher pretrain --profile embedded --data "$data" --out "$results/teacher/teacher_embedded.pt"
   teacher="embedded:$results/teacher/teacher_embedded.pt"
 fi
