@@ -506,3 +506,29 @@ def test_probe_figure_from_the_shipped_teacher_probe_file(tmp_path):
     svg = (tmp_path / "teacher_probes.svg").read_text()
     assert "random-init twin" in svg and "upstream_phone_probe" not in svg
     assert "profile correlation" in fig.caption
+
+
+def test_frontier_labels_do_not_overlap():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from harness.report.figures import separate_labels
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    pts = [(58.8, 520.7), (60.8, 514.3), (60.3, 509.3), (58.1, 466.0), (83.2, 437.9)]  # the crowded reference run
+    ax.plot(*zip(*pts), "o")
+    ax.set_xlim(54, 91)
+    ax.set_ylim(330, 625)  # the axes of that figure (error bars widen them)
+    labels = [ax.annotate(f"variant {i} (n=3)", p, xytext=(8, 6), textcoords="offset points", fontsize=9)
+              for i, p in enumerate(pts)]
+    fig.tight_layout()
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    before = [a.get_window_extent(renderer) for a in labels]
+    assert any(before[i].overlaps(before[j]) for i in range(5) for j in range(i))  # the case being fixed
+    separate_labels(fig, labels)
+    boxes = [a.get_window_extent(renderer) for a in labels]
+    assert not any(boxes[i].overlaps(boxes[j]) for i in range(5) for j in range(i))
+    assert all(a.xyann[0] == 8 for a in labels)  # moved vertically only
+    plt.close(fig)

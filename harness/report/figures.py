@@ -114,6 +114,26 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
+def separate_labels(fig, labels: list, step: float = 4.0, tries: int = 40) -> None:
+    """Move point labels (``annotate`` in offset points) apart until no two overlap.
+
+    Labels are placed one by one, highest point first; a label that would overlap one
+    already placed is moved down (then up) in ``step``-point steps, keeping its x offset.
+    """
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    placed = []
+    for ann in sorted(labels, key=lambda a: -a.xy[1]):
+        dx, dy = ann.xyann
+        for k in range(tries):
+            shift = (k + 1) // 2 * step * (-1 if k % 2 else 1) if k else 0.0
+            ann.xyann = (dx, dy - shift)
+            box = ann.get_window_extent(renderer)
+            if not any(box.overlaps(b) for b in placed):
+                break
+        placed.append(ann.get_window_extent(renderer))
+
+
 def frontier(results: Results, groups: pd.Series, folder: Path, fid: str = "frontier") -> Figure | str:
     """Train time vs SUPERB score per group: mean +/- std error bars, Pareto front drawn."""
     runs = results.runs[results.runs["ok"] & results.runs["key"].isin(groups.index)].copy()
@@ -137,8 +157,8 @@ def frontier(results: Results, groups: pd.Series, folder: Path, fid: str = "fron
         ax.errorbar(x, y, xerr=np.nan_to_num(r.ts) / scale, yerr=np.nan_to_num(r.qs), fmt="o", ms=8,
                     color=colors[g], capsize=3, lw=1.4, zorder=3, mec="black" if g in on else colors[g],
                     mew=1.6 if g in on else 1.0)
-        ax.annotate(f"{g} (n={int(r.n)})", (x, y), xytext=(8, 6), textcoords="offset points", fontsize=9,
-                    color="0.15")
+    labels = [ax.annotate(f"{g} (n={int(r.n)})", (x, y), xytext=(8, 6), textcoords="offset points",
+                          fontsize=9, color="0.15") for (g, r), (x, y) in zip(stats.iterrows(), pts)]
     ax.set_xlabel(f"train wall-clock ({unit}), lower is faster")
     ax.set_ylabel("SUPERB score (higher is better)")
     ax.grid(True, alpha=0.3)
@@ -147,6 +167,7 @@ def frontier(results: Results, groups: pd.Series, folder: Path, fid: str = "fron
     # Leave room for the labels at the extremes.
     ax.margins(x=0.12, y=0.12)
     fig.tight_layout()
+    separate_labels(fig, labels)
     on_front = ", ".join(order[i] for i in front)
     return _save(fig, folder, fid, "Speed vs quality",
                  f"Mean ± std over seeds. Points outlined in black are on the Pareto front (no other "
