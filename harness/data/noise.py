@@ -150,6 +150,8 @@ def augment(
     snr_db: tuple[float, float] = (5.0, 30.0),
     level_db: tuple[float, float] = (-35.0, -15.0),
     p_clean: float = 0.1,
+    kinds: tuple[str, ...] = NOISE_TYPES,
+    p_room: float = 0.5,
 ) -> tuple[np.ndarray, dict]:
     """Channel, noise at a random SNR, and a random level for one utterance.
 
@@ -160,15 +162,17 @@ def augment(
         snr_db: uniform SNR range (dB, speech active RMS over noise RMS).
         level_db: uniform output active-RMS range (dBFS).
         p_clean: probability of adding no noise (channel and level still apply).
+        kinds: noise types to draw from (``babble`` needs ``babble_bank``).
+        p_room: probability of a room response in the channel.
 
     Returns:
         ``(audio (S,) float32 in [-1, 1], info)`` with info ``{"noise", "snr_db", "level_db"}``
         (``noise`` is ``"none"`` and ``snr_db`` ``None`` for a clean draw).
     """
-    y = channel(speech, rng)
+    y = channel(speech, rng, p_room=p_room)
     info: dict = {"noise": "none", "snr_db": None}
     if rng.random() >= p_clean:
-        kind = NOISE_TYPES[rng.integers(len(NOISE_TYPES))]
+        kind = kinds[rng.integers(len(kinds))]
         snr = float(rng.uniform(*snr_db))
         noise = make_noise(kind, len(y), rng, babble_bank)
         y = y + noise * (active_rms(y) / 10 ** (snr / 20))

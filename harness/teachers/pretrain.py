@@ -518,7 +518,8 @@ _REAUG_NOISE = ("white", "pink", "brown", "hum", "machine")  # babble needs a vo
 
 
 def reaugment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A fresh random channel, maybe noise (10-30 dB SNR), and a random level for one segment.
+    """A fresh random channel, maybe noise (10-30 dB SNR), and a random level for one segment
+    (:func:`harness.data.noise.augment` without babble, noise half the time, fewer rooms).
 
     Applied independently to the two halves of an utterance in the utterance iteration, so
     that what the halves share is the voice and the speaking style, not the recording:
@@ -527,15 +528,7 @@ def reaugment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """
     from harness.data import noise
 
-    y = noise.channel(x, rng, p_phone=0.15, p_room=0.3)
-    if rng.random() < 0.5:
-        kind = _REAUG_NOISE[rng.integers(len(_REAUG_NOISE))]
-        y = y + noise.make_noise(kind, len(y), rng) * (noise.active_rms(y) / 10 ** (rng.uniform(10, 30) / 20))
-    y = y * (10 ** (rng.uniform(-35, -15) / 20) / (noise.active_rms(y) + 1e-9))
-    peak = float(np.max(np.abs(y))) if len(y) else 0.0
-    if peak > 0.99:
-        y = y * (0.99 / peak)
-    return y.astype(np.float32)
+    return noise.augment(x, rng, None, snr_db=(10.0, 30.0), p_clean=0.5, kinds=_REAUG_NOISE, p_room=0.3)[0]
 
 
 def halves_batch(
