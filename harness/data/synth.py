@@ -19,7 +19,7 @@ ic_*            Fluent Speech Commands style commands; ``slots`` = action/object
                 ``label`` = ``"action|object|location"`` (31 intents)
 sid_*           read sentences of every speaker; unseen utterances of seen speakers
 er_*            a prosody-style PROXY for emotion (not emotional speech): 4 speaking styles
-                made from pitch, pitch range, rate and loudness; ``label`` = style
+                made from pitch, pitch range, rate, pauses and loudness; ``label`` = style
 asr_*           read sentences with ``text`` (words) and ``phones`` (PR and ASR share them)
 =============== =============================================================================
 

@@ -16,7 +16,7 @@ the utterance-level class from the record's ``label``. ``pr`` and ``asr`` both r
 the record's ``text`` as characters after :func:`harness.superb.metrics.normalize_text`.
 
 ``er`` on the embedded corpus is a **prosody-style proxy** for emotion recognition (four
-speaking styles made from pitch, pitch range, rate and loudness), not emotion; the name
+speaking styles made from pitch, pitch range, rate, pauses and loudness), not emotion; the name
 ``er`` is kept so that the same task reads IEMOCAP in the paper profile.
 """
 
@@ -175,7 +175,7 @@ def sid(profile: str = "embedded") -> Task:
 @TASKS.register("er")
 def er(profile: str = "embedded") -> Task:
     """Emotion recognition; on the embedded corpus a prosody-style proxy (4 speaking
-    styles from pitch, pitch range, rate and loudness), named as such; IEMOCAP in paper."""
+    styles from pitch, pitch range, rate, pauses and loudness), named as such; IEMOCAP in paper."""
     task = _utterance("er", "emotion recognition", profile,
                       embedded=dict(max_utts=(400, 160, 400), max_seconds=1.5), paper_steps=30_000)
     if profile != "paper":
