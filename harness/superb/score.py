@@ -38,16 +38,13 @@ import math
 #   FBANK: PR 82.01, ASR 23.18 (stable); KS 8.63, IC 9.10, SID 8.5E-4 (percent, i.e. chance),
 #     ER 35.39 as first published (leaderboard commit a95dd11, 2021-07). The leaderboard
 #     later re-ran FBANK (commit 025458a, 2021-10) and now normalises with KS 41.38,
-#     IC 9.65, SID 20.06, ER 48.24: PAPER_FBANK_RERUN.
+#     IC 9.65, SID 20.06, ER 48.24 (PR and ASR unchanged); the score here uses the first set.
 # Checked against that code, not against the paper's PDF (not readable here).
 PAPER_REFERENCE: dict[str, float] = {
     "pr": 0.0541, "ks": 0.9630, "ic": 0.9834, "sid": 0.8142, "er": 0.6492, "asr": 0.0642,
 }
 PAPER_FBANK: dict[str, float] = {
     "pr": 0.8201, "ks": 0.0863, "ic": 0.0910, "sid": 8.5e-6, "er": 0.3539, "asr": 0.2318,
-}
-PAPER_FBANK_RERUN: dict[str, float] = {
-    "pr": 0.8201, "ks": 0.413827, "ic": 0.096494, "sid": 0.200582, "er": 0.482367, "asr": 0.2318,
 }
 PAPER_SOURCE = ("SUPERB paper (arXiv 2105.01051) Table 3, HuBERT Base and FBANK rows, as in the SUPERB "
                 "leaderboard code (superbbenchmark/website-react backend/utils.py)")
