@@ -10,15 +10,20 @@ usage() {
   cat <<'USAGE'
 usage: ./run_all.sh [--quick] [--profile embedded|paper] [options]
        ./run_all.sh test [PYTEST_ARGS...]
+       ./run_all.sh lock | repair
 
-Sets up .venv (Python >= 3.10; created when missing, reinstalled when pyproject.toml
-changes), then runs the main job: the reproduction of the paper's tables.
+Sets up .venv from requirements.lock (Python >= 3.10; created when missing, reinstalled
+when the lock changes or the installed packages drift from it, then smoke-checked), then
+runs the main job: the reproduction of the paper's tables.
 
   (no command)   embedded profile, end to end: synthesise the corpus (eSpeak NG, no
                  downloads), take the shipped embedded teacher, probe its layers, run the
                  studies under sweeps/embedded/ (distill + SUPERB scoring per trial, Ray
                  Tune), write the report under reports/embedded/ and print its path
   test           the test suite (pytest; extra arguments are passed on)
+  lock           re-resolve pyproject.toml's ranges into requirements.lock (uv, with
+                 hashes): after changing a dependency, or to take upstream releases
+  repair         delete .venv and install it again from requirements.lock
 
 Profiles:
   tiny       a few hundred synthetic utterances and the dummy teacher: a smoke run
@@ -40,23 +45,69 @@ Re-running resumes: finished trials, the corpus and caches are reused.
 USAGE
 }
 
+# The environment is requirements.lock: every package, transitively, at an exact version
+# with its hashes. pyproject.toml holds the human-readable ranges the lock is made from
+# (./run_all.sh lock). The venv is stamped with the hash of both files.
+LOCK=requirements.lock
+UV_VERSION=0.13.9  # the locking tool (used by ./run_all.sh lock only)
+
+venv_stamp() { echo ".venv/.lock-$(cat "$LOCK" pyproject.toml | sha1sum | cut -c1-12)"; }
+
+install_from_lock() {
+  local pip=(.venv/bin/python -m pip --disable-pip-version-check)
+  echo "[run_all] installing $LOCK into .venv (first run: a few minutes)"
+  "${pip[@]}" install --quiet --require-hashes --no-deps -r "$LOCK"
+  # what the lock does not name goes (a venv made before the lock, or a package added by hand)
+  local extra
+  extra=$(.venv/bin/python -m harness.envcheck extra "$LOCK")
+  if [ -n "$extra" ]; then
+    echo "[run_all] removing packages the lock does not name: $extra"
+    # shellcheck disable=SC2086
+    "${pip[@]}" uninstall --quiet --yes $extra
+  fi
+  "${pip[@]}" install --quiet --no-deps --no-build-isolation -e .
+}
+
 setup_venv() {
-  local py="${PYTHON:-python3}"
-  local stamp=".venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)"
+  local py="${PYTHON:-python3}" msg stamp
+  [ -f "$LOCK" ] || die "$LOCK is missing: restore it from git or run ./run_all.sh lock"
+  stamp=$(venv_stamp)
   if [ ! -x .venv/bin/python ]; then
-    echo "[run_all] creating .venv with $($py --version 2>&1)"
+    "$py" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null \
+      || die "$py is not Python >= 3.10 (found: $("$py" --version 2>&1)); set PYTHON=/path/to/python3.10+"
+    echo "[run_all] creating .venv with $("$py" --version 2>&1)"
     "$py" -m venv .venv
   fi
+  if [ -f "$stamp" ] && ! msg=$(.venv/bin/python -m harness.envcheck drift "$LOCK"); then
+    echo "[run_all] $msg: reinstalling from the lock"
+    rm -f "$stamp"
+  fi
   if [ ! -f "$stamp" ]; then
-    echo "[run_all] installing the harness and its dependencies into .venv (first run: a few minutes)"
-    .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null
-    .venv/bin/python -m pip install --quiet -e ".[test,pdf]"
-    rm -f .venv/.installed-*
+    install_from_lock
+    msg=$(.venv/bin/python -m harness.envcheck drift "$LOCK") || die "$msg (after installing it: run ./run_all.sh repair)"
+    msg=$(.venv/bin/python -m harness.envcheck smoke) \
+      || die "$msg; if a fresh .venv fails too, the lock holds a pair that does not load: fix the pins in pyproject.toml and run ./run_all.sh lock"
+    rm -f .venv/.lock-* .venv/.installed-*
     touch "$stamp"
   fi
   export PATH="$PWD/.venv/bin:$PATH"
   # Keep Ray quiet and local (no usage stats, no dashboard).
   export RAY_USAGE_STATS_ENABLED=0 RAY_AIR_NEW_OUTPUT=0
+}
+
+# Re-resolve pyproject.toml's ranges into requirements.lock (all platforms, Python >= 3.10,
+# with hashes). Run it after changing a dependency in pyproject.toml, or to take upstream
+# releases on purpose; then run ./run_all.sh test and commit both files.
+make_lock() {
+  local tool=.venv-lock py="${PYTHON:-python3}"
+  if [ ! -x "$tool/bin/uv" ] || [ "$("$tool/bin/uv" --version | cut -d' ' -f2)" != "$UV_VERSION" ]; then
+    "$py" -m venv "$tool"
+    "$tool/bin/python" -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"
+  fi
+  "$tool/bin/uv" pip compile pyproject.toml --extra test --extra pdf --group bootstrap \
+    --universal --python-version 3.10 --generate-hashes --quiet \
+    --custom-compile-command "./run_all.sh lock" -o "$LOCK"
+  echo "[run_all] wrote $LOCK ($(grep -c '^[a-zA-Z]' "$LOCK") pins); run ./run_all.sh test, then commit it with pyproject.toml"
 }
 
 die() { echo "run_all.sh: $*" >&2; exit 2; }
@@ -68,7 +119,14 @@ retrain=0
 librispeech=""
 teacher_spec=""
 results=results
-if [ "${1:-}" = "test" ]; then cmd=test; shift; fi
+case "${1:-}" in
+  test|lock|repair) cmd=$1; shift ;;
+esac
+if [ "$cmd" = lock ]; then make_lock; exit 0; fi
+if [ "$cmd" = repair ]; then
+  echo "[run_all] repair: removing .venv and installing it again from $LOCK"
+  rm -rf .venv
+fi
 if [ "$cmd" = main ]; then
   while [ $# -gt 0 ]; do
     case "$1" in
@@ -97,6 +155,7 @@ fi
 
 setup_venv
 
+if [ "$cmd" = repair ]; then echo "[run_all] .venv matches $LOCK and loads"; exit 0; fi
 if [ "$cmd" = test ]; then
   exec .venv/bin/python -m pytest "$@"
 fi
