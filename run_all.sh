@@ -53,8 +53,13 @@ UV_VERSION=0.13.9  # the locking tool (used by ./run_all.sh lock only)
 
 venv_stamp() { echo ".venv/.lock-$(cat "$LOCK" pyproject.toml | sha1sum | cut -c1-12)"; }
 
+# pip, minus one warning this workplace's pip configuration prints for every package
+pip_quiet() {
+  .venv/bin/python -m pip --disable-pip-version-check "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
+
 install_from_lock() {
-  local pip=(.venv/bin/python -m pip --disable-pip-version-check)
+  local pip=(pip_quiet)
   echo "[run_all] installing $LOCK into .venv (first run: a few minutes)"
   "${pip[@]}" install --quiet --require-hashes --no-deps -r "$LOCK"
   # what the lock does not name goes (a venv made before the lock, or a package added by hand)
@@ -85,8 +90,8 @@ setup_venv() {
   if [ ! -f "$stamp" ]; then
     install_from_lock
     msg=$(.venv/bin/python -m harness.envcheck drift "$LOCK") || die "$msg (after installing it: run ./run_all.sh repair)"
-    msg=$(.venv/bin/python -m harness.envcheck smoke) \
-      || die "$msg; if a fresh .venv fails too, the lock holds a pair that does not load: fix the pins in pyproject.toml and run ./run_all.sh lock"
+    msg=$(.venv/bin/python -m harness.envcheck smoke 2>/dev/null) \
+      || die "${msg:-the smoke check crashed (run .venv/bin/python -m harness.envcheck smoke to see why)}; if a fresh .venv fails too, the lock holds a pair that does not load: fix the pins in pyproject.toml and run ./run_all.sh lock"
     rm -f .venv/.lock-* .venv/.installed-*
     touch "$stamp"
   fi
