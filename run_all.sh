@@ -70,7 +70,10 @@ install_from_lock() {
     # shellcheck disable=SC2086
     "${pip[@]}" uninstall --quiet --yes $extra
   fi
-  "${pip[@]}" install --quiet --no-deps --no-build-isolation -e .
+  # the harness itself, editable; setuptools' warnings are shown only if the install fails
+  local out
+  out=$("${pip[@]}" install --quiet --no-deps --no-build-isolation -e . 2>&1) \
+    || { echo "$out" >&2; die "installing the harness into .venv failed (above)"; }
 }
 
 setup_venv() {
