@@ -188,7 +188,7 @@ class ThroughputSettings:
 def build_ours(s: ThroughputSettings) -> nn.Module:
     """Our student at the settings' shape (post-LN, HuBERT-style conv front-end)."""
     from harness.student import Student, StudentShape
-    from harness.teachers.frontends import ConvFrontend, conv_layers
+    from harness.frontends import ConvFrontend, conv_layers
 
     frontend = ConvFrontend(conv_layers(s.conv_dim), mode="group_norm", conv_bias=False)
     shape = StudentShape(

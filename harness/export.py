@@ -45,6 +45,8 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from harness.data.audio import SAMPLE_RATE
+
 FORMATS = ("s3prl",)
 
 
@@ -210,7 +212,7 @@ def verify_s3prl_export(student: Any, path: str | Path, seconds: float = 1.0, se
     """
     upstream = load_s3prl_upstream(path)
     g = torch.Generator().manual_seed(seed)
-    n = int(seconds * 16000)
+    n = int(seconds * SAMPLE_RATE)
     wavs = torch.randn(2, n, generator=g) * 0.1
     lengths = torch.tensor([n, n - 1600])
     wavs[1, lengths[1]:] = 0

@@ -1,7 +1,7 @@
 """Every registry of the harness, for ``harness ls`` and for validating names in configs.
 
-Importing a defining module registers its entries (decorators run at import time), so
-this module imports them all on demand.
+Each registry lives in the module that defines its entries (or declares them lazily, like
+``TEACHERS``); this module imports those modules on demand.
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ _REGISTRIES: dict[str, tuple[str, str]] = {
 
 def all_registries() -> dict[str, Registry]:
     """Name -> Registry for every registry whose defining module is installed."""
-    import harness.superb.fbank  # noqa: F401  (the 'fbank' upstream lives with the SUPERB code)
-
     out: dict[str, Registry] = {}
     for name, (module, attr) in _REGISTRIES.items():
         try:

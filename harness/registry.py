@@ -3,11 +3,18 @@
 Stacking variants, losses, SUPERB tasks and teachers register themselves with a short,
 stable, lowercase name in the module that defines them (lm-evaluation-harness style), and
 YAML configs refer to them by that name. An unknown name fails with the nearest names.
+
+A registry whose entries live in modules that are costly to import or that import the
+registry's own module (the teacher adapters) declares them up front as lazy
+``"module:object"`` placeholders (:meth:`Registry.register_lazy`, lm-eval's pattern): the
+names are known without importing anything, and :meth:`Registry.get` imports the module
+on first use. Nothing is imported only so that it registers itself.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
 from typing import Callable, Generic, Iterator, TypeVar
 
 T = TypeVar("T")
@@ -50,6 +57,37 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._lazy: dict[str, str] = {}  # name -> "module:object", until first get()
+
+    @staticmethod
+    def _check_name(kind: str, name: str) -> None:
+        if name != name.lower() or not name or " " in name:
+            raise RegistryError(f"{kind} name {name!r} must be a non-empty lowercase word")
+
+    def register_lazy(self, name: str, target: str) -> None:
+        """Declare ``name`` as ``"package.module:object"``, imported on first :meth:`get`.
+
+        The module may (and usually does) also decorate the object with
+        :meth:`register` under the same name; that replaces the placeholder.
+
+        Raises:
+            RegistryError: a bad name or target, or ``name`` already taken.
+        """
+        self._check_name(self.kind, name)
+        module, sep, attr = target.partition(":")
+        if not sep or not module or not attr:
+            raise RegistryError(f"{self.kind} {name!r}: lazy target {target!r} is not 'module:object'")
+        if name in self._items or name in self._lazy:
+            raise RegistryError(f"{self.kind} {name!r} is registered twice")
+        self._lazy[name] = target
+
+    def _resolve(self, name: str) -> None:
+        module, _, attr = self._lazy[name].partition(":")
+        obj = getattr(importlib.import_module(module), attr)
+        # the import may have registered it through the decorator already (same object)
+        if self._items.setdefault(name, obj) is not obj:
+            raise RegistryError(f"{self.kind} {name!r}: {self._lazy[name]} is not what {module} registered")
+        del self._lazy[name]
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator registering ``obj`` under ``name``.
@@ -57,8 +95,7 @@ class Registry(Generic[T]):
         Raises:
             RegistryError: if ``name`` is not lowercase or is already taken.
         """
-        if name != name.lower() or not name or " " in name:
-            raise RegistryError(f"{self.kind} name {name!r} must be a non-empty lowercase word")
+        self._check_name(self.kind, name)
 
         def deco(obj: T) -> T:
             if name in self._items and self._items[name] is not obj:
@@ -74,6 +111,8 @@ class Registry(Generic[T]):
         Raises:
             RegistryError: for an unknown name, listing the nearest registered names.
         """
+        if name in self._lazy:
+            self._resolve(name)
         try:
             return self._items[name]
         except KeyError:
@@ -83,14 +122,14 @@ class Registry(Generic[T]):
             ) from None
 
     def names(self) -> list[str]:
-        """Registered names, sorted."""
-        return sorted(self._items)
+        """Registered names (lazy ones included, nothing imported), sorted."""
+        return sorted({*self._items, *self._lazy})
 
     def __contains__(self, name: object) -> bool:
-        return name in self._items
+        return name in self._items or name in self._lazy
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self.names())

@@ -40,6 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.frontends import build_frontend
+
 CKPT_FORMAT = "harness-student/1"
 
 # Preset shapes: (layers, width, heads, ffn, conv_pos kernel, conv_pos groups).
@@ -505,8 +507,6 @@ def _copy_frontend(frontend: Any) -> tuple[Optional[nn.Module], Optional[dict], 
     if frontend is None:
         raise ValueError("teacher_info has no front-end; the student copies the teacher's (module or spec)")
     if isinstance(frontend, dict):
-        from harness.teachers.frontends import build_frontend
-
         module = build_frontend(frontend)
         return module, dict(frontend), int(module.out_dim)
     module = copy.deepcopy(frontend)
@@ -627,7 +627,7 @@ def load_student(path: str | Path, device: str | torch.device = "cpu",
         path: the checkpoint.
         device: where to put it.
         frontend_builder: ``spec -> module``; default
-            ``harness.teachers.frontends.build_frontend``.
+            ``harness.frontends.build_frontend``.
 
     Raises:
         FileNotFoundError: no such file.
@@ -642,9 +642,7 @@ def load_student(path: str | Path, device: str | torch.device = "cpu",
     shape = StudentShape(**blob["shape"])
     frontend = None
     if blob.get("frontend_state") is not None and blob.get("frontend_spec"):
-        if frontend_builder is None:
-            from harness.teachers.frontends import build_frontend as frontend_builder
-        frontend = frontend_builder(blob["frontend_spec"])
+        frontend = (frontend_builder or build_frontend)(blob["frontend_spec"])
         frontend.load_state_dict(blob["frontend_state"])
     student = Student(shape, frontend, frontend_spec=blob.get("frontend_spec"), targets=blob["targets"])
     student.load_state_dict(blob["state_dict"], strict=False)

@@ -209,7 +209,7 @@ def test_refuses_when_the_disk_would_not_hold_it(manifest, tmp_path, monkeypatch
 
 
 def test_caches_a_bare_frontend(manifest, tmp_path):
-    from harness.teachers.frontends import ConvFrontend, conv_layers
+    from harness.frontends import ConvFrontend, conv_layers
 
     torch.manual_seed(0)
     fe = ConvFrontend(conv_layers(8), mode="layer_norm").eval()

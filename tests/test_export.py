@@ -21,7 +21,7 @@ LAYERS = [[16, 10, 5], [16, 3, 2], [16, 3, 2], [16, 3, 2], [16, 3, 2], [16, 2, 2
 
 
 class ConvStack(nn.Module):
-    """The conv front-end contract of ``harness.teachers.frontends.ConvFrontend`` (same
+    """The conv front-end contract of ``harness.frontends.ConvFrontend`` (same
     spec and parameter names), for when that module is not importable."""
 
     def __init__(self, layers=LAYERS, mode="group_norm", conv_bias=False, normalize_wav=False, wav_norm_eps=1e-5):
@@ -66,7 +66,7 @@ class ConvStack(nn.Module):
 
 def conv_frontend(mode="group_norm", **kw):
     try:
-        from harness.teachers.frontends import ConvFrontend
+        from harness.frontends import ConvFrontend
     except ImportError:
         return ConvStack(mode=mode, **kw)
     return ConvFrontend(LAYERS, mode=mode, **kw)
@@ -167,7 +167,7 @@ def test_export_run_folder(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     try:
-        from harness.teachers.frontends import build_frontend
+        from harness.frontends import build_frontend
     except ImportError:  # before the teachers branch is merged
         def build_frontend(spec):
             return ConvStack(**{k: v for k, v in spec.items() if k != "type"})
@@ -183,7 +183,7 @@ def test_cli_export(tmp_path, capsys):
 
     assert main(["export", str(tmp_path / "missing"), "--out", str(tmp_path / "o.ckpt")]) == 2
     assert "no student checkpoint" in capsys.readouterr().err
-    pytest.importorskip("harness.teachers.frontends")
+    pytest.importorskip("harness.frontends")
     run = tmp_path / "run"
     run.mkdir()
     save_student(make_student(), run / "student.ckpt")

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from harness.teachers.fbank import FbankFrontend
+from harness.frontends import FbankFrontend
 
 
 def test_frames_follow_documented_arithmetic():

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.teachers.frontends import (
+from harness.frontends import (
     STANDARD_CONV_LAYERS,
     ConvFrontend,
     build_frontend,
@@ -64,7 +64,7 @@ def test_bad_specs_are_refused_with_the_reason():
 
 
 def test_fbank_type_dispatches_to_fbank_module():
-    fbank = pytest.importorskip("harness.teachers.fbank")
+    fbank = pytest.importorskip("harness.frontends.fbank")
     fe = fbank.FbankFrontend()
     again = build_frontend(fe.spec)
     assert type(again) is type(fe) and again.spec == fe.spec

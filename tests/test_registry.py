@@ -29,3 +29,60 @@ def test_duplicate_and_bad_names_rejected():
         reg.register("ks")(2)
     with pytest.raises(RegistryError, match="lowercase"):
         reg.register("KS")
+
+
+def test_lazy_entries_are_listed_without_importing_and_imported_on_first_get(tmp_path, monkeypatch):
+    import sys
+
+    (tmp_path / "lazy_defs_xyz.py").write_text(
+        "from tests_lazy_reg import REG\n"
+        "@REG.register('alpha')\n"
+        "def alpha():\n    return 'a'\n"
+        "def beta():\n    return 'b'\n")
+    reg = Registry("thing")
+    holder = type(sys)("tests_lazy_reg")
+    holder.REG = reg
+    monkeypatch.setitem(sys.modules, "tests_lazy_reg", holder)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reg.register_lazy("alpha", "lazy_defs_xyz:alpha")  # decorated there too
+    reg.register_lazy("beta", "lazy_defs_xyz:beta")  # not decorated: the placeholder is enough
+    assert reg.names() == ["alpha", "beta"] and "alpha" in reg and len(reg) == 2
+    assert "lazy_defs_xyz" not in sys.modules
+    assert reg.get("beta")() == "b" and reg.get("alpha")() == "a"
+    assert reg.names() == ["alpha", "beta"]
+    with pytest.raises(RegistryError, match="did you mean 'alpha'"):
+        reg.get("alpah")
+
+
+def test_a_lazy_entry_that_disagrees_with_its_module_or_is_malformed_is_refused(tmp_path, monkeypatch):
+    import sys
+
+    (tmp_path / "lazy_defs_abc.py").write_text(
+        "from tests_lazy_reg2 import REG\n"
+        "@REG.register('gamma')\n"
+        "def gamma():\n    return 'g'\n"
+        "def other():\n    return 'o'\n")
+    reg = Registry("thing")
+    holder = type(sys)("tests_lazy_reg2")
+    holder.REG = reg
+    monkeypatch.setitem(sys.modules, "tests_lazy_reg2", holder)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reg.register_lazy("gamma", "lazy_defs_abc:other")
+    with pytest.raises(RegistryError, match="is not what lazy_defs_abc registered"):
+        reg.get("gamma")
+    with pytest.raises(RegistryError, match="not 'module:object'"):
+        reg.register_lazy("delta", "no_colon_here")
+    with pytest.raises(RegistryError, match="registered twice"):
+        reg.register_lazy("gamma", "lazy_defs_abc:gamma")
+
+
+def test_teacher_kinds_are_known_before_any_adapter_is_imported():
+    import subprocess
+    import sys
+
+    code = ("import sys; from harness.teachers import TEACHERS; "
+            "print(TEACHERS.names()); "
+            "print([m for m in sys.modules if m.startswith('harness.teachers.') and m != 'harness.teachers.base'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    names, imported = out.stdout.strip().splitlines()
+    assert names == "['dummy', 'embedded', 'fbank', 'hf', 's3prl']" and imported == "[]"

@@ -29,6 +29,8 @@ from typing import Any
 
 import torch
 
+from harness.data.audio import SAMPLE_RATE
+
 # Shapes of the teachers trained here. Whisper tiny (39M) is 4+4 layers x 384: these are
 # narrower so that the embedded study (teacher + 9 students) fits 20 minutes on 2 cores.
 TEACHER_PRESETS: dict[str, dict[str, Any]] = {
@@ -184,5 +186,5 @@ def load_asr_model(path: str | Path, device: str | torch.device = "cpu") -> AsrM
 
 def chunk_seconds_for(records: list[dict], cap: int = 30) -> int:
     """Smallest whole number of seconds holding every utterance (Whisper's fixed input)."""
-    longest = max((int(r["num_samples"]) for r in records), default=16000)
-    return max(1, min(cap, math.ceil(longest / 16000)))
+    longest = max((int(r["num_samples"]) for r in records), default=SAMPLE_RATE)
+    return max(1, min(cap, math.ceil(longest / SAMPLE_RATE)))

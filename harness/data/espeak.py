@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-SAMPLE_RATE = 16000  # output rate of this module (Hz)
+from harness.data.audio import SAMPLE_RATE  # output rate of this module (Hz)
 NATIVE_RATE = 22050  # eSpeak NG's own output rate (Hz); resampled to SAMPLE_RATE
 
 # speak_lib.h constants

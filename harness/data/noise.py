@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from harness.data.audio import SAMPLE_RATE
 NOISE_TYPES = ("white", "pink", "brown", "hum", "babble", "machine")
 
 

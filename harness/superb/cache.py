@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from harness.data.audio import SAMPLE_RATE
 from harness.superb.data import load_wav
 
 
@@ -121,7 +122,7 @@ def split_features(upstream, records: list[dict], root: Path, split: str, cache_
     Returns:
         The :class:`SplitFeatures`.
     """
-    crop = int(round(max_seconds * 16000))
+    crop = int(round(max_seconds * SAMPLE_RATE))
     base = Path(cache_dir) / _safe(upstream.id)
     tag = corpus_tag(root)
     with_frames = base / f"{split}-{len(records)}-{_key(upstream.id, records, True, crop, tag)}"
@@ -154,7 +155,7 @@ def _extract(upstream, records, root, target: Path, frames: bool, device, max_ba
     lengths = [0] * len(records)
     chunks: dict[int, np.ndarray] = {}
     num_states = width = None
-    budget = int(max_batch_seconds * 16000)
+    budget = int(max_batch_seconds * SAMPLE_RATE)
     batch: list[int] = []
 
     def run(batch_idx: list[int]) -> None:

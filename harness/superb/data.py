@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from harness.data.audio import SAMPLE_RATE
 
 
 class DataError(ValueError):

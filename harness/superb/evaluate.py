@@ -24,7 +24,6 @@ from typing import Callable
 
 import torch
 
-import harness.superb.fbank  # noqa: F401  (registers the 'fbank' upstream kind)
 from harness.superb import score as scoring
 from harness.superb.cache import corpus_tag, split_features
 from harness.superb.data import CLASS_SEED, check_splits, keep_classes, read_split, subsample

@@ -11,12 +11,18 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from harness.data.audio import SAMPLE_RATE
 from harness.registry import Registry
 
-SAMPLE_RATE = 16000
-
-# spec prefix ("dummy", "embedded", "s3prl", "hf") -> builder(arg: str, device) -> Upstream
+# spec prefix -> builder(arg: str, device) -> Upstream. Declared lazily: the adapters import
+# this module (and s3prl / transformers when a spec of theirs is loaded), so the registry
+# names them here and imports a builder's module on first use.
 TEACHERS: Registry = Registry("teacher")
+TEACHERS.register_lazy("dummy", "harness.teachers.dummy:build_dummy")
+TEACHERS.register_lazy("embedded", "harness.teachers.embedded:_build_embedded")
+TEACHERS.register_lazy("fbank", "harness.teachers.fbank:build_fbank")  # the SUPERB baseline
+TEACHERS.register_lazy("hf", "harness.teachers.hf_adapter:build_hf")
+TEACHERS.register_lazy("s3prl", "harness.teachers.s3prl_adapter:build_s3prl")
 
 
 @runtime_checkable
@@ -70,8 +76,5 @@ def load_teacher(spec: str, device: str | torch.device = "cpu") -> Upstream:
         RegistryError: unknown spec kind (with the nearest kinds).
         FileNotFoundError: the checkpoint path does not exist (never downloads).
     """
-    import harness.superb.fbank  # noqa: F401  (registers 'fbank', the SUPERB baseline)
-    import harness.teachers  # noqa: F401  (registers the built-in kinds)
-
     kind, arg = parse_spec(spec)
     return TEACHERS.get(kind)(arg, device)

@@ -13,7 +13,7 @@ from torch import nn
 
 from harness.config import ConfigError
 from harness.teachers.base import TEACHERS
-from harness.teachers.frontends import ConvFrontend, conv_layers
+from harness.frontends import ConvFrontend, conv_layers
 from harness.teachers.ident import weights_id
 
 SEED = 1234

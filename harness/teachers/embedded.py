@@ -1,7 +1,7 @@
 """The embedded SFM: a small HuBERT-style speech model pretrained here on the embedded corpus.
 
 Architecture (HuBERT Base in miniature): front-end (``fbank`` by default, see
-:mod:`harness.teachers.fbank`) -> LayerNorm + linear feature projection -> convolutional
+:mod:`harness.frontends.fbank`) -> LayerNorm + linear feature projection -> convolutional
 positional embedding -> ``L`` transformer layers. ``post_ln=True`` (HuBERT Base's layout)
 normalises after each residual sum; a pre-LN stack keeps one residual stream that adjacent
 layers only nudge, which measured here as CKA 0.97-0.99 between neighbouring layers, i.e.
@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from harness.teachers.base import TEACHERS
-from harness.teachers.frontends import build_frontend
+from harness.frontends import build_frontend
 
 ASSET = Path(__file__).resolve().parent.parent / "assets" / "teacher_embedded.pt"
 

@@ -1,90 +1,65 @@
-"""Log-mel filterbank front-end with convolutional subsampling to 50 Hz frames.
+"""The ``fbank`` upstream: log-mel filterbank features, the SUPERB baseline.
 
-A cheaper alternative to the wav2vec2 convolutional feature extractor: the filterbank is a
-fixed (non-learned) 10 ms-hop STFT, and one strided convolution halves the frame rate to
-50 Hz (20 ms hop), the rate every upstream in the harness uses. On a 2-core CPU it costs a
-small fraction of the wav2vec2 conv stack (which runs 7 convolutions at up to 16 kHz).
+SUPERB scores every model against FBANK features fed to the same heads; the SUPERB score
+(:mod:`harness.superb.score`) puts fbank at 0. Here: 80 log-mel bands, 25 ms Hann
+window, 10 ms hop (100 frames per second), ``log(mel + 1e-6)``. It implements the
+:class:`~harness.teachers.base.Upstream` protocol with ``num_layers = 0``: exactly one
+hidden state, so the learned weighted sum degenerates to the identity (the featurizer
+has no weights for a single state, as s3prl's).
 
-Frame arithmetic (samples ``S`` -> frames ``T``), no padding anywhere:
-``n_fbank = (S - 400) // 160 + 1`` (25 ms window, 10 ms hop), ``T = n_fbank // 2``.
+Registered in the ``TEACHERS`` registry as kind ``fbank`` like every other teacher:
+``load_teacher("fbank")`` or ``load_teacher("fbank:40")`` (number of mel bands).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
-import torchaudio
+from torch import nn
 
-SAMPLE_RATE = 16000
-WIN = 400  # 25 ms analysis window, samples
-HOP = 160  # 10 ms hop, samples
+from harness.teachers.base import SAMPLE_RATE, TEACHERS
+
+N_FFT = 400  # 25 ms at 16 kHz
+HOP = 160  # 10 ms
 
 
-class FbankFrontend(nn.Module):
-    """Log-mel fbank (batched, torchaudio) + conv subsampling to 50 Hz.
+class FbankUpstream(nn.Module):
+    """Log-mel filterbank as a one-state upstream.
 
     Args:
-        n_mels: mel bins of the filterbank.
-        dim: output channels ``C`` of the subsampling convolutions (``out_dim``).
-        kernel: kernel size of the first (rate-preserving) convolution.
-
-    The front-end contract: ``forward(wavs (B, S), lengths (B,)) -> (feats (B, T, C),
-    frame_lengths (B,))``; ``out_dim``, ``frame_rate`` (50.0), ``frame_lengths``,
-    ``spec`` (``{"type": "fbank", **kwargs}``; rebuilds the same architecture).
+        n_mels: mel bands (``width``).
     """
 
-    def __init__(self, n_mels: int = 80, dim: int = 256, kernel: int = 3) -> None:
+    num_layers = 0
+    frame_rate = SAMPLE_RATE / HOP
+
+    def __init__(self, n_mels: int = 80) -> None:
         super().__init__()
-        if kernel % 2 != 1:
-            raise ValueError(f"fbank front-end: kernel must be odd (got {kernel})")
-        self.n_mels, self.out_dim, self.kernel = int(n_mels), int(dim), int(kernel)
-        self.frame_rate = SAMPLE_RATE / (2 * HOP)
+        import torchaudio
+
+        self.width = n_mels
+        self.id = f"fbank-{n_mels}-hop{HOP}-v1"
         self.mel = torchaudio.transforms.MelSpectrogram(
-            SAMPLE_RATE, n_fft=WIN, win_length=WIN, hop_length=HOP, n_mels=n_mels, center=False
+            sample_rate=SAMPLE_RATE, n_fft=N_FFT, win_length=N_FFT, hop_length=HOP,
+            n_mels=n_mels, center=True, power=2.0,
         )
-        # Fixed affine standardisation of log-mel values (log-mel of speech at normal levels
-        # sits around -5 +/- 4); keeps the first conv's input near unit scale without
-        # per-utterance normalisation, which would remove level/channel (speaker) cues.
-        self.conv1 = nn.Conv1d(n_mels, dim, kernel, stride=1, padding=kernel // 2)
-        self.conv2 = nn.Conv1d(dim, dim, 2, stride=2)
-        self.act = nn.GELU()
-
-    @property
-    def spec(self) -> dict:
-        return {"type": "fbank", "n_mels": self.n_mels, "dim": self.out_dim, "kernel": self.kernel}
-
-    def fbank_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
-        """Valid 100 Hz fbank frames ``(B,)`` for ``(B,)`` valid samples."""
-        return torch.clamp(torch.div(lengths - WIN, HOP, rounding_mode="floor") + 1, min=0)
 
     def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
-        """Valid 50 Hz output frames ``(B,)`` for ``(B,)`` valid samples."""
-        return torch.div(self.fbank_lengths(lengths), 2, rounding_mode="floor")
+        """``(B,)`` samples -> ``(B,)`` frames (centred STFT: ``S // hop + 1``)."""
+        return torch.div(lengths, HOP, rounding_mode="floor") + 1
 
-    def log_mel(self, wavs: torch.Tensor) -> torch.Tensor:
-        """``(B, S)`` waveforms -> ``(B, n_mels, n_fbank)`` standardised log-mel energies."""
-        if wavs.shape[-1] < WIN:  # too short for one window: zero frames
-            return wavs.new_zeros(wavs.shape[0], self.n_mels, 0)
-        with torch.autocast(device_type=wavs.device.type, enabled=False):
-            spec = self.mel(wavs.float())
-        return (torch.log(spec + 1e-6) + 5.0) / 4.0
+    @torch.no_grad()
+    def hidden_states(self, wavs: torch.Tensor, lengths: torch.Tensor
+                      ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """``(B, S)`` waveforms -> ``([ (B, T, n_mels) ], (B,) frames)``."""
+        feats = torch.log(self.mel(wavs.float()) + 1e-6).transpose(1, 2)  # (B, T, n_mels)
+        return [feats], self.frame_lengths(lengths).clamp_max(feats.shape[1])
 
-    def forward(self, wavs: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Args: ``wavs (B, S)`` 16 kHz, zero-padded; ``lengths (B,)`` valid samples.
 
-        Returns:
-            ``(feats (B, T, C), frame_lengths (B,))``, 50 Hz frames.
-        """
-        if wavs.dim() != 2:
-            raise ValueError(f"fbank front-end: expected wavs (B, S), got shape {tuple(wavs.shape)}")
-        x = self.log_mel(wavs)
-        t = x.shape[-1] // 2
-        if t == 0:
-            return x.new_zeros(x.shape[0], 0, self.out_dim), torch.zeros_like(lengths)
-        # zero the fbank frames past each utterance's end, so a padded batch gives the same
-        # valid frames as each utterance alone (conv1's zero padding sees zeros either way)
-        n = self.fbank_lengths(lengths)
-        x = x * (torch.arange(x.shape[-1], device=x.device)[None, :] < n[:, None])[:, None, :]
-        x = self.act(self.conv1(x))
-        x = self.act(self.conv2(x[..., : 2 * t]))
-        return x.transpose(1, 2), torch.clamp(self.frame_lengths(lengths), max=t)
+@TEACHERS.register("fbank")
+def build_fbank(arg: str, device: str | torch.device = "cpu") -> FbankUpstream:
+    """``fbank`` / ``fbank:N`` (N mel bands, default 80)."""
+    try:
+        n_mels = int(arg) if arg else 80
+    except ValueError:
+        raise ValueError(f"fbank spec 'fbank:{arg}': the argument must be a number of mel bands") from None
+    return FbankUpstream(n_mels).to(device).eval()

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from harness.teachers.base import TEACHERS
-from harness.teachers.frontends import ConvFrontend
+from harness.frontends import ConvFrontend
 from harness.teachers.ident import CheckpointError, one_line, require_path, weights_id
 
 MODEL_TYPES = ("hubert", "wavlm", "wav2vec2")
@@ -112,7 +112,7 @@ class HfTeacher(nn.Module):
 
     def hidden_states(self, wavs: torch.Tensor, lengths: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """``L + 1`` states ``(B, T, D)`` and ``(B,)`` valid frames for ``(B, S)`` waveforms."""
-        from harness.teachers.frontends import normalize_waveforms
+        from harness.frontends import normalize_waveforms
 
         lengths = torch.as_tensor(lengths, dtype=torch.int64).to(wavs.device)
         mask = torch.arange(wavs.shape[1], device=wavs.device)[None, :] < lengths[:, None]

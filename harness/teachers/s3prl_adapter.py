@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from harness.teachers.base import TEACHERS
-from harness.teachers.frontends import ConvFrontend
+from harness.frontends import ConvFrontend
 from harness.teachers.ident import CheckpointError, one_line, require_path, weights_id
 
 MODELS = ("hubert", "wavlm", "wav2vec2")

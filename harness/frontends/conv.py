@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.teachers.base import SAMPLE_RATE
+from harness.data.audio import SAMPLE_RATE
 
 # wav2vec 2.0 / HuBERT Base / WavLM: 7 layers, total stride 320 samples (20 ms, 50 Hz),
 # receptive field 400 samples (25 ms).
@@ -227,30 +227,3 @@ class ConvFrontend(nn.Module):
                 mapped[f"norms.{i}.weight"] = state[f"conv_layers.{i}.layer_norm.weight"]
                 mapped[f"norms.{i}.bias"] = state[f"conv_layers.{i}.layer_norm.bias"]
         self.load_state_dict(mapped, strict=True)
-
-
-def build_frontend(spec: dict) -> nn.Module:
-    """Rebuild a front-end from its ``.spec`` (random weights; load a state dict next).
-
-    Args:
-        spec: ``{"type": "conv" | "fbank", ...}`` (the rest are the class' arguments).
-
-    Raises:
-        ValueError: unknown type or bad arguments (naming them).
-    """
-    if not isinstance(spec, dict) or "type" not in spec:
-        raise ValueError(f"front-end spec must be a dict with a 'type' key, got {spec!r}")
-    rest = {k: v for k, v in spec.items() if k != "type"}
-    kind = spec["type"]
-    if kind == "conv":
-        cls = ConvFrontend
-    elif kind == "fbank":
-        from harness.teachers.fbank import FbankFrontend  # written alongside the embedded teacher
-
-        cls = FbankFrontend
-    else:
-        raise ValueError(f"front-end type {kind!r} is unknown; use 'conv' or 'fbank'")
-    try:
-        return cls(**rest)
-    except TypeError as err:
-        raise ValueError(f"front-end spec {spec!r}: {err}") from None
