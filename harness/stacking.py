@@ -16,6 +16,10 @@ Growth variants, for ``depth = 6``, ``add = 3``::
     bottom       0' 1' 2' 0 1 2 3 4 5        copy the bottom block, prepend
     middle       0 1 2 3 1' 2' 3' 4 5        copy the middle block (start (depth-add)//2), insert after it
     interleaved  0 0' 1 2 2' 3 4 4' 5        copy every b = depth // add layers, insert after each
+
+Size: over 500 lines on purpose: the plans, the layer map, the stage schedule and the cost
+model are the stacking method's pure parts, and :func:`grow` is the one surgery that applies
+a plan; they are read and tested together (ARCHITECTURE.md keeps them in one module).
 """
 
 from __future__ import annotations

@@ -23,6 +23,10 @@ Every layer carries a scalar ``mask`` buffer (1 by default): the layer computes
 ``x + mask * (layer(x) - x)``. It is how a post-LN student grows function-preservingly
 (MSG, Yao et al. 2024; see :func:`harness.stacking.grow` and
 :func:`harness.stacking.ramp_masks`).
+
+Size: over 500 lines on purpose: the model's modules, its presets and its checkpoint format
+are one contract with :mod:`harness.export` (s3prl's ``DistillerModel`` key layout); split up,
+a change to a layer's parameters could no longer be checked against the format in one read.
 """
 
 from __future__ import annotations
