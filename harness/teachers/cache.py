@@ -23,6 +23,10 @@ sizes and, for caches up to ``verify_limit`` bytes, every shard checksum; a corr
 shard is recomputed, a file of the wrong size rebuilds the cache. Several processes (Ray
 trials) may ask at once: one builds under an exclusive ``fcntl.flock`` on
 ``<key>.lock``; the others block on it and then open the finished cache.
+
+Size: over 500 lines on purpose: the layout, its verification (checksums, sizes, markers),
+resumption and the build are one crash-safety contract; :func:`ensure_cache` reads as its
+phases (open if valid, shards to build, disk check, run the teacher, publish).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ import numpy as np
 import torch
 
 from harness.config import ConfigError
+from harness.data.audio import SAMPLE_RATE
 
 FORMAT_VERSION = 1
 FP16_MAX = 65504.0
@@ -524,62 +529,18 @@ def ensure_cache(
     key = cache_key(teacher.id, digest, layers, frontend)
     final, building, lock = cache_dir / key, cache_dir / f"{key}.building", cache_dir / f"{key}.lock"
 
-    def open_if_valid() -> Optional[FeatureCache]:
-        if not (final / "COMPLETE.json").is_file():
-            return None
-        try:
-            plan = json.loads((final / "plan.json").read_text())
-            full = sum(_plan_bytes(plan, n) for n in plan["names"]) <= verify_limit
-        except (OSError, ValueError, KeyError):
-            return None
-        try:
-            ok, _, _ = verify_cache(final, full=full)
-            return FeatureCache(final) if ok else None
-        except OSError:  # another process is repairing it right now (renamed away)
-            return None
-
-    cache = open_if_valid()  # fast path: no lock for a finished, intact cache
+    cache = _open_if_valid(final, verify_limit)  # fast path: no lock for a finished, intact cache
     if cache is not None:
         return cache
     with _locked(lock):
-        cache = open_if_valid()  # another process may have finished it while we waited
+        cache = _open_if_valid(final, verify_limit)  # another process may have finished it meanwhile
         if cache is not None:
             return cache
         plan = _make_plan(teacher, records, layers, frontend, shard_size)
-        if final.exists():  # finished once but damaged: repair it in the building folder
-            _, _, reason = verify_cache(final, full=False)
-            say(f"{final}: {reason or 'a shard fails its checksum'}; rebuilding the damaged part")
-            if building.exists():
-                shutil.rmtree(building)
-            (final / "COMPLETE.json").unlink(missing_ok=True)
-            os.rename(final, building)
-        if building.exists():
-            try:
-                same = json.loads((building / "plan.json").read_text()) == plan and _sizes_ok(building, plan)
-            except (OSError, ValueError):
-                same = False
-            if not same:
-                shutil.rmtree(building)
-        todo = [i for i in range(len(plan["shards"])) if not (building.exists() and _shard_ok(building, plan, i, True))]
-        for i in todo:
-            if building.exists():
-                (building / "shards" / f"{i}.json").unlink(missing_ok=True)
+        todo = _shards_to_build(final, building, plan, say)
         reused = len(plan["shards"]) - len(todo)
-
-        # estimate the disk it needs before writing anything (array files are sparse)
-        need = sum(_shard_range(plan, i, n)[1] - _shard_range(plan, i, n)[0] for i in todo for n in plan["names"])
-        total = sum(_plan_bytes(plan, n) for n in plan["names"])
-        free = shutil.disk_usage(cache_dir).free
-        hours = sum(int(r["num_samples"]) for r in records) / 16000 / 3600
-        say(f"{len(records)} utterances ({hours:.2f} h), {len(plan['names'])} arrays "
-            f"({', '.join(plan['names'][:3])}{'...' if len(plan['names']) > 3 else ''}) in fp16: "
-            f"{_gb(total)} in all, {_gb(need)} to write; {_gb(free)} free in {cache_dir}")
-        if need + _MARGIN_BYTES > free:
-            raise CacheError(
-                f"teacher cache for {teacher.id} needs {_gb(need)} more in {cache_dir} but only {_gb(free)} "
-                f"are free; free disk, point teacher.cache_dir elsewhere, cache fewer layers, or set teacher.cache=false"
-            )
-
+        hours = sum(int(r["num_samples"]) for r in records) / SAMPLE_RATE / 3600
+        total = _check_disk(plan, todo, cache_dir, teacher.id, len(records), hours, say)
         if not building.exists():
             (building / "shards").mkdir(parents=True)
             _write_json_atomic(building / "plan.json", plan)
@@ -588,40 +549,109 @@ def ensure_cache(
                     fh.truncate(_plan_bytes(plan, name))
         if reused:
             say(f"resuming: {reused} of {len(plan['shards'])} shards already built")
-        by_id = {r["id"]: r for r in records}
-        was_training = getattr(teacher, "training", False)
-        if isinstance(teacher, torch.nn.Module):
-            teacher.eval()
         t0 = time.perf_counter()
-        pool = ThreadPoolExecutor(max_workers=io_threads) if io_threads > 0 else None
-        try:
-            for i in todo:
-                _build_shard(building, plan, i, teacher, by_id, manifest_path.parent, dev, batch_size,
-                             int(max_batch_seconds * 16000), pool)
-                say(f"shard {i + 1}/{len(plan['shards'])} done ({time.perf_counter() - t0:.1f} s)")
-                if on_shard is not None:
-                    on_shard(i)
-        finally:
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
-            if was_training:
-                teacher.train()
-
-        ok, bad, reason = verify_cache(building, full=False)
-        if bad:
-            raise CacheError(f"{building}: {reason} after building")
-        _write_json_atomic(building / "meta.json", {
-            "teacher_id": teacher.id, "teacher_spec": spec, "manifest": str(manifest_path.resolve()),
-            "utterances": len(records), "hours": hours, "bytes": total, "built_seconds": time.perf_counter() - t0,
-        })
-        _write_json_atomic(building / "COMPLETE.json", {
-            "plan": file_digest(building / "plan.json"),
-            "shards": {str(i): json.loads((building / "shards" / f"{i}.json").read_text())["checksums"]
-                       for i in range(len(plan["shards"]))},
-        })
-        os.rename(building, final)
-        _fsync_dir(cache_dir)
+        _run_teacher(building, plan, todo, teacher, {r["id"]: r for r in records}, manifest_path.parent, dev,
+                     batch_size, int(max_batch_seconds * SAMPLE_RATE), io_threads, on_shard, say)
+        meta = {"teacher_id": teacher.id, "teacher_spec": spec, "manifest": str(manifest_path.resolve()),
+                "utterances": len(records), "hours": hours, "bytes": total}
+        _publish(building, final, plan, meta, t0)
         say(f"ready: {final}")
         cache = FeatureCache(final)
         cache.built_shards, cache.reused_shards = len(todo), reused
         return cache
+
+
+def _open_if_valid(final: Path, verify_limit: int) -> Optional[FeatureCache]:
+    """The finished cache at ``final`` if it verifies (checksums up to ``verify_limit`` bytes)."""
+    if not (final / "COMPLETE.json").is_file():
+        return None
+    try:
+        plan = json.loads((final / "plan.json").read_text())
+        full = sum(_plan_bytes(plan, n) for n in plan["names"]) <= verify_limit
+    except (OSError, ValueError, KeyError):
+        return None
+    try:
+        ok, _, _ = verify_cache(final, full=full)
+        return FeatureCache(final) if ok else None
+    except OSError:  # another process is repairing it right now (renamed away)
+        return None
+
+
+def _shards_to_build(final: Path, building: Path, plan: dict, say: Callable[[str], None]) -> list[int]:
+    """Shard indices still to compute in ``building`` (a damaged finished cache moves there;
+    a building folder of another plan is discarded)."""
+    if final.exists():  # finished once but damaged: repair it in the building folder
+        _, _, reason = verify_cache(final, full=False)
+        say(f"{final}: {reason or 'a shard fails its checksum'}; rebuilding the damaged part")
+        if building.exists():
+            shutil.rmtree(building)
+        (final / "COMPLETE.json").unlink(missing_ok=True)
+        os.rename(final, building)
+    if building.exists():
+        try:
+            same = json.loads((building / "plan.json").read_text()) == plan and _sizes_ok(building, plan)
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            shutil.rmtree(building)
+    todo = [i for i in range(len(plan["shards"])) if not (building.exists() and _shard_ok(building, plan, i, True))]
+    for i in todo:
+        if building.exists():
+            (building / "shards" / f"{i}.json").unlink(missing_ok=True)
+    return todo
+
+
+def _check_disk(plan: dict, todo: list[int], cache_dir: Path, teacher_id: str, utterances: int, hours: float,
+                say: Callable[[str], None]) -> int:
+    """Refuse, before writing anything, a build the free disk cannot hold; returns the
+    cache's total bytes (array files are sparse: only the shards to build count)."""
+    need = sum(_shard_range(plan, i, n)[1] - _shard_range(plan, i, n)[0] for i in todo for n in plan["names"])
+    total = sum(_plan_bytes(plan, n) for n in plan["names"])
+    free = shutil.disk_usage(cache_dir).free
+    say(f"{utterances} utterances ({hours:.2f} h), {len(plan['names'])} arrays "
+        f"({', '.join(plan['names'][:3])}{'...' if len(plan['names']) > 3 else ''}) in fp16: "
+        f"{_gb(total)} in all, {_gb(need)} to write; {_gb(free)} free in {cache_dir}")
+    if need + _MARGIN_BYTES > free:
+        raise CacheError(
+            f"teacher cache for {teacher_id} needs {_gb(need)} more in {cache_dir} but only {_gb(free)} "
+            f"are free; free disk, point teacher.cache_dir elsewhere, cache fewer layers, or set teacher.cache=false"
+        )
+    return total
+
+
+def _run_teacher(building: Path, plan: dict, todo: list[int], teacher, by_id: dict, root: Path, dev,
+                 batch_size: int, max_batch_samples: int, io_threads: int,
+                 on_shard: Optional[Callable[[int], None]], say: Callable[[str], None]) -> None:
+    """Compute the ``todo`` shards (teacher in eval mode, restored after; audio decoded ahead)."""
+    was_training = getattr(teacher, "training", False)
+    if isinstance(teacher, torch.nn.Module):
+        teacher.eval()
+    t0 = time.perf_counter()
+    pool = ThreadPoolExecutor(max_workers=io_threads) if io_threads > 0 else None
+    try:
+        for i in todo:
+            _build_shard(building, plan, i, teacher, by_id, root, dev, batch_size, max_batch_samples, pool)
+            say(f"shard {i + 1}/{len(plan['shards'])} done ({time.perf_counter() - t0:.1f} s)")
+            if on_shard is not None:
+                on_shard(i)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        if was_training:
+            teacher.train()
+
+
+def _publish(building: Path, final: Path, plan: dict, meta: dict, t0: float) -> None:
+    """Verify the built folder, write its meta (build time since ``t0``) and COMPLETE
+    markers, rename it into place."""
+    ok, bad, reason = verify_cache(building, full=False)
+    if bad:
+        raise CacheError(f"{building}: {reason} after building")
+    _write_json_atomic(building / "meta.json", {**meta, "built_seconds": time.perf_counter() - t0})
+    _write_json_atomic(building / "COMPLETE.json", {
+        "plan": file_digest(building / "plan.json"),
+        "shards": {str(i): json.loads((building / "shards" / f"{i}.json").read_text())["checksums"]
+                   for i in range(len(plan["shards"]))},
+    })
+    os.rename(building, final)
+    _fsync_dir(final.parent)
