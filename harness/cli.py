@@ -11,8 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.config import ConfigError
-from harness.registry import RegistryError
+from harness.errors import HarnessError, UserError
 
 EPILOG_MAIN = """examples:
   harness data build --profile tiny --out data/tiny
@@ -20,10 +19,6 @@ EPILOG_MAIN = """examples:
   harness validate sweeps/base/tiny.yaml
   harness ls
 """
-
-
-class UserError(Exception):
-    """An error caused by input; printed as one line, exit status 2."""
 
 
 def _formatter(prog: str) -> argparse.HelpFormatter:
@@ -818,7 +813,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (UserError, ConfigError, RegistryError, FileNotFoundError) as err:
+    except (HarnessError, FileNotFoundError) as err:
         print(f"harness: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.errors import HarnessError
+
 SAMPLE_RATE = 16000  # output rate of this module (Hz)
 NATIVE_RATE = 22050  # eSpeak NG's own output rate (Hz); resampled to SAMPLE_RATE
 
@@ -71,7 +73,7 @@ _MAX_VOICE_FILES = 349  # eSpeak NG's N_VOICES_LIST - 1: voice files beyond it a
 _DATA_DIR: Path | None = None
 
 
-class EspeakError(RuntimeError):
+class EspeakError(RuntimeError, HarnessError):
     """eSpeak could not be loaded or failed to synthesise; the message names what."""
 
 

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.errors import HarnessError
+
 SAMPLE_RATE = 16000
 
 
-class DataError(ValueError):
+class DataError(ValueError, HarnessError):
     """Bad or missing SUPERB data (one line naming the file)."""
 
 
