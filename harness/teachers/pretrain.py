@@ -815,13 +815,3 @@ def write_log(rows: list[dict], path: Path) -> None:
         vals = [r.get(c, "") for c in cols]
         lines.append("\t".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in vals))
     path.write_text("\n".join(lines) + "\n")
-
-
-def with_overrides(cfg: PretrainConfig, **kw) -> PretrainConfig:
-    """``cfg`` with the non-None keyword values replaced (CLI options)."""
-    kw = {k: v for k, v in kw.items() if v is not None}
-    model_kw = {k: kw.pop(k) for k in ("post_ln", "layers", "width") if k in kw}
-    if model_kw:
-        kw["model"] = replace(cfg.model, **model_kw)
-    return replace(cfg, **kw)
-
