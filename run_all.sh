@@ -207,7 +207,7 @@ if [ "$profile" = tiny ]; then
   teacher=dummy
 elif [ "$retrain" = 1 ]; then
   step "pretraining the embedded teacher (about 90 min on 2 cores)"
-  harness teacher pretrain --profile embedded --data "$data" --out "$results/teacher/teacher_embedded.pt"
+  harness teacher pretrain --config harness/assets/pretrain_embedded.yaml --data "$data" --out "$results/teacher/teacher_embedded.pt"
   teacher="embedded:$results/teacher/teacher_embedded.pt"
 fi
 

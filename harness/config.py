@@ -19,12 +19,13 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from harness.errors import HarnessError
 from harness.registry import did_you_mean
 
 PROFILES = ("tiny", "embedded", "paper")
 
 
-class ConfigError(ValueError):
+class ConfigError(ValueError, HarnessError):
     """A config that cannot be used; the message names the file and dotted key."""
 
 

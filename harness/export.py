@@ -46,11 +46,12 @@ from typing import Any, Callable, Optional
 import torch
 
 from harness.data.audio import SAMPLE_RATE
+from harness.errors import HarnessError
 
 FORMATS = ("s3prl",)
 
 
-class ExportError(ValueError):
+class ExportError(ValueError, HarnessError):
     """The student has a part s3prl's DistillerModel cannot express (one line: which)."""
 
 

@@ -17,10 +17,12 @@ import difflib
 import importlib
 from typing import Callable, Generic, Iterator, TypeVar
 
+from harness.errors import HarnessError
+
 T = TypeVar("T")
 
 
-class RegistryError(KeyError):
+class RegistryError(KeyError, HarnessError):
     """Raised for an unknown or duplicate name; the message lists the nearest valid names."""
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it one readable line.

@@ -25,3 +25,60 @@ def test_console_script_help():
         [sys.executable, "-m", "harness.cli", "data", "build", "--help"], capture_output=True, text=True
     )
     assert out.returncode == 0 and "examples:" in out.stdout
+
+
+def test_library_never_imports_the_cli():
+    """No module under harness/ but harness/cli/ imports harness.cli (imports inside functions too)."""
+    import ast
+    from pathlib import Path
+
+    import harness
+
+    root = Path(harness.__file__).parent
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root.parent)
+        if rel.parts[:2] == ("harness", "cli"):
+            continue
+        package = list(rel.with_suffix("").parts[:-1])  # for relative imports
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join(package[: len(package) - node.level + 1] + ([base] if base else []))
+                names = [base] + [f"{base}.{a.name}" for a in node.names]
+            else:
+                continue
+            if any(n == "harness.cli" or n.startswith("harness.cli.") for n in names):
+                offenders.append(f"{rel}:{node.lineno}")
+    assert not offenders, offenders
+
+
+def test_teacher_pretrain_unknown_key_is_one_line(tmp_path, capsys):
+    cfg = tmp_path / "pretrain.yaml"
+    cfg.write_text("k1: 8\nminutes_1: 2\n")
+    assert main(["teacher", "pretrain", "--config", str(cfg), "--out", str(tmp_path / "t.pt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(cfg) in err and "'minutes_1'" in err and "'minutes1'" in err
+    cfg.write_text("model:\n  post_ln: maybe\n")
+    assert main(["teacher", "pretrain", "--config", str(cfg), "--out", str(tmp_path / "t.pt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(cfg) in err and "model.post_ln" in err
+
+
+def test_teacher_pretrain_overrides_reach_the_config(tmp_path, monkeypatch):
+    from harness.teachers import pretrain as pt
+
+    seen = {}
+    monkeypatch.setattr(pt, "pretrain", lambda cfg, data, out, log_fn: seen.update(cfg=cfg, data=data, out=out))
+    (tmp_path / "distill.jsonl").write_text("")
+    cfg = tmp_path / "pretrain.yaml"
+    cfg.write_text("k1: 8\niter2_layer: 2\n")
+    rc = main(["teacher", "pretrain", "--profile", "tiny", "--config", str(cfg), "--data", str(tmp_path),
+               "--out", str(tmp_path / "t.pt"), "steps1=40", "model.post_ln=false", "iter2_init=scratch"])
+    assert rc == 0
+    c = seen["cfg"]
+    assert (c.k1, c.iter2_layer, c.steps1, c.model.post_ln, c.iter2_init) == (8, 2, 40, False, "scratch")
+    assert c.model.layers == pt.profile_config("tiny").model.layers and seen["data"] == tmp_path

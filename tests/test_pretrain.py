@@ -180,3 +180,29 @@ def test_speaker_positives_leave_out_the_sid_speakers(corpus, tmp_path, monkeypa
     assert contrast["speakers"] == 2 and contrast["left_out_sid_speakers"] == 1 and contrast["positives"] == "speaker"
     with pytest.raises(ValueError, match="utt_positives"):
         pretrain(replace(cfg, utt_positives="other"), corpus, tmp_path / "c.pt", log_fn=lambda m: None)
+
+
+def test_shipped_recipe_is_the_embedded_profile():
+    """harness/assets/pretrain_embedded.yaml and profile_config('embedded') cannot drift apart."""
+    from harness.teachers.pretrain import EMBEDDED_RECIPE, load_pretrain_config
+
+    assert load_pretrain_config("embedded") == profile_config("embedded")
+    assert load_pretrain_config("embedded", EMBEDDED_RECIPE) == profile_config("embedded")
+    assert load_pretrain_config("tiny", EMBEDDED_RECIPE) == profile_config("embedded")  # every key written out
+    assert load_pretrain_config("tiny") == profile_config("tiny")
+
+
+def test_pretrain_config_is_strict(tmp_path):
+    from harness.config import ConfigError
+    from harness.teachers.pretrain import load_pretrain_config
+
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text("model:\n  layrs: 2\n")
+    with pytest.raises(ConfigError, match=r"p\.yaml: unknown key 'model\.layrs'; did you mean 'model\.layers'"):
+        load_pretrain_config("tiny", cfg)
+    with pytest.raises(ConfigError, match="did you mean 'scratch'"):
+        load_pretrain_config("tiny", None, ["iter2_init=scrach"])
+    with pytest.raises(ConfigError, match="iter2_layer"):  # validate() runs at load
+        load_pretrain_config("tiny", None, ["iter2_layer=9"])
+    c = load_pretrain_config("embedded", None, ["utt_positives=halves", "model.dropout=0", "threads=1"])
+    assert (c.utt_positives, c.model.dropout, c.threads) == ("halves", 0.0, 1)

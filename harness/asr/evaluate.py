@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+from harness.asr.data import AsrSplit
+from harness.asr.teacher import load_asr_model
 from harness.superb.metrics import normalize_text, wer as corpus_wer
 
 
@@ -220,3 +222,37 @@ def count_params(asr) -> dict:
     return {"total": sum(p.numel() for p in asr.model.parameters()),
             "encoder": sum(p.numel() for p in m.encoder.parameters()),
             "decoder": sum(p.numel() for p in m.decoder.parameters())}
+
+
+def evaluate_checkpoint(checkpoint: str | Path, corpus: str | Path, split: str = "asr_test", beam: int = 0,
+                        max_utterances: int = 0, teacher: str | Path | None = None, latency: int = 0) -> dict:
+    """Score one Whisper checkpoint folder: parameters, WER, optionally latency vs a teacher.
+
+    Args:
+        checkpoint: a local ``save_pretrained`` folder (never downloaded).
+        corpus: corpus folder holding ``<split>.jsonl``.
+        split: the split to decode.
+        beam: also decode with this beam width (0 = greedy only).
+        max_utterances: decode at most this many utterances (0 = all).
+        teacher: another checkpoint folder timed side by side (gives ``speedup``).
+        latency: utterances to time (0 = no timing).
+
+    Returns:
+        ``{"checkpoint", "params", "greedy"[, "beam"][, "latency"][, "speedup"]}``, with
+        the WER entries of :func:`evaluate_wer` and the timings of :func:`measure_latency`
+        (``speedup`` = teacher latency / model latency).
+    """
+    model = load_asr_model(Path(checkpoint))
+    data = AsrSplit(Path(corpus) / f"{split}.jsonl", model)
+    res = {"checkpoint": str(checkpoint), "params": count_params(model),
+           "greedy": evaluate_wer(model, data, "greedy", max_utterances=max_utterances)}
+    if beam:
+        res["beam"] = evaluate_wer(model, data, "beam", beam=beam, max_utterances=max_utterances)
+    models = {"model": model}
+    if teacher:
+        models = {"teacher": load_asr_model(Path(teacher)), "model": model}
+    if latency:
+        res["latency"] = measure_latency(models, data, latency)
+        if teacher:
+            res["speedup"] = res["latency"]["teacher"]["latency_s"] / res["latency"]["model"]["latency_s"]
+    return res

@@ -22,10 +22,12 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from harness.errors import HarnessError
+
 SAMPLE_RATE = 16000  # Hz; the only rate the harness accepts
 
 
-class AudioError(ValueError):
+class AudioError(ValueError, HarnessError):
     """An audio file that cannot be used; the message is one line naming the path."""
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.data.audio import SAMPLE_RATE  # output rate of this module (Hz)
+from harness.errors import HarnessError
 NATIVE_RATE = 22050  # eSpeak NG's own output rate (Hz); resampled to SAMPLE_RATE
 
 # speak_lib.h constants
@@ -71,7 +72,7 @@ _MAX_VOICE_FILES = 349  # eSpeak NG's N_VOICES_LIST - 1: voice files beyond it a
 _DATA_DIR: Path | None = None
 
 
-class EspeakError(RuntimeError):
+class EspeakError(RuntimeError, HarnessError):
     """eSpeak could not be loaded or failed to synthesise; the message names what."""
 
 

@@ -50,7 +50,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
-from harness.cli import UserError
+from harness.errors import UserError
 from harness.data.audio import SAMPLE_RATE, AudioError, check_audio, load_audio, write_wav
 from harness.data.manifest import SkipLog, write_manifest
 from harness.registry import Registry

@@ -31,10 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from harness.errors import HarnessError
+
 REQUIRED_FIELDS = ("id", "path", "num_samples", "sample_rate", "speaker", "text")
 
 
-class ManifestError(ValueError):
+class ManifestError(ValueError, HarnessError):
     """A manifest that cannot be read; the message names the file and line."""
 
 

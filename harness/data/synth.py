@@ -57,7 +57,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.cli import UserError
+from harness.errors import UserError
 from harness.data import espeak, noise, phones, text
 from harness.data.manifest import write_manifest
 

@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from harness.data.audio import SAMPLE_RATE
+from harness.errors import HarnessError
 
 
-class DataError(ValueError):
+class DataError(ValueError, HarnessError):
     """Bad or missing SUPERB data (one line naming the file)."""
 
 

@@ -24,6 +24,7 @@ from typing import Callable
 
 import torch
 
+from harness.errors import HarnessError
 from harness.superb import score as scoring
 from harness.superb.cache import corpus_tag, split_features
 from harness.superb.data import CLASS_SEED, check_splits, keep_classes, read_split, subsample
@@ -33,7 +34,7 @@ from harness.superb.train import train_task
 DEFAULT_CACHE = Path(os.environ.get("HARNESS_CACHE", "cache")) / "superb"
 
 
-class UpstreamError(ValueError):
+class UpstreamError(ValueError, HarnessError):
     """The upstream cannot be loaded (corrupt checkpoint, bad spec); one line."""
 
 

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import math
 
+from harness.errors import HarnessError
+
 # Published SUPERB numbers, as fractions (accuracy; PER/WER). Source: the SUPERB paper,
 # Yang et al., "SUPERB: Speech processing Universal PERformance Benchmark", Interspeech 2021
 # (arXiv 2105.01051), Table 3, as reproduced by the SUPERB team's leaderboard code
@@ -50,7 +52,7 @@ PAPER_SOURCE = ("SUPERB paper (arXiv 2105.01051) Table 3, HuBERT Base and FBANK 
                 "leaderboard code (superbbenchmark/website-react backend/utils.py)")
 
 
-class ScoreError(ValueError):
+class ScoreError(ValueError, HarnessError):
     """A task cannot be normalised (missing baseline, reference not better than fbank)."""
 
 

@@ -19,6 +19,7 @@ import io
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -46,7 +47,7 @@ class EmbeddedConfig:
         dropout: dropout on attention weights, residual branches and the projected features.
     """
 
-    frontend: dict = field(default_factory=lambda: {"type": "fbank", "n_mels": 80, "dim": 256, "kernel": 3})
+    frontend: dict[str, Any] = field(default_factory=lambda: {"type": "fbank", "n_mels": 80, "dim": 256, "kernel": 3})
     layers: int = 8
     width: int = 192
     heads: int = 4

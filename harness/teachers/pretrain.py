@@ -47,6 +47,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import soundfile as sf
@@ -55,6 +56,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchaudio
 
+from harness.config import ConfigError, deep_merge, from_dict, load_yaml, parse_overrides, to_dict
 from harness.teachers.embedded import (
     EmbeddedConfig,
     EmbeddedSFM,
@@ -118,7 +120,7 @@ class PretrainConfig:
     k2: int = 100
     iter2_layer: int = 6
     iter2_cmvn: bool = True
-    iter2_init: str = "continue"
+    iter2_init: Literal["continue", "scratch"] = "continue"
     minutes1: float = 25.0
     minutes2: float = 25.0
     steps1: int = 0
@@ -145,7 +147,31 @@ class PretrainConfig:
     utt_temperature: float = 0.1
     utt_crop_seconds: float = 2.0
     utt_batch_seconds: float = 64.0
-    utt_positives: str = "halves"
+    utt_positives: Literal["halves", "speaker"] = "halves"
+
+    def validate(self) -> None:
+        """Cross-field checks, run when a config is loaded and again by :func:`pretrain`.
+
+        Raises:
+            ConfigError: (a ``ValueError``) naming the key that is out of range.
+        """
+        if self.iterations not in (0, 1, 2) or (self.iterations == 0 and not self.init):
+            raise ConfigError(f"iterations must be 1 or 2 (0 only with init=CHECKPOINT), got {self.iterations}")
+        phone_stage = self.phone_minutes > 0 or self.phone_steps > 0
+        utt_stage = self.utt_minutes > 0 or self.utt_steps > 0
+        if self.iterations == 0 and not phone_stage and not utt_stage:
+            raise ConfigError("nothing to train: iterations=0 and no phone or utterance iteration budget (phone_minutes/phone_steps, utt_minutes/utt_steps)")
+        if self.utt_positives not in ("halves", "speaker"):
+            raise ConfigError(f"utt_positives must be 'halves' or 'speaker', got {self.utt_positives!r}")
+        if not 0 <= self.utt_layer <= self.model.layers:
+            raise ConfigError(f"utt_layer {self.utt_layer} is not a hidden state of a {self.model.layers}-layer model (0..{self.model.layers})")
+        for it, (m, s) in enumerate([(self.minutes1, self.steps1), (self.minutes2, self.steps2)][: self.iterations], 1):
+            if m <= 0 and s <= 0:
+                raise ConfigError(f"pretraining iteration {it} needs a time budget (minutes{it}) or a step budget (steps{it})")
+        if self.iter2_init not in ("continue", "scratch"):
+            raise ConfigError(f"iter2_init must be 'continue' or 'scratch', got {self.iter2_init!r}")
+        if not 0 <= self.iter2_layer <= self.model.layers:
+            raise ConfigError(f"iter2_layer {self.iter2_layer} is not a hidden state of a {self.model.layers}-layer model (0..{self.model.layers})")
 
 
 def profile_config(profile: str) -> PretrainConfig:
@@ -172,6 +198,39 @@ def profile_config(profile: str) -> PretrainConfig:
             utt_minutes=28.0, utt_positives="speaker",
         )
     raise ValueError(f"unknown pretraining profile {profile!r}; choose tiny or embedded")
+
+
+EMBEDDED_RECIPE = Path(__file__).resolve().parents[1] / "assets" / "pretrain_embedded.yaml"
+"""The shipped teacher's recipe written out: every key of ``profile_config("embedded")``."""
+
+
+def load_pretrain_config(profile: str = "embedded", path: str | Path | None = None,
+                         overrides: list[str] | tuple[str, ...] = ()) -> PretrainConfig:
+    """The profile's recipe, changed by a YAML file and then by dotted ``key=value`` overrides.
+
+    The same strict loading as a run config (:func:`harness.config.from_dict`): an unknown
+    key or a value of the wrong type is one line naming the file and the dotted key, with
+    the nearest valid key; :meth:`PretrainConfig.validate` runs on the result.
+
+    Args:
+        profile: ``tiny`` or ``embedded``: the base recipe (model size, budgets).
+        path: a YAML mapping of :class:`PretrainConfig` keys (``model.post_ln``, ``k1``, ...),
+            e.g. ``harness/assets/pretrain_embedded.yaml``; ``None`` = the profile alone.
+        overrides: ``["minutes1=2", "model.post_ln=false"]``, values parsed as YAML.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: unknown key, wrong type, out-of-range value, missing or malformed file.
+        ValueError: unknown profile.
+    """
+    data = to_dict(profile_config(profile))
+    if path is not None:
+        data = deep_merge(data, load_yaml(path))
+    if overrides:
+        data = deep_merge(data, parse_overrides(overrides))
+    return from_dict(PretrainConfig, data, source=path or f"<profile {profile}>")
 
 
 # ----------------------------------------------------------------------------- data
@@ -631,26 +690,16 @@ def pretrain(cfg: PretrainConfig, data_dir: str | Path, out: str | Path, log_fn=
 
     Returns:
         The summary written to ``<out>.json``.
+
+    Raises:
+        ConfigError: ``cfg.validate()`` failed (a ``ValueError``).
+        FileNotFoundError: no ``distill.jsonl`` in ``data_dir``.
     """
     from harness.provenance import git_commit, hardware, now_iso
 
-    if cfg.iterations not in (0, 1, 2) or (cfg.iterations == 0 and not cfg.init):
-        raise ValueError(f"iterations must be 1 or 2 (0 only with init=CHECKPOINT), got {cfg.iterations}")
+    cfg.validate()
     phone_stage = cfg.phone_minutes > 0 or cfg.phone_steps > 0
     utt_stage = cfg.utt_minutes > 0 or cfg.utt_steps > 0
-    if cfg.iterations == 0 and not phone_stage and not utt_stage:
-        raise ValueError("nothing to train: iterations=0 and no phone or utterance iteration budget (phone_minutes/phone_steps, utt_minutes/utt_steps)")
-    if cfg.utt_positives not in ("halves", "speaker"):
-        raise ValueError(f"utt_positives must be 'halves' or 'speaker', got {cfg.utt_positives!r}")
-    if not 0 <= cfg.utt_layer <= cfg.model.layers:
-        raise ValueError(f"utt_layer {cfg.utt_layer} is not a hidden state of a {cfg.model.layers}-layer model (0..{cfg.model.layers})")
-    for it, (m, s) in enumerate([(cfg.minutes1, cfg.steps1), (cfg.minutes2, cfg.steps2)][: cfg.iterations], 1):
-        if m <= 0 and s <= 0:
-            raise ValueError(f"pretraining iteration {it} needs a time budget (minutes{it}) or a step budget (steps{it})")
-    if cfg.iter2_init not in ("continue", "scratch"):
-        raise ValueError(f"iter2_init must be 'continue' or 'scratch', got {cfg.iter2_init!r}")
-    if not 0 <= cfg.iter2_layer <= cfg.model.layers:
-        raise ValueError(f"iter2_layer {cfg.iter2_layer} is not a hidden state of a {cfg.model.layers}-layer model (0..{cfg.model.layers})")
     torch.set_num_threads(cfg.threads)
     out = Path(out)
     start, t_all = now_iso(), time.perf_counter()
@@ -766,13 +815,3 @@ def write_log(rows: list[dict], path: Path) -> None:
         vals = [r.get(c, "") for c in cols]
         lines.append("\t".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in vals))
     path.write_text("\n".join(lines) + "\n")
-
-
-def with_overrides(cfg: PretrainConfig, **kw) -> PretrainConfig:
-    """``cfg`` with the non-None keyword values replaced (CLI options)."""
-    kw = {k: v for k, v in kw.items() if v is not None}
-    model_kw = {k: kw.pop(k) for k in ("post_ln", "layers", "width") if k in kw}
-    if model_kw:
-        kw["model"] = replace(cfg.model, **model_kw)
-    return replace(cfg, **kw)
-

@@ -1,0 +1,77 @@
+"""``harness asr train-teacher | distill | evaluate``: the ASR (ASKD) track (:mod:`harness.asr`).
+
+The track's modules are imported inside the commands: they pull in torch and transformers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from harness.cli.common import Subparsers, command, group
+
+
+def cmd_asr_train_teacher(args: argparse.Namespace) -> int:
+    from harness.asr.train import train_teacher
+
+    corpus = Path(args.corpus or f"data/{args.profile}")
+    train_teacher(args.profile, Path(args.out), corpus, steps=args.steps, seed=args.seed, threads=args.threads)
+    return 0
+
+
+def cmd_asr_distill(args: argparse.Namespace) -> int:
+    from harness.asr.train import load_asr_config, run_asr_distill
+
+    cfg = load_asr_config(Path(args.config), args.overrides)
+    s = run_asr_distill(cfg, Path(args.out))
+    print(f"WER {s['wer']['greedy']['wer']:.4f} (teacher {s['teacher_wer']['greedy']['wer']:.4f}), "
+          f"speedup x{s['speedup']:.2f}, {s['student_params']['total']} params -> {args.out}")
+    return 0
+
+
+def cmd_asr_evaluate(args: argparse.Namespace) -> int:
+    from harness.asr.evaluate import evaluate_checkpoint
+
+    res = evaluate_checkpoint(args.checkpoint, args.corpus, args.split, beam=args.beam,
+                              max_utterances=args.max_utterances, teacher=args.teacher, latency=args.latency)
+    print(json.dumps(res, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2))
+    return 0
+
+
+def add_parser(sub: Subparsers) -> None:
+    asr = group(sub, "asr", "ASR track: Whisper-style teacher, distilled students, ASKD")
+    p = command(asr, "train-teacher", cmd_asr_train_teacher,
+                "train the profile's small character-level Whisper on <corpus>/asr_train", [
+                    "harness asr train-teacher --profile tiny --out results/asr-teacher-tiny",
+                    "harness asr train-teacher --profile embedded --corpus data/embedded --out results/asr-teacher",
+                ])
+    p.add_argument("--profile", choices=("tiny", "embedded"), required=True)
+    p.add_argument("--out", required=True, help="checkpoint folder (save_pretrained + tokenizer files)")
+    p.add_argument("--corpus", default=None, help="corpus folder (default: data/<profile>)")
+    p.add_argument("--steps", type=int, default=0, help="training steps (0 = the profile's default)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+
+    p = command(asr, "distill", cmd_asr_distill, "distil one student (ce | kd | askd) and score it against its teacher", [
+        "harness asr distill --config sweeps/base/asr_embedded.yaml --out results/askd-demo "
+        "teacher.path=results/asr-teacher loss.objective=askd",
+    ])
+    p.add_argument("--config", required=True, help="ASR run config YAML (track: asr)")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("overrides", nargs="*", help="dotted key=value overrides")
+
+    p = command(asr, "evaluate", cmd_asr_evaluate, "WER (greedy, beam) and latency of a Whisper checkpoint folder", [
+        "harness asr evaluate results/embedded-askd/objective=askd-s0/student --corpus data/embedded "
+        "--teacher results/embedded-askd/teacher --latency 24",
+    ])
+    p.add_argument("checkpoint", help="Whisper checkpoint folder (local; never downloaded)")
+    p.add_argument("--corpus", required=True, help="corpus folder with <split>.jsonl")
+    p.add_argument("--split", default="asr_test")
+    p.add_argument("--beam", type=int, default=0, help="also decode with this beam width")
+    p.add_argument("--max-utterances", type=int, default=0)
+    p.add_argument("--teacher", default=None, help="time this teacher side by side (speedup)")
+    p.add_argument("--latency", type=int, default=0, help="utterances to time (0 = no timing)")
+    p.add_argument("--json", default=None, help="also write the result here")

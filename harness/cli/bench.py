@@ -1,0 +1,147 @@
+"""``harness bench stacking | teacher-cache | throughput | gpu`` (:mod:`harness.bench`,
+:mod:`harness.bench_throughput`).
+
+The benchmark modules are imported inside the commands: they pull in torch (and s3prl).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from harness.cli.common import Subparsers, command, group
+from harness.errors import UserError
+
+
+def cmd_bench_stacking(args: argparse.Namespace) -> int:
+    from harness.bench import VARIANTS, bench_stacking
+
+    variants = tuple(args.variants.split(",")) if args.variants else VARIANTS
+    bench_stacking(args.profile, Path(args.out), variants=variants, overrides=args.overrides,
+                   repeats=args.repeats, live=args.live)
+    return 0
+
+
+def cmd_bench_teacher_cache(args: argparse.Namespace) -> int:
+    from harness.bench import bench_teacher_cache
+
+    bench_teacher_cache(args.profile, Path(args.out), overrides=args.overrides)
+    return 0
+
+
+def cmd_bench_throughput(args: argparse.Namespace) -> int:
+    from harness.bench_throughput import ThroughputSettings, bench_throughput
+
+    s = ThroughputSettings(
+        layers=args.layers, width=args.width, heads=args.heads, ffn=args.ffn, batch=args.batch,
+        seconds=args.seconds, steps=args.steps, repeats=args.repeats, warmup=args.warmup,
+        device=args.device, frontend=args.frontend, target=args.target, conv_dim=args.conv_dim,
+        conv_pos=args.conv_pos, conv_pos_groups=args.conv_pos_groups, teacher_width=args.teacher_width,
+        pred_layers=args.pred_layers, dropout=args.dropout, memory=not args.no_memory, threads=args.threads,
+        cached_row=not args.no_cached_row, adamw=args.adamw, s3prl_adamw=args.s3prl_adamw,
+    )
+    try:
+        s.validate()
+    except ValueError as err:
+        raise UserError(f"bench throughput: {err}") from None
+    bench_throughput(s, Path(args.out) if args.out else None)
+    return 0
+
+
+def cmd_bench_gpu(args: argparse.Namespace) -> int:
+    import torch
+
+    from harness.bench_throughput import GpuSettings, bench_gpu
+
+    if not torch.cuda.is_available():
+        raise UserError("bench gpu: needs a CUDA device and this machine has none; run it where a GPU is lent")
+    g = GpuSettings(batch=args.batch, seconds=args.seconds, utterances=args.utterances, steps=args.steps,
+                    warmup=args.warmup, num_workers=args.workers, peak_tflops=args.peak_tflops, device=args.device)
+    try:
+        bench_gpu(g, Path(args.out) if args.out else None, work_dir=args.work_dir)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    return 0
+
+
+def add_parser(sub: Subparsers) -> None:
+    bench = group(sub, "bench", "benchmarks: stacking speedup vs theory, teacher cache, throughput, GPU")
+    p = command(bench, "stacking", cmd_bench_stacking,
+                "every variant side by side, teacher cached: speedup vs theory, time-to-quality", [
+                    "harness bench stacking --profile tiny --out results/bench/stacking-tiny.json",
+                    "harness bench stacking --profile embedded --out results/bench/stacking-embedded.json --repeats 3",
+                    "harness bench stacking --profile tiny --out /tmp/s.json --live train.threads=1",
+                ])
+    p.add_argument("--profile", choices=("tiny", "embedded"), required=True)
+    p.add_argument("--out", required=True, help="JSON file")
+    p.add_argument("--variants", default="", help="comma-separated (default: all; none is always run)")
+    p.add_argument("--repeats", type=int, default=1, help="runs per variant, round-robin; medians reported")
+    p.add_argument("--live", action="store_true", help="also compare the variants with the live teacher")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="changes to sweeps/base/<profile>.yaml")
+
+    p = command(bench, "teacher-cache", cmd_bench_teacher_cache,
+                "distillation step time with a live teacher vs the feature cache",
+                ["harness bench teacher-cache --profile tiny --out results/bench/cache-tiny.json"])
+    p.add_argument("--profile", choices=("tiny", "embedded"), required=True)
+    p.add_argument("--out", required=True, help="JSON file")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="changes to sweeps/base/<profile>.yaml")
+
+    _add_throughput(bench)
+    _add_gpu(bench)
+
+
+def _add_throughput(bench: Subparsers) -> None:
+    p = command(bench, "throughput", cmd_bench_throughput,
+                "training step of our student vs s3prl's DistillerModel at the same shape", [
+                    "harness bench throughput --layers 2 --width 256 --heads 4 --ffn 1024 "
+                    "--out results/bench/throughput-small.json",
+                    "harness bench throughput --out results/bench/throughput-paper.json      "
+                    "# 12 x 384, FFN 1536, batch 2, 4 s",
+                    "harness bench throughput --device cuda --batch 8 --out results/bench/throughput-cuda.json",
+                ])
+    p.add_argument("--layers", type=int, default=12)
+    p.add_argument("--width", type=int, default=384)
+    p.add_argument("--heads", type=int, default=12)
+    p.add_argument("--ffn", type=int, default=1536)
+    p.add_argument("--batch", type=int, default=2, help="utterances per step")
+    p.add_argument("--seconds", type=float, default=4.0, help="audio per utterance (all full length)")
+    p.add_argument("--steps", type=int, default=2, help="timed steps per repeat")
+    p.add_argument("--repeats", type=int, default=5, help="interleaved repeats per model")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps per model first")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda (bf16 autocast)")
+    p.add_argument("--frontend", choices=("frozen", "trainable"), default="frozen")
+    p.add_argument("--target", choices=("pred_heads", "l2l"), default="pred_heads",
+                   help="DistilHuBERT prediction heads or per-layer L2L projections (loss l1_cos)")
+    p.add_argument("--conv-dim", type=int, default=512, help="conv front-end channels")
+    p.add_argument("--conv-pos", type=int, default=128, help="positional conv kernel")
+    p.add_argument("--conv-pos-groups", type=int, default=16)
+    p.add_argument("--teacher-width", type=int, default=768)
+    p.add_argument("--pred-layers", type=int, nargs="+", default=[4, 8, 12], help="teacher layers of the heads")
+    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--adamw", choices=("default", "foreach", "fused"), default="default",
+                   help="torch AdamW implementation for our student (same algorithm)")
+    p.add_argument("--s3prl-adamw", choices=("default", "foreach", "fused"), default="default",
+                   help="the same for s3prl's model")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    p.add_argument("--no-memory", action="store_true", help="skip the CPU peak-memory subprocesses")
+    p.add_argument("--no-cached-row", action="store_true",
+                   help="skip ours_cached (the student fed precomputed front-end features, frozen front-end only)")
+    p.add_argument("--out", help="JSON file with machine, versions, settings and every figure")
+
+
+def _add_gpu(bench: Subparsers) -> None:
+    p = command(bench, "gpu", cmd_bench_gpu,
+                "MFU of the student_paper step with a cached teacher; data loader share (CUDA only)", [
+                    "harness bench gpu --out results/bench/gpu.json",
+                    "harness bench gpu --batch 16 --workers 4 --peak-tflops 989 --out results/bench/gpu-b16.json",
+                ])
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--seconds", type=float, default=4.0)
+    p.add_argument("--utterances", type=int, default=64, help="fabricated utterances in the cache")
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers")
+    p.add_argument("--peak-tflops", type=float, default=0.0, help="device peak (0 = from the built-in table)")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--work-dir", help="keep the fabricated data and cache here (default: a temporary folder)")
+    p.add_argument("--out", help="JSON file")

@@ -1,0 +1,103 @@
+"""``harness evaluate``: score an upstream on SUPERB tasks (:mod:`harness.superb.evaluate`).
+
+The library is imported inside the command functions: it pulls in torch, and ``harness
+--help`` should not wait for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import yaml
+
+from harness.cli.common import Subparsers, command
+from harness.errors import UserError
+
+
+def superb_options(items: list[str]) -> dict[str, dict]:
+    """``["ks.steps=100", "asr.max_utts=[200,50,50]"]`` -> ``{"ks": {"steps": 100}, ...}``."""
+    out: dict[str, dict] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        task, dot, field = key.partition(".")
+        if not sep or not dot or not task or not field:
+            raise UserError(f"bad --set {item!r}; expected TASK.OPTION=VALUE (e.g. ks.steps=100)")
+        out.setdefault(task, {})[field] = yaml.safe_load(value)
+    return out
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from harness.superb.data import DataError
+    from harness.superb.evaluate import UpstreamError, evaluate
+
+    if args.as_baseline:
+        return _evaluate_as_baseline(args)
+    try:
+        res = evaluate(
+            args.upstream, args.tasks, args.corpus, args.out, profile=args.profile,
+            device=args.device, cache_dir=args.cache_dir, seed=args.seed,
+            options=superb_options(args.set), baselines=None if args.no_score else "auto",
+            ref=args.ref, threads=args.threads, log=None if args.quiet else print,
+        )
+    except (UpstreamError, DataError, ValueError) as err:  # first line only: no traceback text
+        raise UserError(str(err).splitlines()[0]) from None
+    print(f"{'task':<5} {'metric':<9} {'value':>8} {'dev':>8} {'n':>6}  status")
+    for name, r in res["tasks"].items():
+        value = "-" if r.get("value") is None else f"{r['value']:.4f}"
+        dev = "-" if r.get("dev_value") is None else f"{r['dev_value']:.4f}"
+        print(f"{name:<5} {r['metric']:<9} {value:>8} {dev:>8} {r.get('n', 0):>6}  {r['status']}")
+    score = (res.get("score") or {}).get("score")
+    if score is not None:
+        print(f"SUPERB score: {score:.1f} (fbank = 0, {res['score']['ref']} = 1000)")
+    failed = [n for n, r in res["tasks"].items() if r["status"] != "ok"]
+    return 1 if failed else 0
+
+
+def _evaluate_as_baseline(args: argparse.Namespace) -> int:
+    """Score an upstream as a SUPERB baseline into the memo that trials read (one line out)."""
+    from harness.superb.evaluate import DEFAULT_CACHE, UpstreamError, baseline_results
+    from harness.superb.tasks import parse_tasks
+
+    if not args.corpus:
+        raise UserError("--as-baseline needs --corpus DIR")
+    profile = args.profile or "embedded"
+    try:
+        tasks = [t.name for t in parse_tasks(args.tasks, profile)]
+        res = baseline_results(args.upstream, tasks, Path(args.corpus), profile, args.device or "cpu",
+                               Path(args.cache_dir) if args.cache_dir else DEFAULT_CACHE, args.seed,
+                               superb_options(args.set) or {}, args.threads, None if args.quiet else print)
+    except (UpstreamError, ValueError) as err:
+        raise UserError(str(err).splitlines()[0]) from None
+    vals = ", ".join(f"{n} {r['value']:.4f}" for n, r in res["tasks"].items() if r.get("value") is not None)
+    print(f"baseline {args.upstream}: {vals}")
+    return 0
+
+
+def add_parser(sub: Subparsers) -> None:
+    p = command(sub, "evaluate", cmd_evaluate, "score an upstream on SUPERB tasks (superb.json, summary.json)", [
+        "harness evaluate runs/interleaved-s0 --tasks ks,ic,sid,er,pr,asr",
+        "harness evaluate embedded:harness/assets/teacher_embedded.pt --corpus data/embedded "
+        "--out results/teacher/superb.json",
+        "harness evaluate fbank --corpus data/embedded --tasks ks,pr --no-score",
+        "harness evaluate runs/x --set asr.steps=300 --set ks.max_utts=[500,100,200]",
+    ])
+    p.add_argument("upstream", help="run folder, student .ckpt, 'fbank' or a teacher spec")
+    p.add_argument("--tasks", default="ks,ic,sid,er,pr,asr", help="comma-separated task names")
+    p.add_argument("--corpus", default=None, help="corpus folder (default: the run's data.corpus)")
+    p.add_argument("--out", default=None, help="superb.json path (default: <run>/superb.json)")
+    p.add_argument("--profile", choices=("tiny", "embedded", "paper"), default=None,
+                   help="task settings (default: the run's profile, else embedded)")
+    p.add_argument("--ref", default=None,
+                   help="reference for the SUPERB score (default: the run's teacher; paper: published)")
+    p.add_argument("--as-baseline", action="store_true",
+                   help="score UPSTREAM as a SUPERB-score baseline (fbank or the reference) into the "
+                        "memo under --cache-dir that sweep trials read, so concurrent trials need not")
+    p.add_argument("--no-score", action="store_true", help="skip the SUPERB score (no baselines)")
+    p.add_argument("--set", action="append", default=[], metavar="TASK.OPTION=VALUE",
+                   help="override a task option (steps, lr, batch_size, max_utts, hidden, ...)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--cache-dir", default=None, help="feature store (default: cache/superb)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (0 = torch's default)")
+    p.add_argument("--quiet", action="store_true")

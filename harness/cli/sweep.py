@@ -1,0 +1,39 @@
+"""``harness sweep``: a YAML grid of distill + evaluate trials (:mod:`harness.sweep`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from harness.cli.common import Subparsers, command
+from harness.sweep import dry_run, run_sweep
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    extra = {"seeds": args.seeds, "overrides": args.set, "suffix": args.suffix,
+             "tasks": [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None}
+    if args.dry_run:
+        print(dry_run(Path(args.file), **extra))
+        return 0
+    run_sweep(Path(args.file), resume=args.resume, address=args.address, local=args.local, **extra)
+    return 0
+
+
+def add_parser(sub: Subparsers) -> None:
+    p = command(sub, "sweep", cmd_sweep, "run a YAML grid of distill + evaluate trials (Ray Tune)", [
+        "harness sweep sweeps/embedded/main.yaml --dry-run",
+        "harness sweep sweeps/embedded/main.yaml",
+        "harness sweep sweeps/embedded/main.yaml --resume      # after Ctrl-C or kill -9",
+        "ray start --head && harness sweep sweeps/paper/main.yaml --address auto",
+    ])
+    p.add_argument("file", help="sweep YAML")
+    p.add_argument("--resume", action="store_true", help="finish an interrupted sweep (finished trials are kept)")
+    p.add_argument("--dry-run", action="store_true", help="list the trials with time and disk estimates")
+    p.add_argument("--address", default=None, help="existing Ray cluster (default: $RAY_ADDRESS or a local one)")
+    p.add_argument("--local", action="store_true", help="run trials in this process, without Ray")
+    p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=None,
+                   help="replace the file's seeds, e.g. 0 or 0,1")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="change every trial's run config (repeatable), e.g. --set train.steps=100")
+    p.add_argument("--suffix", default="", help="append to the sweep name (results folder), e.g. -quick")
+    p.add_argument("--tasks", default=None, help="replace the sweep's evaluate list, e.g. ks,ic,pr")
