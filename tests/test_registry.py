@@ -31,19 +31,27 @@ def test_duplicate_and_bad_names_rejected():
         reg.register("KS")
 
 
+def _registry_with_module(tmp_path, monkeypatch, module: str, body: str) -> Registry:
+    """A registry and an importable (not yet imported) module ``module`` whose ``body`` can
+    decorate with it (``from <module>_reg import REG``)."""
+    import sys
+
+    reg = Registry("thing")
+    holder = type(sys)(f"{module}_reg")
+    holder.REG = reg
+    monkeypatch.setitem(sys.modules, f"{module}_reg", holder)
+    (tmp_path / f"{module}.py").write_text(f"from {module}_reg import REG\n" + body)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return reg
+
+
 def test_lazy_entries_are_listed_without_importing_and_imported_on_first_get(tmp_path, monkeypatch):
     import sys
 
-    (tmp_path / "lazy_defs_xyz.py").write_text(
-        "from tests_lazy_reg import REG\n"
+    reg = _registry_with_module(tmp_path, monkeypatch, "lazy_defs_xyz", (
         "@REG.register('alpha')\n"
         "def alpha():\n    return 'a'\n"
-        "def beta():\n    return 'b'\n")
-    reg = Registry("thing")
-    holder = type(sys)("tests_lazy_reg")
-    holder.REG = reg
-    monkeypatch.setitem(sys.modules, "tests_lazy_reg", holder)
-    monkeypatch.syspath_prepend(str(tmp_path))
+        "def beta():\n    return 'b'\n"))
     reg.register_lazy("alpha", "lazy_defs_xyz:alpha")  # decorated there too
     reg.register_lazy("beta", "lazy_defs_xyz:beta")  # not decorated: the placeholder is enough
     assert reg.names() == ["alpha", "beta"] and "alpha" in reg and len(reg) == 2
@@ -55,18 +63,10 @@ def test_lazy_entries_are_listed_without_importing_and_imported_on_first_get(tmp
 
 
 def test_a_lazy_entry_that_disagrees_with_its_module_or_is_malformed_is_refused(tmp_path, monkeypatch):
-    import sys
-
-    (tmp_path / "lazy_defs_abc.py").write_text(
-        "from tests_lazy_reg2 import REG\n"
+    reg = _registry_with_module(tmp_path, monkeypatch, "lazy_defs_abc", (
         "@REG.register('gamma')\n"
         "def gamma():\n    return 'g'\n"
-        "def other():\n    return 'o'\n")
-    reg = Registry("thing")
-    holder = type(sys)("tests_lazy_reg2")
-    holder.REG = reg
-    monkeypatch.setitem(sys.modules, "tests_lazy_reg2", holder)
-    monkeypatch.syspath_prepend(str(tmp_path))
+        "def other():\n    return 'o'\n"))
     reg.register_lazy("gamma", "lazy_defs_abc:other")
     with pytest.raises(RegistryError, match="is not what lazy_defs_abc registered"):
         reg.get("gamma")
