@@ -372,7 +372,8 @@ class AskdConfig:
 
 @dataclass
 class LossConfig:
-    """The distillation objective (registry ``LOSSES`` in ``harness.losses``)."""
+    """The distillation objective and its per-layer criterion (registries ``OBJECTIVES`` and
+    ``CRITERIA`` in ``harness.losses``)."""
 
     objective: str = "l2l"  # l2l | pred_heads | askd_l2l
     per_layer: str = "mse"  # mse | l1 | l1_cos | cos

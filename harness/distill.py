@@ -324,7 +324,7 @@ def run_distill(
         ConfigError / RegistryError: an unusable config value (unknown variant...).
     """
     from harness import stacking
-    from harness.losses import LOSSES, EmaTeacher, askd_alpha
+    from harness.losses import OBJECTIVES, EmaTeacher, askd_alpha
     from harness.student import PRESETS, build_student, save_student
     from harness.teachers.base import load_teacher
 
@@ -344,7 +344,7 @@ def run_distill(
         torch.set_num_threads(cfg.train.threads)
     sc, objective = cfg.stacking, cfg.loss.objective
     stacking.STACKING.get(sc.variant)  # unknown variant -> RegistryError with the nearest names
-    loss_fn = LOSSES.get(objective)
+    loss_fn = OBJECTIVES.get(objective)
     wants = "pred_heads" if objective == "pred_heads" else "l2l"
     if objective not in ("l2l", "pred_heads", "askd_l2l"):
         raise ConfigError(f"loss.objective: {objective!r} is not a feature-distillation objective "
