@@ -192,6 +192,49 @@ def _fill_fresh(entries: list[int]) -> list[int]:
     return out
 
 
+def check_growths(variant: str, depths: Sequence[int], **opts: Any) -> list[Plan]:
+    """Plan every growth of a stage schedule before training starts.
+
+    An option can suit the first growth and not a later one (the interleaved ``offset``
+    must be below ``depth - (add - 1) * (depth // add)`` at *every* depth), so a run
+    config is checked against all of them at load time rather than at the failing growth.
+
+    Args:
+        variant: a name in :data:`STACKING`.
+        depths: depth of each stage (:func:`stage_depths`).
+        **opts: as for :func:`plan` (``offset``, ``init``).
+
+    Returns:
+        The plan of each growth ``depths[s - 1] -> depths[s]``, in order.
+
+    Raises:
+        ValueError: one line naming the failing growth; for an ``offset`` that some growth
+            rejects, the largest offset every growth accepts is suggested.
+    """
+    plans = []
+    for s in range(1, len(depths)):
+        try:
+            plans.append(plan(variant, depths[s - 1], depths[s] - depths[s - 1], **opts))
+        except ValueError as err:
+            msg = f"growth {s} ({depths[s - 1]} -> {depths[s]} layers): {err}"
+            offset = opts.get("offset", 0)
+            if offset > 0:
+                ok = [o for o in range(offset) if _plans_all(variant, depths, {**opts, "offset": o})]
+                if ok:
+                    msg += f"; did you mean stacking.offset={max(ok)}?"
+            raise ValueError(msg) from None
+    return plans
+
+
+def _plans_all(variant: str, depths: Sequence[int], opts: dict) -> bool:
+    try:
+        for s in range(1, len(depths)):
+            plan(variant, depths[s - 1], depths[s] - depths[s - 1], **opts)
+    except ValueError:
+        return False
+    return True
+
+
 # ----------------------------------------------------------------------------- stages
 
 
