@@ -11,7 +11,8 @@ import soundfile as sf
 import torch
 
 from harness.config import ConfigError, load_run_config
-from harness.distill import RunInterrupted, lr_at, run_distill, stage_boundaries
+from harness.distill import RunInterrupted, lr_at, run_distill
+from harness.stacking import stage_boundaries
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "sweeps" / "base" / "tiny.yaml"
@@ -266,10 +267,10 @@ def test_a_failure_before_training_leaves_a_failed_summary(corpus, tmp_path):
 
 
 def test_offset_that_fails_a_later_growth_is_a_load_time_error(corpus, tmp_path):
-    from harness.distill import check_config
+    from harness.stacking import plan_stages
 
     # tiny: depths 1 -> 2 -> 3 -> 4; offset 1 does not exist at depth 1
     with pytest.raises(ConfigError, match=r"stacking.offset: growth 1 \(1 -> 2 layers\).*did you mean stacking.offset=0"):
-        check_config(load_run_config(TINY, ["stacking.offset=1"]))
-    stages = check_config(load_run_config(TINY, ["student.layers=8", "stacking.stages=3", "stacking.offset=1"]))
+        plan_stages(load_run_config(TINY, ["stacking.offset=1"]))
+    stages = plan_stages(load_run_config(TINY, ["student.layers=8", "stacking.stages=3", "stacking.offset=1"]))
     assert stages.depths == [4, 6, 8]  # b = 2 then 3: offset 1 fits both growths
