@@ -6,6 +6,9 @@ unknown key or a value of the wrong type raises :class:`ConfigError` naming the 
 dotted key, and the nearest valid key. Cross-field checks live in each class'
 ``validate()``, called after construction. :func:`apply_overrides` takes ``key=value``
 strings (``stacking.variant=top``), parsed as YAML scalars.
+
+Size: just over 500 lines: the strict-loading machinery and the
+run config's dataclasses, whose field lists are most of it.
 """
 
 from __future__ import annotations
@@ -20,13 +23,53 @@ from typing import Any, Literal, Union
 import yaml
 
 from harness.errors import HarnessError
-from harness.registry import did_you_mean
+from harness.registry import did_you_mean, nearest
 
 PROFILES = ("tiny", "embedded", "paper")
+
+# Registry names a run config may use. The registries live with the code they name
+# (harness.stacking, harness.losses, harness.teachers), which imports torch and the teacher
+# adapters; validating a config builds nothing, so it checks these lists, and
+# tests/test_config.py checks that they equal the registries.
+STACKING_VARIANTS = ("bottom", "interleaved", "middle", "none", "top")  # stacking.STACKING
+CRITERIA = ("cos", "l1", "l1_cos", "mse")  # losses.CRITERIA: loss.per_layer
+FEATURE_OBJECTIVES = ("askd_l2l", "l2l", "pred_heads")  # the losses.OBJECTIVES run_distill trains
+LOGIT_OBJECTIVES = ("askd_logit", "logit_kd")  # the other losses.OBJECTIVES (the ASR track's)
+TEACHER_KINDS = ("dummy", "embedded", "fbank", "hf", "s3prl")  # teachers.TEACHERS: the spec's prefix
 
 
 class ConfigError(ValueError, HarnessError):
     """A config that cannot be used; the message names the file and dotted key."""
+
+
+def check_name(value: str, kind: str, choices: tuple[str, ...],
+               elsewhere: tuple[tuple[str, tuple[str, ...]], ...] = ()) -> None:
+    """Check that ``value`` is one of ``choices`` (a registry's names).
+
+    Args:
+        value: the configured name.
+        kind: what it names, for the message ("stacking variant").
+        choices: the valid names.
+        elsewhere: ``(what, names)`` of neighbouring registries a near miss may belong to
+            (``("a per-layer loss: set loss.per_layer", CRITERIA)``), so that a name put
+            under the wrong key is told where it goes.
+
+    Raises:
+        ConfigError: one line with the nearest valid name(s) and the valid names.
+    """
+    if value in choices:
+        return
+    listed = f"{kind}s: {', '.join(choices)}"
+    for what, names in elsewhere:
+        if value in names:
+            raise ConfigError(f"{value!r} is {what}, not {'an' if kind[0] in 'aeiou' else 'a'} {kind} ({listed})")
+    hint = did_you_mean(str(value), choices)
+    for what, names in elsewhere if not hint else ():
+        close = nearest(str(value), names, n=1)
+        if close:
+            hint = f"; did you mean {close[0]!r} ({what})?"
+            break
+    raise ConfigError(f"unknown {kind} {value!r}{hint} ({listed})")
 
 
 # ----------------------------------------------------------------------------- machinery
@@ -74,7 +117,12 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
                 return _convert(value, arg, where)
             except ConfigError as err:
                 errors.append(str(err))
-        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        hint = ""
+        if isinstance(value, str):  # a misspelled name: the nearest of the Literal arms
+            names = [str(a) for arg in typing.get_args(tp) if typing.get_origin(arg) is Literal
+                     for a in typing.get_args(arg)]
+            hint = did_you_mean(value, names)
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}{hint}")
     if tp is type(None):
         if value is not None:
             raise ConfigError(f"{where}: expected null, got {value!r}")
@@ -249,7 +297,6 @@ class DataConfig:
     max_seconds: float = 4.0  # random crop length of each training utterance (seconds)
     batch_size: int = 8
     num_workers: int = 0
-    bucket: bool = True  # length-bucketed batching (less padding)
     max_utterances: int = 0  # 0 = all
 
     def validate(self) -> None:
@@ -276,6 +323,10 @@ class TeacherConfig:
     def validate(self) -> None:
         if not self.spec:
             raise ConfigError("spec must name a teacher (e.g. 'embedded' or 'hf:/path/dir')")
+        try:
+            check_name(self.spec.partition(":")[0], "teacher kind", TEACHER_KINDS)
+        except ConfigError as err:
+            raise ConfigError(f"spec {self.spec!r}: {err}") from None
         if "<" in self.spec or ">" in self.spec:
             # sweeps/base/paper.yaml ships 's3prl:hubert:<HUBERT_BASE_CKPT>' for the user to set
             raise ConfigError(
@@ -341,6 +392,10 @@ class StackingConfig:
         return 1 if self.variant == "none" else self.stages
 
     def validate(self) -> None:
+        try:
+            check_name(self.variant, "stacking variant", STACKING_VARIANTS)
+        except ConfigError as err:
+            raise ConfigError(f"variant: {err}") from None
         if self.stages < 1:
             raise ConfigError(f"stages must be >= 1, got {self.stages}")
         if self.add < 0 or self.offset < 0:
@@ -373,7 +428,8 @@ class AskdConfig:
 
 @dataclass
 class LossConfig:
-    """The distillation objective (registry ``LOSSES`` in ``harness.losses``)."""
+    """The distillation objective and its per-layer criterion (registries ``OBJECTIVES`` and
+    ``CRITERIA`` in ``harness.losses``)."""
 
     objective: str = "l2l"  # l2l | pred_heads | askd_l2l
     per_layer: str = "mse"  # mse | l1 | l1_cos | cos
@@ -381,6 +437,19 @@ class LossConfig:
     askd: AskdConfig = field(default_factory=AskdConfig)
 
     def validate(self) -> None:
+        if self.objective in LOGIT_OBJECTIVES:
+            raise ConfigError(f"objective: {self.objective!r} is not a feature-distillation objective "
+                              f"(use {', '.join(FEATURE_OBJECTIVES)}; logit objectives are the ASR track's)")
+        try:
+            check_name(self.objective, "objective", FEATURE_OBJECTIVES,
+                       (("a per-layer loss: set loss.per_layer", CRITERIA),))
+        except ConfigError as err:
+            raise ConfigError(f"objective: {err}") from None
+        try:
+            check_name(self.per_layer, "per-layer loss", CRITERIA,
+                       (("an objective: set loss.objective", FEATURE_OBJECTIVES + LOGIT_OBJECTIVES),))
+        except ConfigError as err:
+            raise ConfigError(f"per_layer: {err}") from None
         if self.w < 0:
             raise ConfigError(f"w must be >= 0, got {self.w}")
 
@@ -438,10 +507,20 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> None:
+        """Cross-section checks. The stage sizes and every growth plan need the student
+        presets and ``harness.stacking``, which this module must not import (they sit above
+        it): :func:`harness.stacking.plan_stages` checks those, and ``harness validate``,
+        sweeps and ``run_distill`` call it right after this."""
         if self.train.steps < self.stacking.num_stages:
             raise ConfigError(
                 f"train.steps ({self.train.steps}) must be >= stacking.stages ({self.stacking.stages})"
             )
+        wants = "pred_heads" if self.loss.objective == "pred_heads" else "l2l"
+        if self.student.target_mode != wants:
+            raise ConfigError(f"loss.objective {self.loss.objective!r} needs student.target_mode: {wants}")
+        if self.teacher.cache and self.student.frontend_trainable:
+            raise ConfigError("teacher.cache: the cached front-end output is frozen; set "
+                              "student.frontend_trainable=false or teacher.cache=false")
 
 
 def load_run_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:

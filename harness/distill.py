@@ -1,8 +1,21 @@
-"""One distillation run: build, loop, grow at stage boundaries, log, checkpoint.
+"""One distillation run, in named phases that read top to bottom (nanoGPT / torchtune).
 
 ``run_distill(cfg, out_dir)`` trains a student against a frozen teacher by layer-to-layer
-(L2L) distillation while its depth grows by a stacking variant (``harness.stacking``).
-It reads top to bottom like nanoGPT's ``train.py``: no trainer framework, no callbacks.
+(L2L) distillation while its depth grows by a stacking variant (``harness.stacking``):
+
+1. :func:`setup`: device, stage sizes (:func:`harness.stacking.plan_stages`), teacher
+   and feature cache, data, student, optimizer, EMA self-teacher (ASKD);
+2. :func:`begin`: resume from ``train.pt`` or start clean; ``config.yaml``; a
+   ``running`` summary;
+3. :func:`train`: the loop; :func:`grow_to` at each stage boundary, one
+   :func:`train_step` per batch, its loss from the objective family's step loss
+   (:data:`STEP_LOSSES`: :func:`teacher_loss` for ``l2l``/``pred_heads``,
+   :func:`askd_loss` for ``askd_l2l``, which adds the EMA self-teacher);
+4. :func:`finish`: ``student.ckpt`` and ``summary.json``.
+
+No trainer framework, no callbacks. A run that raises in any phase leaves
+``summary.json`` at ``"status": "failed: <reason>"``; a kill (simulated by
+:class:`RunInterrupted`) leaves it ``running``, so that a rerun resumes.
 
 The run folder (``out_dir``) receives, as ARCHITECTURE.md "Result files" requires:
 
@@ -18,14 +31,21 @@ The run folder (``out_dir``) receives, as ARCHITECTURE.md "Result files" require
   ``train.ckpt_every`` steps and at every growth; a rerun resumes from it mid-stage and
   ends with the same number of steps and the same stage boundaries.
 
+Each file is written by one small helper (section "run-folder files").
+
 Data: with ``teacher.cache: true`` the teacher's hidden states *and its front-end output*
 come from the feature cache (``harness.teachers.cache``), so a step costs only the
 student's encoder; the student's front-end is frozen (a copy of the teacher's). Without
 the cache the live teacher runs on every waveform batch. In both cases step ``k``'s batch
-is a pure function of ``(seed, k)``, which is what makes a resumed run identical.
+is a pure function of ``(seed, k)`` (``harness.data.loader``), which is what makes a
+resumed run identical.
 
 Timing: each stage's wall-clock is measured between device synchronisations and excludes
 checkpoint writes; the growth itself counts in the stage it starts.
+
+Size: over 500 lines: one recipe kept in one file so that it reads
+top to bottom, no function over ~60 lines; the run-folder helpers (~65 lines) are to move
+to ``harness.runs``.
 """
 
 from __future__ import annotations
@@ -35,14 +55,21 @@ import dataclasses
 import json
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import numpy as np
 import torch
 
-from harness.config import ConfigError, RunConfig, dump_yaml, to_dict
+from harness import stacking
+from harness.config import ConfigError, RunConfig, dump_yaml, to_dict, validate_tree
+from harness.data.loader import AudioDataset, CachedBatches, WaveBatches
+from harness.data.manifest import read_manifest
+from harness.losses import OBJECTIVES, EmaTeacher, askd_alpha
 from harness.provenance import git_commit, hardware, now_iso
+from harness.student import PRESETS, build_student, save_student
+from harness.teachers.base import load_teacher
+from harness.teachers.cache import ensure_cache
 
 CKPT_NAME = "train.pt"
 # after a 'zero' growth of a post-LN student, the new layers' MSG masks rise 0 -> 1 over
@@ -54,20 +81,71 @@ class RunInterrupted(RuntimeError):
     """Raised by a test hook (or a signal handler) to stop a run as a kill would."""
 
 
+# ----------------------------------------------------------------------------- run-folder files
+# (harness.runs is to own these formats; each helper is one call to swap)
+
+
+def _atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through a tmp file + rename: a reader never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    tmp.replace(path)
+
+
+def read_summary(out_dir: Path) -> Optional[dict]:
+    """``summary.json`` of a run folder, or None."""
+    path = out_dir / "summary.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_summary(out_dir: Path, summary: dict) -> None:
+    _atomic(out_dir / "summary.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2, default=str)))
+
+
+def write_config(out_dir: Path, cfg: RunConfig) -> None:
+    dump_yaml(cfg, out_dir / "config.yaml")
+
+
+def save_train_state(out_dir: Path, state: dict) -> None:
+    _atomic(out_dir / CKPT_NAME, lambda tmp: torch.save(state, tmp))
+
+
+def load_train_state(out_dir: Path, device: torch.device) -> Optional[dict]:
+    path = out_dir / CKPT_NAME
+    return torch.load(path, map_location=device, weights_only=False) if path.is_file() else None
+
+
+def clear_run_files(out_dir: Path) -> None:
+    """Start over: drop what a previous run left (config.yaml is rewritten)."""
+    for name in (CKPT_NAME, "metrics.jsonl", "student.ckpt", "summary.json"):
+        (out_dir / name).unlink(missing_ok=True)
+
+
+class MetricsLog:
+    """``metrics.jsonl``, appended one line per logged step.
+
+    Opening it drops the lines past ``keep_through`` (the resumed checkpoint's step):
+    those steps are redone identically.
+    """
+
+    def __init__(self, out_dir: Path, keep_through: int) -> None:
+        self.path = out_dir / "metrics.jsonl"
+        kept = []
+        if self.path.is_file():
+            kept = [ln for ln in self.path.read_text().splitlines()
+                    if ln.strip() and json.loads(ln)["step"] <= keep_through]
+        _atomic(self.path, lambda tmp: tmp.write_text("".join(ln + "\n" for ln in kept)))
+        self._file = self.path.open("a")
+
+    def append(self, row: dict) -> None:
+        self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
 # ----------------------------------------------------------------------------- small helpers
-
-
-def _write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (tmp file + rename): a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    tmp.replace(path)
-
-
-def _torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -112,15 +190,6 @@ def lr_at(step: int, total: int, optim) -> float:
     return optim.lr
 
 
-def stage_boundaries(stage_steps: list[int]) -> list[int]:
-    """First global step of each stage: ``[0, s0, s0 + s1, ...]`` (length B)."""
-    out, acc = [], 0
-    for s in stage_steps:
-        out.append(acc)
-        acc += s
-    return out
-
-
 class StageClock:
     """Training time per stage: wall-clock (device-synchronised) and process CPU time.
 
@@ -156,7 +225,7 @@ class StageClock:
                 sum(self.cpu) + time.process_time() - self._c0)
 
 
-# ----------------------------------------------------------------------------- data
+# ----------------------------------------------------------------------------- data and cost
 
 
 def manifest_path(cfg: RunConfig) -> Path:
@@ -170,85 +239,6 @@ def manifest_path(cfg: RunConfig) -> Path:
         )
         raise FileNotFoundError(f"data.corpus: {path} not found; {hint}")
     return path
-
-
-def _pick(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
-    return rng.choice(n, size=k, replace=n < k)
-
-
-class CachedBatches(torch.utils.data.Dataset):
-    """Step ``k`` -> a batch of cached front-end features and teacher states.
-
-    Each utterance's cached arrays (``frontend`` and ``layer_<j>``, all ``(T, D)`` at the
-    front-end's frame rate) are cropped at the same random offset to at most
-    ``max_frames`` frames, so the features and the targets stay aligned; the utterances
-    and offsets of step ``k`` depend only on ``(seed, k)``.
-
-    Items: ``{"feats": (B, T, C) float32, "frame_lengths": (B,) int64,
-    "targets": {j: (B, T, D) float32}}``.
-    """
-
-    def __init__(self, cache, ids: list[str], layers: list[int], batch_size: int,
-                 max_frames: int, seed: int, steps: range):
-        self.cache, self.ids, self.layers = cache, ids, layers
-        self.batch_size, self.max_frames, self.seed, self.steps = batch_size, max_frames, seed, steps
-
-    def __len__(self) -> int:
-        return len(self.steps)
-
-    def __getitem__(self, i: int) -> dict:
-        step = self.steps[i]
-        rng = np.random.default_rng([self.seed, step])
-        keys = ["frontend"] + [f"layer_{j}" for j in self.layers]
-        crops = []
-        for idx in _pick(rng, len(self.ids), self.batch_size):
-            arrays = self.cache.get(self.ids[idx])
-            t = min(arrays[k].shape[0] for k in keys)  # guard against off-by-one frame counts
-            n = min(t, self.max_frames)
-            o = int(rng.integers(0, t - n + 1))
-            crops.append({k: arrays[k][o:o + n] for k in keys})
-        lengths = [c["frontend"].shape[0] for c in crops]
-        t_max = max(lengths)
-
-        def stack(key: str) -> torch.Tensor:
-            out = np.zeros((len(crops), t_max, crops[0][key].shape[1]), dtype=np.float32)
-            for b, c in enumerate(crops):
-                out[b, : c[key].shape[0]] = c[key]
-            return torch.from_numpy(out)
-
-        return {
-            "feats": stack("frontend"),
-            "frame_lengths": torch.tensor(lengths, dtype=torch.int64),
-            "targets": {j: stack(f"layer_{j}") for j in self.layers},
-        }
-
-
-class WaveBatches(torch.utils.data.Dataset):
-    """Step ``k`` -> a batch of waveforms (live teacher), cropped to ``max_samples``.
-
-    Items: ``{"wavs": (B, S) float32 at 16 kHz, "lengths": (B,) int64 samples}``.
-    """
-
-    def __init__(self, dataset, batch_size: int, max_samples: int, seed: int, steps: range):
-        self.dataset, self.batch_size, self.max_samples = dataset, batch_size, max_samples
-        self.seed, self.steps = seed, steps
-
-    def __len__(self) -> int:
-        return len(self.steps)
-
-    def __getitem__(self, i: int) -> dict:
-        rng = np.random.default_rng([self.seed, self.steps[i]])
-        wavs = []
-        for idx in _pick(rng, len(self.dataset), self.batch_size):
-            wav = np.asarray(self.dataset[int(idx)]["wav"], dtype=np.float32)
-            n = min(len(wav), self.max_samples)
-            o = int(rng.integers(0, len(wav) - n + 1))
-            wavs.append(wav[o:o + n])
-        lengths = [len(w) for w in wavs]
-        out = np.zeros((len(wavs), max(lengths)), dtype=np.float32)
-        for b, w in enumerate(wavs):
-            out[b, : len(w)] = w
-        return {"wavs": torch.from_numpy(out), "lengths": torch.tensor(lengths, dtype=torch.int64)}
 
 
 def teacher_layers(cfg: RunConfig, num_layers: int) -> list[int]:
@@ -278,23 +268,53 @@ def cost_model(cfg: RunConfig, student, teacher):
     front-end and the teacher cost nothing per step. A live teacher's forward is counted
     as 2 FLOPs per parameter per frame (its encoder) plus its conv front-end's exact count.
     """
-    from harness.stacking import CostModel, conv_frontend_flops
-
     frames = max(1, int(cfg.data.max_seconds * teacher.frame_rate))
     fe_flops = teacher_flops = 0.0
     if not cfg.teacher.cache:
         spec = getattr(teacher.frontend, "spec", {}) or {}
         if spec.get("type") == "conv":
-            fe_flops = conv_frontend_flops(spec["layers"])
+            fe_flops = stacking.conv_frontend_flops(spec["layers"])
         fe_params = {id(p) for p in teacher.frontend.parameters()}
         encoder = sum(p.numel() for p in teacher.parameters() if id(p) not in fe_params) \
             if isinstance(teacher, torch.nn.Module) else 0
         teacher_flops = 2.0 * encoder + fe_flops  # the teacher runs its own front-end too
-    return CostModel.for_student(student, seq_frames=frames, frames_per_step=cfg.data.batch_size * frames,
-                                 frontend_flops=fe_flops, teacher_flops=teacher_flops)
+    return stacking.CostModel.for_student(student, seq_frames=frames, frames_per_step=cfg.data.batch_size * frames,
+                                          frontend_flops=fe_flops, teacher_flops=teacher_flops)
 
 
 # ----------------------------------------------------------------------------- the run
+
+
+@dataclass
+class Run:
+    """Everything one run holds between its phases (what used to be closure locals).
+
+    ``step`` counts finished optimisation steps; ``stage`` is the stage being trained.
+    """
+
+    cfg: RunConfig
+    out_dir: Path
+    sweep: Optional[str]
+    started: str
+    device: torch.device
+    amp_dtype: Optional[torch.dtype]
+    stages: stacking.Stages
+    teacher: Any
+    cache: Any  # the teacher-feature cache, or None (live teacher)
+    data: Any  # utterance ids (cached) or the AudioDataset (live)
+    student: Any = None
+    opt: Optional[torch.optim.Optimizer] = None
+    ema: Optional[EmaTeacher] = None  # ASKD's self-teacher
+    loss_fn: Callable = None
+    clock: Optional[StageClock] = None
+    step: int = 0
+    stage: int = 0
+    ckpt_seconds: float = 0.0
+    ramp: bool = False  # post-LN student grown with 'zero': blend the new layers in
+
+    @property
+    def total(self) -> int:
+        return self.stages.total
 
 
 def run_distill(
@@ -321,284 +341,347 @@ def run_distill(
 
     Raises:
         FileNotFoundError: missing corpus manifest or teacher checkpoint.
-        ConfigError / RegistryError: an unusable config value (unknown variant...).
+        ConfigError: an unusable config value (unknown variant...).
+        Any error of a phase, after ``summary.json`` says ``failed: <reason>``.
     """
-    from harness import stacking
-    from harness.losses import LOSSES, EmaTeacher, askd_alpha
-    from harness.student import PRESETS, build_student, save_student
-    from harness.teachers.base import load_teacher
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary_path = out_dir / "summary.json"
-    if resume and summary_path.is_file():
-        old = json.loads(summary_path.read_text())
-        if old.get("status") == "ok" and (out_dir / "student.ckpt").is_file():
+    if resume:
+        old = read_summary(out_dir)
+        if old and old.get("status") == "ok" and (out_dir / "student.ckpt").is_file():
             return old
     started = now_iso()
+    try:
+        run = setup(cfg, out_dir, sweep, started)
+        begin(run, resume)
+        status = train(run, on_log)
+        return finish(run, status)
+    except RunInterrupted:
+        raise  # a kill: the folder stays 'running' and a rerun resumes from train.pt
+    except Exception as err:
+        reason = (str(err).strip().splitlines() or [""])[0]
+        old = read_summary(out_dir) or {}
+        write_summary(out_dir, {
+            "run_id": out_dir.name, "sweep": sweep, "variant": cfg.stacking.variant, "seed": cfg.train.seed,
+            "started": old.get("started", started), "ended": now_iso(),
+            "status": f"failed: {type(err).__name__}: {reason}",
+        })
+        raise
 
-    # ---- settings: device, precision, threads; names checked before anything is loaded
+
+def setup(cfg: RunConfig, out_dir: Path, sweep: Optional[str], started: str) -> Run:
+    """Device, stages, teacher (+ feature cache), student, optimizer, EMA, data."""
     device = resolve_device(cfg.train.device)
     amp_dtype = resolve_precision(cfg.train.precision, device)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    sc, objective = cfg.stacking, cfg.loss.objective
-    stacking.STACKING.get(sc.variant)  # unknown variant -> RegistryError with the nearest names
-    loss_fn = LOSSES.get(objective)
-    wants = "pred_heads" if objective == "pred_heads" else "l2l"
-    if objective not in ("l2l", "pred_heads", "askd_l2l"):
-        raise ConfigError(f"loss.objective: {objective!r} is not a feature-distillation objective "
-                          "(use l2l, pred_heads or askd_l2l)")
-    if cfg.student.target_mode != wants:
-        raise ConfigError(f"loss.objective {objective!r} needs student.target_mode: {wants}")
+    validate_tree(cfg)  # a RunConfig built in code has not been validated yet
+    stages = stacking.plan_stages(cfg)
     manifest = manifest_path(cfg)
 
-    # ---- stages: depth and steps of each ('none' is one full-depth stage)
-    final_depth = cfg.student.layers or PRESETS[cfg.student.preset]["layers"]
-    n_stages, total = sc.num_stages, cfg.train.steps
-    add = sc.add or (final_depth // n_stages if n_stages > 1 else 0)
-    try:
-        depths = stacking.stage_depths(final_depth, n_stages, add)
-        steps_per_stage = stacking.stage_steps(total, n_stages, sc.schedule)
-    except ValueError as err:
-        raise ConfigError(f"stacking: {err}") from None
-    starts = stage_boundaries(steps_per_stage)
-
-    # ---- teacher (frozen) and, when cached, its features for every distill utterance
+    # the teacher (frozen) and, when cached, its features for every distill utterance
     teacher = load_teacher(cfg.teacher.spec, device)
-    layers_needed = teacher_layers(cfg, teacher.num_layers)
     cache = None
     if cfg.teacher.cache:
-        if cfg.student.frontend_trainable:
-            raise ConfigError("teacher.cache: the cached front-end output is frozen; set "
-                              "student.frontend_trainable=false or teacher.cache=false")
-        from harness.teachers.cache import ensure_cache
-
-        cache = ensure_cache(teacher, manifest, layers_needed, frontend=True, cache_dir=cfg.teacher.cache_dir,
-                             limit=cfg.data.max_utterances)
-
-    # ---- student (first-stage depth), optimizer, EMA self-teacher (ASKD)
-    def make_student_and_optimizer():
-        try:
-            student = build_student(dataclasses.replace(cfg.student, layers=depths[0]), teacher).to(device)
-        except ValueError as err:
-            raise ConfigError(f"student: {err}") from None
-        if cache is not None:
-            student.frontend = None  # fed the cached (frozen) front-end output instead
-        opt = torch.optim.AdamW(
-            [p for p in student.parameters() if p.requires_grad], lr=cfg.optim.lr,
-            betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay,
-            # fused: one kernel for the whole update; measured at the paper student shape on
-            # the 2-core CPU: 29 ms/step vs 93 ms (default) and 136 ms (foreach)
-            # (harness bench throughput --adamw, docs/benchmarks.md)
-            fused=True,
-        )
-        return student, opt
-
-    def grow_to(student, opt, stage: int) -> None:
-        """Grow ``student`` from stage ``stage - 1``'s depth to stage ``stage``'s, in place."""
-        p = stacking.plan(sc.variant, depths[stage - 1], depths[stage] - depths[stage - 1],
-                          offset=sc.offset, init=sc.init)
-        stacking.grow(student, opt, p, init=sc.init, optim_state=sc.optim_state,
-                      layer_map=sc.layer_map, teacher_layers=teacher.num_layers)
-        if ema is not None:
-            ema.update(student)  # a new shape: the EMA re-copies the grown student
+        cache = ensure_cache(teacher, manifest, teacher_layers(cfg, teacher.num_layers), frontend=True,
+                             cache_dir=cfg.teacher.cache_dir, limit=cfg.data.max_utterances)
+    run = Run(cfg, out_dir, sweep, started, device, amp_dtype, stages, teacher, cache,
+              data=load_data(cfg, manifest, cache is not None), loss_fn=OBJECTIVES.get(cfg.loss.objective))
 
     torch.manual_seed(cfg.train.seed)  # here: loading the teacher may have drawn numbers
-    student, opt = make_student_and_optimizer()
-    ema = EmaTeacher(student, cfg.loss.askd.ema) if objective == "askd_l2l" else None
-    # a post-LN student grown with 'zero' blends the new layers in (MSG masks 0 -> 1)
-    ramp = sc.init == "zero" and not student.layer_norm_first
-    step, stage, ckpt_seconds = 0, 0, 0.0
-    clock = StageClock(device, n_stages)
-    ckpt_path = out_dir / CKPT_NAME
-    if resume and ckpt_path.is_file():
-        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if ck.get("config") != to_dict(cfg):
-            raise ConfigError(f"{ckpt_path}: was written by a different config; delete it or use a new --out")
-        for s in range(1, ck["stage"] + 1):  # replay the growth so that the shapes match
-            grow_to(student, opt, s)
-        student.load_state_dict(ck["student"])
-        opt.load_state_dict(ck["optimizer"])
-        if ema is not None:
-            ema.load_state_dict(ck["ema"])
-        torch.set_rng_state(ck["rng"])
-        if device.type == "cuda" and ck.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(ck["cuda_rng"], device)
-        step, stage, ckpt_seconds = ck["step"], ck["stage"], ck["ckpt_seconds"]
-        clock.wall, clock.cpu = ck["stage_seconds"], ck["stage_cpu_seconds"]
-        started = ck["started"]
-    else:
-        for name in (CKPT_NAME, "metrics.jsonl", "student.ckpt", "summary.json"):
-            (out_dir / name).unlink(missing_ok=True)
-    dump_yaml(cfg, out_dir / "config.yaml")
-    # a folder killed mid-run says so (sweeps rerun 'running' trials, resuming from train.pt)
-    _write_json(summary_path, {"run_id": out_dir.name, "sweep": sweep, "variant": sc.variant,
-                               "seed": cfg.train.seed, "status": "running", "started": started})
+    run.student, run.opt = build_student_and_optimizer(run)
+    run.ema = EmaTeacher(run.student, cfg.loss.askd.ema) if cfg.loss.objective == "askd_l2l" else None
+    run.ramp = cfg.stacking.init == "zero" and not run.student.layer_norm_first
+    run.clock = StageClock(device, len(stages))
+    return run
 
-    def save_checkpoint() -> None:
-        nonlocal ckpt_seconds
-        t0 = time.perf_counter()
-        _torch_save({
-            "config": to_dict(cfg), "step": step, "stage": stage,
-            "student": student.state_dict(), "optimizer": opt.state_dict(),
-            "ema": ema.state_dict() if ema is not None else None,
-            "rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            "stage_seconds": clock.wall, "stage_cpu_seconds": clock.cpu, "ckpt_seconds": ckpt_seconds,
-            "started": started,
-        }, ckpt_path)
-        ckpt_seconds += time.perf_counter() - t0
 
-    # ---- metrics.jsonl: drop lines past the checkpoint (they are redone identically)
-    metrics_path = out_dir / "metrics.jsonl"
-    kept = []
-    if metrics_path.is_file():
-        kept = [ln for ln in metrics_path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
-    tmp = metrics_path.with_name(metrics_path.name + ".tmp")
-    tmp.write_text("".join(ln + "\n" for ln in kept))
-    tmp.replace(metrics_path)
-    metrics = metrics_path.open("a")
-
-    # ---- data: one batch per step, a pure function of (seed, step)
-    if cache is not None:
-        from harness.data.manifest import read_manifest
-
+def load_data(cfg: RunConfig, manifest: Path, cached: bool):
+    """The utterances a run draws batches from: ids (cached features) or an AudioDataset."""
+    if cached:
         ids = [r["id"] for r in read_manifest(manifest)]
-        if cfg.data.max_utterances:
-            ids = ids[: cfg.data.max_utterances]
-        max_frames = max(1, int(cfg.data.max_seconds * teacher.frame_rate))
+        return ids[: cfg.data.max_utterances] if cfg.data.max_utterances else ids
+    audio = AudioDataset(str(manifest), max_seconds=None, seed=cfg.train.seed)
+    if cfg.data.max_utterances:
+        audio = torch.utils.data.Subset(audio, range(min(len(audio), cfg.data.max_utterances)))
+    return audio
+
+
+def build_student_and_optimizer(run: Run):
+    """The first-stage student and its AdamW."""
+    cfg = run.cfg
+    try:
+        student = build_student(dataclasses.replace(cfg.student, layers=run.stages.depths[0]),
+                                run.teacher).to(run.device)
+    except ValueError as err:
+        raise ConfigError(f"student: {err}") from None
+    if run.cache is not None:
+        student.frontend = None  # fed the cached (frozen) front-end output instead
+    opt = torch.optim.AdamW(
+        [p for p in student.parameters() if p.requires_grad], lr=cfg.optim.lr,
+        betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay,
+        # fused: one kernel for the whole update; measured at the paper student shape on
+        # the 2-core CPU: 29 ms/step vs 93 ms (default) and 136 ms (foreach)
+        # (harness bench throughput --adamw, docs/benchmarks.md)
+        fused=True,
+    )
+    return student, opt
+
+
+def grow_to(run: Run, stage: int) -> None:
+    """Grow the student from stage ``stage - 1``'s depth to stage ``stage``'s, in place."""
+    sc, depths = run.cfg.stacking, run.stages.depths
+    p = stacking.plan(sc.variant, depths[stage - 1], depths[stage] - depths[stage - 1],
+                      offset=sc.offset, init=sc.init)
+    stacking.grow(run.student, run.opt, p, init=sc.init, optim_state=sc.optim_state,
+                  layer_map=sc.layer_map, teacher_layers=run.teacher.num_layers)
+    if run.ema is not None:
+        run.ema.update(run.student)  # a new shape: the EMA re-copies the grown student
+
+
+# ----------------------------------------------------------------------------- resume, checkpoint
+
+
+def begin(run: Run, resume: bool) -> None:
+    """Resume from ``train.pt`` (replaying the growth so the shapes match) or start
+    clean; then write ``config.yaml`` and a ``running`` summary (sweeps rerun 'running'
+    trials, which resume from ``train.pt``)."""
+    ck = load_train_state(run.out_dir, run.device) if resume else None
+    if ck is not None:
+        if ck.get("config") != to_dict(run.cfg):
+            raise ConfigError(f"{run.out_dir / CKPT_NAME}: was written by a different config; "
+                              "delete it or use a new --out")
+        for s in range(1, ck["stage"] + 1):
+            grow_to(run, s)
+        run.student.load_state_dict(ck["student"])
+        run.opt.load_state_dict(ck["optimizer"])
+        if run.ema is not None:
+            run.ema.load_state_dict(ck["ema"])
+        torch.set_rng_state(ck["rng"])
+        if run.device.type == "cuda" and ck.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(ck["cuda_rng"], run.device)
+        run.step, run.stage, run.ckpt_seconds = ck["step"], ck["stage"], ck["ckpt_seconds"]
+        run.clock.wall, run.clock.cpu = ck["stage_seconds"], ck["stage_cpu_seconds"]
+        run.started = ck["started"]
     else:
-        from harness.data.loader import AudioDataset
+        clear_run_files(run.out_dir)
+    write_config(run.out_dir, run.cfg)
+    write_summary(run.out_dir, {"run_id": run.out_dir.name, "sweep": run.sweep, "variant": run.cfg.stacking.variant,
+                                "seed": run.cfg.train.seed, "status": "running", "started": run.started})
 
-        audio = AudioDataset(str(manifest), max_seconds=None, seed=cfg.train.seed)
-        if cfg.data.max_utterances:
-            audio = torch.utils.data.Subset(audio, range(min(len(audio), cfg.data.max_utterances)))
 
-    def batches(steps: range, layers: list[int]):
-        """Batches for ``steps``. Made per stage: a stage reads only the cached teacher
-        layers its student matches, so the data cost shrinks with the depth too."""
-        if cache is not None:
-            ds = CachedBatches(cache, ids, layers, cfg.data.batch_size, max_frames, cfg.train.seed, steps)
-        else:
-            ds = WaveBatches(audio, cfg.data.batch_size, int(cfg.data.max_seconds * 16000), cfg.train.seed, steps)
-        return torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False, num_workers=cfg.data.num_workers,
-                                           pin_memory=device.type == "cuda")
+def save_checkpoint(run: Run) -> None:
+    """``train.pt``: everything a rerun needs to continue as if never stopped."""
+    t0 = time.perf_counter()
+    save_train_state(run.out_dir, {
+        "config": to_dict(run.cfg), "step": run.step, "stage": run.stage,
+        "student": run.student.state_dict(), "optimizer": run.opt.state_dict(),
+        "ema": run.ema.state_dict() if run.ema is not None else None,
+        "rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state(run.device) if run.device.type == "cuda" else None,
+        "stage_seconds": run.clock.wall, "stage_cpu_seconds": run.clock.cpu, "ckpt_seconds": run.ckpt_seconds,
+        "started": run.started,
+    })
+    run.ckpt_seconds += time.perf_counter() - t0
 
-    def autocast():
-        if amp_dtype is None:
-            return torch.autocast(device.type, enabled=False)
-        return torch.autocast(device.type, dtype=amp_dtype)
 
-    # ---- the loop: stage by stage; growth at each stage boundary
-    status = "ok"
-    window: dict[str, float] = {}
-    window_n = 0
-    student.train()
+# ----------------------------------------------------------------------------- one step
+
+
+def stage_batches(run: Run, steps: range, layers: list[int]) -> torch.utils.data.DataLoader:
+    """Batches for ``steps``. Made per stage: a stage reads only the cached teacher
+    layers its student matches, so the data cost shrinks with the depth too."""
+    cfg = run.cfg
+    if run.cache is not None:
+        max_frames = max(1, int(cfg.data.max_seconds * run.teacher.frame_rate))
+        ds = CachedBatches(run.cache, run.data, layers, cfg.data.batch_size, max_frames, cfg.train.seed, steps)
+    else:
+        ds = WaveBatches(run.data, cfg.data.batch_size, int(cfg.data.max_seconds * 16000), cfg.train.seed, steps)
+    return torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False, num_workers=cfg.data.num_workers,
+                                       pin_memory=run.device.type == "cuda")
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    """A batch's tensors on ``device``: cached ``feats``/``frame_lengths``/``targets``, or
+    live ``wavs``/``lengths``."""
+    if "feats" in batch:
+        return {"feats": batch["feats"].to(device, non_blocking=True),
+                "frame_lengths": batch["frame_lengths"].to(device),
+                "targets": {j: x.to(device, non_blocking=True) for j, x in batch["targets"].items()}}
+    return {"wavs": batch["wavs"].to(device, non_blocking=True), "lengths": batch["lengths"].to(device)}
+
+
+def encode(model, inputs: dict) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Hidden states ``(B, T, D)`` of the student (or its EMA copy) and valid frames ``(B,)``."""
+    if "feats" in inputs:
+        return model.forward_features(inputs["feats"], inputs["frame_lengths"]), inputs["frame_lengths"]
+    return model.hidden_states(inputs["wavs"], inputs["lengths"])
+
+
+def matched_outputs(run: Run, inputs: dict, matched: list[int]):
+    """The student's projections and their teacher targets on the frames both have.
+
+    Returns:
+        ``(preds, targets, frame_mask, t)``: ``L`` tensors ``(B, t, D_teacher)``, teacher
+        states by index ``{j: (B, t, D_teacher)}``, ``(B, t)`` bool, the frame count.
+    """
+    targets = inputs.get("targets")
+    if targets is None:  # live teacher
+        with torch.no_grad():
+            t_states, _ = run.teacher.hidden_states(inputs["wavs"], inputs["lengths"])
+        targets = {j: t_states[j] for j in matched}
+    states, frame_lengths = encode(run.student, inputs)
+    # front-end and teacher frame counts can differ by one: use the common part
+    t = min(states[-1].shape[1], next(iter(targets.values())).shape[1])
+    frame_mask = torch.arange(t, device=run.device)[None, :] < frame_lengths.to(run.device)[:, None]
+    preds = run.student.project([x[:, :t] for x in states])
+    return preds, {j: x[:, :t] for j, x in targets.items()}, frame_mask, t
+
+
+def teacher_loss(run: Run, inputs: dict, matched: list[int]):
+    """``l2l`` and ``pred_heads``: the student against the teacher only."""
+    preds, targets, frame_mask, _ = matched_outputs(run, inputs, matched)
+    return run.loss_fn(preds, targets, run.student.targets, run.cfg.loss.per_layer, run.cfg.loss.w, frame_mask)
+
+
+def askd_loss(run: Run, inputs: dict, matched: list[int]):
+    """``askd_l2l``: the teacher term weighted by alpha(t), the rest against the EMA student."""
+    preds, targets, frame_mask, t = matched_outputs(run, inputs, matched)
+    with torch.no_grad():
+        e_states, _ = encode(run.ema.module, inputs)
+        e_preds = run.ema.module.project([x[:, :t] for x in e_states])
+    a = run.cfg.loss.askd
+    alpha = askd_alpha(run.step / run.total, a.decay, a.alpha_start, a.alpha_end, a.start_frac)
+    return run.loss_fn(preds, targets, e_preds, run.student.targets, alpha,
+                       run.cfg.loss.per_layer, run.cfg.loss.w, frame_mask)
+
+
+# objective -> its step loss (one per objective family)
+STEP_LOSSES: dict[str, Callable] = {"l2l": teacher_loss, "pred_heads": teacher_loss, "askd_l2l": askd_loss}
+
+
+def train_step(run: Run, batch: dict, matched: list[int], lr: float):
+    """One optimisation step at learning rate ``lr``.
+
+    Returns:
+        ``(loss value, parts)``, or ``None`` for a non-finite loss (nothing updated).
+    """
+    for g in run.opt.param_groups:
+        g["lr"] = lr
+    if run.ramp and run.stage > 0:
+        start, steps = run.stages.starts[run.stage], run.stages.steps[run.stage]
+        stacking.ramp_masks(run.student, run.step - start, int(RAMP_FRAC * steps))
+    with autocast(run):
+        loss, parts = STEP_LOSSES[run.cfg.loss.objective](run, to_device(batch, run.device), matched)
+    loss_value = float(loss.detach())  # the NaN guard's (only) per-step sync
+    if not math.isfinite(loss_value):
+        return None
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if run.cfg.optim.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(run.student.parameters(), run.cfg.optim.grad_clip)
+    run.opt.step()
+    if run.ema is not None:
+        run.ema.update(run.student)
+    run.step += 1
+    return loss_value, parts
+
+
+def autocast(run: Run):
+    if run.amp_dtype is None:
+        return torch.autocast(run.device.type, enabled=False)
+    return torch.autocast(run.device.type, dtype=run.amp_dtype)
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class LogWindow:
+    """Sums of the loss and its parts since the last log line. The parts stay on the
+    device until a log step (no extra sync per step)."""
+
+    sums: dict = field(default_factory=dict)
+    n: int = 0
+
+    def add(self, loss_value: float, parts: dict) -> None:
+        self.sums["loss"] = self.sums.get("loss", 0.0) + loss_value
+        for k, v in parts.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v.detach().float()
+        self.n += 1
+
+    def means(self) -> dict:
+        out = {k: float(v) / self.n for k, v in self.sums.items()}
+        self.sums, self.n = {}, 0
+        return out
+
+
+def train(run: Run, on_log: Optional[Callable[[dict], None]]) -> str:
+    """Stage by stage to ``train.steps``, growing at each stage boundary.
+
+    Returns:
+        ``"ok"``, or ``"failed: nan at step N"`` (1-based, as in ``metrics.jsonl``).
+    """
+    cfg, stages, clock = run.cfg, run.stages, run.clock
+    status, window = "ok", LogWindow()
+    metrics = MetricsLog(run.out_dir, keep_through=run.step)
+    run.student.train()
     clock.start()
     try:
-        while step < total and status == "ok":
-            while stage + 1 < n_stages and step >= starts[stage + 1]:
+        while run.step < run.total and status == "ok":
+            while run.stage + 1 < len(stages) and run.step >= stages.starts[run.stage + 1]:
                 # growth (its cost counts in the new stage), then a checkpoint (not counted)
-                clock.stop(stage)
-                stage += 1
+                clock.stop(run.stage)
+                run.stage += 1
                 clock.start()
-                grow_to(student, opt, stage)
-                clock.stop(stage)
-                save_checkpoint()
+                grow_to(run, run.stage)
+                clock.stop(run.stage)
+                save_checkpoint(run)
                 clock.start()
-            stage_end = starts[stage + 1] if stage + 1 < n_stages else total
-            matched = sorted(set(student.targets))
-            for batch in batches(range(step, stage_end), matched):
-                lr = lr_at(step, total, cfg.optim)
-                for g in opt.param_groups:
-                    g["lr"] = lr
-
-                if ramp and stage > 0:
-                    stacking.ramp_masks(student, step - starts[stage], int(RAMP_FRAC * steps_per_stage[stage]))
-                with autocast():
-                    if cache is not None:
-                        feats = batch["feats"].to(device, non_blocking=True)
-                        frame_lengths = batch["frame_lengths"].to(device)
-                        targets = {j: x.to(device, non_blocking=True) for j, x in batch["targets"].items()}
-                        states = student.forward_features(feats, frame_lengths)
-                    else:
-                        wavs = batch["wavs"].to(device, non_blocking=True)
-                        lengths = batch["lengths"].to(device)
-                        with torch.no_grad():
-                            t_states, frame_lengths = teacher.hidden_states(wavs, lengths)
-                        targets = {j: t_states[j] for j in matched}
-                        states, frame_lengths = student.hidden_states(wavs, lengths)
-                    # front-end and teacher frame counts can differ by one: use the common part
-                    t = min(states[-1].shape[1], next(iter(targets.values())).shape[1])
-                    frame_mask = torch.arange(t, device=device)[None, :] < frame_lengths.to(device)[:, None]
-                    preds = student.project([x[:, :t] for x in states])
-                    targets = {j: x[:, :t] for j, x in targets.items()}
-                    if ema is None:
-                        loss, parts = loss_fn(preds, targets, student.targets, cfg.loss.per_layer,
-                                              cfg.loss.w, frame_mask)
-                    else:
-                        with torch.no_grad():
-                            e_states = (ema.module.forward_features(feats, frame_lengths) if cache is not None
-                                        else ema.module.hidden_states(wavs, lengths)[0])
-                            e_preds = ema.module.project([x[:, :t] for x in e_states])
-                        a = cfg.loss.askd
-                        alpha = askd_alpha(step / total, a.decay, a.alpha_start, a.alpha_end, a.start_frac)
-                        loss, parts = loss_fn(preds, targets, e_preds, student.targets, alpha,
-                                              cfg.loss.per_layer, cfg.loss.w, frame_mask)
-
-                loss_value = float(loss.detach())  # the NaN guard's (only) per-step sync
-                if not math.isfinite(loss_value):
-                    status = f"failed: nan at step {step + 1}"  # 1-based, as in metrics.jsonl
+            stage_end = stages.starts[run.stage + 1] if run.stage + 1 < len(stages) else run.total
+            matched = sorted(set(run.student.targets))
+            for batch in stage_batches(run, range(run.step, stage_end), matched):
+                lr = lr_at(run.step, run.total, cfg.optim)
+                result = train_step(run, batch, matched, lr)
+                if result is None:
+                    status = f"failed: nan at step {run.step + 1}"
                     break
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.optim.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.optim.grad_clip)
-                opt.step()
-                if ema is not None:
-                    ema.update(student)
-                step += 1
-
-                # log the mean over the log window: smoother than one step; the parts stay
-                # on the device until a log step (no extra sync per step)
-                window["loss"] = window.get("loss", 0.0) + loss_value
-                for k, v in parts.items():
-                    window[k] = window.get(k, 0.0) + v.detach().float()
-                window_n += 1
-                if step % cfg.train.log_every == 0 or step == total:
+                window.add(*result)
+                if run.step % cfg.train.log_every == 0 or run.step == run.total:
                     wall, cpu = clock.elapsed()
-                    row = {
-                        "step": step, "stage": stage, "depth": len(student.layers),
-                        **{k: float(v) / window_n for k, v in window.items()},
-                        "lr": lr, "time": wall, "cpu_time": cpu,
-                    }
-                    metrics.write(json.dumps(row) + "\n")
-                    metrics.flush()
-                    window, window_n = {}, 0
+                    row = {"step": run.step, "stage": run.stage, "depth": len(run.student.layers),
+                           **window.means(), "lr": lr, "time": wall, "cpu_time": cpu}
+                    metrics.append(row)
                     if on_log is not None:
                         on_log(row)
-                if cfg.train.ckpt_every and step % cfg.train.ckpt_every == 0 and step < total:
-                    clock.stop(stage)
-                    save_checkpoint()
+                if cfg.train.ckpt_every and run.step % cfg.train.ckpt_every == 0 and run.step < run.total:
+                    clock.stop(run.stage)
+                    save_checkpoint(run)
                     clock.start()
     finally:
         metrics.close()
-    clock.stop(stage)
+    clock.stop(run.stage)
+    return status
 
-    # ---- results: student.ckpt, summary.json
+
+# ----------------------------------------------------------------------------- summary
+
+
+def finish(run: Run, status: str) -> dict:
+    """Save the student (when ok) and write ``summary.json``; return the summary."""
+    cfg, sc, stages, student, clock = run.cfg, run.cfg.stacking, run.stages, run.student, run.clock
     train_params = sum(p.numel() for p in student.parameters() if p.requires_grad)
     if student.frontend is None:
         # the student trained on the cached output of the teacher's front-end: attach a
         # copy so that the checkpoint is a complete upstream
-        student.frontend = copy.deepcopy(teacher.frontend).requires_grad_(False)
+        student.frontend = copy.deepcopy(run.teacher.frontend).requires_grad_(False)
     if status == "ok":
-        save_student(student, out_dir / "student.ckpt", extra={"run_id": out_dir.name, "config": to_dict(cfg)})
-        ckpt_path.unlink(missing_ok=True)  # the finished student supersedes it
-    cost = cost_model(cfg, student, teacher)
+        save_student(student, run.out_dir / "student.ckpt", extra={"run_id": run.out_dir.name, "config": to_dict(cfg)})
+        (run.out_dir / CKPT_NAME).unlink(missing_ok=True)  # the finished student supersedes it
+    cost = cost_model(cfg, student, run.teacher)
     summary = {
-        "run_id": out_dir.name,
-        "sweep": sweep,
+        "run_id": run.out_dir.name,
+        "sweep": run.sweep,
         "profile": cfg.profile,
         "variant": sc.variant,
         "schedule": sc.schedule,
@@ -606,33 +689,33 @@ def run_distill(
         "optim_state": sc.optim_state,
         "layer_map": sc.layer_map,
         "seed": cfg.train.seed,
-        "teacher": teacher.id,
+        "teacher": run.teacher.id,
         "teacher_spec": cfg.teacher.spec,
         "teacher_cached": cfg.teacher.cache,
         "student_params": student.encoder_params(),  # as an upstream (no projections)
         "train_params": train_params,
-        "steps": step,
+        "steps": run.step,
         "stages": [
-            {"stage": s, "depth": depths[s], "start_step": starts[s], "steps": steps_per_stage[s],
+            {"stage": s, "depth": stages.depths[s], "start_step": stages.starts[s], "steps": stages.steps[s],
              "seconds": clock.wall[s], "cpu_seconds": clock.cpu[s]}
-            for s in range(n_stages)
+            for s in range(len(stages))
         ],
         "train_seconds": sum(clock.wall),
         "train_cpu_seconds": sum(clock.cpu),
-        "checkpoint_seconds": ckpt_seconds,
-        "flops": stacking.theoretical_cost(depths, steps_per_stage, cost),
-        "flops_full_depth": stacking.theoretical_cost([depths[-1]], [total], cost),
-        "theoretical_speedup": stacking.theoretical_speedup(depths, steps_per_stage, cost),
+        "checkpoint_seconds": run.ckpt_seconds,
+        "flops": stacking.theoretical_cost(stages.depths, stages.steps, cost),
+        "flops_full_depth": stacking.theoretical_cost([stages.depths[-1]], [run.total], cost),
+        "theoretical_speedup": stacking.theoretical_speedup(stages.depths, stages.steps, cost),
         "cost_model": dataclasses.asdict(cost),
-        "final_losses": final_losses(metrics_path),
+        "final_losses": final_losses(run.out_dir / "metrics.jsonl"),
         "hardware": hardware(),
         "git_commit": git_commit(),
-        "started": started,
+        "started": run.started,
         "ended": now_iso(),
         "status": status,
         "config": to_dict(cfg),
         "tasks": {},
         "superb_score": None,
     }
-    _write_json(summary_path, summary)
+    write_summary(run.out_dir, summary)
     return summary

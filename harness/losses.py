@@ -1,23 +1,28 @@
-"""Distillation losses (registry :data:`LOSSES`).
+"""Distillation losses: per-layer criteria (registry :data:`CRITERIA`) and objectives
+(registry :data:`OBJECTIVES`).
 
-Per-layer losses ``fn(pred (B, T, D), target (B, T, D), frame_mask (B, T) | None) ->
-scalar``, averaged over the valid frames only (padding never counts):
+Criteria compare one student layer with one target, ``fn(pred (B, T, D), target (B, T,
+D), frame_mask (B, T) | None) -> scalar``, averaged over the valid frames only (padding
+never counts); a run config names one as ``loss.per_layer``:
 
 - ``mse``: mean squared error over valid frames and dimensions;
 - ``l1``: mean absolute error over valid frames and dimensions;
 - ``cos``: mean over valid frames of ``1 - cos(pred, target)``;
 - ``l1_cos``: DistilHuBERT's ``l1 + mean(-log sigmoid(cos))`` (cosine weight 1).
 
-Objectives, all ``fn(preds, teacher_states, targets, per_layer, w, frame_mask) ->
-(total, parts)`` so a training loop can pick one by name:
+Objectives combine criteria (or logits) into the training loss and return ``(total,
+parts)``; a run config names one as ``loss.objective``. They come in three call families:
 
-- ``l2l``: output-layer loss + ``w`` x mean of the intermediate-layer losses;
-- ``pred_heads``: mean over DistilHuBERT's prediction heads.
+- feature distillation, ``fn(preds, teacher_states, targets, per_layer, w, frame_mask)``:
+  ``l2l`` (output-layer loss + ``w`` x mean of the intermediate-layer losses) and
+  ``pred_heads`` (mean over DistilHuBERT's prediction heads);
+- feature ASKD, ``fn(preds, teacher_states, ema_preds, targets, alpha, per_layer, w,
+  frame_mask)``: ``askd_l2l`` (teacher term weighted by :func:`askd_alpha`, the rest on
+  self-distillation against :class:`EmaTeacher`);
+- logits, ``fn(student_logits, teacher_logits, [ema_logits,] labels, ...)``: ``logit_kd``
+  (``ce_weight * CE + kd_weight * KL(t || s) * T^2``) and ``askd_logit`` (the ASR track).
 
-Logit distillation and ASKD: ``logit_kd`` (``ce_weight * CE + kd_weight * KL(t || s) *
-T^2``), ``askd_l2l`` and ``askd_logit`` (teacher term weighted by :func:`askd_alpha`, the
-rest on self-distillation against :class:`EmaTeacher`). Losses are computed in float32
-whatever the autocast dtype of their inputs.
+Losses are computed in float32 whatever the autocast dtype of their inputs.
 """
 
 from __future__ import annotations
@@ -32,9 +37,8 @@ from torch import nn
 
 from harness.registry import Registry
 
-LOSSES: Registry = Registry("loss")
-
-PER_LAYER = ("mse", "l1", "cos", "l1_cos")
+CRITERIA: Registry = Registry("per-layer loss")
+OBJECTIVES: Registry = Registry("objective")
 
 # teacher states: a list indexed by hidden-state index (None where not loaded) or a dict
 TeacherStates = Union[Sequence[Optional[torch.Tensor]], Mapping[int, torch.Tensor]]
@@ -55,28 +59,28 @@ def _check(pred: torch.Tensor, target: torch.Tensor, frame_mask: Optional[torch.
         raise ValueError(f"loss: frame_mask {tuple(frame_mask.shape)} does not match (B, T) = {tuple(pred.shape[:2])}")
 
 
-@LOSSES.register("mse")
+@CRITERIA.register("mse")
 def mse(pred: torch.Tensor, target: torch.Tensor, frame_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Mean squared error over valid frames and all dimensions."""
     _check(pred, target, frame_mask)
     return _masked_mean((pred.float() - target.float()).pow(2).mean(-1), frame_mask)
 
 
-@LOSSES.register("l1")
+@CRITERIA.register("l1")
 def l1(pred: torch.Tensor, target: torch.Tensor, frame_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Mean absolute error over valid frames and all dimensions."""
     _check(pred, target, frame_mask)
     return _masked_mean((pred.float() - target.float()).abs().mean(-1), frame_mask)
 
 
-@LOSSES.register("cos")
+@CRITERIA.register("cos")
 def cos(pred: torch.Tensor, target: torch.Tensor, frame_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Mean over valid frames of ``1 - cos(pred, target)`` (0 when aligned, 2 when opposite)."""
     _check(pred, target, frame_mask)
     return _masked_mean(1.0 - F.cosine_similarity(pred.float(), target.float(), dim=-1), frame_mask)
 
 
-@LOSSES.register("l1_cos")
+@CRITERIA.register("l1_cos")
 def l1_cos(pred: torch.Tensor, target: torch.Tensor, frame_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """DistilHuBERT: ``l1 + mean over valid frames of -log sigmoid(cos(pred, target))``."""
     _check(pred, target, frame_mask)
@@ -85,11 +89,14 @@ def l1_cos(pred: torch.Tensor, target: torch.Tensor, frame_mask: Optional[torch.
 
 
 def per_layer_loss(name: str):
-    """The per-layer loss called ``name`` (``mse``, ``l1``, ``cos``, ``l1_cos``)."""
-    if name not in PER_LAYER:
-        LOSSES.get(name)  # unknown name -> RegistryError with the nearest names
-        raise ValueError(f"{name!r} is an objective, not a per-layer loss; use one of {', '.join(PER_LAYER)}")
-    return LOSSES.get(name)
+    """The per-layer criterion called ``name`` (``mse``, ``l1``, ``cos``, ``l1_cos``).
+
+    Raises:
+        ValueError: ``name`` is an objective. RegistryError: unknown name (nearest listed).
+    """
+    if name in OBJECTIVES:
+        raise ValueError(f"{name!r} is an objective, not a per-layer loss; use one of {', '.join(CRITERIA.names())}")
+    return CRITERIA.get(name)
 
 
 def _teacher(teacher_states: TeacherStates, k: int) -> torch.Tensor:
@@ -102,7 +109,7 @@ def _teacher(teacher_states: TeacherStates, k: int) -> torch.Tensor:
     return t
 
 
-@LOSSES.register("l2l")
+@OBJECTIVES.register("l2l")
 def l2l_loss(student_proj: Sequence[torch.Tensor], teacher_states: TeacherStates, targets: Sequence[int],
              per_layer: str = "mse", w: float = 0.5,
              frame_mask: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -130,7 +137,7 @@ def l2l_loss(student_proj: Sequence[torch.Tensor], teacher_states: TeacherStates
     return total, {"out": out.detach(), "inter": inter.detach()}
 
 
-@LOSSES.register("pred_heads")
+@OBJECTIVES.register("pred_heads")
 def pred_head_loss(student_preds: Sequence[torch.Tensor], teacher_states: TeacherStates, targets: Sequence[int],
                    per_layer: str = "l1_cos", w: float = 0.0,
                    frame_mask: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -173,7 +180,7 @@ def _masked_ce(logits: torch.Tensor, labels: Optional[torch.Tensor], ignore_inde
     return valid, ce
 
 
-@LOSSES.register("logit_kd")
+@OBJECTIVES.register("logit_kd")
 def logit_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: Optional[torch.Tensor],
              temperature: float = 2.0, ce_weight: float = 1.0, kd_weight: float = 1.0,
              ignore_index: int = -100) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -334,7 +341,7 @@ def askd_combine(teacher_term: torch.Tensor, self_term: torch.Tensor, alpha: flo
     return alpha * teacher_term + (1.0 - alpha) * self_term
 
 
-@LOSSES.register("askd_l2l")
+@OBJECTIVES.register("askd_l2l")
 def askd_l2l(student_proj: Sequence[torch.Tensor], teacher_states: TeacherStates,
              ema_proj: Sequence[torch.Tensor], targets: Sequence[int], alpha: float,
              per_layer: str = "mse", w: float = 0.5,
@@ -368,7 +375,7 @@ def askd_l2l(student_proj: Sequence[torch.Tensor], teacher_states: TeacherStates
     return total, {"alpha": torch.tensor(float(alpha)), "teacher": t_term.detach(), "self": s_term.detach()}
 
 
-@LOSSES.register("askd_logit")
+@OBJECTIVES.register("askd_logit")
 def askd_logit(student_logits: torch.Tensor, teacher_logits: torch.Tensor, ema_logits: torch.Tensor,
                labels: Optional[torch.Tensor], alpha: float, temperature: float = 2.0, ce_weight: float = 1.0,
                kd_weight: float = 1.0, ignore_index: int = -100) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

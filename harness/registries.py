@@ -13,7 +13,8 @@ from harness.registry import Registry
 # registry name -> (module that defines it, attribute)
 _REGISTRIES: dict[str, tuple[str, str]] = {
     "stacking": ("harness.stacking", "STACKING"),
-    "losses": ("harness.losses", "LOSSES"),
+    "criteria": ("harness.losses", "CRITERIA"),
+    "objectives": ("harness.losses", "OBJECTIVES"),
     "teachers": ("harness.teachers", "TEACHERS"),
     "tasks": ("harness.superb", "TASKS"),
     "importers": ("harness.data.importers", "IMPORTERS"),

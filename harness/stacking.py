@@ -17,9 +17,10 @@ Growth variants, for ``depth = 6``, ``add = 3``::
     middle       0 1 2 3 1' 2' 3' 4 5        copy the middle block (start (depth-add)//2), insert after it
     interleaved  0 0' 1 2 2' 3 4 4' 5        copy every b = depth // add layers, insert after each
 
-Size: over 500 lines on purpose: the plans, the layer map, the stage schedule and the cost
-model are the stacking method's pure parts, and :func:`grow` is the one surgery that applies
-a plan; they are read and tested together (ARCHITECTURE.md keeps them in one module).
+Size: over 500 lines on purpose: the plans, the layer map, the stage sizes with their
+load-time checks (:func:`plan_stages`), the cost model and :func:`grow` (the one surgery that
+applies a plan) share the plan and stage types; they are read and tested together
+(ARCHITECTURE.md keeps them in one module).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import Any, Optional, Sequence, Union
 import torch
 from torch import nn
 
+from harness.config import ConfigError, RunConfig
 from harness.registry import Registry
 
 STACKING: Registry = Registry("stacking variant")
@@ -196,6 +198,49 @@ def _fill_fresh(entries: list[int]) -> list[int]:
     return out
 
 
+def check_growths(variant: str, depths: Sequence[int], **opts: Any) -> list[Plan]:
+    """Plan every growth of a stage schedule before training starts.
+
+    An option can suit the first growth and not a later one (the interleaved ``offset``
+    must be below ``depth - (add - 1) * (depth // add)`` at *every* depth), so a run
+    config is checked against all of them at load time rather than at the failing growth.
+
+    Args:
+        variant: a name in :data:`STACKING`.
+        depths: depth of each stage (:func:`stage_depths`).
+        **opts: as for :func:`plan` (``offset``, ``init``).
+
+    Returns:
+        The plan of each growth ``depths[s - 1] -> depths[s]``, in order.
+
+    Raises:
+        ValueError: one line naming the failing growth; for an ``offset`` that some growth
+            rejects, the largest offset every growth accepts is suggested.
+    """
+    plans = []
+    for s in range(1, len(depths)):
+        try:
+            plans.append(plan(variant, depths[s - 1], depths[s] - depths[s - 1], **opts))
+        except ValueError as err:
+            msg = f"growth {s} ({depths[s - 1]} -> {depths[s]} layers): {err}"
+            offset = opts.get("offset", 0)
+            if offset > 0:
+                ok = [o for o in range(offset) if _plans_all(variant, depths, {**opts, "offset": o})]
+                if ok:
+                    msg += f"; did you mean stacking.offset={max(ok)}?"
+            raise ValueError(msg) from None
+    return plans
+
+
+def _plans_all(variant: str, depths: Sequence[int], opts: dict) -> bool:
+    try:
+        for s in range(1, len(depths)):
+            plan(variant, depths[s - 1], depths[s] - depths[s - 1], **opts)
+    except ValueError:
+        return False
+    return True
+
+
 # ----------------------------------------------------------------------------- stages
 
 
@@ -263,6 +308,65 @@ def stage_steps(total_steps: int, stages: int, schedule: Union[str, Sequence[flo
             steps[j] -= 1
             steps[i] = 1
     return steps
+
+
+def stage_boundaries(stage_steps: Sequence[int]) -> list[int]:
+    """First global step of each stage: ``[0, s0, s0 + s1, ...]`` (length B)."""
+    out, acc = [], 0
+    for s in stage_steps:
+        out.append(acc)
+        acc += s
+    return out
+
+
+@dataclass
+class Stages:
+    """Depth and steps of each stage of a run (``none``: one full-depth stage)."""
+
+    depths: list[int]
+    steps: list[int]
+
+    @property
+    def starts(self) -> list[int]:
+        """First global step of each stage."""
+        return stage_boundaries(self.steps)
+
+    @property
+    def total(self) -> int:
+        return sum(self.steps)
+
+    def __len__(self) -> int:
+        return len(self.depths)
+
+
+def plan_stages(cfg: RunConfig) -> Stages:
+    """A run config's stages, with every growth planned (:func:`check_growths`).
+
+    The checks of a run config that need the student presets and this module, which
+    ``harness.config`` sits below: ``harness validate``, sweeps (every trial) and the run
+    itself call it, so that an option that fails only at a later growth (the interleaved
+    ``offset``) fails at load time.
+
+    Raises:
+        ConfigError: one line naming the key, with a suggestion where one is known.
+    """
+    from harness.student import PRESETS
+
+    sc = cfg.stacking
+    final_depth = cfg.student.layers or PRESETS[cfg.student.preset]["layers"]
+    n_stages = sc.num_stages
+    add = sc.add or (final_depth // n_stages if n_stages > 1 else 0)
+    try:
+        depths = stage_depths(final_depth, n_stages, add)
+        steps = stage_steps(cfg.train.steps, n_stages, sc.schedule)
+    except ValueError as err:
+        raise ConfigError(f"stacking: {err}") from None
+    try:
+        check_growths(sc.variant, depths, offset=sc.offset, init=sc.init)
+    except ValueError as err:
+        key = "stacking.offset" if "offset" in str(err) else "stacking"
+        raise ConfigError(f"{key}: {err}") from None
+    return Stages(depths, steps)
 
 
 # ----------------------------------------------------------------------------- cost model

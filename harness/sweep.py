@@ -250,6 +250,10 @@ def expand_grid(cfg: SweepConfig, base: dict, path: Path, config_cls: type) -> l
                 data = deep_merge(data, _nest(key, value))
             try:
                 run_cfg = from_dict(config_cls, data, source=path)
+                if config_cls is RunConfig:  # stage sizes and every growth plan, before any run
+                    from harness.stacking import plan_stages
+
+                    plan_stages(run_cfg)
             except ConfigError as err:
                 msg = str(err).replace(f"{path}: ", "", 1)
                 raise ConfigError(f"{path}: grid point {point}: {msg}") from None

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.config import RunConfig, from_dict, load_yaml
+from harness.config import ConfigError, RunConfig, from_dict, load_yaml
+from harness.stacking import plan_stages
 
 
 def validate_file(path: Path) -> str:
     """Validate one YAML file strictly and return what kind of config it is.
 
-    A file with a top-level ``grid`` or ``base`` key is a sweep; anything else is a run
-    config (:class:`harness.config.RunConfig`).
+    A file with a top-level ``grid`` or ``base`` key is a sweep (every trial's config is
+    checked as below); anything else is a run config (:class:`harness.config.RunConfig`):
+    keys, types, registry names and ranges, then the stage sizes and every growth plan
+    (:func:`harness.stacking.plan_stages`), all before anything is built.
 
     Raises:
         ConfigError: naming the file, the key and the nearest valid key.
@@ -27,5 +30,9 @@ def validate_file(path: Path) -> str:
 
         from_dict(AsrRunConfig, data, source=path)
         return "asr run config"
-    from_dict(RunConfig, data, source=path)
+    cfg = from_dict(RunConfig, data, source=path)
+    try:
+        plan_stages(cfg)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
     return "run config"

@@ -85,3 +85,38 @@ def test_none_variant_is_one_stage_whatever_stages_says():
     cfg = from_dict(RunConfig, {"stacking": {"variant": "none", "stages": 4, "schedule": [0.5, 0.5]}})
     assert cfg.stacking.num_stages == 1
     assert from_dict(RunConfig, {"stacking": {"variant": "top", "stages": 4}}).stacking.num_stages == 4
+
+
+def test_name_lists_equal_the_registries():
+    """Config validation checks names against lists (it builds nothing); they must be the
+    registries' names exactly."""
+    from harness import config
+    from harness.registries import all_registries
+
+    regs = all_registries()
+
+    def shipped(name):  # entries the harness defines (tests register fakes of their own)
+        reg = regs[name]
+        return {n for n in reg.names() if getattr(reg.get(n), "__module__", "").startswith("harness.")}
+
+    assert set(config.STACKING_VARIANTS) == shipped("stacking")
+    assert set(config.CRITERIA) == shipped("criteria")
+    assert set(config.FEATURE_OBJECTIVES) | set(config.LOGIT_OBJECTIVES) == shipped("objectives")
+    assert set(config.TEACHER_KINDS) == shipped("teachers")
+
+
+@pytest.mark.parametrize("data, fragment", [
+    ({"stacking": {"variant": "interlaved"}}, "stacking.variant: unknown stacking variant 'interlaved'; did you mean 'interleaved'?"),
+    ({"loss": {"objective": "msee"}}, "loss.objective: unknown objective 'msee'; did you mean 'mse' (a per-layer loss"),
+    ({"loss": {"objective": "mse"}}, "loss.objective: 'mse' is a per-layer loss: set loss.per_layer, not an objective"),
+    ({"loss": {"objective": "logit_kd"}}, "loss.objective: 'logit_kd' is not a feature-distillation objective"),
+    ({"loss": {"per_layer": "l2ll"}}, "loss.per_layer: unknown per-layer loss 'l2ll'; did you mean 'l2l' (an objective"),
+    ({"teacher": {"spec": "s3prll:hubert:/x.pt"}}, "teacher.spec 's3prll:hubert:/x.pt': unknown teacher kind 's3prll'; did you mean 's3prl'?"),
+    ({"stacking": {"schedule": "equl"}}, "stacking.schedule: expected 'equal' | 'proportional' | list[float], got 'equl'; did you mean 'equal'?"),
+    ({"teacher": {"cache": True}, "student": {"frontend_trainable": True}}, "teacher.cache: the cached front-end output is frozen"),
+    ({"loss": {"objective": "pred_heads"}}, "loss.objective 'pred_heads' needs student.target_mode: pred_heads"),
+])
+def test_registry_names_are_checked_at_load(data, fragment):
+    with pytest.raises(ConfigError) as err:
+        from_dict(RunConfig, data, source="x.yaml")
+    assert fragment in str(err.value) and "\n" not in str(err.value), str(err.value)

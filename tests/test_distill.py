@@ -11,8 +11,8 @@ import soundfile as sf
 import torch
 
 from harness.config import ConfigError, load_run_config
-from harness.distill import RunInterrupted, lr_at, run_distill, stage_boundaries
-from harness.registry import RegistryError
+from harness.distill import RunInterrupted, lr_at, run_distill
+from harness.stacking import stage_boundaries
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "sweeps" / "base" / "tiny.yaml"
@@ -172,9 +172,9 @@ def test_bad_inputs_are_one_line_errors(corpus, tmp_path):
     cfg = tiny_cfg(corpus, tmp_path, f"data.corpus={tmp_path / 'nowhere'}")
     with pytest.raises(FileNotFoundError, match=r"data.corpus: .*nowhere/distill.jsonl not found"):
         run_distill(cfg, tmp_path / "a")
-    cfg = tiny_cfg(corpus, tmp_path, "stacking.variant=interleave")
-    with pytest.raises(RegistryError, match="interleaved"):
-        run_distill(cfg, tmp_path / "b")
+    # a misspelled variant is a load-time error now (harness.config), before any run
+    with pytest.raises(ConfigError, match="interleaved"):
+        tiny_cfg(corpus, tmp_path, "stacking.variant=interleave")
     cfg = tiny_cfg(corpus, tmp_path, "train.precision=bf16")
     with pytest.raises(ConfigError, match="train.precision"):
         run_distill(cfg, tmp_path / "c")
@@ -222,6 +222,55 @@ def test_objectives_and_growth_options_run(corpus, tmp_path, extra):
 
 
 def test_mismatched_objective_is_a_config_error(corpus, tmp_path):
-    cfg = tiny_cfg(corpus, tmp_path, "loss.objective=pred_heads")
+    with pytest.raises(ConfigError, match="student.target_mode: pred_heads"):
+        tiny_cfg(corpus, tmp_path, "loss.objective=pred_heads")  # at load time, before any run
+    # a config built in code (never validated) is checked when the run starts
+    from harness.config import RunConfig
+
+    cfg = tiny_cfg(corpus, tmp_path)
+    cfg.loss.objective = "pred_heads"
     with pytest.raises(ConfigError, match="student.target_mode: pred_heads"):
         run_distill(cfg, tmp_path / "run")
+    assert isinstance(cfg, RunConfig)
+
+
+def test_every_feature_objective_has_a_step_loss():
+    from harness.config import FEATURE_OBJECTIVES
+    from harness.distill import STEP_LOSSES
+    from harness.losses import OBJECTIVES
+
+    assert set(STEP_LOSSES) == set(FEATURE_OBJECTIVES) and all(o in OBJECTIVES for o in STEP_LOSSES)
+
+
+def test_a_failure_after_stage_one_leaves_a_failed_summary(corpus, tmp_path, monkeypatch):
+    from harness import distill
+
+    def broken_growth(run, stage):
+        raise RuntimeError("growth exploded\nsecond line")
+
+    monkeypatch.setattr(distill, "grow_to", broken_growth)
+    cfg = tiny_cfg(corpus, tmp_path)
+    with pytest.raises(RuntimeError, match="growth exploded"):
+        run_distill(cfg, tmp_path / "run", sweep="demo")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "failed: RuntimeError: growth exploded"
+    assert summary["run_id"] == "run" and summary["sweep"] == "demo" and summary["ended"]
+    assert [r["stage"] for r in read_metrics(tmp_path / "run")] == [0, 0]  # stage 1 trained, then the failure
+
+
+def test_a_failure_before_training_leaves_a_failed_summary(corpus, tmp_path):
+    cfg = tiny_cfg(corpus, tmp_path, "teacher.spec=embedded:/nowhere/teacher.pt")
+    with pytest.raises(FileNotFoundError):
+        run_distill(cfg, tmp_path / "run")
+    status = json.loads((tmp_path / "run" / "summary.json").read_text())["status"]
+    assert status.startswith("failed: FileNotFoundError: ") and "\n" not in status
+
+
+def test_offset_that_fails_a_later_growth_is_a_load_time_error(corpus, tmp_path):
+    from harness.stacking import plan_stages
+
+    # tiny: depths 1 -> 2 -> 3 -> 4; offset 1 does not exist at depth 1
+    with pytest.raises(ConfigError, match=r"stacking.offset: growth 1 \(1 -> 2 layers\).*did you mean stacking.offset=0"):
+        plan_stages(load_run_config(TINY, ["stacking.offset=1"]))
+    stages = plan_stages(load_run_config(TINY, ["student.layers=8", "stacking.stages=3", "stacking.offset=1"]))
+    assert stages.depths == [4, 6, 8]  # b = 2 then 3: offset 1 fits both growths

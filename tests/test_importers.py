@@ -173,9 +173,10 @@ def test_speech_commands(tmp_path):
     inside = import_corpus("speech_commands", src, src, force=True)  # silence/ now exists
     assert {s: len(r) for s, r in _manifests(inside).items()} == {s: len(r) for s, r in splits.items()}
     # the loader reads every record, generated clips through their corpus-relative path
-    from harness.data.loader import make_loader
+    from harness.data.loader import AudioDataset, collate
 
-    batch = next(iter(make_loader(out / "ks_test.jsonl", batch_size=8, shuffle=False)))
+    ds = AudioDataset(out / "ks_test.jsonl")
+    batch = collate([ds[i] for i in range(len(ds))])
     assert batch.wavs.shape == (3, SR) and "silence_white_noise_0009" in batch.ids
     # the silence clips are the noise file's consecutive seconds
     noise, _ = sf.read(src / "_background_noise_" / "white_noise.wav", dtype="float32")

@@ -1,4 +1,4 @@
-"""Loader: padded batches, aligned deterministic crops, bucketing, bad files surfaced."""
+"""Loader: padded batches, aligned deterministic crops, step-indexed batches, bad files surfaced."""
 
 from __future__ import annotations
 
@@ -10,10 +10,7 @@ import soundfile as sf
 import torch
 
 from harness.data.audio import AudioError
-from harness.data.loader import (
-    FRAME_HOP, AudioDataset, BucketBatchSampler, RandomBatchSampler, collate, make_loader,
-    padding_fraction,
-)
+from harness.data.loader import FRAME_HOP, AudioDataset, CachedBatches, WaveBatches, collate
 from harness.data.manifest import write_manifest
 
 SR = 16000
@@ -71,56 +68,38 @@ def test_crop_alignment_and_determinism(tmp_path):
     assert ds[2]["offset"] == ds.crop_offset(2, 0)  # plain index = epoch 0
 
 
-def test_bucketing_reduces_padding(tmp_path):
-    lengths = np.random.default_rng(0).integers(16000, 16000 * 15, size=2000).tolist()
-    bucket = BucketBatchSampler(lengths, 16, seed=0)
-    rand = RandomBatchSampler(lengths, 16, seed=0)
-    pb = padding_fraction(bucket.batches(0), lengths)
-    pr = padding_fraction(rand.batches(0), lengths)
-    assert pb < 0.05 and pr > 0.3 and pb < pr / 5  # measured: 0.019 vs 0.425
-    for sampler in (bucket, rand):
-        flat = sorted(i for b in sampler.batches(0) for i in b)
-        assert flat == list(range(2000))  # every item exactly once
-        assert len(sampler) == len(sampler.batches(0))
-    # deterministic per (seed, epoch), different across epochs and seeds
-    assert bucket.batches(1) == BucketBatchSampler(lengths, 16, seed=0).batches(1)
-    assert bucket.batches(1) != bucket.batches(0)
-    assert BucketBatchSampler(lengths, 16, seed=1).batches(0) != bucket.batches(0)
-    # iterating advances the epoch and yields (epoch, index) keys
-    first = next(iter(bucket))
-    second = next(iter(bucket))
-    assert {e for e, _ in first} == {0} and {e for e, _ in second} == {1}
-    bucket.set_epoch(0)
-    assert next(iter(bucket)) == first
-    fixed = BucketBatchSampler(lengths, 16, shuffle=False)
-    flat = [lengths[i] for b in fixed.batches(0) for i in b]
-    assert flat == sorted(lengths)
-    drop = BucketBatchSampler(lengths[:100], 16, seed=0, pool_batches=2, drop_last=True)
-    assert all(len(b) == 16 for b in drop.batches(0)) and len(drop) == len(drop.batches(0))
+def test_step_batches_are_functions_of_seed_and_step(tmp_path):
+    """A run's step k reads the same batch whatever range of steps its dataset serves
+    (a resumed run restarts mid-stage), and another seed reads another batch."""
+    man = _corpus(tmp_path, [4000, 9000, 20000, 3000])
+    ds = AudioDataset(man)
+    whole = WaveBatches(ds, 3, 8000, seed=1, steps=range(0, 10))
+    tail = WaveBatches(ds, 3, 8000, seed=1, steps=range(6, 10))
+    for i in range(4):
+        a, b = whole[6 + i], tail[i]
+        assert torch.equal(a["wavs"], b["wavs"]) and torch.equal(a["lengths"], b["lengths"])
+    item = whole[0]
+    assert item["wavs"].shape == (3, int(item["lengths"].max())) and item["wavs"].dtype == torch.float32
+    assert int(item["lengths"].max()) <= 8000 and item["lengths"].dtype == torch.int64
+    for b, n in enumerate(item["lengths"].tolist()):  # zero past each crop's end
+        assert torch.all(item["wavs"][b, n:] == 0)
+    other = WaveBatches(ds, 3, 8000, seed=2, steps=range(0, 10))
+    assert [whole[i]["wavs"].sum().item() for i in range(10)] != [other[i]["wavs"].sum().item() for i in range(10)]
 
+    class Cache:  # the feature cache's interface: id -> {"frontend", "layer_j"} (T, D)
+        def get(self, uid):
+            t = 30 + int(uid[1:]) * 7
+            base = np.arange(t, dtype=np.float32)[:, None]
+            return {"frontend": np.repeat(base, 2, 1), "layer_1": np.repeat(base, 3, 1) + 0.5}
 
-def test_make_loader_end_to_end(tmp_path):
-    lengths = [4000, 4100, 9000, 9100, 20000, 20500, 3000]
-    man = _corpus(tmp_path, lengths)
-    loader = make_loader(man, batch_size=2, max_seconds=1.0, seed=0)
-    seen = []
-    for batch in loader:
-        assert batch.wavs.shape[0] == len(batch.ids) <= 2
-        assert batch.wavs.shape[1] == int(batch.lengths.max()) <= 16000
-        assert torch.all(batch.offsets % FRAME_HOP == 0)
-        seen += batch.ids
-    assert sorted(seen) == sorted(f"u{i}" for i in range(7))
-    loader.batch_sampler.set_epoch(5)
-    a = [(b.ids, b.offsets.tolist()) for b in loader]
-    loader.batch_sampler.set_epoch(5)
-    b = [(b.ids, b.offsets.tolist()) for b in loader]
-    assert a == b
-    # worker processes get the epoch through the sampler's keys: same crops as in-process
-    workers = make_loader(man, batch_size=2, max_seconds=1.0, seed=0, num_workers=1)
-    workers.batch_sampler.set_epoch(5)
-    assert [(b.ids, b.offsets.tolist()) for b in workers] == a
-    unbucketed = make_loader(man, batch_size=3, bucket=False, shuffle=False)
-    assert [b.ids for b in unbucketed] == [["u0", "u1", "u2"], ["u3", "u4", "u5"], ["u6"]]
+    ids = ["u0", "u1", "u2", "u3"]
+    cached = CachedBatches(Cache(), ids, [1], 2, 20, seed=1, steps=range(0, 8))
+    again = CachedBatches(Cache(), ids, [1], 2, 20, seed=1, steps=range(5, 8))
+    assert torch.equal(cached[5]["feats"], again[0]["feats"])
+    c = cached[0]
+    assert c["feats"].shape[:2] == c["targets"][1].shape[:2] and c["feats"].shape[2] == 2
+    for b, n in enumerate(c["frame_lengths"].tolist()):  # features and targets cropped alike
+        assert torch.equal(c["feats"][b, :n, 0] + 0.5, c["targets"][1][b, :n, 0])
 
 
 def test_corrupt_file_surfaces_as_audio_error(tmp_path):
@@ -133,7 +112,7 @@ def test_corrupt_file_surfaces_as_audio_error(tmp_path):
         ds[1]
     assert str(bad) in str(err.value) and "\n" not in str(err.value)
     with pytest.raises(AudioError, match="u1.wav"):
-        list(make_loader(man, batch_size=2))
+        list(WaveBatches(ds, 2, 4000, seed=0, steps=range(4)))  # both items, in some step
     # a file replaced by one of another length no longer matches its manifest record
     sf.write(bad, np.zeros(5000, np.float32), SR)
     with pytest.raises(AudioError, match="holds 5000 samples, the manifest says 4000"):

@@ -74,7 +74,7 @@ def test_pred_head_loss_is_mean_over_heads():
     total, parts = L.pred_head_loss(preds, t, [4, 8], "l1")
     assert parts["head_4"].item() == 1.0 and parts["head_8"].item() == 0.0
     assert total.item() == pytest.approx(0.5)
-    assert L.LOSSES.get("pred_heads") is L.pred_head_loss
+    assert L.OBJECTIVES.get("pred_heads") is L.pred_head_loss
 
 
 def test_logit_kd_closed_form():
@@ -166,4 +166,18 @@ def test_askd_logit_blends_kl_terms():
 
 
 def test_registry_names():
-    assert {"mse", "l1", "cos", "l1_cos", "l2l", "pred_heads", "logit_kd", "askd_l2l", "askd_logit"} <= set(L.LOSSES.names())
+    assert {"mse", "l1", "cos", "l1_cos", "l2l", "pred_heads", "logit_kd", "askd_l2l", "askd_logit"} <= \
+        set(L.CRITERIA.names()) | set(L.OBJECTIVES.names())
+    # two registries: per-layer criteria and objectives (different call signatures)
+    assert set(L.CRITERIA.names()) == {"mse", "l1", "cos", "l1_cos"}
+    assert not set(L.CRITERIA.names()) & set(L.OBJECTIVES.names())
+
+
+def test_per_layer_loss_rejects_objectives_and_unknown_names():
+    from harness.registry import RegistryError
+
+    assert L.per_layer_loss("l1") is L.l1
+    with pytest.raises(ValueError, match="'l2l' is an objective, not a per-layer loss"):
+        L.per_layer_loss("l2l")
+    with pytest.raises(RegistryError, match="unknown per-layer loss 'msee'; did you mean 'mse'"):
+        L.per_layer_loss("msee")

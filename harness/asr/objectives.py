@@ -13,7 +13,7 @@ distribution, and the released weight goes to self-distillation against an expon
 moving average of its own weights (:class:`EmaTeacher`), which acts as a regulariser.
 KL terms are averaged over non-padding target positions (``labels != -100``).
 
-The pieces are the shared ones of :mod:`harness.losses` (registry ``LOSSES``):
+The pieces are the shared ones of :mod:`harness.losses` (registry ``OBJECTIVES``):
 :func:`~harness.losses.askd_alpha` (the schedule: ``linear``, ``cosine``, ``exp``,
 ``step``), :class:`~harness.losses.EmaTeacher` (the self-teacher), and the ``logit_kd``
 and ``askd_logit`` objectives; this module only fixes how the ASR track calls them and

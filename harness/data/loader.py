@@ -1,4 +1,5 @@
-"""Waveform batches from a manifest: dataset, random crops, padding, length bucketing.
+"""Batches for distillation: a manifest's utterances, random crops, padding, and the
+step-indexed batch datasets of a distillation run.
 
 A batch (:class:`Batch`) of ``B`` utterances padded to the longest one, ``S`` samples:
 
@@ -15,20 +16,24 @@ field        shape        meaning
 Random crops (``max_seconds``) start at a multiple of :data:`FRAME_HOP` = 320 samples,
 the 50 Hz frame hop of the conv front-ends, so frame-level features cached for the whole
 utterance can be cropped the same way: frames ``offset // 320`` onwards. The crop of item
-``i`` in epoch ``e`` depends only on ``(seed, e, i)``. Samplers pass ``(epoch, index)``
-keys to the dataset, so crops stay deterministic with worker processes; plain integer
-indexing uses epoch 0.
+``i`` in epoch ``e`` depends only on ``(seed, e, i)`` (``dataset[(epoch, i)]``; plain
+integer indexing uses epoch 0).
+
+A distillation run reads one batch per optimisation step: :class:`CachedBatches` (cached
+front-end features and teacher states) or :class:`WaveBatches` (waveforms for a live
+teacher). Step ``k``'s batch is a pure function of ``(seed, k)``, whichever worker makes
+it, which is what makes a resumed run identical to an uninterrupted one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset
 
 from harness.data.audio import SAMPLE_RATE, AudioError, load_audio
 from harness.data.manifest import audio_path, read_manifest
@@ -148,145 +153,95 @@ def collate(items: Sequence[dict]) -> Batch:
     return Batch(wavs=wavs, lengths=lengths, mask=mask, ids=[it["id"] for it in items], offsets=offsets)
 
 
-class _EpochBatchSampler(Sampler):
-    """Yields batches of ``(epoch, index)`` keys; the epoch advances on every pass.
-
-    Call :meth:`set_epoch` to pin the epoch explicitly (e.g. when resuming); otherwise
-    the first pass is epoch 0, the next 1, and so on.
-    """
-
-    def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool, seed: int, drop_last: bool) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.lengths = np.asarray(lengths, dtype=np.int64)
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.seed = seed
-        self.drop_last = drop_last
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def batches(self, epoch: int) -> list[list[int]]:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    def _chunk(self, order: np.ndarray) -> list[list[int]]:
-        out = [order[i : i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)]
-        if self.drop_last and out and len(out[-1]) < self.batch_size:
-            out.pop()
-        return out
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        epoch = self.epoch
-        self.epoch += 1
-        for batch in self.batches(epoch):
-            yield [(epoch, i) for i in batch]
-
-    def __len__(self) -> int:
-        n = len(self.lengths)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+def _pick(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
+    return rng.choice(n, size=k, replace=n < k)
 
 
-class RandomBatchSampler(_EpochBatchSampler):
-    """Batches of consecutive indices of a per-epoch permutation (or in order)."""
+class CachedBatches(Dataset):
+    """Step ``k`` -> a batch of cached front-end features and teacher states.
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool = True, seed: int = 0,
-                 drop_last: bool = False) -> None:
-        super().__init__(lengths, batch_size, shuffle, seed, drop_last)
-
-    def batches(self, epoch: int) -> list[list[int]]:
-        n = len(self.lengths)
-        order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
-        return self._chunk(order)
-
-
-class BucketBatchSampler(_EpochBatchSampler):
-    """Length-bucketed batches: little padding, still random.
-
-    Each epoch: shuffle all indices, cut them into pools of ``pool_batches x batch_size``
-    items, sort each pool by length, cut pools into batches, shuffle the batch order.
-    Similar lengths share a batch (less padding) while batch composition and order
-    change every epoch. Deterministic per ``(seed, epoch)``. With ``shuffle=False``:
-    one global sort by length, batches in that order.
+    Each utterance's cached arrays (``frontend`` and ``layer_<j>``, all ``(T, D)`` at the
+    front-end's frame rate) are cropped at the same random offset to at most
+    ``max_frames`` frames, so the features and the targets stay aligned; the utterances
+    and offsets of step ``k`` depend only on ``(seed, k)``.
 
     Args:
-        lengths: item lengths (samples, after cropping).
-        batch_size: items per batch.
-        shuffle: randomise pools and batch order.
-        seed: randomness seed.
-        pool_batches: pool size in batches (larger = less padding, less randomness).
-        drop_last: drop a final short batch.
-    """
-
-    def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool = True, seed: int = 0,
-                 pool_batches: int = 50, drop_last: bool = False) -> None:
-        super().__init__(lengths, batch_size, shuffle, seed, drop_last)
-        self.pool = max(1, pool_batches) * batch_size
-
-    def batches(self, epoch: int) -> list[list[int]]:
-        n = len(self.lengths)
-        if not self.shuffle:
-            return self._chunk(np.argsort(self.lengths, kind="stable"))
-        rng = np.random.default_rng([self.seed, epoch])
-        perm = rng.permutation(n)
-        out: list[list[int]] = []
-        for start in range(0, n, self.pool):
-            pool = perm[start : start + self.pool]
-            pool = pool[np.argsort(self.lengths[pool], kind="stable")]
-            out.extend(self._chunk(pool))
-        if self.drop_last:
-            out = [b for b in out if len(b) == self.batch_size]
-        order = rng.permutation(len(out))
-        return [out[i] for i in order]
-
-    def __len__(self) -> int:
-        if not self.drop_last:
-            return sum(-(-min(self.pool, len(self.lengths) - s) // self.batch_size)
-                       for s in range(0, len(self.lengths), self.pool))
-        return sum(min(self.pool, len(self.lengths) - s) // self.batch_size
-                   for s in range(0, len(self.lengths), self.pool))
-
-
-def padding_fraction(batches: Sequence[Sequence[int]], lengths: Sequence[int]) -> float:
-    """Share of padded samples in ``batches`` (0 = no padding): sum(max*B - sum) / sum(max*B)."""
-    lengths = np.asarray(lengths)
-    total = pad = 0
-    for b in batches:
-        ls = lengths[list(b)]
-        total += int(ls.max()) * len(ls)
-        pad += int(ls.max()) * len(ls) - int(ls.sum())
-    return pad / total if total else 0.0
-
-
-def make_loader(
-    manifest_path: str | Path,
-    batch_size: int,
-    max_seconds: float | None = None,
-    bucket: bool = True,
-    shuffle: bool = True,
-    num_workers: int = 0,
-    seed: int = 0,
-    drop_last: bool = False,
-) -> DataLoader:
-    """A DataLoader of :class:`Batch` over a manifest.
-
-    Args:
-        manifest_path: ``<split>.jsonl``.
+        cache: a teacher-feature cache (``harness.teachers.cache``; ``get(id)`` -> arrays).
+        ids: utterance ids to draw from.
+        layers: teacher hidden-state indices to read (the stage's targets).
         batch_size: utterances per batch.
-        max_seconds: random crop length in seconds (None = whole utterances).
-        bucket: length-bucketed batches (:class:`BucketBatchSampler`) instead of
-            :class:`RandomBatchSampler`.
-        shuffle: randomise per epoch (False = fixed order, for evaluation).
-        num_workers: DataLoader worker processes.
-        seed: seed of crops, shuffling and bucketing.
-        drop_last: drop a final short batch.
+        max_frames: crop length in frames.
+        seed: the run's seed.
+        steps: the global steps this dataset serves (item ``i`` is step ``steps[i]``).
 
-    Returns:
-        DataLoader yielding :class:`Batch`; ``loader.batch_sampler.set_epoch(e)`` pins
-        the epoch (otherwise each pass advances it).
+    Items: ``{"feats": (B, T, C) float32, "frame_lengths": (B,) int64,
+    "targets": {j: (B, T, D) float32}}``.
     """
-    ds = AudioDataset(manifest_path, max_seconds=max_seconds, seed=seed)
-    cls = BucketBatchSampler if bucket else RandomBatchSampler
-    sampler = cls(ds.lengths(), batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last)
-    return DataLoader(ds, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers)
+
+    def __init__(self, cache, ids: list[str], layers: list[int], batch_size: int,
+                 max_frames: int, seed: int, steps: range):
+        self.cache, self.ids, self.layers = cache, ids, layers
+        self.batch_size, self.max_frames, self.seed, self.steps = batch_size, max_frames, seed, steps
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __getitem__(self, i: int) -> dict:
+        step = self.steps[i]
+        rng = np.random.default_rng([self.seed, step])
+        keys = ["frontend"] + [f"layer_{j}" for j in self.layers]
+        crops = []
+        for idx in _pick(rng, len(self.ids), self.batch_size):
+            arrays = self.cache.get(self.ids[idx])
+            t = min(arrays[k].shape[0] for k in keys)  # guard against off-by-one frame counts
+            n = min(t, self.max_frames)
+            o = int(rng.integers(0, t - n + 1))
+            crops.append({k: arrays[k][o:o + n] for k in keys})
+        lengths = [c["frontend"].shape[0] for c in crops]
+        t_max = max(lengths)
+
+        def stack(key: str) -> torch.Tensor:
+            out = np.zeros((len(crops), t_max, crops[0][key].shape[1]), dtype=np.float32)
+            for b, c in enumerate(crops):
+                out[b, : c[key].shape[0]] = c[key]
+            return torch.from_numpy(out)
+
+        return {
+            "feats": stack("frontend"),
+            "frame_lengths": torch.tensor(lengths, dtype=torch.int64),
+            "targets": {j: stack(f"layer_{j}") for j in self.layers},
+        }
+
+
+class WaveBatches(Dataset):
+    """Step ``k`` -> a batch of waveforms (live teacher), each cropped to ``max_samples``
+    at an offset drawn from ``(seed, k)``, zero-padded by :func:`collate`.
+
+    Args:
+        dataset: an uncropped :class:`AudioDataset` (or a ``Subset`` of one).
+        batch_size: utterances per batch.
+        max_samples: crop length in samples at 16 kHz.
+        seed: the run's seed.
+        steps: the global steps this dataset serves.
+
+    Items: ``{"wavs": (B, S) float32 at 16 kHz, "lengths": (B,) int64 samples}``.
+    """
+
+    def __init__(self, dataset, batch_size: int, max_samples: int, seed: int, steps: range):
+        self.dataset, self.batch_size, self.max_samples = dataset, batch_size, max_samples
+        self.seed, self.steps = seed, steps
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __getitem__(self, i: int) -> dict:
+        rng = np.random.default_rng([self.seed, self.steps[i]])
+        items = []
+        for idx in _pick(rng, len(self.dataset), self.batch_size):
+            item = self.dataset[int(idx)]
+            wav = np.asarray(item["wav"], dtype=np.float32)
+            n = min(len(wav), self.max_samples)
+            o = int(rng.integers(0, len(wav) - n + 1))
+            items.append({"id": item["id"], "wav": torch.from_numpy(wav[o:o + n]), "offset": o})
+        batch = collate(items)
+        return {"wavs": batch.wavs, "lengths": batch.lengths}
