@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import math
 import time
 from pathlib import Path
@@ -41,7 +40,8 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from harness.config import ConfigError, RunConfig, dump_yaml, to_dict
+from harness import runs
+from harness.config import ConfigError, RunConfig, to_dict
 from harness.provenance import git_commit, hardware, now_iso
 
 CKPT_NAME = "train.pt"
@@ -57,17 +57,8 @@ class RunInterrupted(RuntimeError):
 # ----------------------------------------------------------------------------- small helpers
 
 
-def _write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (tmp file + rename): a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    tmp.replace(path)
-
-
 def _torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    runs.atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -264,10 +255,10 @@ def teacher_layers(cfg: RunConfig, num_layers: int) -> list[int]:
 
 def final_losses(metrics_path: Path) -> Optional[dict]:
     """The loss and its parts on the last ``metrics.jsonl`` line (mean of its log window)."""
-    lines = [ln for ln in metrics_path.read_text().splitlines() if ln.strip()] if metrics_path.is_file() else []
+    lines, _ = runs.read_metrics(metrics_path)
     if not lines:
         return None
-    row = json.loads(lines[-1])
+    row = lines[-1]
     return {k: v for k, v in row.items() if k not in ("step", "stage", "depth", "lr", "time", "cpu_time")}
 
 
@@ -332,7 +323,7 @@ def run_distill(
     out_dir.mkdir(parents=True, exist_ok=True)
     summary_path = out_dir / "summary.json"
     if resume and summary_path.is_file():
-        old = json.loads(summary_path.read_text())
+        old = runs.read_summary(out_dir) or {}
         if old.get("status") == "ok" and (out_dir / "student.ckpt").is_file():
             return old
     started = now_iso()
@@ -431,9 +422,9 @@ def run_distill(
     else:
         for name in (CKPT_NAME, "metrics.jsonl", "student.ckpt", "summary.json"):
             (out_dir / name).unlink(missing_ok=True)
-    dump_yaml(cfg, out_dir / "config.yaml")
+    runs.write_config(out_dir, cfg)
     # a folder killed mid-run says so (sweeps rerun 'running' trials, resuming from train.pt)
-    _write_json(summary_path, {"run_id": out_dir.name, "sweep": sweep, "variant": sc.variant,
+    runs.write_summary(out_dir, {"run_id": out_dir.name, "sweep": sweep, "variant": sc.variant,
                                "seed": cfg.train.seed, "status": "running", "started": started})
 
     def save_checkpoint() -> None:
@@ -452,13 +443,7 @@ def run_distill(
 
     # ---- metrics.jsonl: drop lines past the checkpoint (they are redone identically)
     metrics_path = out_dir / "metrics.jsonl"
-    kept = []
-    if metrics_path.is_file():
-        kept = [ln for ln in metrics_path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
-    tmp = metrics_path.with_name(metrics_path.name + ".tmp")
-    tmp.write_text("".join(ln + "\n" for ln in kept))
-    tmp.replace(metrics_path)
-    metrics = metrics_path.open("a")
+    metrics = runs.open_metrics(out_dir, keep_until_step=step)
 
     # ---- data: one batch per step, a pure function of (seed, step)
     if cache is not None:
@@ -573,8 +558,7 @@ def run_distill(
                         **{k: float(v) / window_n for k, v in window.items()},
                         "lr": lr, "time": wall, "cpu_time": cpu,
                     }
-                    metrics.write(json.dumps(row) + "\n")
-                    metrics.flush()
+                    runs.append_metrics(metrics, row)
                     window, window_n = {}, 0
                     if on_log is not None:
                         on_log(row)
@@ -634,5 +618,5 @@ def run_distill(
         "tasks": {},
         "superb_score": None,
     }
-    _write_json(summary_path, summary)
+    runs.write_summary(out_dir, summary)
     return summary

@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional, Union
 
+from harness import runs
 from harness.config import (
     ConfigError,
     RunConfig,
@@ -55,6 +56,7 @@ from harness.config import (
     parse_overrides,
     to_dict,
 )
+from harness.runs import RUN_COLUMNS, collect_rows, reuse_identical_run, trial_done, write_runs_csv  # noqa: F401 (public)
 
 # -------------------------------------------------------------------------- the sweep file
 
@@ -157,17 +159,6 @@ class Sweep:
         return storage / self.config.name
 
 
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def _slug(value: Any) -> str:
     text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
     return re.sub(r"[^A-Za-z0-9.]+", "_", text).strip("_") or "x"
@@ -220,7 +211,7 @@ def load_sweep(
         cfg.evaluate = list(tasks)
     base_path = (path.parent / cfg.base) if not Path(cfg.base).is_absolute() else Path(cfg.base)
     base = load_yaml(base_path)
-    base = deep_merge(base, parse_overrides([f"{k}={json.dumps(v)}" for k, v in _flatten(cfg.overrides).items()]))
+    base = deep_merge(base, parse_overrides([f"{k}={json.dumps(v)}" for k, v in runs.flatten(cfg.overrides).items()]))
     if overrides:
         base = deep_merge(base, parse_overrides(list(overrides)))
     # The base is checked with the sweep's and the command line's changes applied, so a
@@ -296,30 +287,6 @@ def _check_tasks(tasks: list[str], path: Path) -> None:
 # -------------------------------------------------------------------------- one trial
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False))
-    tmp.replace(path)
-
-
-def trial_done(run_dir: Path, tasks: list[str]) -> bool:
-    """True when the run folder holds a finished run (ok or failed) with every task scored."""
-    summary = _read_json(run_dir / "summary.json")
-    if not summary or "status" not in summary or summary.get("status") == "running":
-        return False
-    if summary["status"] != "ok" or not tasks:
-        return True
-    scored = summary.get("tasks") or {}
-    return all(t in scored for t in tasks)
-
-
 def run_trial(
     trial: dict,
     on_log: Optional[Callable[[dict], None]] = None,
@@ -342,7 +309,7 @@ def run_trial(
     run_dir = Path(trial["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
     tasks = list(trial.get("evaluate") or [])
-    _write_json(run_dir / "trial.json", {k: trial[k] for k in ("sweep", "run_id", "overrides", "evaluate")})
+    runs.write_trial(run_dir, trial)
     if trial.get("threads"):
         import torch
 
@@ -355,106 +322,34 @@ def run_trial(
 
             run_distill(cfg, run_dir, resume=True, on_log=on_log, sweep=trial["sweep"])
         except Exception as err:  # recorded, and the sweep goes on
-            _record_failure(run_dir, trial, f"failed: {type(err).__name__}: {err}")
-    summary = _read_json(run_dir / "summary.json") or {}
+            runs.record_failure(run_dir, trial["run_id"], trial["sweep"], f"failed: {type(err).__name__}: {err}",
+                                traceback.format_exc())
+    summary = runs.read_summary(run_dir) or {}
     if summary.get("status") == "ok" and tasks and not trial_done(run_dir, tasks):
         try:
             from harness.superb.evaluate import evaluate
 
             evaluate(str(run_dir), tasks)
         except Exception as err:
-            summary = _read_json(run_dir / "summary.json") or summary
+            summary = runs.read_summary(run_dir) or summary
             summary["eval_error"] = f"{type(err).__name__}: {err}"
-            _write_json(run_dir / "summary.json", summary)
-        summary = _read_json(run_dir / "summary.json") or summary
+            runs.write_summary(run_dir, summary)
+        summary = runs.read_summary(run_dir) or summary
     if summary.get("status") == "ok" and not (run_dir / "analysis.json").is_file():
         try:  # student x teacher CKA for the report's heatmaps; a failure is recorded, not fatal
             from harness.analysis import analyse_run
 
             analyse_run(run_dir)
         except Exception as err:
-            summary = _read_json(run_dir / "summary.json") or summary
+            summary = runs.read_summary(run_dir) or summary
             summary["analysis_error"] = f"{type(err).__name__}: {err}"
-            _write_json(run_dir / "summary.json", summary)
+            runs.write_summary(run_dir, summary)
     return {
         "status": summary.get("status", "failed: no summary"),
         "train_seconds": summary.get("train_seconds"),
         "superb_score": summary.get("superb_score"),
         "loss": (summary.get("final_losses") or {}).get("total"),
     }
-
-
-def _normalised_config(data: dict, source: Path) -> Optional[dict]:
-    try:
-        return to_dict(from_dict(RunConfig, data, source=source))
-    except (ConfigError, TypeError, ValueError):
-        return None
-
-
-def reuse_identical_run(trial: dict, sources: list[Path], log: Callable[[str], None] = print) -> bool:
-    """Copy a finished run of another sweep whose config equals ``trial``'s; True if one was found.
-
-    The copy is marked ``reused_from`` in its ``summary.json`` and ``trial.json``; its
-    timings are those of the original run (same config, same machine).
-    """
-    want = _normalised_config(trial["config"], Path(trial["run_dir"]))
-    tasks = list(trial.get("evaluate") or [])
-    for sweep_dir in sources:
-        for cfg_path in sorted(sweep_dir.glob("*/config.yaml")):
-            src = cfg_path.parent
-            summary = _read_json(src / "summary.json") or {}
-            if summary.get("status") != "ok" or summary.get("reused_from") or not trial_done(src, tasks):
-                continue
-            try:
-                got = _normalised_config(load_yaml(cfg_path), cfg_path)
-            except (OSError, ConfigError):
-                continue
-            if got is None or got != want:
-                continue
-            dst = Path(trial["run_dir"])
-            if dst.exists():
-                shutil.rmtree(dst)
-            shutil.copytree(src, dst)
-            summary.update(run_id=trial["run_id"], sweep=trial["sweep"], reused_from=str(src))
-            if tasks and set(summary.get("tasks") or {}) - set(tasks):
-                _keep_tasks(dst, summary, tasks)
-            _write_json(dst / "summary.json", summary)
-            meta = {k: trial[k] for k in ("sweep", "run_id", "overrides", "evaluate")}
-            _write_json(dst / "trial.json", {**meta, "reused_from": str(src)})
-            log(f"[sweep] {trial['run_id']}: same config as {src}, reused")
-            return True
-    return False
-
-
-def _keep_tasks(run_dir: Path, summary: dict, tasks: list[str]) -> None:
-    """Trim a copied run to ``tasks``; its SUPERB score becomes the mean over those tasks'
-    per-task scores (as if it had been scored on them only)."""
-    keep = set(tasks)
-    summary["tasks"] = {k: v for k, v in (summary.get("tasks") or {}).items() if k in keep}
-    superb = _read_json(run_dir / "superb.json") or {}
-    if superb:
-        superb["tasks"] = {k: v for k, v in (superb.get("tasks") or {}).items() if k in keep}
-    score = superb.get("score") if superb else None
-    if isinstance(score, dict) and isinstance(score.get("per_task"), dict):
-        per = {k: v for k, v in score["per_task"].items() if k in keep}
-        score.update(per_task=per, tasks=sorted(per), score=sum(per.values()) / len(per) if per else None,
-                     skipped={k: v for k, v in (score.get("skipped") or {}).items() if k in keep})
-        summary["superb_score"] = score["score"]
-    if superb:
-        _write_json(run_dir / "superb.json", superb)
-    summary["tasks_trimmed_to"] = sorted(keep)
-
-
-def _record_failure(run_dir: Path, trial: dict, reason: str) -> None:
-    """Make sure a failed trial leaves a summary saying why (the run may have written one)."""
-    summary = _read_json(run_dir / "summary.json") or {}
-    if str(summary.get("status", "")).startswith("failed"):
-        return
-    summary.update(
-        run_id=trial["run_id"], sweep=trial["sweep"], status=reason[:500],
-        traceback=traceback.format_exc()[-4000:],
-    )
-    _write_json(run_dir / "summary.json", summary)
 
 
 def _ray_trainable(config: dict) -> None:
@@ -627,62 +522,6 @@ def _run_ray(sweep: Sweep, todo: list[dict], res: dict, address: str | None, log
 # -------------------------------------------------------------------------- runs.csv
 
 
-RUN_COLUMNS = [
-    "sweep", "run_id", "run_dir", "variant", "seed", "status", "train_seconds", "student_params",
-    "superb_score", "task", "metric", "direction", "value", "n",
-]
-
-
-def collect_rows(sweep_dir: str | Path) -> list[dict]:
-    """One tidy row per run x task (one row with empty task for an unscored or failed run),
-    rebuilt from the run folders; grid keys appear as ``grid.<dotted key>`` columns."""
-    sweep_dir = Path(sweep_dir)
-    rows = []
-    for trial_file in sorted(sweep_dir.glob("*/trial.json")):
-        run_dir = trial_file.parent
-        trial = _read_json(trial_file) or {}
-        summary = _read_json(run_dir / "summary.json") or {"status": "failed: no summary.json"}
-        cfg = summary.get("config") or {}
-        base = {
-            "sweep": trial.get("sweep", sweep_dir.name),
-            "run_id": run_dir.name,
-            "run_dir": str(run_dir),
-            "variant": summary.get("variant", (trial.get("overrides") or {}).get("stacking.variant", cfg)),
-            "seed": summary.get("seed", (trial.get("overrides") or {}).get("train.seed")),
-            "status": summary.get("status"),
-            "train_seconds": summary.get("train_seconds"),
-            "student_params": summary.get("student_params"),
-            "superb_score": summary.get("superb_score"),
-        }
-        for key, value in sorted((trial.get("overrides") or {}).items()):
-            base[f"grid.{key}"] = json.dumps(value) if isinstance(value, (list, dict)) else value
-        tasks = summary.get("tasks") or {}
-        if not tasks:
-            rows.append({**base, "task": "", "metric": "", "direction": "", "value": None, "n": None})
-        for task, t in sorted(tasks.items()):
-            rows.append({
-                **base, "task": task, "metric": t.get("metric"), "direction": t.get("direction"),
-                "value": t.get("value"), "n": t.get("n"),
-            })
-    return rows
-
-
-def write_runs_csv(sweep_dir: str | Path) -> Path:
-    """Rebuild ``<sweep_dir>/runs.csv`` from the run folders (atomically)."""
-    import pandas as pd
-
-    sweep_dir = Path(sweep_dir)
-    rows = collect_rows(sweep_dir)
-    df = pd.DataFrame(rows)
-    extra = sorted(c for c in df.columns if c not in RUN_COLUMNS)
-    df = df.reindex(columns=RUN_COLUMNS + extra)
-    path = sweep_dir / "runs.csv"
-    tmp = path.with_name("runs.csv.tmp")
-    df.to_csv(tmp, index=False)
-    tmp.replace(path)
-    return path
-
-
 # -------------------------------------------------------------------------- dry run
 
 # Rough per-step costs on a 2-core CPU with the teacher cached, used only when no finished
@@ -699,7 +538,7 @@ def dry_run(path: str | Path, **kwargs: Any) -> str:
 
         return study_dry_run(path)
     sweep = load_sweep(path, **kwargs)
-    done_runs = [_read_json(p) for p in sweep.out_dir.glob("*/summary.json")] if sweep.out_dir.is_dir() else []
+    done_runs = [runs.read_summary(p.parent) for p in sweep.out_dir.glob("*/summary.json")] if sweep.out_dir.is_dir() else []
     measured = [s["train_seconds"] / max(1, sum(st.get("steps", 0) for st in s.get("stages", [])))
                 for s in done_runs if s and s.get("status") == "ok" and s.get("train_seconds") and s.get("stages")]
     lines = [f"sweep {sweep.config.name}: {len(sweep.trials)} trials -> {sweep.out_dir}"]
