@@ -53,31 +53,22 @@ from typing import Callable
 
 from harness import runs
 from harness.config import ConfigError, deep_merge, from_dict, load_yaml, parse_overrides
+from harness.sweep.grid import Sweep, SweepConfig, expand_grid
+from harness.sweep.tracks import track_of
 
 
 def is_asr_sweep(path: str | Path) -> bool:
     """True when a sweep file's base config declares ``track: asr``."""
-    path = Path(path)
-    data = load_yaml(path)
-    base = data.get("base")
-    if not isinstance(base, str) or not base:
-        return False
-    base_path = path.parent / base if not Path(base).is_absolute() else Path(base)
-    try:
-        return load_yaml(base_path).get("track") == "asr"
-    except ConfigError:
-        return False
+    return track_of(path) == "asr"
 
 
 def load_study(path: str | Path):
-    """Load an ASR study file strictly into a :class:`harness.sweep.Sweep` of ASR trials.
+    """Load an ASR study file strictly into a :class:`harness.sweep.grid.Sweep` of ASR trials.
 
     Raises:
         ConfigError: one line naming the file and key.
     """
     from harness.asr.train import AsrRunConfig
-    from harness.sweep import Sweep, SweepConfig, expand_grid
-
     path = Path(path)
     cfg = from_dict(SweepConfig, load_yaml(path), source=path)
     base_path = (path.parent / cfg.base) if not Path(cfg.base).is_absolute() else Path(cfg.base)
