@@ -149,3 +149,15 @@ def test_runs_csv_from_run_folders(tmp_path):
     df = pd.read_csv(runs.write_runs_csv(tmp_path))
     assert list(df.columns[: len(runs.RUN_COLUMNS)]) == runs.RUN_COLUMNS and "grid.train.seed" in df.columns
     assert list(df["task"].fillna("")) == ["ks", ""] and not list(tmp_path.glob("*.tmp*"))
+
+
+def test_report_lists_an_unknown_schema_in_one_line(tmp_path):
+    from harness.report.collect import collect
+
+    run = tmp_path / "s" / "r-s0"
+    runs.write_config(run, _cfg())
+    (run / "summary.json").write_text(json.dumps({"schema": 7, "status": "ok"}))
+    r = collect([tmp_path / "s"])
+    status = r.runs.iloc[0]["status"]
+    assert not r.runs.iloc[0]["ok"] and "schema 7" in status and "\n" not in status
+    assert r.runs.iloc[0]["cfg.stacking.variant"] == "top"  # config.yaml read typed all the same
