@@ -27,6 +27,8 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
+from harness import runs
+
 # ----------------------------------------------------------------------------- CKA
 
 
@@ -418,7 +420,6 @@ def analyse_run(run_dir: str | Path, corpus: str | Path | None = None, split: st
     Raises:
         FileNotFoundError: no student checkpoint, config or split.
     """
-    import json
     import time
 
     from harness.superb.evaluate import load_upstream
@@ -427,8 +428,8 @@ def analyse_run(run_dir: str | Path, corpus: str | Path | None = None, split: st
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
     student, _, cfg = load_upstream(run_dir)
-    spec = (cfg.get("teacher") or {}).get("spec")
-    corpus = Path(corpus or (cfg.get("data") or {}).get("corpus") or "")
+    spec = cfg.get("teacher.spec")
+    corpus = Path(corpus or cfg.get("data.corpus") or "")
     if not spec:
         raise FileNotFoundError(f"{run_dir / 'config.yaml'}: no teacher.spec to compare the student with")
     if not (corpus / f"{split}.jsonl").is_file():
@@ -451,7 +452,5 @@ def analyse_run(run_dir: str | Path, corpus: str | Path | None = None, split: st
         "layers_student": s_names, "layers_teacher": t_names, "teacher": spec, "split": split,
         "utterances": max_utts, "frames": between["frames"], "seconds": round(time.perf_counter() - t0, 2),
     }
-    tmp = run_dir / "analysis.json.tmp"
-    tmp.write_text(json.dumps(out, indent=1) + "\n")
-    tmp.replace(run_dir / "analysis.json")
+    runs.write_analysis(run_dir, out)
     return out

@@ -24,18 +24,18 @@ import yaml
 
 from harness.errors import HarnessError
 from harness.registry import did_you_mean, nearest
+from harness.teachers.base import TEACHERS
 
 PROFILES = ("tiny", "embedded", "paper")
 
-# Registry names a run config may use. The registries live with the code they name
-# (harness.stacking, harness.losses, harness.teachers), which imports torch and the teacher
-# adapters; validating a config builds nothing, so it checks these lists, and
-# tests/test_config.py checks that they equal the registries.
+# Registry names a run config may use. These registries live with the code they name
+# (harness.stacking, harness.losses), which imports torch and this module; validating a
+# config builds nothing, so it checks these lists, and tests/test_config.py checks that
+# they equal the registries. Teacher kinds are checked against TEACHERS itself (lazy).
 STACKING_VARIANTS = ("bottom", "interleaved", "middle", "none", "top")  # stacking.STACKING
 CRITERIA = ("cos", "l1", "l1_cos", "mse")  # losses.CRITERIA: loss.per_layer
 FEATURE_OBJECTIVES = ("askd_l2l", "l2l", "pred_heads")  # the losses.OBJECTIVES run_distill trains
 LOGIT_OBJECTIVES = ("askd_logit", "logit_kd")  # the other losses.OBJECTIVES (the ASR track's)
-TEACHER_KINDS = ("dummy", "embedded", "fbank", "hf", "s3prl")  # teachers.TEACHERS: the spec's prefix
 
 
 class ConfigError(ValueError, HarnessError):
@@ -324,7 +324,9 @@ class TeacherConfig:
         if not self.spec:
             raise ConfigError("spec must name a teacher (e.g. 'embedded' or 'hf:/path/dir')")
         try:
-            check_name(self.spec.partition(":")[0], "teacher kind", TEACHER_KINDS)
+            # the registry itself: its entries are lazy, so this imports no adapter (and no
+            # torch), and a kind registered by user code is accepted too
+            check_name(self.spec.partition(":")[0], "teacher kind", tuple(TEACHERS.names()))
         except ConfigError as err:
             raise ConfigError(f"spec {self.spec!r}: {err}") from None
         if "<" in self.spec or ">" in self.spec:

@@ -43,16 +43,14 @@ resumed run identical.
 Timing: each stage's wall-clock is measured between device synchronisations and excludes
 checkpoint writes; the growth itself counts in the stage it starts.
 
-Size: over 500 lines: one recipe kept in one file so that it reads
-top to bottom, no function over ~60 lines; the run-folder helpers (~65 lines) are to move
-to ``harness.runs``.
+Size: over 500 lines: one recipe kept in one file so that it reads top to bottom (no
+function over ~60 lines); the run-folder formats live in :mod:`harness.runs`.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -61,8 +59,8 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from harness import stacking
-from harness.config import ConfigError, RunConfig, dump_yaml, to_dict, validate_tree
+from harness import runs, stacking
+from harness.config import ConfigError, RunConfig, to_dict, validate_tree
 from harness.data.loader import AudioDataset, CachedBatches, WaveBatches
 from harness.data.manifest import read_manifest
 from harness.losses import OBJECTIVES, EmaTeacher, askd_alpha
@@ -82,32 +80,11 @@ class RunInterrupted(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- run-folder files
-# (harness.runs is to own these formats; each helper is one call to swap)
-
-
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a tmp file + rename: a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    tmp.replace(path)
-
-
-def read_summary(out_dir: Path) -> Optional[dict]:
-    """``summary.json`` of a run folder, or None."""
-    path = out_dir / "summary.json"
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def write_summary(out_dir: Path, summary: dict) -> None:
-    _atomic(out_dir / "summary.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2, default=str)))
-
-
-def write_config(out_dir: Path, cfg: RunConfig) -> None:
-    dump_yaml(cfg, out_dir / "config.yaml")
+# The formats belong to harness.runs; the training checkpoint is this module's own.
 
 
 def save_train_state(out_dir: Path, state: dict) -> None:
-    _atomic(out_dir / CKPT_NAME, lambda tmp: torch.save(state, tmp))
+    runs.atomic_write(out_dir / CKPT_NAME, lambda tmp: torch.save(state, tmp))
 
 
 def load_train_state(out_dir: Path, device: torch.device) -> Optional[dict]:
@@ -117,7 +94,7 @@ def load_train_state(out_dir: Path, device: torch.device) -> Optional[dict]:
 
 def clear_run_files(out_dir: Path) -> None:
     """Start over: drop what a previous run left (config.yaml is rewritten)."""
-    for name in (CKPT_NAME, "metrics.jsonl", "student.ckpt", "summary.json"):
+    for name in (CKPT_NAME, runs.METRICS, runs.STUDENT, runs.SUMMARY):
         (out_dir / name).unlink(missing_ok=True)
 
 
@@ -129,17 +106,10 @@ class MetricsLog:
     """
 
     def __init__(self, out_dir: Path, keep_through: int) -> None:
-        self.path = out_dir / "metrics.jsonl"
-        kept = []
-        if self.path.is_file():
-            kept = [ln for ln in self.path.read_text().splitlines()
-                    if ln.strip() and json.loads(ln)["step"] <= keep_through]
-        _atomic(self.path, lambda tmp: tmp.write_text("".join(ln + "\n" for ln in kept)))
-        self._file = self.path.open("a")
+        self._file = runs.open_metrics(out_dir, keep_until_step=keep_through)
 
     def append(self, row: dict) -> None:
-        self._file.write(json.dumps(row) + "\n")
-        self._file.flush()
+        runs.append_metrics(self._file, row)
 
     def close(self) -> None:
         self._file.close()
@@ -254,10 +224,10 @@ def teacher_layers(cfg: RunConfig, num_layers: int) -> list[int]:
 
 def final_losses(metrics_path: Path) -> Optional[dict]:
     """The loss and its parts on the last ``metrics.jsonl`` line (mean of its log window)."""
-    lines = [ln for ln in metrics_path.read_text().splitlines() if ln.strip()] if metrics_path.is_file() else []
+    lines, _ = runs.read_metrics(metrics_path)
     if not lines:
         return None
-    row = json.loads(lines[-1])
+    row = lines[-1]
     return {k: v for k, v in row.items() if k not in ("step", "stage", "depth", "lr", "time", "cpu_time")}
 
 
@@ -347,7 +317,7 @@ def run_distill(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if resume:
-        old = read_summary(out_dir)
+        old = runs.read_summary(out_dir)
         if old and old.get("status") == "ok" and (out_dir / "student.ckpt").is_file():
             return old
     started = now_iso()
@@ -360,8 +330,8 @@ def run_distill(
         raise  # a kill: the folder stays 'running' and a rerun resumes from train.pt
     except Exception as err:
         reason = (str(err).strip().splitlines() or [""])[0]
-        old = read_summary(out_dir) or {}
-        write_summary(out_dir, {
+        old = runs.read_summary(out_dir) or {}
+        runs.write_summary(out_dir, {
             "run_id": out_dir.name, "sweep": sweep, "variant": cfg.stacking.variant, "seed": cfg.train.seed,
             "started": old.get("started", started), "ended": now_iso(),
             "status": f"failed: {type(err).__name__}: {reason}",
@@ -465,8 +435,8 @@ def begin(run: Run, resume: bool) -> None:
         run.started = ck["started"]
     else:
         clear_run_files(run.out_dir)
-    write_config(run.out_dir, run.cfg)
-    write_summary(run.out_dir, {"run_id": run.out_dir.name, "sweep": run.sweep, "variant": run.cfg.stacking.variant,
+    runs.write_config(run.out_dir, run.cfg)
+    runs.write_summary(run.out_dir, {"run_id": run.out_dir.name, "sweep": run.sweep, "variant": run.cfg.stacking.variant,
                                 "seed": run.cfg.train.seed, "status": "running", "started": run.started})
 
 
@@ -707,7 +677,7 @@ def finish(run: Run, status: str) -> dict:
         "flops_full_depth": stacking.theoretical_cost([stages.depths[-1]], [run.total], cost),
         "theoretical_speedup": stacking.theoretical_speedup(stages.depths, stages.steps, cost),
         "cost_model": dataclasses.asdict(cost),
-        "final_losses": final_losses(run.out_dir / "metrics.jsonl"),
+        "final_losses": final_losses(run.out_dir / runs.METRICS),
         "hardware": hardware(),
         "git_commit": git_commit(),
         "started": run.started,
@@ -717,5 +687,5 @@ def finish(run: Run, status: str) -> dict:
         "tasks": {},
         "superb_score": None,
     }
-    write_summary(run.out_dir, summary)
+    runs.write_summary(run.out_dir, summary)
     return summary

@@ -61,3 +61,21 @@ def hardware() -> dict:
 def now_iso() -> str:
     """The current UTC time, ISO 8601 with seconds."""
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def versions(packages: tuple[str, ...] = ()) -> dict:
+    """Python, torch and numpy versions and the git commit, for benchmark JSON; plus the
+    installed version of each of ``packages`` (``unknown`` when its metadata is missing)."""
+    import numpy
+    import torch
+
+    info = {"python": platform.python_version(), "torch": torch.__version__,
+            "numpy": numpy.__version__, "git_commit": git_commit()}
+    for name in packages:
+        try:
+            from importlib.metadata import version
+
+            info[name] = version(name)
+        except Exception:  # noqa: BLE001 - metadata missing: report what is known
+            info[name] = "unknown"
+    return info

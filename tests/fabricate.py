@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.config import RunConfig, dump_yaml, from_dict
+from harness import runs
+from harness.config import RunConfig, from_dict
 
 VARIANTS = ("none", "top", "bottom", "middle", "interleaved")
 # task -> (metric, direction, value of the 'none' student, spread across seeds)
@@ -113,12 +114,12 @@ def write_run(
     for sec, vals in overrides.items():
         cfg_data.setdefault(sec, {}).update(vals)
     cfg = from_dict(RunConfig, cfg_data, source="fabricate")
-    dump_yaml(cfg, run_dir / "config.yaml")
-    (run_dir / "trial.json").write_text(json.dumps({
+    runs.write_config(run_dir, cfg)
+    runs.write_trial(run_dir, {
         "sweep": sweep, "run_id": run_id, "evaluate": list(TASKS),
         "overrides": {"stacking.variant": variant, "train.seed": seed,
                       **{f"{s}.{k}": v for s, d in overrides.items() for k, v in d.items()}},
-    }))
+    })
 
     # Time per step is proportional to the current depth (0.05 s per layer), plus noise.
     plan = _stage_plan(variant, steps)
@@ -142,9 +143,9 @@ def write_run(
         stages.append({**st, "seconds": round(dt * st["steps"], 3)})
         if failed and st["stage"] == 1:
             break
-    with open(run_dir / "metrics.jsonl", "w") as fh:
+    with runs.open_metrics(run_dir) as fh:
         for line in lines:
-            fh.write(json.dumps(line) + "\n")
+            runs.append_metrics(fh, line)
 
     summary = {
         "run_id": run_id, "sweep": sweep, "variant": variant, "schedule": "proportional",
@@ -154,15 +155,15 @@ def write_run(
         "final_losses": {k: lines[-1][k] for k in ("loss", "loss_out", "loss_inter")},
         "hardware": {"device": "cpu (fabricated)", "cpu_count": 2, "torch": "2.11.0"},
         "git_commit": "0123456789abcdef0123456789abcdef01234567",
-        "start_time": f"2026-11-23T10:{seed:02d}:00+00:00",
-        "end_time": f"2026-11-23T11:{seed:02d}:00+00:00",
+        "started": f"2026-11-23T10:{seed:02d}:00+00:00",
+        "ended": f"2026-11-23T11:{seed:02d}:00+00:00",
         "status": "ok",
     }
     if failed:
         summary["status"] = f"failed: {failed}"
         summary["tasks"] = {}
         summary["superb_score"] = None
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        runs.write_summary(run_dir, summary)
         return run_dir
 
     drop = QUALITY_DROP.get(variant, 0.05) + quality_shift
@@ -182,27 +183,26 @@ def write_run(
     # SUPERB score on the fabricated scale: 1000 at the 'none' reference, minus the drop.
     summary["tasks"] = tasks
     summary["superb_score"] = round(float(820 - 2200 * drop + rng.normal(0, 6)), 2)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     summary["superb_ref"] = "embedded"
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    runs.write_summary(run_dir, summary)
     if superb:  # the layout harness.superb.evaluate writes
-        (run_dir / "superb.json").write_text(json.dumps({
+        runs.write_superb(run_dir, {
             "upstream": str(run_dir), "profile": "embedded", "tasks": superb_data,
             "score": {"score": summary["superb_score"], "ref": "embedded"},
             "seconds": round(float(95 + rng.normal(0, 3)), 2),
-        }))
+        })
     if analysis:
         sharp = {"none": 0.12, "interleaved": 0.13, "middle": 0.18, "top": 0.22, "bottom": 0.26}.get(variant, 0.2)
-        (run_dir / "analysis.json").write_text(json.dumps({
+        runs.write_analysis(run_dir, {
             "cka_teacher": _cka_teacher(STUDENT_LAYERS, rng, sharp),
             "cka_self": _cka_self(STUDENT_LAYERS, rng, 3.0 if variant in ("top", "bottom") else 1.8),
             "probes": {
                 "phone": np.linspace(0.3, 0.7, STUDENT_LAYERS + 1).round(3).tolist(),
                 "speaker": np.linspace(0.8, 0.4, STUDENT_LAYERS + 1).round(3).tolist(),
             },
-        }))
+        })
     # A real checkpoint is a torch file; the report never opens it, a placeholder will do.
-    (run_dir / "student.ckpt").write_bytes(b"fabricated checkpoint placeholder\n")
+    runs.atomic_write(run_dir / runs.STUDENT, b"fabricated checkpoint placeholder\n")
     return run_dir
 
 
@@ -270,7 +270,7 @@ def _asr_summary(study: str, run_id: str, objective: str, seed: int, rng: np.ran
                                "seconds": 1.0, "examples": []}
     return {
         "run_id": run_id, "sweep": study, "track": "asr", "objective": objective, "seed": seed, "status": "ok",
-        "start_time": f"2026-11-23T12:{seed:02d}:00+00:00", "end_time": f"2026-11-23T12:{seed:02d}:40+00:00",
+        "started": f"2026-11-23T12:{seed:02d}:00+00:00", "ended": f"2026-11-23T12:{seed:02d}:40+00:00",
         "teacher": "teacher", "train_seconds": round(float(40 + rng.normal(0, 2)), 3), "steps": 200,
         "student_params": {"total": 1_210_000, "encoder": 800_000, "decoder": 410_000},
         "teacher_params": {"total": 2_050_000, "encoder": 800_000, "decoder": 1_250_000},
@@ -309,8 +309,8 @@ def fabricate_askd(results: Path, study: str = "askd", seeds=(0, 1, 2), failed=(
         run_id = f"objective={obj}-s{seed}"
         run = out / run_id
         run.mkdir(parents=True, exist_ok=True)
-        (run / "trial.json").write_text(json.dumps({"sweep": study, "run_id": run_id, "evaluate": [],
-                                                    "overrides": {"loss.objective": obj, "train.seed": seed}}))
+        runs.write_trial(run, {"sweep": study, "run_id": run_id, "evaluate": [],
+                               "overrides": {"loss.objective": obj, "train.seed": seed}})
         if (obj, seed) == tuple(missing or ()):
             continue
         if (obj, seed) == tuple(failed or ()):
@@ -318,6 +318,6 @@ def fabricate_askd(results: Path, study: str = "askd", seeds=(0, 1, 2), failed=(
                        "status": "failed: RuntimeError: decoder diverged (fabricated)"}
         else:
             summary = _asr_summary(study, run_id, obj, seed, np.random.default_rng(zlib.crc32(run_id.encode())))
-        (run / "summary.json").write_text(json.dumps(summary, indent=1))
+        runs.write_summary(run, summary)
     write_study_table(out, str(out / "teacher"), wall_seconds=912.0, trained_here=True)
     return out

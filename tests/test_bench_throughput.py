@@ -13,19 +13,10 @@ import sys
 import pytest
 import torch
 
-from harness.bench_throughput import (
-    MODELS,
-    GpuSettings,
-    ThroughputSettings,
-    bench_gpu,
-    bench_throughput,
-    build_ours,
-    build_s3prl,
-    cpu_peak_memory,
-    param_counts,
-    peak_tflops,
-    throughput_markdown,
-)
+from harness.bench.gpu import GpuSettings, bench_gpu, peak_tflops
+from harness.bench.memory import cpu_peak_memory
+from harness.bench.models import MODELS, ThroughputSettings, build_ours, build_s3prl, param_counts
+from harness.bench.throughput import bench_throughput, throughput_markdown
 from harness.cli import main
 
 
@@ -155,7 +146,7 @@ def test_cli_tiny_run_writes_json(tmp_path, capsys):
 
 
 def test_adamw_implementations_agree():
-    from harness.bench_throughput import ADAMW_IMPLS, make_adamw
+    from harness.bench.models import ADAMW_IMPLS, make_adamw
 
     torch.manual_seed(0)
     w0, grads = torch.randn(5, 3), [torch.randn(5, 3) for _ in range(3)]

@@ -321,7 +321,6 @@ def test_collect_reads_distill_and_superb_layouts(tmp_path):
     task; superb.json with its {"tasks": ...} wrapper; no config.yaml."""
     run = fabricate.write_run(tmp_path / "s", "top", 0, sweep="s")
     summary = json.loads((run / "summary.json").read_text())
-    summary["started"], summary["ended"] = summary.pop("start_time"), summary.pop("end_time")
     import yaml
 
     summary["config"] = yaml.safe_load((run / "config.yaml").read_text())

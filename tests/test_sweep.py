@@ -179,3 +179,17 @@ def test_ray_that_cannot_start_is_one_line_and_keeps_finished_trials(tmp_path, f
     with pytest.raises(ConfigError, match=r"could not start a local Ray instance \(OSError: .*107 bytes.*--resume") as err:
         run_sweep(path, resume=True, log=lambda s: None)
     assert "\n" not in str(err.value) and (done / "summary.json").is_file()
+
+
+def test_dry_run_sizes_come_from_the_real_student_presets():
+    from harness.config import RunConfig, from_dict
+    from harness.student import PRESETS
+    from harness.sweep import estimate_params
+
+    cfg = from_dict(RunConfig, {"profile": "embedded", "student": {"preset": "student_embedded"}})
+    p = PRESETS["student_embedded"]
+    assert (p["layers"], p["width"], p["ffn"]) == (8, 128, 512)
+    assert estimate_params(cfg) == 8 * (4 * 128 * 128 + 2 * 128 * 512 + 128 * 192)
+    wide = from_dict(RunConfig, {"profile": "embedded", "student": {"preset": "student_embedded", "width": 256,
+                                                                    "heads": 4}})
+    assert estimate_params(wide) == 8 * (4 * 256 * 256 + 2 * 256 * 512 + 256 * 192)

@@ -51,38 +51,30 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from harness.config import ConfigError, deep_merge, from_dict, load_yaml, parse_overrides, to_dict
+from harness import runs
+from harness.config import ConfigError, deep_merge, from_dict, load_yaml, parse_overrides
+from harness.sweep.grid import Sweep, SweepConfig, expand_grid
+from harness.sweep.tracks import track_of
 
 
 def is_asr_sweep(path: str | Path) -> bool:
     """True when a sweep file's base config declares ``track: asr``."""
-    path = Path(path)
-    data = load_yaml(path)
-    base = data.get("base")
-    if not isinstance(base, str) or not base:
-        return False
-    base_path = path.parent / base if not Path(base).is_absolute() else Path(base)
-    try:
-        return load_yaml(base_path).get("track") == "asr"
-    except ConfigError:
-        return False
+    return track_of(path) == "asr"
 
 
 def load_study(path: str | Path):
-    """Load an ASR study file strictly into a :class:`harness.sweep.Sweep` of ASR trials.
+    """Load an ASR study file strictly into a :class:`harness.sweep.grid.Sweep` of ASR trials.
 
     Raises:
         ConfigError: one line naming the file and key.
     """
     from harness.asr.train import AsrRunConfig
-    from harness.sweep import Sweep, SweepConfig, _flatten, expand_grid
-
     path = Path(path)
     cfg = from_dict(SweepConfig, load_yaml(path), source=path)
     base_path = (path.parent / cfg.base) if not Path(cfg.base).is_absolute() else Path(cfg.base)
     base = load_yaml(base_path)
     from_dict(AsrRunConfig, base, source=base_path)
-    base = deep_merge(base, parse_overrides([f"{k}={json.dumps(v)}" for k, v in _flatten(cfg.overrides).items()]))
+    base = deep_merge(base, parse_overrides([f"{k}={json.dumps(v)}" for k, v in runs.flatten(cfg.overrides).items()]))
     return Sweep(cfg, path, expand_grid(cfg, base, path, AsrRunConfig))
 
 
@@ -93,7 +85,6 @@ def run_asr_study(path: str | Path, resume: bool = False, log: Callable[[str], N
         ConfigError: a bad study file, or its folder already holds runs and ``resume`` is off.
     """
     from harness.asr.train import run_asr_distill, train_teacher
-    from harness.sweep import _write_json, trial_done
 
     t0 = time.perf_counter()
     sweep = load_study(path)
@@ -114,9 +105,9 @@ def run_asr_study(path: str | Path, resume: bool = False, log: Callable[[str], N
     for t in sweep.trials:
         run_dir = out / t.run_id
         run_dir.mkdir(parents=True, exist_ok=True)
-        _write_json(run_dir / "trial.json", {"sweep": sweep.config.name, "run_id": t.run_id,
-                                             "overrides": t.overrides, "evaluate": []})
-        if trial_done(run_dir, []) and json.loads((run_dir / "summary.json").read_text()).get("status") == "ok":
+        runs.write_trial(run_dir, {"sweep": sweep.config.name, "run_id": t.run_id,
+                                   "overrides": t.overrides, "evaluate": []})
+        if runs.trial_done(run_dir, []) and runs.read_summary(run_dir).get("status") == "ok":
             log(f"[asr] {t.run_id}: done already")
             continue
         cfg = copy.deepcopy(t.config)
@@ -130,7 +121,7 @@ def run_asr_study(path: str | Path, resume: bool = False, log: Callable[[str], N
             summary = {"run_id": t.run_id, "sweep": sweep.config.name, "track": "asr",
                        "objective": cfg.loss.objective, "seed": cfg.train.seed,
                        "status": f"failed: {type(err).__name__}: {err}"[:500]}
-            _write_json(run_dir / "summary.json", summary)
+            runs.write_summary(run_dir, summary)
             log(f"[asr] {t.run_id}: {summary['status']}")
         # the table after every run: an interrupted study still leaves its finished rows
         write_study_table(out, teacher_path, wall_seconds=time.perf_counter() - t0, trained_here=trained_here)
@@ -149,8 +140,7 @@ def study_dry_run(path: str | Path) -> str:
     sweep = load_study(path)
     lines = [f"ASR study {sweep.config.name}: teacher + {len(sweep.trials)} runs -> {sweep.out_dir}"]
     for t in sweep.trials:
-        p = sweep.out_dir / t.run_id / "summary.json"
-        s = json.loads(p.read_text()) if p.is_file() else {}
+        s = runs.read_summary(sweep.out_dir / t.run_id) or {}
         state = s.get("status", "todo")
         secs = f"{s['train_seconds']:.0f} s train" if s.get("train_seconds") else ""
         lines.append(f"  {t.run_id:<40} {t.config.loss.objective:<5} {t.config.train.steps:>6} steps  {state:<8} {secs}")
@@ -161,9 +151,9 @@ def _rows(study_dir: Path, teacher_path: str) -> tuple[dict, list[dict]]:
     tmeta_path = Path(teacher_path) / "harness_asr.json"
     tmeta = json.loads(tmeta_path.read_text()) if tmeta_path.is_file() else {}
     rows, teacher = [], None
-    for summ_path in sorted(study_dir.glob("*/summary.json")):
-        s = json.loads(summ_path.read_text())
-        if s.get("track") != "asr":
+    for summ_path in sorted(study_dir.glob(f"*/{runs.SUMMARY}")):
+        s = runs.read_summary(summ_path.parent)
+        if s is None or s.get("track") != "asr":  # a malformed one: read_askd lists the run as missing
             continue
         row = {"model": s.get("run_id", summ_path.parent.name), "objective": s.get("objective"),
                "seed": s.get("seed"), "status": s.get("status")}
@@ -202,8 +192,6 @@ COLUMNS = ["model", "objective", "seed", "status", "wer", "wer_beam", "wer_delta
 def write_study_table(study_dir: str | Path, teacher_path: str, wall_seconds: float | None = None,
                       trained_here: bool = False) -> Path:
     """Write ``askd.json`` and ``askd.csv`` from the run folders (see the module docstring)."""
-    import pandas as pd
-
     from harness.provenance import hardware
 
     study_dir = Path(study_dir)
@@ -236,13 +224,8 @@ def write_study_table(study_dir: str | Path, teacher_path: str, wall_seconds: fl
         "token_latency_ratio": statistics.mean(r["token_speedup"] for r in ok_rows) if ok_rows else None,
         "wall_seconds": wall_seconds, "teacher_trained_here": trained_here,
     }
-    tmp = study_dir / "askd.json.tmp"
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    tmp.replace(study_dir / "askd.json")
-    df = pd.DataFrame(data["rows"]).reindex(columns=COLUMNS)
-    df.to_csv(study_dir / "askd.csv.tmp", index=False)
-    (study_dir / "askd.csv.tmp").replace(study_dir / "askd.csv")
-    return study_dir / "askd.csv"
+    runs.write_json(study_dir / "askd.json", data)
+    return runs.write_table(study_dir / "askd.csv", data["rows"], COLUMNS, extra=False)
 
 
 def askd_figure(askd_json: str | Path | dict, out_stem: str | Path) -> list[Path]:

@@ -21,7 +21,8 @@ from typing import Callable, Literal, Optional
 
 import torch
 
-from harness.config import AskdConfig, ConfigError, dump_yaml, from_dict, load_yaml, parse_overrides, deep_merge
+from harness import runs
+from harness.config import AskdConfig, ConfigError, from_dict, load_yaml, parse_overrides, deep_merge
 
 
 # ----------------------------------------------------------------------------- config
@@ -349,8 +350,7 @@ def fit(
                 line = {"step": step + 1, **mean, "alpha": alpha, "lr": sched.get_last_lr()[0],
                         "seconds": round(time.perf_counter() - t0, 3)}
                 if fh:
-                    fh.write(json.dumps(line) + "\n")
-                    fh.flush()
+                    runs.append_metrics(fh, line)
                 if on_log:
                     on_log(line)
                 final = mean
@@ -440,14 +440,14 @@ def run_asr_distill(cfg: AsrRunConfig, out_dir: str | Path, sweep: str = "",
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    dump_yaml(cfg, out / "config.yaml")
+    runs.write_config(out, cfg)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     if not cfg.teacher.path:
         raise ConfigError("teacher.path must name a Whisper checkpoint folder (harness asr train-teacher --out DIR)")
     summary: dict = {"run_id": out.name, "sweep": sweep, "track": "asr", "objective": cfg.loss.objective,
-                     "seed": cfg.train.seed, "status": "running", "start_time": now_iso()}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+                     "seed": cfg.train.seed, "status": "running", "started": now_iso()}
+    runs.write_summary(out, summary)
     teacher = load_asr_model(cfg.teacher.path)
     first_depth, grow_at = cfg.student.growth(cfg.train.steps)
     student = shrink(teacher, first_depth, cfg.student.encoder_layers)
@@ -467,7 +467,7 @@ def run_asr_distill(cfg: AsrRunConfig, out_dir: str | Path, sweep: str = "",
     t_eval = teacher_eval(teacher, Path(cfg.teacher.path), test, ev)
     lat = measure_latency({"teacher": teacher, "student": student}, test, ev.latency_utterances)
     summary.update(
-        status="ok", end_time=now_iso(), teacher=cfg.teacher.path, train_seconds=res["train_seconds"],
+        status="ok", ended=now_iso(), teacher=cfg.teacher.path, train_seconds=res["train_seconds"],
         steps=res["steps"], first_losses=res["first"], final_losses=res["final"],
         student_params=count_params(student), teacher_params=count_params(teacher),
         decoder_layers=student.model.config.decoder_layers,
@@ -475,7 +475,7 @@ def run_asr_distill(cfg: AsrRunConfig, out_dir: str | Path, sweep: str = "",
         latency=lat, speedup=lat["teacher"]["latency_s"] / lat["student"]["latency_s"],
         hardware=hardware(), git_commit=git_commit(), config=json.loads(json.dumps(_plain(cfg))),
     )
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    runs.write_summary(out, summary)
     return summary
 
 

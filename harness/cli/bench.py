@@ -1,5 +1,5 @@
 """``harness bench stacking | teacher-cache | throughput | gpu`` (:mod:`harness.bench`,
-:mod:`harness.bench_throughput`).
+:mod:`harness.bench.throughput`, :mod:`harness.bench.gpu`).
 
 The benchmark modules are imported inside the commands: they pull in torch (and s3prl).
 """
@@ -30,7 +30,7 @@ def cmd_bench_teacher_cache(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_throughput(args: argparse.Namespace) -> int:
-    from harness.bench_throughput import ThroughputSettings, bench_throughput
+    from harness.bench.throughput import ThroughputSettings, bench_throughput
 
     s = ThroughputSettings(
         layers=args.layers, width=args.width, heads=args.heads, ffn=args.ffn, batch=args.batch,
@@ -51,7 +51,7 @@ def cmd_bench_throughput(args: argparse.Namespace) -> int:
 def cmd_bench_gpu(args: argparse.Namespace) -> int:
     import torch
 
-    from harness.bench_throughput import GpuSettings, bench_gpu
+    from harness.bench.gpu import GpuSettings, bench_gpu
 
     if not torch.cuda.is_available():
         raise UserError("bench gpu: needs a CUDA device and this machine has none; run it where a GPU is lent")

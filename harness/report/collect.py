@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
-from harness.config import ConfigError
+from harness import runs
+from harness.config import ConfigError, to_dict
+
 
 VARIANT_ORDER = ("none", "top", "bottom", "middle", "interleaved")
 # Config keys that differ between runs without being part of the design.
@@ -118,50 +119,6 @@ class Results:
 # ----------------------------------------------------------------------------- readers
 
 
-def _read_json(path: Path) -> tuple[Any, str | None]:
-    """(data, None), or (None, a one-line reason) for a missing or malformed file."""
-    if not path.is_file():
-        return None, "missing"
-    try:
-        return json.loads(path.read_text()), None
-    except json.JSONDecodeError as err:
-        return None, f"not valid JSON (line {err.lineno}: {err.msg})"
-    except (OSError, UnicodeDecodeError) as err:
-        return None, f"unreadable ({err})"
-
-
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        elif isinstance(v, (list, tuple)):
-            out[key] = json.dumps(list(v))  # hashable, comparable, readable in a table
-        else:
-            out[key] = v
-    return out
-
-
-def _read_metrics(path: Path) -> tuple[list[dict], int]:
-    """The logged lines, and how many lines were not valid JSON objects."""
-    rows, bad = [], 0
-    with open(path) as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                bad += 1
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
-            else:
-                bad += 1
-    return rows, bad
-
-
 def _num(x: Any) -> float:
     try:
         v = float(x)
@@ -189,27 +146,26 @@ def read_run(run_dir: Path, default_sweep: str) -> RunRead:
         analysis dict or None, problems).
     """
     problems: list[Problem] = []
-    summary, why = _read_json(run_dir / "summary.json")
+    summary, why = runs.load_summary(run_dir)
     if not isinstance(summary, dict):
-        if why is None:
-            why = f"top level is {type(summary).__name__}, not a mapping"
         status = f"unreadable: summary.json {why}" if why != "missing" else "incomplete: no summary.json"
         problems.append(Problem(str(run_dir / "summary.json"), "unreadable" if why != "missing" else "incomplete", why))
         summary = {}
     else:
         status = str(summary.get("status") or "incomplete: summary.json has no status")
-    cfg: dict = {}
-    if (run_dir / "config.yaml").is_file():
-        try:
-            cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-            if not isinstance(cfg, dict):
-                raise yaml.YAMLError("top level is not a mapping")
-        except yaml.YAMLError as err:
-            problems.append(Problem(str(run_dir / "config.yaml"), "unreadable", str(err).splitlines()[0]))
-            cfg = {}
+    cfg: dict = {}  # the typed config.yaml, as plain data for the cfg.<dotted key> columns
+    try:
+        stored = runs.read_config(run_dir)
+        cfg = to_dict(stored.config) if stored is not None else {}
+    except runs.RunFormatError as err:
+        problems.append(Problem(str(run_dir / runs.CONFIG), "unreadable", str(err).splitlines()[0]))
     if not cfg and isinstance(summary.get("config"), dict):
-        cfg = summary["config"]  # distill also embeds the resolved config in summary.json
-    trial, _ = _read_json(run_dir / "trial.json")
+        # distill also embeds the resolved config in summary.json
+        try:
+            cfg = to_dict(runs.config_from_dict(summary["config"], run_dir / runs.SUMMARY).config)
+        except runs.RunFormatError:
+            cfg = summary["config"]  # shown as written: the report must not lose the run
+    trial, _ = runs.load_json(run_dir / "trial.json")
     overrides = (trial or {}).get("overrides") or {} if isinstance(trial, dict) else {}
 
     ok = status == "ok"
@@ -239,15 +195,15 @@ def read_run(run_dir: Path, default_sweep: str) -> RunRead:
         "flops": _num(summary.get("flops")),
         "superb_score": _num(summary.get("superb_score")),
         "git_commit": summary.get("git_commit"),
-        "start_time": summary.get("start_time", summary.get("started")),
-        "end_time": summary.get("end_time", summary.get("ended")),
+        "start_time": summary.get("started"),  # runs.load_summary reads the old spellings too
+        "end_time": summary.get("ended"),
         "superb_ref": summary.get("superb_ref"),
         "eval_seconds": math.nan,
         "device": hw.get("device"), "cpu_count": hw.get("cpu_count"), "torch": hw.get("torch"),
     }
     if isinstance(row["schedule"], list):
         row["schedule"] = json.dumps(row["schedule"])
-    for k, v in _flatten(cfg).items():
+    for k, v in runs.flatten(cfg, json_lists=True).items():
         row[f"cfg.{k}"] = v
     for k, v in overrides.items():  # a run that failed before writing config.yaml
         row.setdefault(f"cfg.{k}", json.dumps(v) if isinstance(v, (list, dict)) else v)
@@ -266,7 +222,7 @@ def read_run(run_dir: Path, default_sweep: str) -> RunRead:
 
     curves: list[dict] = []
     if (run_dir / "metrics.jsonl").is_file():
-        lines, bad = _read_metrics(run_dir / "metrics.jsonl")
+        lines, bad = runs.read_metrics(run_dir / "metrics.jsonl")
         if bad:
             problems.append(Problem(str(run_dir / "metrics.jsonl"), "unreadable", f"{bad} malformed lines skipped"))
         curves = [{"key": key, "sweep": sweep, "variant": row["variant"], "seed": row["seed"], **ln} for ln in lines]
@@ -280,7 +236,7 @@ def read_run(run_dir: Path, default_sweep: str) -> RunRead:
     ]
 
     weights: dict[str, list[float]] = {}
-    superb, why = _read_json(run_dir / "superb.json")
+    superb, why = runs.load_superb(run_dir)
     if isinstance(superb, dict) and "seconds" in superb:
         row["eval_seconds"] = _num(superb["seconds"])  # SUPERB scoring wall-clock
     score = superb.get("score") if isinstance(superb, dict) else None
@@ -301,7 +257,7 @@ def read_run(run_dir: Path, default_sweep: str) -> RunRead:
         problems.append(Problem(str(run_dir / "superb.json"), "missing" if why == "missing" else "unreadable",
                                 "no layer weights" if why == "missing" else why))
 
-    analysis, why = _read_json(run_dir / "analysis.json")
+    analysis, why = runs.load_analysis(run_dir)
     if not isinstance(analysis, dict):
         if ok:
             problems.append(Problem(str(run_dir / "analysis.json"), "missing" if why == "missing" else "unreadable",
@@ -320,7 +276,7 @@ def read_probe(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such probe file (written by the layer analysis)")
-    data, why = _read_json(path)
+    data, why = runs.load_json(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: probe file is {why or 'not a JSON mapping'}")
     def has_list(d: dict) -> bool:
@@ -345,7 +301,7 @@ def read_askd(folder: str | Path) -> AskdStudy:
     """
     folder = Path(folder)
     problems: list[Problem] = []
-    data, why = _read_json(folder / "askd.json")
+    data, why = runs.load_json(folder / "askd.json")
     if not isinstance(data, dict):
         problems.append(Problem(str(folder / "askd.json"), "unreadable", why or "not a JSON mapping"))
         data = {}
@@ -364,9 +320,9 @@ def read_askd(folder: str | Path) -> AskdStudy:
     for run_dir in sorted(d for d in folder.iterdir() if d.is_dir() and (d / "trial.json").is_file()):
         if run_dir.name in seen:
             continue
-        trial, _ = _read_json(run_dir / "trial.json")
+        trial, _ = runs.load_json(run_dir / "trial.json")
         over = (trial or {}).get("overrides") or {} if isinstance(trial, dict) else {}
-        summary, _ = _read_json(run_dir / "summary.json")
+        summary, _ = runs.load_summary(run_dir)
         status = (summary or {}).get("status") if isinstance(summary, dict) else None
         status = (f"missing from askd.json (summary.json says {status})" if status
                   else "missing: no summary.json (never run, or interrupted)")

@@ -24,6 +24,8 @@ from typing import Callable
 
 import torch
 
+from harness import runs
+from harness.config import RunConfig
 from harness.errors import HarnessError
 from harness.superb import score as scoring
 from harness.superb.cache import corpus_tag, split_features
@@ -46,14 +48,14 @@ def _oneline(err: BaseException) -> str:
 # ----------------------------------------------------------------------------- upstreams
 
 
-def _read_yaml(path: Path) -> dict:
-    import yaml
+_NO_CONFIG = runs.StoredConfig(RunConfig(), frozenset())  # an upstream that is not a run folder
 
+
+def _read_config(run_dir: Path) -> runs.StoredConfig:
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as err:
-        raise UpstreamError(f"cannot read {path}: {_oneline(err)}") from None
-    return data if isinstance(data, dict) else {}
+        return runs.read_config(run_dir) or _NO_CONFIG
+    except runs.RunFormatError as err:
+        raise UpstreamError(_oneline(err)) from None
 
 
 def load_upstream(source: str | Path, device: str | torch.device = "cpu"):
@@ -65,7 +67,9 @@ def load_upstream(source: str | Path, device: str | torch.device = "cpu"):
         device: where it runs.
 
     Returns:
-        ``(upstream, run_dir or None, run_config dict)``.
+        ``(upstream, run_dir or None, run config)``: the run folder's typed
+        ``config.yaml`` (:class:`harness.runs.StoredConfig`; its ``get`` is None for a
+        key the file does not set, and for every key when there is no run folder).
 
     Raises:
         FileNotFoundError: a folder without ``student.ckpt``, or a missing checkpoint.
@@ -99,8 +103,7 @@ def load_upstream(source: str | Path, device: str | torch.device = "cpu"):
             raise
         except Exception as err:
             raise UpstreamError(f"corrupt checkpoint {ckpt}: {_oneline(err)}") from None
-        config = _read_yaml(run_dir / "config.yaml") if run_dir and (run_dir / "config.yaml").is_file() else {}
-        return _frozen(upstream), run_dir, config
+        return _frozen(upstream), run_dir, _read_config(run_dir) if run_dir else _NO_CONFIG
     from harness.teachers.base import load_teacher
 
     try:
@@ -109,7 +112,7 @@ def load_upstream(source: str | Path, device: str | torch.device = "cpu"):
         raise
     except Exception as err:
         raise UpstreamError(f"cannot load upstream {str(source)!r}: {_oneline(err)}") from None
-    return _frozen(upstream), None, {}
+    return _frozen(upstream), None, _NO_CONFIG
 
 
 def _frozen(upstream):
@@ -201,7 +204,7 @@ def _evaluate(upstream, tasks, corpus_dir, out_path, profile, device, cache_dir,
             raise ValueError(f"options given for task {name!r}, which is not being evaluated")
     task_list = [t.replace(**opts.get(t.name, {})) for t in task_list]
     if corpus_dir is None:
-        corpus_dir = (run_cfg.get("data") or {}).get("corpus")
+        corpus_dir = run_cfg.get("data.corpus")
         if corpus_dir is None:
             raise FileNotFoundError("no corpus folder given (pass --corpus DIR)")
     corpus_dir = Path(corpus_dir)
@@ -248,7 +251,7 @@ def _evaluate(upstream, tasks, corpus_dir, out_path, profile, device, cache_dir,
     if out_path is None and run_dir is not None:
         out_path = run_dir / "superb.json"
     if out_path is not None:
-        _write_json(Path(out_path), payload)
+        runs.write_superb(Path(out_path), payload)
     if run_dir is not None:
         merge_summary(run_dir, payload)
     return payload
@@ -286,7 +289,7 @@ def _score(payload, baselines, ref, run_cfg, task_list, corpus_dir, profile, dev
     elif profile == "paper" and ref is None:
         fb, rf, ref_name = scoring.PAPER_FBANK, scoring.PAPER_REFERENCE, "HuBERT Base (published)"
     else:
-        ref = ref or (run_cfg.get("teacher") or {}).get("spec")
+        ref = ref or run_cfg.get("teacher.spec")
         if not ref:
             raise ValueError("no reference upstream for the SUPERB score (pass --ref SPEC)")
         common = dict(tasks=[t.name for t in task_list], corpus_dir=corpus_dir, profile=profile,
@@ -344,26 +347,18 @@ def baseline_results(source: str, tasks, corpus_dir, profile, device, cache_dir,
 # ----------------------------------------------------------------------------- files
 
 
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-
-
 def merge_summary(run_dir: Path, payload: dict) -> dict:
     """Merge per-task numbers and the SUPERB score into ``<run>/summary.json``.
 
     Adds ``tasks`` (per task: metric, direction, value, n, status) and ``superb_score``
     (None when not computed); other keys are kept.
     """
-    path = Path(run_dir) / "summary.json"
+    path = Path(run_dir) / runs.SUMMARY
     summary = {}
     if path.is_file():
-        try:
-            summary = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise UpstreamError(f"{path} is not valid JSON ({err.msg}); not overwriting it") from None
+        summary, why = runs.load_summary(run_dir)
+        if summary is None:
+            raise UpstreamError(f"{why if why.startswith(str(path)) else f'{path} is {why}'}; not overwriting it")
     summary["tasks"] = {
         name: {k: r.get(k) for k in ("metric", "direction", "value", "n", "status")}
         for name, r in payload["tasks"].items()
@@ -371,5 +366,5 @@ def merge_summary(run_dir: Path, payload: dict) -> dict:
     score = payload.get("score") or {}
     summary["superb_score"] = score.get("score")
     summary["superb_ref"] = score.get("ref")
-    _write_json(path, summary)
+    runs.write_summary(run_dir, summary)
     return summary

@@ -114,6 +114,19 @@ def superb_score(values: dict[str, float], directions: dict[str, str], fbank: di
                 per_task[task] = task_score(value, fbank[task], ref[task], directions[task])
             except ScoreError as err:
                 skipped[task] = str(err)
+    return combine(per_task, skipped)
+
+
+def combine(per_task: dict[str, float], skipped: dict[str, str]) -> dict:
+    """The SUPERB score of per-task scores: their mean (None when no task was scored).
+
+    Args:
+        per_task: task -> its score (0 = fbank, 1000 = reference).
+        skipped: task -> why it was left out.
+
+    Returns:
+        ``{"score", "tasks", "per_task", "skipped"}`` as :func:`superb_score` returns.
+    """
     score = sum(per_task.values()) / len(per_task) if per_task else None
     return {"score": score, "tasks": sorted(per_task), "per_task": per_task, "skipped": skipped}
 

@@ -7,12 +7,13 @@ SUPERB scoring and layer analysis only ever talk to this protocol.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
-
-import torch
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from harness.data.audio import SAMPLE_RATE
 from harness.registry import Registry
+
+if TYPE_CHECKING:  # torch only in annotations: configs check teacher kinds without importing it
+    import torch
 
 # spec prefix -> builder(arg: str, device) -> Upstream. Declared lazily: the adapters import
 # this module (and s3prl / transformers when a spec of theirs is loaded), so the registry

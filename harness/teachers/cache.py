@@ -49,6 +49,12 @@ import torch
 
 from harness.config import ConfigError
 from harness.data.audio import SAMPLE_RATE
+from harness.runs import write_json
+
+
+def _write_json(path: Path, data: dict) -> None:
+    write_json(path, data, indent=None, fsync=True)  # a cache must survive a crash mid-build
+
 
 FORMAT_VERSION = 1
 FP16_MAX = 65504.0
@@ -108,15 +114,6 @@ def _range_digest(path: Path, start: int, stop: int) -> str:
             h.update(block)
             left -= len(block)
     return h.hexdigest()
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "w") as fh:
-        json.dump(data, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -426,7 +423,7 @@ def _build_shard(folder: Path, plan: dict, shard: int, teacher, records: dict, r
     finally:
         for fd in fds.values():
             os.close(fd)
-    _write_json_atomic(folder / "shards" / f"{shard}.json",
+    _write_json(folder / "shards" / f"{shard}.json",
                        {"checksums": {name: h.hexdigest() for name, h in hashes.items()}})
 
 
@@ -543,7 +540,7 @@ def ensure_cache(
         total = _check_disk(plan, todo, cache_dir, teacher.id, len(records), hours, say)
         if not building.exists():
             (building / "shards").mkdir(parents=True)
-            _write_json_atomic(building / "plan.json", plan)
+            _write_json(building / "plan.json", plan)
             for name in plan["names"]:
                 with open(building / f"{name}.f16", "wb") as fh:
                     fh.truncate(_plan_bytes(plan, name))
@@ -647,8 +644,8 @@ def _publish(building: Path, final: Path, plan: dict, meta: dict, t0: float) -> 
     ok, bad, reason = verify_cache(building, full=False)
     if bad:
         raise CacheError(f"{building}: {reason} after building")
-    _write_json_atomic(building / "meta.json", {**meta, "built_seconds": time.perf_counter() - t0})
-    _write_json_atomic(building / "COMPLETE.json", {
+    _write_json(building / "meta.json", {**meta, "built_seconds": time.perf_counter() - t0})
+    _write_json(building / "COMPLETE.json", {
         "plan": file_digest(building / "plan.json"),
         "shards": {str(i): json.loads((building / "shards" / f"{i}.json").read_text())["checksums"]
                    for i in range(len(plan["shards"]))},

@@ -1,4 +1,4 @@
-"""``harness bench``: how much of stacking's theoretical saving turns into wall-clock.
+"""``harness bench stacking`` / ``teacher-cache``: how much of stacking's theoretical saving turns into wall-clock.
 
 Every figure is measured side by side in one process (never against a remembered
 number), after the teacher-feature cache is built and a short untimed warm-up run has
@@ -17,8 +17,6 @@ figure, and prints a short table.
 from __future__ import annotations
 
 import dataclasses
-import json
-import platform
 import shutil
 import statistics
 import tempfile
@@ -27,11 +25,11 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from harness.config import RunConfig, load_run_config, to_dict
-from harness.bench_throughput import write_json
-from harness.provenance import git_commit, hardware, now_iso
+from harness.provenance import hardware, now_iso, versions
+from harness.runs import read_metrics, write_json
 
 VARIANTS = ("none", "top", "bottom", "middle", "interleaved")
-BASE_DIR = Path(__file__).resolve().parent.parent / "sweeps" / "base"
+BASE_DIR = Path(__file__).resolve().parents[2] / "sweeps" / "base"
 
 
 def base_config(profile: str, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
@@ -46,20 +44,6 @@ def _with(cfg: RunConfig, **sections) -> RunConfig:
     """A copy of ``cfg`` with some fields of some sections replaced: ``train={"steps": 5}``."""
     changes = {name: dataclasses.replace(getattr(cfg, name), **fields) for name, fields in sections.items()}
     return dataclasses.replace(cfg, **changes)
-
-
-def versions() -> dict:
-    """Library versions and the git commit a benchmark ran on."""
-    import numpy
-    import torch
-
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "numpy": numpy.__version__, "git_commit": git_commit()}
-
-
-def _read_metrics(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
 
 
 def quality_key(metrics: list[dict]) -> str:
@@ -171,7 +155,7 @@ def bench_stacking(
                     vcfg = _with(cfg, stacking={"variant": v}, teacher={"cache": mode == "cached"})
                     run_dir = tmp / f"{mode}-{v}-{r}"
                     s = _run(vcfg, run_dir)
-                    s["metrics"] = _read_metrics(run_dir)
+                    s["metrics"] = read_metrics(run_dir)[0]
                     runs[mode, v].append(s)
                     log(f"  {mode:<6} {v:<12} repeat {r}: {s['train_seconds']:.2f} s "
                         f"({s['train_cpu_seconds']:.2f} s CPU)")

@@ -1,0 +1,28 @@
+"""``harness bench``: measured speed, side by side in one process, written as JSON.
+
+- :mod:`~harness.bench.stacking`: how much of stacking's theoretical saving turns into
+  wall-clock, and what the teacher-feature cache saves (``bench stacking``,
+  ``bench teacher-cache``);
+- :mod:`~harness.bench.throughput` (with :mod:`~harness.bench.models` and
+  :mod:`~harness.bench.memory`): our student's training step against s3prl's
+  ``DistillerModel`` (``bench throughput``);
+- :mod:`~harness.bench.gpu`: model FLOPs utilisation of the paper student (``bench gpu``).
+
+Every report carries the machine and versions (:mod:`harness.provenance`) and is written
+atomically (:func:`harness.runs.write_json`).
+"""
+
+from __future__ import annotations
+
+from harness.bench.stacking import (
+    VARIANTS,
+    bench_stacking,
+    bench_teacher_cache,
+    format_stacking,
+    format_teacher_cache,
+    quality_key,
+    time_to_quality,
+)
+
+__all__ = ["VARIANTS", "bench_stacking", "bench_teacher_cache", "format_stacking", "format_teacher_cache",
+           "quality_key", "time_to_quality"]

@@ -1,0 +1,190 @@
+"""The sweep file and its grid: the schema (:class:`SweepConfig`), grid x seeds expansion into
+validated trials (:func:`expand_grid`) and trial naming (``variant=interleaved-s0``).
+
+Pure data: no Ray, no training, no track dispatch (the ASR track's study uses it as is).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from harness import runs
+from harness.config import ConfigError, RunConfig, deep_merge, from_dict, load_yaml, parse_overrides
+
+# -------------------------------------------------------------------------- the sweep file
+
+
+@dataclass
+class ResourcesConfig:
+    """Per-trial resources. ``cpu: auto`` = every core when no GPU is present (one trial at
+    a time: concurrent CPU trials would distort each other's wall-clock, which is what a
+    stacking study measures), 1 core per trial with GPUs. ``gpu: auto`` = 1 /
+    ``trials_per_gpu`` of a GPU when CUDA is present, else 0."""
+
+    cpu: Union[float, Literal["auto"]] = "auto"
+    gpu: Union[float, Literal["auto"]] = "auto"
+    trials_per_gpu: int = 1
+
+    def validate(self) -> None:
+        if self.cpu != "auto" and self.cpu <= 0:
+            raise ConfigError(f"cpu must be > 0 or auto, got {self.cpu}")
+        if self.gpu != "auto" and self.gpu < 0:
+            raise ConfigError(f"gpu must be >= 0 or auto, got {self.gpu}")
+        if self.trials_per_gpu < 1:
+            raise ConfigError(f"trials_per_gpu must be >= 1, got {self.trials_per_gpu}")
+
+    def resolve(self) -> dict[str, float]:
+        """Concrete ``{"cpu": c, "gpu": g}`` for this machine."""
+        import torch
+
+        has_gpu = torch.cuda.is_available()
+        gpu = (1.0 / self.trials_per_gpu if has_gpu else 0.0) if self.gpu == "auto" else float(self.gpu)
+        cpu = (1.0 if has_gpu else float(os.cpu_count() or 1)) if self.cpu == "auto" else float(self.cpu)
+        return {"cpu": cpu, "gpu": gpu}
+
+
+@dataclass
+class SchedulerConfig:
+    """Optional Tune trial scheduler for hyperparameter studies (ASHA stops weak trials
+    early on ``metric``, reported at every logged step)."""
+
+    type: Literal["none", "asha"] = "none"
+    metric: str = "loss"
+    mode: Literal["min", "max"] = "min"
+    grace_period: int = 1
+    reduction_factor: int = 2
+
+    def validate(self) -> None:
+        if self.grace_period < 1 or self.reduction_factor < 2:
+            raise ConfigError("grace_period must be >= 1 and reduction_factor >= 2")
+
+
+@dataclass
+class SweepConfig:
+    """A study: a base run config, a grid over dotted keys, seeds, the tasks to score."""
+
+    name: str = ""
+    base: str = ""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    evaluate: list[str] = field(default_factory=list)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    storage: str = "results"
+    backend: Literal["ray", "local"] = "ray"
+    reuse: list[str] = field(default_factory=list)
+
+    def validate(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name or ""):
+            raise ConfigError(f"name must be a non-empty word of letters, digits, _ . - (got {self.name!r})")
+        if not self.base:
+            raise ConfigError("base must name a run config YAML (relative to the sweep file)")
+        if not self.seeds:
+            raise ConfigError("seeds must list at least one seed")
+        for key, values in self.grid.items():
+            if not values:
+                raise ConfigError(f"grid.{key} must list at least one value")
+
+
+@dataclass
+class Trial:
+    """One grid point x seed."""
+
+    run_id: str
+    overrides: dict[str, Any]  # dotted key -> value (grid point + train.seed)
+    config: RunConfig
+
+
+@dataclass
+class Sweep:
+    """A loaded sweep: its config, where it came from, and its expanded trials."""
+
+    config: SweepConfig
+    path: Path
+    trials: list[Trial]
+
+    @property
+    def out_dir(self) -> Path:
+        storage = Path(self.config.storage)
+        if not storage.is_absolute():
+            storage = Path.cwd() / storage
+        return storage / self.config.name
+
+
+def _slug(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    return re.sub(r"[^A-Za-z0-9.]+", "_", text).strip("_") or "x"
+
+
+def _run_id(point: dict[str, Any], seed: int, grid_keys: list[str]) -> str:
+    """``variant=interleaved-s0``: the last key component, unless two grid keys share it."""
+    last = [k.rsplit(".", 1)[-1] for k in grid_keys]
+    names = {k: (k.rsplit(".", 1)[-1] if last.count(k.rsplit(".", 1)[-1]) == 1 else k) for k in grid_keys}
+    parts = [f"{names[k]}={_slug(point[k])}" for k in grid_keys]
+    rid = "-".join(parts + [f"s{seed}"])
+    if len(rid) > 120:  # keep paths sane; the full point is in trial.json
+        rid = rid[:100] + "-" + hashlib.sha1(rid.encode()).hexdigest()[:8]
+    return rid
+
+
+def expand_grid(cfg: SweepConfig, base: dict, path: Path, config_cls: type) -> list[Trial]:
+    """Every grid point x seed as a validated ``config_cls`` (the distillation
+    :class:`RunConfig`, or the ASR track's config).
+
+    Raises:
+        ConfigError: naming the sweep file and the grid point, or duplicate run ids.
+    """
+    keys = list(cfg.grid)
+    trials = []
+    for values in itertools.product(*(cfg.grid[k] for k in keys)):
+        point = dict(zip(keys, values))
+        for seed in cfg.seeds:
+            overrides = {**point, "train.seed": seed}
+            data = copy.deepcopy(base)
+            for key, value in overrides.items():
+                data = deep_merge(data, _nest(key, value))
+            try:
+                run_cfg = from_dict(config_cls, data, source=path)
+                if config_cls is RunConfig:  # stage sizes and every growth plan, before any run
+                    from harness.stacking import plan_stages  # torch: not on `harness --help`'s path
+
+                    plan_stages(run_cfg)
+            except ConfigError as err:
+                msg = str(err).replace(f"{path}: ", "", 1)
+                raise ConfigError(f"{path}: grid point {point}: {msg}") from None
+            trials.append(Trial(_run_id(point, seed, keys), overrides, run_cfg))
+    ids = [t.run_id for t in trials]
+    dupes = {i for i in ids if ids.count(i) > 1}
+    if dupes:
+        raise ConfigError(f"{path}: grid yields duplicate runs {sorted(dupes)} (a repeated value?)")
+    return trials
+
+
+def _nest(dotted: str, value: Any) -> dict:
+    out: dict = {}
+    node = out
+    parts = dotted.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+    return out
+
+
+def base_data(cfg: SweepConfig, path: Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[dict, Path]:
+    """The sweep's base run config as a mapping, with the sweep's ``overrides`` and then
+    ``overrides`` (``key=value``) applied; and the base file's path."""
+    base_path = (path.parent / cfg.base) if not Path(cfg.base).is_absolute() else Path(cfg.base)
+    base = load_yaml(base_path)
+    base = deep_merge(base, parse_overrides([f"{k}={json.dumps(v)}" for k, v in runs.flatten(cfg.overrides).items()]))
+    if overrides:
+        base = deep_merge(base, parse_overrides(list(overrides)))
+    return base, base_path

@@ -1,0 +1,104 @@
+"""The Ray adapter: spreads a sweep's unfinished trials over CPUs, GPUs and machines.
+
+Everything here is Ray plumbing (start or join a cluster, one Tune trial per payload,
+optional ASHA); what a trial does, and what counts as done, is :mod:`harness.sweep.trials`'
+and :mod:`harness.runs`'. Without Ray the same payloads run in-process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from harness.config import ConfigError
+from harness.sweep.grid import Sweep
+from harness.sweep.trials import run_trial
+
+
+def _ray_trainable(config: dict) -> None:
+    from ray import tune
+
+    def on_log(metrics: dict) -> None:
+        tune.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+
+    result = run_trial(config["trial"], on_log=on_log)
+    tune.report({"done": 1, **{k: v for k, v in result.items() if v is not None}})
+
+
+_RAY_SOCKET_TAIL = "/session_2026-11-23_16-26-23_309369_4194304/sockets/plasma_store"  # 7-digit pid
+
+
+def _ray_temp_dir(out: Path) -> str:
+    # Ray puts unix sockets under its temp dir, e.g. <temp>/session_2026-11-23_16-26-23_309369_24976/
+    # sockets/plasma_store, and a unix socket path must stay under 107 bytes: keep the temp dir
+    # under the sweep folder only when the longest such path still fits.
+    cand = out / "_ray"
+    if len(str(cand)) + len(_RAY_SOCKET_TAIL) <= 107:
+        cand.mkdir(parents=True, exist_ok=True)
+        return str(cand)
+    short = Path(tempfile.gettempdir()) / f"hray-{hashlib.sha1(str(out).encode()).hexdigest()[:8]}"
+    short.mkdir(parents=True, exist_ok=True)
+    return str(short)
+
+
+def run_ray(sweep: Sweep, todo: list[dict], res: dict, address: str | None, log: Callable) -> None:
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    import ray
+    from ray import tune
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    try:
+        if address:
+            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+        else:
+            ray.init(
+                num_cpus=os.cpu_count(), include_dashboard=False, ignore_reinit_error=True,
+                _temp_dir=_ray_temp_dir(sweep.out_dir), log_to_driver=False,
+            )
+    except Exception as err:  # one line for the user; finished trials are on disk already
+        where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        raise ConfigError(
+            f"sweep {sweep.config.name!r}: could not start {where} ({type(err).__name__}: {first}); "
+            "finished trials are kept: fix the cause and rerun with --resume, or run in-process with --local"
+        ) from None
+    try:
+        trainable = tune.with_resources(_ray_trainable, res)
+        tune_dir = sweep.out_dir / "_tune"
+        scheduler = None
+        if sweep.config.scheduler.type == "asha":
+            from ray.tune.schedulers import ASHAScheduler
+
+            s = sweep.config.scheduler
+            scheduler = ASHAScheduler(
+                metric=s.metric, mode=s.mode, grace_period=s.grace_period,
+                reduction_factor=s.reduction_factor, time_attr="training_iteration",
+            )
+        # Trials that were already finished are filtered out above; a fresh Tuner over the
+        # rest is simpler and sturdier after kill -9 than Ray's own experiment state.
+        if tune_dir.exists():
+            shutil.rmtree(tune_dir, ignore_errors=True)
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"trial": tune.grid_search(todo)},
+            tune_config=tune.TuneConfig(
+                reuse_actors=True, scheduler=scheduler,
+                trial_dirname_creator=lambda t: t.config["trial"]["run_id"][:80],
+            ),
+            run_config=tune.RunConfig(
+                name="_tune", storage_path=str(sweep.out_dir), verbose=0,
+                failure_config=tune.FailureConfig(max_failures=0),
+            ),
+        )
+        results = tuner.fit()
+        for r in results:
+            rid = r.config["trial"]["run_id"] if r.config else "?"
+            status = (r.metrics or {}).get("status", "error" if r.error else "?")
+            log(f"[sweep] {rid}: {status}")
+    finally:
+        ray.shutdown()
