@@ -29,6 +29,9 @@ UTC; ``ended`` when finished). Distillation runs add ``variant``, ``schedule``, 
 A summary without ``schema`` is read as schema 1 (folders written before the field existed;
 their ASR runs spelled the times ``start_time``/``end_time``, read as ``started``/``ended``);
 a newer schema is refused with one line.
+
+Size: just over 500 lines on purpose: it is the one owner of every run-folder file; split
+up, a format and its reader could drift apart again.
 """
 
 from __future__ import annotations

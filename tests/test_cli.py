@@ -70,6 +70,7 @@ def test_teacher_pretrain_unknown_key_is_one_line(tmp_path, capsys):
 
 def test_teacher_pretrain_overrides_reach_the_config(tmp_path, monkeypatch):
     from harness.teachers import pretrain as pt
+    from harness.teachers.pretrain_config import profile_config
 
     seen = {}
     monkeypatch.setattr(pt, "pretrain", lambda cfg, data, out, log_fn: seen.update(cfg=cfg, data=data, out=out))
@@ -81,4 +82,4 @@ def test_teacher_pretrain_overrides_reach_the_config(tmp_path, monkeypatch):
     assert rc == 0
     c = seen["cfg"]
     assert (c.k1, c.iter2_layer, c.steps1, c.model.post_ln, c.iter2_init) == (8, 2, 40, False, "scratch")
-    assert c.model.layers == pt.profile_config("tiny").model.layers and seen["data"] == tmp_path
+    assert c.model.layers == profile_config("tiny").model.layers and seen["data"] == tmp_path

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from harness.teachers.embedded import load_embedded
+from harness.teachers.pretrain_config import profile_config
 from harness.teachers.pretrain import (
-    fit_kmeans, mfcc_features, pretrain, profile_config, span_mask, write_log,
+    fit_kmeans, mfcc_features, pretrain, span_mask, write_log,
 )
 
 from teacher_fixtures import fabricate_corpus
@@ -184,7 +185,7 @@ def test_speaker_positives_leave_out_the_sid_speakers(corpus, tmp_path, monkeypa
 
 def test_shipped_recipe_is_the_embedded_profile():
     """harness/assets/pretrain_embedded.yaml and profile_config('embedded') cannot drift apart."""
-    from harness.teachers.pretrain import EMBEDDED_RECIPE, load_pretrain_config
+    from harness.teachers.pretrain_config import EMBEDDED_RECIPE, load_pretrain_config
 
     assert load_pretrain_config("embedded") == profile_config("embedded")
     assert load_pretrain_config("embedded", EMBEDDED_RECIPE) == profile_config("embedded")
@@ -194,7 +195,7 @@ def test_shipped_recipe_is_the_embedded_profile():
 
 def test_pretrain_config_is_strict(tmp_path):
     from harness.config import ConfigError
-    from harness.teachers.pretrain import load_pretrain_config
+    from harness.teachers.pretrain_config import load_pretrain_config
 
     cfg = tmp_path / "p.yaml"
     cfg.write_text("model:\n  layrs: 2\n")

@@ -1,7 +1,7 @@
 """``harness teacher cache | pretrain | probe``: teachers (:mod:`harness.teachers`).
 
 ``teacher pretrain`` reads its recipe like ``harness distill`` reads a run: the profile's
-:class:`~harness.teachers.pretrain.PretrainConfig`, then ``--config FILE``, then dotted
+:class:`~harness.teachers.pretrain_config.PretrainConfig`, then ``--config FILE``, then dotted
 ``key=value`` overrides, all checked strictly. The teacher modules are imported inside the
 commands: they pull in torch.
 """
@@ -58,13 +58,14 @@ def cmd_teacher_cache(args: argparse.Namespace) -> int:
 
 
 def cmd_teacher_pretrain(args: argparse.Namespace) -> int:
-    from harness.teachers.pretrain import load_pretrain_config, pretrain
+    from harness.teachers import pretrain as pretraining
+    from harness.teachers.pretrain_config import load_pretrain_config
 
     cfg = load_pretrain_config(args.profile, args.config, args.overrides)
     data = Path(args.data or f"data/{args.profile}")
     if not (data / "distill.jsonl").is_file():
         raise FileNotFoundError(f"{data / 'distill.jsonl'}: no distill manifest (build it: harness data build --profile {args.profile} --out {data})")
-    pretrain(cfg, data, Path(args.out), log_fn=lambda m: print(m, flush=True))
+    pretraining.pretrain(cfg, data, Path(args.out), log_fn=lambda m: print(m, flush=True))
     return 0
 
 
