@@ -83,3 +83,19 @@ def asr_loss(objective: str, student_logits: torch.Tensor, labels: torch.Tensor,
     kd = parts["kl_teacher"] if alpha > 0 else masked_kl(teacher_logits, student_logits, labels, temperature) / t2
     sk = parts["kl_self"] if alpha < 1 else masked_kl(ema_logits, student_logits, labels, temperature) / t2
     return {"total": total, "ce": parts["ce"], "kd": kd * t2, "self": sk * t2}
+
+
+def student_loss(model, ema, s_enc, dec, labels, t_logits, alpha: float, loss_cfg) -> dict:
+    """The objective's loss parts for the student's decoder on encoder states ``s_enc``
+    (``askd`` adds the EMA self-teacher's logits, without gradients); ``loss_cfg`` is the
+    run's :class:`~harness.asr.train.AsrLossConfig`."""
+    from transformers.modeling_outputs import BaseModelOutput
+
+    logits = model(encoder_outputs=BaseModelOutput(last_hidden_state=s_enc), decoder_input_ids=dec).logits
+    e_logits = None
+    if ema is not None:
+        with torch.no_grad():
+            e_logits = ema.module(encoder_outputs=BaseModelOutput(last_hidden_state=s_enc.detach()),
+                                  decoder_input_ids=dec).logits
+    return asr_loss(loss_cfg.objective, logits, labels, t_logits, e_logits, alpha=alpha,
+                    temperature=loss_cfg.temperature, ce_weight=loss_cfg.ce_weight, kd_weight=loss_cfg.kd_weight)

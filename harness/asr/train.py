@@ -246,11 +246,7 @@ def fit(
         ``{"steps", "train_seconds", "first": {loss parts at step 0}, "final": {mean loss
         parts over the last logging window}}``.
     """
-    from transformers.modeling_outputs import BaseModelOutput
-
-    from harness.asr.data import make_targets
-    from harness.asr.evaluate import greedy_decode
-    from harness.asr.objectives import EmaTeacher, askd_alpha, asr_loss
+    from harness.asr.objectives import EmaTeacher, askd_alpha, student_loss
 
     obj = loss_cfg.objective
     if (obj != "ce" or loss_cfg.pseudo_labels) and teacher is None:
@@ -297,20 +293,7 @@ def fit(
                     ema.update(model)  # a changed architecture is re-copied (harness.losses.EmaTeacher)
                 params, opt, sched = make_opt(step)
             b = split.batch(student, next(batches))
-            dec, labels = b.decoder_input, b.labels
-            with torch.no_grad():
-                t_enc = teacher.model.model.encoder(b.features).last_hidden_state if teacher is not None else None
-                if loss_cfg.pseudo_labels:
-                    todo = [i for i, u in enumerate(b.ids) if u not in pseudo]
-                    if todo:
-                        hyps = greedy_decode(teacher, b.features[todo], encoder_states=t_enc[todo])
-                        for i, h in zip(todo, hyps):
-                            pseudo[b.ids[i]] = h[: student.max_target_positions - len(student.prompt) - 1]
-                    dec, labels = make_targets(student, [pseudo[u] for u in b.ids])
-                t_logits = None
-                if obj != "ce":
-                    t_logits = teacher.model(encoder_outputs=BaseModelOutput(last_hidden_state=t_enc),
-                                             decoder_input_ids=dec).logits
+            t_enc, dec, labels, t_logits = _teacher_side(teacher, student, b, loss_cfg, pseudo)
             if shared_enc:
                 s_enc = t_enc
             elif freeze_encoder:
@@ -318,17 +301,9 @@ def fit(
                     s_enc = enc(b.features).last_hidden_state
             else:
                 s_enc = enc(b.features).last_hidden_state
-            logits = model(encoder_outputs=BaseModelOutput(last_hidden_state=s_enc), decoder_input_ids=dec).logits
             alpha = askd_alpha(step / max(1, steps - 1), loss_cfg.askd.decay, loss_cfg.askd.alpha_start,
                                loss_cfg.askd.alpha_end, loss_cfg.askd.start_frac) if obj == "askd" else 1.0
-            e_logits = None
-            if ema is not None:
-                with torch.no_grad():
-                    e_logits = ema.module(encoder_outputs=BaseModelOutput(last_hidden_state=s_enc.detach()),
-                                          decoder_input_ids=dec).logits
-            parts = asr_loss(obj, logits, labels, t_logits, e_logits, alpha=alpha,
-                             temperature=loss_cfg.temperature, ce_weight=loss_cfg.ce_weight,
-                             kd_weight=loss_cfg.kd_weight)
+            parts = student_loss(model, ema, s_enc, dec, labels, t_logits, alpha, loss_cfg)
             if ctc_head is not None:
                 parts["ctc"] = _ctc_loss(student, ctc_head, s_enc, b)
                 parts["total"] = parts["total"] + ctc_weight * parts["ctc"]
@@ -346,14 +321,13 @@ def fit(
                 first = dict(row)
             window.append(row)
             if (step + 1) % log_every == 0 or step + 1 == steps:
-                mean = {k: sum(r[k] for r in window) / len(window) for k in window[0]}
-                line = {"step": step + 1, **mean, "alpha": alpha, "lr": sched.get_last_lr()[0],
+                final = {k: sum(r[k] for r in window) / len(window) for k in window[0]}
+                line = {"step": step + 1, **final, "alpha": alpha, "lr": sched.get_last_lr()[0],
                         "seconds": round(time.perf_counter() - t0, 3)}
                 if fh:
                     runs.append_metrics(fh, line)
                 if on_log:
                     on_log(line)
-                final = mean
                 window = []
     finally:
         if fh:
@@ -362,6 +336,36 @@ def fit(
             del model._ctc_head
     model.eval()
     return {"steps": steps, "train_seconds": time.perf_counter() - t0, "first": first, "final": final}
+
+
+def _teacher_side(teacher, student, b, loss_cfg: AsrLossConfig, pseudo: dict[str, list[int]]):
+    """The frozen teacher's part of a step, without gradients: its encoder states, the
+    decoder inputs and labels (the teacher's greedy pseudo-labels when asked for, decoded
+    once per utterance into ``pseudo``) and, for ``kd``/``askd``, its logits.
+
+    Returns:
+        ``(t_enc or None, decoder_input, labels, t_logits or None)``.
+    """
+    from transformers.modeling_outputs import BaseModelOutput
+
+    from harness.asr.data import make_targets
+    from harness.asr.evaluate import greedy_decode
+
+    dec, labels = b.decoder_input, b.labels
+    with torch.no_grad():
+        t_enc = teacher.model.model.encoder(b.features).last_hidden_state if teacher is not None else None
+        if loss_cfg.pseudo_labels:
+            todo = [i for i, u in enumerate(b.ids) if u not in pseudo]
+            if todo:
+                hyps = greedy_decode(teacher, b.features[todo], encoder_states=t_enc[todo])
+                for i, h in zip(todo, hyps):
+                    pseudo[b.ids[i]] = h[: student.max_target_positions - len(student.prompt) - 1]
+            dec, labels = make_targets(student, [pseudo[u] for u in b.ids])
+        t_logits = None
+        if loss_cfg.objective != "ce":
+            t_logits = teacher.model(encoder_outputs=BaseModelOutput(last_hidden_state=t_enc),
+                                     decoder_input_ids=dec).logits
+    return t_enc, dec, labels, t_logits
 
 
 # ----------------------------------------------------------------------------- teacher

@@ -146,25 +146,8 @@ def read_run(run_dir: Path, default_sweep: str) -> RunRead:
         analysis dict or None, problems).
     """
     problems: list[Problem] = []
-    summary, why = runs.load_summary(run_dir)
-    if not isinstance(summary, dict):
-        status = f"unreadable: summary.json {why}" if why != "missing" else "incomplete: no summary.json"
-        problems.append(Problem(str(run_dir / "summary.json"), "unreadable" if why != "missing" else "incomplete", why))
-        summary = {}
-    else:
-        status = str(summary.get("status") or "incomplete: summary.json has no status")
-    cfg: dict = {}  # the typed config.yaml, as plain data for the cfg.<dotted key> columns
-    try:
-        stored = runs.read_config(run_dir)
-        cfg = to_dict(stored.config) if stored is not None else {}
-    except runs.RunFormatError as err:
-        problems.append(Problem(str(run_dir / runs.CONFIG), "unreadable", str(err).splitlines()[0]))
-    if not cfg and isinstance(summary.get("config"), dict):
-        # distill also embeds the resolved config in summary.json
-        try:
-            cfg = to_dict(runs.config_from_dict(summary["config"], run_dir / runs.SUMMARY).config)
-        except runs.RunFormatError:
-            cfg = summary["config"]  # shown as written: the report must not lose the run
+    summary, status = _read_summary(run_dir, problems)
+    cfg = _read_config(run_dir, summary, problems)
     trial, _ = runs.load_json(run_dir / "trial.json")
     overrides = (trial or {}).get("overrides") or {} if isinstance(trial, dict) else {}
 
@@ -176,14 +159,70 @@ def read_run(run_dir: Path, default_sweep: str) -> RunRead:
     if summary.get("eval_error"):
         problems.append(Problem(str(run_dir), "eval_error", str(summary["eval_error"])))
 
+    row = _run_row(run_dir, summary, status, cfg, trial, overrides, default_sweep)
+    tasks = _task_rows(run_dir, summary, row, problems)
+    curves: list[dict] = []
+    if (run_dir / "metrics.jsonl").is_file():
+        lines, bad = runs.read_metrics(run_dir / "metrics.jsonl")
+        if bad:
+            problems.append(Problem(str(run_dir / "metrics.jsonl"), "unreadable", f"{bad} malformed lines skipped"))
+        curves = [{"key": row["key"], "sweep": row["sweep"], "variant": row["variant"], "seed": row["seed"], **ln}
+                  for ln in lines]
+    elif ok:
+        problems.append(Problem(str(run_dir / "metrics.jsonl"), "missing", "no training curve"))
+    stages = [
+        {"key": row["key"], "stage": s.get("stage", i), "depth": _num(s.get("depth")), "steps": _num(s.get("steps")),
+         "seconds": _num(s.get("seconds"))}
+        for i, s in enumerate(summary.get("stages") or []) if isinstance(s, dict)
+    ]
+    weights = _read_superb(run_dir, row, tasks, problems)
+    analysis, why = runs.load_analysis(run_dir)
+    if not isinstance(analysis, dict):
+        if ok:
+            problems.append(Problem(str(run_dir / "analysis.json"), "missing" if why == "missing" else "unreadable",
+                                    "no CKA / probes" if why == "missing" else (why or "not a mapping")))
+        analysis = None
+    return row, tasks, curves, stages, weights, analysis, problems
+
+
+def _read_summary(run_dir: Path, problems: list[Problem]) -> tuple[dict, str]:
+    """``(summary or {}, status)``; an unreadable or missing summary is a problem."""
+    summary, why = runs.load_summary(run_dir)
+    if not isinstance(summary, dict):
+        status = f"unreadable: summary.json {why}" if why != "missing" else "incomplete: no summary.json"
+        problems.append(Problem(str(run_dir / "summary.json"), "unreadable" if why != "missing" else "incomplete", why))
+        return {}, status
+    return summary, str(summary.get("status") or "incomplete: summary.json has no status")
+
+
+def _read_config(run_dir: Path, summary: dict, problems: list[Problem]) -> dict:
+    """The typed config.yaml as plain data (for the ``cfg.<dotted key>`` columns), else the
+    config distill embeds in summary.json, else ``{}``."""
+    cfg: dict = {}
+    try:
+        stored = runs.read_config(run_dir)
+        cfg = to_dict(stored.config) if stored is not None else {}
+    except runs.RunFormatError as err:
+        problems.append(Problem(str(run_dir / runs.CONFIG), "unreadable", str(err).splitlines()[0]))
+    if not cfg and isinstance(summary.get("config"), dict):
+        try:
+            cfg = to_dict(runs.config_from_dict(summary["config"], run_dir / runs.SUMMARY).config)
+        except runs.RunFormatError:
+            cfg = summary["config"]  # shown as written: the report must not lose the run
+    return cfg
+
+
+def _run_row(run_dir: Path, summary: dict, status: str, cfg: dict, trial: Any, overrides: dict,
+             default_sweep: str) -> dict:
+    """The run's row of the runs table (identity, status, timings, hardware, ``cfg.*``)."""
     hw = summary.get("hardware") or {}
     stack = cfg.get("stacking") or {}
     run_id = str(summary.get("run_id") or run_dir.name)
     sweep = str(summary.get("sweep") or (trial or {}).get("sweep") or default_sweep)
-    key = f"{sweep}/{run_id}"
     seed = summary.get("seed", (cfg.get("train") or {}).get("seed", overrides.get("train.seed")))
     row = {
-        "key": key, "sweep": sweep, "run_id": run_id, "run_dir": str(run_dir), "status": status, "ok": ok,
+        "key": f"{sweep}/{run_id}", "sweep": sweep, "run_id": run_id, "run_dir": str(run_dir), "status": status,
+        "ok": status == "ok",
         "variant": str(summary.get("variant") or stack.get("variant") or overrides.get("stacking.variant") or "?"),
         "seed": int(seed) if isinstance(seed, (int, float)) and not isinstance(seed, bool) else -1,
         "schedule": json.dumps(summary["schedule"]) if isinstance(summary.get("schedule"), list)
@@ -207,7 +246,11 @@ def read_run(run_dir: Path, default_sweep: str) -> RunRead:
         row[f"cfg.{k}"] = v
     for k, v in overrides.items():  # a run that failed before writing config.yaml
         row.setdefault(f"cfg.{k}", json.dumps(v) if isinstance(v, (list, dict)) else v)
+    return row
 
+
+def _task_rows(run_dir: Path, summary: dict, row: dict, problems: list[Problem]) -> list[dict]:
+    """One row per scored task of the summary; a failed task is a problem."""
     tasks = []
     for task, t in (summary.get("tasks") or {}).items():
         if not isinstance(t, dict):
@@ -215,26 +258,16 @@ def read_run(run_dir: Path, default_sweep: str) -> RunRead:
         if str(t.get("status", "ok")).startswith("failed"):
             problems.append(Problem(str(run_dir), "task_failed", f"{task}: {t['status']}"))
         tasks.append({
-            "key": key, "sweep": sweep, "variant": row["variant"], "seed": row["seed"], "ok": ok,
+            "key": row["key"], "sweep": row["sweep"], "variant": row["variant"], "seed": row["seed"], "ok": row["ok"],
             "task": task, "metric": t.get("metric", "?"), "direction": t.get("direction", "higher"),
             "value": _num(t.get("value")), "n": _num(t.get("n")), "dev_value": _num(t.get("dev_value")),
         })
+    return tasks
 
-    curves: list[dict] = []
-    if (run_dir / "metrics.jsonl").is_file():
-        lines, bad = runs.read_metrics(run_dir / "metrics.jsonl")
-        if bad:
-            problems.append(Problem(str(run_dir / "metrics.jsonl"), "unreadable", f"{bad} malformed lines skipped"))
-        curves = [{"key": key, "sweep": sweep, "variant": row["variant"], "seed": row["seed"], **ln} for ln in lines]
-    elif ok:
-        problems.append(Problem(str(run_dir / "metrics.jsonl"), "missing", "no training curve"))
 
-    stages = [
-        {"key": key, "stage": s.get("stage", i), "depth": _num(s.get("depth")), "steps": _num(s.get("steps")),
-         "seconds": _num(s.get("seconds"))}
-        for i, s in enumerate(summary.get("stages") or []) if isinstance(s, dict)
-    ]
-
+def _read_superb(run_dir: Path, row: dict, tasks: list[dict], problems: list[Problem]) -> dict[str, list[float]]:
+    """Layer weights per task from superb.json; fills the row's scoring time and score
+    coverage and the task rows' dev values (they live in superb.json only)."""
     weights: dict[str, list[float]] = {}
     superb, why = runs.load_superb(run_dir)
     if isinstance(superb, dict) and "seconds" in superb:
@@ -249,21 +282,13 @@ def read_run(run_dir: Path, default_sweep: str) -> RunRead:
         for task, t in superb.items():
             if isinstance(t, dict) and isinstance(t.get("layer_weights"), list):
                 weights[task] = [float(w) for w in t["layer_weights"]]
-            # dev values live in superb.json only
             for trow in tasks:
                 if trow["task"] == task and isinstance(t, dict) and math.isnan(trow["dev_value"]):
                     trow["dev_value"] = _num(t.get("dev_value"))
-    elif ok:
+    elif row["ok"]:
         problems.append(Problem(str(run_dir / "superb.json"), "missing" if why == "missing" else "unreadable",
                                 "no layer weights" if why == "missing" else why))
-
-    analysis, why = runs.load_analysis(run_dir)
-    if not isinstance(analysis, dict):
-        if ok:
-            problems.append(Problem(str(run_dir / "analysis.json"), "missing" if why == "missing" else "unreadable",
-                                    "no CKA / probes" if why == "missing" else (why or "not a mapping")))
-        analysis = None
-    return row, tasks, curves, stages, weights, analysis, problems
+    return weights
 
 
 def read_probe(path: str | Path) -> dict:
