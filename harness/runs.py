@@ -8,7 +8,7 @@ the layer analysis, the report, the test fabricator). A run folder
 ================ ============================================================================
 ``config.yaml``  the fully resolved run config (:class:`harness.config.RunConfig`, or the
                  ASR track's ``AsrRunConfig``); read back typed by :func:`read_config`
-``summary.json`` the run's summary (:data:`SUMMARY_SCHEMA`, keys below); ``schema`` = version
+``summary.json`` the run's summary (schema :data:`SCHEMA`, keys below); ``schema`` = version
 ``metrics.jsonl`` one JSON object per logged step (``step`` first)
 ``student.ckpt`` the final student (:func:`harness.student.save_student`)
 ``superb.json``  SUPERB scoring: ``{"upstream", "profile", "tasks": {task: {...}}, "score",
