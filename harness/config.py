@@ -59,7 +59,7 @@ def check_name(value: str, kind: str, choices: tuple[str, ...],
     """
     if value in choices:
         return
-    listed = f"{kind}s: {', '.join(choices)}"
+    listed = f"{kind}{'es' if kind.endswith('s') else 's'}: {', '.join(choices)}"
     for what, names in elsewhere:
         if value in names:
             raise ConfigError(f"{value!r} is {what}, not {'an' if kind[0] in 'aeiou' else 'a'} {kind} ({listed})")
