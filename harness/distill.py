@@ -65,7 +65,7 @@ from harness.data.loader import AudioDataset, CachedBatches, WaveBatches
 from harness.data.manifest import read_manifest
 from harness.losses import OBJECTIVES, EmaTeacher, askd_alpha
 from harness.provenance import git_commit, hardware, now_iso
-from harness.student import PRESETS, build_student, save_student
+from harness.student import build_student, save_student
 from harness.teachers.base import load_teacher
 from harness.teachers.cache import ensure_cache
 

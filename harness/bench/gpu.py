@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import statistics
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Callable, Optional
 import torch
 
 from harness.bench.throughput import _summary, _sync
-from harness.provenance import hardware, now_iso, versions
+from harness.bench.common import report_header, scratch
 from harness.runs import write_json
 
 # ----------------------------------------------------------------------------- GPU efficiency
@@ -189,9 +188,8 @@ def bench_gpu(g: GpuSettings, out: Optional[str | Path] = None, work_dir: Option
     peak = g.peak_tflops or (peak_tflops(name) if cuda else 0.0)
     if not peak:
         raise ValueError(f"bench gpu: no known BF16 peak for {name!r}; give --peak-tflops")
-    tmp = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="bench-gpu-"))
     torch.manual_seed(g.seed)
-    try:
+    with scratch(work_dir, "bench-gpu-") as tmp:
         manifest = _fabricate_manifest(tmp / "data", g.utterances, g.seconds, g.seed)
         teacher = DummyTeacher(num_layers=g.teacher_layers, width=g.teacher_width, heads=12,
                                conv_dim=g.conv_dim).to(device)
@@ -232,16 +230,8 @@ def bench_gpu(g: GpuSettings, out: Optional[str | Path] = None, work_dir: Option
             "peak_memory_bytes": int(torch.cuda.max_memory_allocated(device)) if cuda else None,
             "student_params": student.encoder_params(),
         }
-    finally:
-        if work_dir is None:
-            import shutil
-
-            shutil.rmtree(tmp, ignore_errors=True)
     report = {
-        "benchmark": "gpu",
-        "date": now_iso(),
-        "machine": hardware(),
-        "versions": versions(("s3prl",)),
+        **report_header("gpu", ("s3prl",)),
         "settings": {**dataclasses.asdict(g), "precision": "bf16 autocast" if cuda else "float32",
                      "optimizer": "AdamW (fused on CUDA)", "loss": "l1_cos L2L, w=0.5, all 12 layers",
                      "student": "student_paper", "teacher": "dummy (random, HuBERT Base shape), cached"},

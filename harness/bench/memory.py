@@ -9,7 +9,6 @@ import os
 import resource
 import subprocess
 import sys
-from dataclasses import field
 from pathlib import Path
 from typing import Optional
 

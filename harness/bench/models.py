@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import subprocess
-import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable

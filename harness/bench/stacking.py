@@ -19,13 +19,12 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Optional
 
 from harness.config import RunConfig, load_run_config, to_dict
-from harness.provenance import hardware, now_iso, versions
+from harness.bench.common import report_header, scratch
 from harness.runs import read_metrics, write_json
 
 VARIANTS = ("none", "top", "bottom", "middle", "interleaved")
@@ -140,8 +139,7 @@ def bench_stacking(
     cfg = _with(cfg, teacher={"cache": True}, train={"ckpt_every": 0})
     variants = tuple(dict.fromkeys(("none",) + tuple(variants)))
     modes = ("cached", "live") if live else ("cached",)
-    tmp = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="bench-stacking-"))
-    try:
+    with scratch(work_dir, "bench-stacking-") as tmp:
         cache_seconds = ensure_teacher_cache(cfg)
         log(f"teacher cache ready ({cache_seconds:.1f} s)")
         # warm-up: one-time costs must not land on whichever variant happens to run first
@@ -160,14 +158,8 @@ def bench_stacking(
                     log(f"  {mode:<6} {v:<12} repeat {r}: {s['train_seconds']:.2f} s "
                         f"({s['train_cpu_seconds']:.2f} s CPU)")
         results = [row for mode in modes for row in _compare(mode, variants, runs)]
-    finally:
-        if work_dir is None:
-            shutil.rmtree(tmp, ignore_errors=True)
     report = {
-        "benchmark": "stacking",
-        "date": now_iso(),
-        "machine": hardware(),
-        "versions": versions(),
+        **report_header("stacking"),
         "settings": {
             "profile": profile, "overrides": list(overrides), "repeats": repeats,
             "variants": list(variants), "teacher_modes": list(modes), "frontend_cached_with_teacher": True,
@@ -264,8 +256,7 @@ def bench_teacher_cache(
         The JSON content (``machine``, ``versions``, ``settings``, ``results``).
     """
     cfg = _with(base_config(profile, overrides), train={"ckpt_every": 0})
-    tmp = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="bench-cache-"))
-    try:
+    with scratch(work_dir, "bench-cache-") as tmp:
         cached_cfg = _with(cfg, teacher={"cache": True})
         live_cfg = _with(cfg, teacher={"cache": False})
         # the build is timed on its own, from empty, into this benchmark's folder
@@ -277,9 +268,6 @@ def bench_teacher_cache(
         _run(_with(cached_cfg, train=warm), tmp / "warmup-cached")
         live = _run(live_cfg, tmp / "live")
         cached = _run(cached_cfg, tmp / "cached")
-    finally:
-        if work_dir is None:
-            shutil.rmtree(tmp, ignore_errors=True)
     steps = cfg.train.steps
     live_step = live["train_seconds"] / steps
     cached_step = cached["train_seconds"] / steps
@@ -298,10 +286,7 @@ def bench_teacher_cache(
         },
     }
     report = {
-        "benchmark": "teacher-cache",
-        "date": now_iso(),
-        "machine": hardware(),
-        "versions": versions(),
+        **report_header("teacher-cache"),
         "settings": {"profile": profile, "overrides": list(overrides), "config": to_dict(cfg)},
         "results": results,
     }

@@ -43,18 +43,16 @@ from __future__ import annotations
 import dataclasses
 import os
 import statistics
-import subprocess
 import time
 from pathlib import Path
 from typing import Callable, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from harness.bench.memory import cpu_peak_memory
 from harness.bench.models import CACHED, MODELS, ThroughputSettings, _build, make_batch, make_step, param_counts
-from harness.provenance import hardware, now_iso, versions
+from harness.bench.common import report_header
 from harness.runs import write_json
 
 def _sync(device: torch.device) -> None:
@@ -163,10 +161,7 @@ def bench_throughput(s: ThroughputSettings, out: Optional[str | Path] = None,
     pair = [b / a for a, b in zip(wall["ours"], wall["s3prl"])]
     pair_cpu = [b / a for a, b in zip(cpu["ours"], cpu["s3prl"])]
     report = {
-        "benchmark": "throughput",
-        "date": now_iso(),
-        "machine": hardware(),
-        "versions": versions(("s3prl",)),
+        **report_header("throughput", ("s3prl",)),
         "settings": {**dataclasses.asdict(s), "frames": s.frames, "samples": s.samples,
                      "precision": "bf16 autocast" if device.type == "cuda" else "float32",
                      "attention": "F.scaled_dot_product_attention (ours); F.multi_head_attention_forward "

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.data.audio import SAMPLE_RATE  # output rate of this module (Hz)
+from harness.data.audio import SAMPLE_RATE  # noqa: F401  (the output rate of this module, Hz)
 from harness.errors import HarnessError
 NATIVE_RATE = 22050  # eSpeak NG's own output rate (Hz); resampled to SAMPLE_RATE
 

@@ -1,6 +1,7 @@
 """Teachers: the upstream protocol, adapters for real checkpoints, the embedded SFM, the cache."""
 
-from harness.teachers.base import TEACHERS, SAMPLE_RATE, Upstream, load_teacher, parse_spec
+from harness.data.audio import SAMPLE_RATE
+from harness.teachers.base import TEACHERS, Upstream, load_teacher, parse_spec
 
 # The spec kinds (dummy, embedded, fbank, hf, s3prl) are lazy entries of TEACHERS
 # (harness.teachers.base): nothing here is imported only to register itself.

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from harness.data.audio import SAMPLE_RATE
 from harness.registry import Registry
 
 if TYPE_CHECKING:  # torch only in annotations: configs check teacher kinds without importing it

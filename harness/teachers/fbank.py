@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from harness.teachers.base import SAMPLE_RATE, TEACHERS
+from harness.data.audio import SAMPLE_RATE
+from harness.teachers.base import TEACHERS
 
 N_FFT = 400  # 25 ms at 16 kHz
 HOP = 160  # 10 ms
