@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from harness import runs
+from harness.data.manifest import audio_path, read_manifest
+from harness.teachers.base import load_teacher
 
 # ----------------------------------------------------------------------------- CKA
 
@@ -125,8 +127,6 @@ def extract(
     Returns:
         ``{layer name: [per-record (n_i, D) float32 array, or (D,) when pooled]}``.
     """
-    from harness.data.manifest import audio_path
-
     names = layer_names(upstream)
     out: dict[str, list] = {n: [None] * len(records) for n in names}
     order = sorted(range(len(records)), key=lambda i: records[i]["num_samples"])
@@ -274,8 +274,6 @@ def phone_probe(
         ``{"probe": {layer: {...}}, "cka": (L', L') list, "layers": names, "classes": n,
         "train_frames", "test_frames"}``.
     """
-    from harness.data.manifest import read_manifest
-
     data_dir = Path(data_dir)
     rng = random.Random(seed)
     splits = {}
@@ -322,8 +320,6 @@ def phone_probe(
 
 def speaker_probe(upstream, data_dir: str | Path, seeds: Sequence[int] = (0, 1, 2), max_utts: int = 1500, seed: int = 0) -> dict:
     """Utterance-level (mean-pooled) speaker-id probes per layer on ``sid_train`` -> ``sid_test``."""
-    from harness.data.manifest import read_manifest
-
     data_dir = Path(data_dir)
     rng = random.Random(seed)
     tr = read_manifest(data_dir / "sid_train.jsonl")
@@ -365,8 +361,6 @@ def upstream_cka(
     Raises:
         ValueError: the frame rates differ.
     """
-    from harness.data.manifest import read_manifest
-
     data_dir = Path(data_dir)
     recs = read_manifest(data_dir / f"{split}.jsonl")
     recs = random.Random(seed).sample(recs, min(max_utts, len(recs)))
@@ -423,7 +417,6 @@ def analyse_run(run_dir: str | Path, corpus: str | Path | None = None, split: st
     import time
 
     from harness.superb.evaluate import load_upstream
-    from harness.teachers.base import load_teacher
 
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
@@ -437,8 +430,6 @@ def analyse_run(run_dir: str | Path, corpus: str | Path | None = None, split: st
     teacher = load_teacher(spec, "cpu")
     if abs(student.frame_rate - teacher.frame_rate) > 1e-6:
         raise ValueError(f"CKA needs the same frame rate: student {student.frame_rate} vs teacher {teacher.frame_rate} Hz")
-    from harness.data.manifest import read_manifest
-
     recs = read_manifest(corpus / f"{split}.jsonl")
     recs = random.Random(seed).sample(recs, min(max_utts, len(recs)))
     fs, ft = extract(student, recs, corpus), extract(teacher, recs, corpus)

@@ -53,6 +53,7 @@ from typing import Callable
 
 from harness import runs
 from harness.config import ConfigError, deep_merge, from_dict, load_yaml, parse_overrides
+from harness.provenance import hardware
 from harness.sweep.grid import Sweep, SweepConfig, expand_grid
 from harness.sweep.tracks import track_of
 
@@ -192,8 +193,6 @@ COLUMNS = ["model", "objective", "seed", "status", "wer", "wer_beam", "wer_delta
 def write_study_table(study_dir: str | Path, teacher_path: str, wall_seconds: float | None = None,
                       trained_here: bool = False) -> Path:
     """Write ``askd.json`` and ``askd.csv`` from the run folders (see the module docstring)."""
-    from harness.provenance import hardware
-
     study_dir = Path(study_dir)
     teacher, rows = _rows(study_dir, teacher_path)
     if teacher:

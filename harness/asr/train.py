@@ -22,8 +22,9 @@ from typing import Callable, Literal, Optional
 import torch
 
 from harness import runs
-from harness.config import AskdConfig, ConfigError, from_dict, load_yaml, parse_overrides, deep_merge
-
+from harness.config import AskdConfig, ConfigError, deep_merge, from_dict, load_yaml, parse_overrides, to_dict
+from harness.data.manifest import read_manifest
+from harness.provenance import git_commit, hardware, now_iso
 
 # ----------------------------------------------------------------------------- config
 
@@ -387,8 +388,6 @@ def train_teacher(profile: str, out: str | Path, corpus: str | Path, steps: int 
     """
     from harness.asr.data import AsrSplit
     from harness.asr.teacher import META_FILE, chunk_seconds_for, new_char_model, save_asr_model
-    from harness.data.manifest import read_manifest
-    from harness.provenance import git_commit, hardware, now_iso
 
     out, corpus = Path(out), Path(corpus)
     if (out / META_FILE).is_file():
@@ -440,7 +439,6 @@ def run_asr_distill(cfg: AsrRunConfig, out_dir: str | Path, sweep: str = "",
     from harness.asr.evaluate import count_params, evaluate_wer, measure_latency, teacher_eval
     from harness.asr.student import shrink
     from harness.asr.teacher import load_asr_model, save_asr_model
-    from harness.provenance import git_commit, hardware, now_iso
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -484,6 +482,4 @@ def run_asr_distill(cfg: AsrRunConfig, out_dir: str | Path, sweep: str = "",
 
 
 def _plain(cfg) -> dict:
-    from harness.config import to_dict
-
     return to_dict(cfg)

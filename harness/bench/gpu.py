@@ -14,8 +14,10 @@ from typing import Callable, Optional
 
 import torch
 
-from harness.bench.throughput import _summary, _sync
 from harness.bench.common import report_header, scratch
+from harness.bench.throughput import _summary, _sync
+from harness.data.audio import write_wav
+from harness.data.manifest import write_manifest
 from harness.runs import write_json
 
 # ----------------------------------------------------------------------------- GPU efficiency
@@ -94,9 +96,6 @@ def _fabricate_manifest(folder: Path, n: int, seconds: float, seed: int) -> Path
     """``n`` utterances of low-level noise (WAV) and their manifest (the data does not
     matter to speed, only the shapes)."""
     import numpy as np
-
-    from harness.data.audio import write_wav
-    from harness.data.manifest import write_manifest
 
     rng = np.random.default_rng(seed)
     samples = int(round(seconds * 16000))

@@ -23,9 +23,10 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from harness.config import RunConfig, load_run_config, to_dict
 from harness.bench.common import report_header, scratch
+from harness.config import RunConfig, load_run_config, to_dict
 from harness.runs import read_metrics, write_json
+from harness.teachers.base import load_teacher
 
 VARIANTS = ("none", "top", "bottom", "middle", "interleaved")
 BASE_DIR = Path(__file__).resolve().parents[2] / "sweeps" / "base"
@@ -78,11 +79,10 @@ def _median_or_none(values: list[Optional[float]]) -> Optional[float]:
 
 def ensure_teacher_cache(cfg: RunConfig) -> float:
     """Build the teacher-feature cache a config needs (outside any timing); its seconds."""
-    from harness.distill import manifest_path, teacher_layers
-    from harness.teachers.base import load_teacher
-    from harness.teachers.cache import ensure_cache
-
     import torch
+
+    from harness.distill import manifest_path, teacher_layers
+    from harness.teachers.cache import ensure_cache
 
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)  # as the runs will (oversubscribed threads thrash)

@@ -50,9 +50,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
-from harness.errors import UserError
 from harness.data.audio import SAMPLE_RATE, AudioError, check_audio, load_audio, write_wav
 from harness.data.manifest import SkipLog, write_manifest
+from harness.errors import UserError
+from harness.provenance import git_commit, now_iso
 from harness.registry import Registry
 
 FORMAT_VERSION = 1  # bump when records change, so an old import is not trusted as current
@@ -584,8 +585,6 @@ def import_corpus(corpus: str, src: str | Path, out: str | Path, force: bool = F
             (out / f"{split}.jsonl").unlink(missing_ok=True)
     for split, recs in splits.items():
         write_manifest(out / f"{split}.jsonl", recs)
-    from harness.provenance import git_commit, now_iso
-
     meta = {
         "corpus": corpus,
         "source": str(src),

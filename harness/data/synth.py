@@ -57,9 +57,10 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.errors import UserError
 from harness.data import espeak, noise, phones, text
 from harness.data.manifest import write_manifest
+from harness.errors import UserError
+from harness.provenance import git_commit, now_iso
 
 FORMAT_VERSION = 2  # bump when the content or layout of a build changes
 SAMPLE_RATE = espeak.SAMPLE_RATE
@@ -555,8 +556,6 @@ def build_corpus(profile: str | Profile, out: str | Path, seed: int = 0, workers
 
 
 def _corpus_meta(prof, seed, chash, speakers, pools, babble_voices, by_split, unknown, seconds) -> dict:
-    from harness.provenance import git_commit, now_iso
-
     return {
         "name": "embedded-synthetic",
         "format": FORMAT_VERSION,

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.data.audio import SAMPLE_RATE
+from harness.data.manifest import ManifestError, audio_path, read_manifest
 from harness.errors import HarnessError
 
 
@@ -48,8 +49,6 @@ def read_split(corpus_dir: Path, split: str) -> list[dict]:
         FileNotFoundError: the manifest is missing.
         DataError: a malformed line or record (naming file and line), or an empty split.
     """
-    from harness.data.manifest import ManifestError, read_manifest
-
     path = split_path(corpus_dir, split)
     if not path.is_file():
         raise FileNotFoundError(f"missing split {split!r}: {path} does not exist")
@@ -111,8 +110,6 @@ def load_wav(record: dict, root: Path) -> np.ndarray:
     Raises:
         DataError: unreadable, empty, not 16 kHz, or multi-channel (naming the path).
     """
-    from harness.data.manifest import audio_path
-
     path = audio_path(record, root)
     try:
         import soundfile as sf

@@ -27,11 +27,14 @@ import torch
 from harness import runs
 from harness.config import RunConfig
 from harness.errors import HarnessError
+from harness.provenance import git_commit, hardware
+from harness.registry import RegistryError
 from harness.superb import score as scoring
 from harness.superb.cache import corpus_tag, split_features
 from harness.superb.data import CLASS_SEED, check_splits, keep_classes, read_split, subsample
 from harness.superb.tasks import Task, parse_tasks
 from harness.superb.train import train_task
+from harness.teachers.base import load_teacher
 
 DEFAULT_CACHE = Path(os.environ.get("HARNESS_CACHE", "cache")) / "superb"
 
@@ -76,8 +79,6 @@ def load_upstream(source: str | Path, device: str | torch.device = "cpu"):
         UpstreamError: a corrupt checkpoint or a spec that fails to load (one line).
         RegistryError: an unknown teacher kind.
     """
-    from harness.registry import RegistryError
-
     path = Path(str(source))
     run_dir, ckpt = None, None
     if path.is_dir():
@@ -104,8 +105,6 @@ def load_upstream(source: str | Path, device: str | torch.device = "cpu"):
         except Exception as err:
             raise UpstreamError(f"corrupt checkpoint {ckpt}: {_oneline(err)}") from None
         return _frozen(upstream), run_dir, _read_config(run_dir) if run_dir else _NO_CONFIG
-    from harness.teachers.base import load_teacher
-
     try:
         upstream = load_teacher(str(source), device)
     except (FileNotFoundError, RegistryError):
@@ -191,8 +190,6 @@ def evaluate(
 
 def _evaluate(upstream, tasks, corpus_dir, out_path, profile, device, cache_dir, seed, options,
               baselines, ref, threads, log) -> dict:
-    from harness.provenance import git_commit, hardware
-
     log = log or (lambda _msg: None)
     t_start, cpu_start = time.perf_counter(), time.process_time()
     up, run_dir, run_cfg = load_upstream(upstream, device)

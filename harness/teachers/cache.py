@@ -48,8 +48,10 @@ import numpy as np
 import torch
 
 from harness.config import ConfigError
-from harness.data.audio import SAMPLE_RATE
+from harness.data.audio import SAMPLE_RATE, AudioError
+from harness.data.manifest import audio_path, read_manifest
 from harness.runs import write_json
+from harness.teachers.ident import weights_id
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -85,8 +87,6 @@ def _load_audio(path: Path) -> np.ndarray:
         if sr != 16000 or wav.ndim != 1:
             raise CacheError(f"{path}: expected 16 kHz mono audio, got {sr} Hz with shape {wav.shape}")
         return wav
-    from harness.data.audio import AudioError
-
     try:
         return load_audio(path)
     except AudioError as err:  # already one line naming the file
@@ -349,8 +349,6 @@ def _batches(plan: dict, shard: int, samples: list[int], batch_size: int, max_ba
 
 def _read_batch(batch: list[int], utts: list, records: dict, root: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode one batch: ``(B, S)`` zero-padded float32 waveforms and ``(B,)`` lengths."""
-    from harness.data.manifest import audio_path
-
     wavs = []
     for i in batch:
         rec = records[utts[i][0]]
@@ -432,8 +430,6 @@ class _FrontendOnly(torch.nn.Module):
 
     def __init__(self, frontend: torch.nn.Module) -> None:
         super().__init__()
-        from harness.teachers.ident import weights_id
-
         self.frontend = frontend
         self.num_layers, self.width, self.frame_rate = 0, 0, float(frontend.frame_rate)
         self.id = weights_id(f"frontend-{frontend.spec.get('type', 'x')}", frontend.spec, frontend.state_dict())
@@ -502,8 +498,6 @@ def ensure_cache(
             audio not matching its manifest.
         FileNotFoundError / ManifestError: missing manifest or audio.
     """
-    from harness.data.manifest import read_manifest
-
     say = log or (lambda msg: None)
     manifest_path = Path(manifest_path)
     records = read_manifest(manifest_path)  # ManifestError names a missing/bad manifest

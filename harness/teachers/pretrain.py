@@ -60,6 +60,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchaudio
 
+from harness.data.manifest import audio_path, read_manifest
+from harness.data.phones import PHONE_INDEX, SILENCE, UNKNOWN
+from harness.provenance import git_commit, hardware, now_iso
+from harness.superb.data import CLASS_SEED, keep_classes, read_split
 from harness.teachers.embedded import EmbeddedSFM, count_params, save_embedded
 from harness.teachers.pretrain_config import PretrainConfig
 
@@ -78,8 +82,6 @@ def load_corpus_audio(data_dir: str | Path, split: str = "distill", max_utts: in
         FileNotFoundError: the manifest or an audio file is missing.
         ValueError: an audio file is not 16 kHz mono.
     """
-    from harness.data.manifest import audio_path, read_manifest
-
     data_dir = Path(data_dir)
     man = data_dir / f"{split}.jsonl"
     if not man.is_file():
@@ -107,8 +109,6 @@ def phone_frame_labels(rec: dict, num_samples: int) -> np.ndarray:
     Raises:
         ValueError: the record has no ``phones`` alignment.
     """
-    from harness.data.phones import PHONE_INDEX, SILENCE, UNKNOWN
-
     phones = rec.get("phones")
     if not phones:
         raise ValueError(f"utterance {rec.get('id')!r} has no 'phones' alignment (the phone iteration needs the embedded corpus)")
@@ -484,7 +484,6 @@ class SpeakerPairs:
 def sid_scored_speakers(data_dir: str | Path, profile: str = "embedded") -> set[str]:
     """The speakers the SUPERB ``sid`` task of ``profile`` scores on this corpus (its fixed
     class subset; all ``sid_train`` speakers when the task keeps every class)."""
-    from harness.superb.data import CLASS_SEED, keep_classes, read_split
     from harness.superb.tasks import get_task
 
     task = get_task("sid", profile)
@@ -528,8 +527,6 @@ def pretrain(cfg: PretrainConfig, data_dir: str | Path, out: str | Path, log_fn=
         ConfigError: ``cfg.validate()`` failed (a ``ValueError``).
         FileNotFoundError: no ``distill.jsonl`` in ``data_dir``.
     """
-    from harness.provenance import git_commit, hardware, now_iso
-
     cfg.validate()
     phone_stage = cfg.phone_minutes > 0 or cfg.phone_steps > 0
     utt_stage = cfg.utt_minutes > 0 or cfg.utt_steps > 0

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 
 from harness.analysis import phone_probe, speaker_probe
+from harness.provenance import git_commit, hardware, now_iso
+from harness.teachers.base import load_teacher
 
 
 def _profile(probe: dict, names: list[str]) -> list[float]:
@@ -91,9 +93,6 @@ def probe_teacher(
     Raises:
         FileNotFoundError: the data folder lacks ``asr_*`` / ``sid_*`` manifests.
     """
-    from harness.provenance import git_commit, hardware, now_iso
-    from harness.teachers.base import load_teacher
-
     torch.set_num_threads(threads)
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     for split in ("asr_train", "asr_test", "sid_train", "sid_test"):

@@ -34,8 +34,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from harness.teachers.base import TEACHERS
+from harness.config import ConfigError
 from harness.frontends import ConvFrontend
+from harness.teachers.base import TEACHERS
 from harness.teachers.ident import CheckpointError, one_line, require_path, weights_id
 
 MODELS = ("hubert", "wavlm", "wav2vec2")
@@ -229,8 +230,6 @@ class S3prlTeacher(nn.Module):
 @TEACHERS.register("s3prl")
 def build_s3prl(arg: str, device: str | torch.device = "cpu") -> S3prlTeacher:
     """``s3prl:hubert:PATH``, ``s3prl:wavlm:PATH`` or ``s3prl:wav2vec2:PATH``."""
-    from harness.config import ConfigError
-
     model, _, path = arg.partition(":")
     if model not in MODELS:
         raise ConfigError(
