@@ -10,7 +10,7 @@ from harness.analysis import (
 )
 from harness.teachers.embedded import EmbeddedSFM, teacher_tiny
 
-from teacher_fixtures import fabricate_corpus
+from tests.teacher_fixtures import fabricate_corpus
 
 
 def hsic_cka(x: np.ndarray, y: np.ndarray) -> float:
@@ -121,7 +121,7 @@ def test_analyse_run_writes_student_teacher_cka(tmp_path):
     from harness.config import StudentConfig
     from harness.student import build_student, save_student
     from harness.teachers.base import load_teacher
-    from superb_fake import write_corpus
+    from tests.superb_fake import write_corpus
 
     corpus = write_corpus(tmp_path / "corpus")
     teacher = load_teacher("dummy", "cpu")

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 VARIANTS = ["top", "bottom", "middle", "interleaved"]
 
 
-from strided_frontend import StridedFrontend  # noqa: E402  (shared test front-end)
+from tests.strided_frontend import StridedFrontend  # noqa: E402  (shared test front-end)
 
 
 def make(depth: int = 3, pre_ln: bool = False, seed: int = 0, **kw):

@@ -19,7 +19,7 @@ from harness.teachers import load_teacher
 from harness.teachers.cache import CacheError, FeatureCache, ensure_cache, verify_cache
 
 torch.set_num_threads(1)
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 N_UTTS, SHARD = 7, 2  # -> 4 shards
 
 

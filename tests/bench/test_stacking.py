@@ -5,7 +5,7 @@ import json
 import pytest
 
 from harness.bench import bench_stacking, bench_teacher_cache, time_to_quality
-from test_distill import corpus  # noqa: F401  (the fabricated corpus fixture)
+from tests.test_distill import corpus  # noqa: F401  (the fabricated corpus fixture)
 
 
 def test_time_to_quality_is_the_first_logged_time_at_or_below_target():

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from asr_fake import make_tone_corpus
+from tests.asr_fake import make_tone_corpus
 from harness.asr.study import askd_figure, is_asr_sweep
 from harness.cli import main
 from harness.sweep import dry_run, load_sweep, run_sweep
@@ -72,7 +72,7 @@ def test_cli_errors(tmp_path, capsys):
 def test_shipped_studies_load(name):
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "sweeps" / name / "askd.yaml"
+    path = Path(__file__).resolve().parents[2] / "sweeps" / name / "askd.yaml"
     sweep = load_sweep(path)
     objectives = sorted(t.config.loss.objective for t in sweep.trials)
     assert objectives == sorted(["ce", "kd", "askd"] * 3)

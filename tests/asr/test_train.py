@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from asr_fake import make_tone_corpus
+from tests.asr_fake import make_tone_corpus
 from harness.asr.data import AsrSplit
 from harness.asr.student import shrink
 from harness.asr.train import (

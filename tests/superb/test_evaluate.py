@@ -9,7 +9,7 @@ from harness.cli import main
 from harness.registry import RegistryError
 from harness.superb.evaluate import UpstreamError, evaluate, load_upstream
 from harness.teachers.base import TEACHERS
-from superb_fake import ToyUpstream, write_corpus
+from tests.superb_fake import ToyUpstream, write_corpus
 
 if "toy" not in TEACHERS.names():
     TEACHERS.register("toy")(lambda arg, device="cpu": ToyUpstream(int(arg or 0)))

@@ -13,7 +13,7 @@ from harness.teachers.pretrain import (
     fit_kmeans, mfcc_features, pretrain, span_mask, write_log,
 )
 
-from teacher_fixtures import fabricate_corpus
+from tests.teacher_fixtures import fabricate_corpus
 
 
 @pytest.fixture(scope="module")
