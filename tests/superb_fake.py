@@ -1,4 +1,4 @@
-"""Fabricated SUPERB material for tests: a tiny corpus of tone FLACs and a tiny upstream.
+"""Fabricated SUPERB material for tests: a tiny corpus of tone FLACs.
 
 Every task's labels are encoded in the audio, so a working pipeline beats chance:
 utterance labels are the tone frequency; PR/ASR utterances are sequences of tone
@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import torch
 
 SR = 16000
 PHONES = {"a": 300.0, "b": 700.0, "c": 1300.0, "d": 2300.0}
@@ -55,32 +54,3 @@ def write_corpus(root: Path, n: dict[str, int] | None = None, seed: int = 0,
                     f.write(json.dumps(r) + "\n")
     (root / "corpus.json").write_text(json.dumps({"profile": "fake"}))
     return root
-
-
-class ToyUpstream(torch.nn.Module):
-    """Deterministic upstream: 20 ms frames (320-sample hop), log band energies through
-    fixed random maps; ``num_layers = 2`` (3 hidden states of width 16)."""
-
-    num_layers = 2
-    width = 16
-    frame_rate = 50.0
-
-    def __init__(self, seed: int = 0) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.id = f"toy-{seed}"
-        self.maps = torch.nn.ParameterList(
-            [torch.nn.Parameter(torch.randn(41, 16, generator=g) * 0.3, requires_grad=False)
-             for _ in range(3)])
-
-    def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
-        return torch.div(lengths, 320, rounding_mode="floor")
-
-    def hidden_states(self, wavs, lengths):
-        frames = wavs[:, : wavs.shape[1] // 320 * 320].reshape(wavs.shape[0], -1, 320)
-        spec = torch.fft.rfft(frames, n=80).abs().pow(2).add(1e-6).log()  # (B, T, 41)
-        states, x = [], spec
-        for m in self.maps:
-            states.append(x @ m if x.shape[-1] == 41 else torch.tanh(x) @ m[:16])
-            x = states[-1]
-        return states, self.frame_lengths(lengths)

@@ -28,7 +28,7 @@ from harness.report.collect import AskdStudy
 from harness.report.findings import askd_findings, main_findings
 from harness.report.render import render_report
 from harness.report.tables import Cell, Column, Table, _bold_best, build_askd_table, latex_escape
-from tests import fabricate
+from tests.support import fabricate
 
 # ----------------------------------------------------------------------------- fixtures
 

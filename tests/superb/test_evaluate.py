@@ -9,7 +9,8 @@ from harness.cli import main
 from harness.registry import RegistryError
 from harness.superb.evaluate import UpstreamError, evaluate, load_upstream
 from harness.teachers.base import TEACHERS
-from tests.superb_fake import ToyUpstream, write_corpus
+from tests.superb_fake import write_corpus
+from tests.support.modules import ToyUpstream
 
 if "toy" not in TEACHERS.names():
     TEACHERS.register("toy")(lambda arg, device="cpu": ToyUpstream(int(arg or 0)))
