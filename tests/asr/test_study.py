@@ -5,15 +5,14 @@ import json
 import pandas as pd
 import pytest
 
-from tests.asr_fake import make_tone_corpus
 from harness.asr.study import askd_figure, is_asr_sweep
 from harness.cli import main
 from harness.sweep import dry_run, load_sweep, run_sweep
 
 
 @pytest.mark.integration
-def test_study_end_to_end(tmp_path):
-    root = make_tone_corpus(tmp_path / "corpus", n_train=24, n_test=4)
+def test_study_end_to_end(tmp_path, fake_corpus):
+    root = fake_corpus("asr_tones", tmp_path / "corpus", n_train=24, n_test=4)
     (tmp_path / "base.yaml").write_text(f"""
 track: asr
 profile: tiny
