@@ -10,7 +10,6 @@ from harness.analysis import (
 )
 from harness.teachers.embedded import EmbeddedSFM, teacher_tiny
 
-from teacher_fixtures import fabricate_corpus
 
 
 def hsic_cka(x: np.ndarray, y: np.ndarray) -> float:
@@ -64,8 +63,8 @@ def test_probe_separable_vs_random():
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return fabricate_corpus(tmp_path_factory.mktemp("probe"), n_distill=2, n_probe=12)
+def corpus(fake_corpus):
+    return fake_corpus("teacher", n_distill=2, n_probe=12)
 
 
 def test_extract_and_probes_on_an_upstream(corpus):
@@ -113,7 +112,7 @@ def test_ridge_and_logistic_probes_agree_on_easy_data():
         train_probe(x, y, x, y, 4, method="svm")
 
 
-def test_analyse_run_writes_student_teacher_cka(tmp_path):
+def test_analyse_run_writes_student_teacher_cka(tmp_path, fake_corpus):
     """A student saved by harness.student next to its config: analysis.json for the report."""
     import json
 
@@ -121,9 +120,8 @@ def test_analyse_run_writes_student_teacher_cka(tmp_path):
     from harness.config import StudentConfig
     from harness.student import build_student, save_student
     from harness.teachers.base import load_teacher
-    from superb_fake import write_corpus
 
-    corpus = write_corpus(tmp_path / "corpus")
+    corpus = fake_corpus("superb", tmp_path / "corpus")
     teacher = load_teacher("dummy", "cpu")
     student = build_student(StudentConfig(preset="student_tiny", layers=2), teacher)
     run = tmp_path / "run"

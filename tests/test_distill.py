@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 from harness.config import ConfigError, load_run_config
@@ -20,23 +19,9 @@ VARIANTS = ["none", "top", "bottom", "middle", "interleaved"]
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
+def corpus(fake_corpus):
     """Eight short FLACs (0.6-1.6 s of tones in noise) and their distill manifest."""
-    from harness.data.manifest import write_manifest
-
-    root = tmp_path_factory.mktemp("corpus")
-    (root / "audio").mkdir()
-    rng = np.random.default_rng(0)
-    records = []
-    for i in range(8):
-        n = int(16000 * rng.uniform(0.6, 1.6))
-        t = np.arange(n) / 16000
-        wav = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 800) * t) + 0.05 * rng.standard_normal(n)
-        sf.write(root / "audio" / f"u{i}.flac", wav.astype(np.float32), 16000)
-        records.append({"id": f"u{i}", "path": f"audio/u{i}.flac", "num_samples": n,
-                        "sample_rate": 16000, "speaker": f"s{i % 2}", "text": ""})
-    write_manifest(root / "distill.jsonl", records)
-    return root
+    return fake_corpus("tones")
 
 
 def tiny_cfg(corpus, tmp_path, *overrides):

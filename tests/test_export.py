@@ -3,65 +3,16 @@ loads through s3prl and yields the student's hidden states."""
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from harness.export import ExportError, export_run, export_s3prl, load_s3prl_upstream, s3prl_checkpoint
 from harness.stacking import grow, plan
 from harness.student import TeacherInfo, save_student, student_tiny
+from tests.support.modules import LAYERS, ConvStack
 
 # s3prl's own weight_norm call warns about its deprecation; not ours to fix
 pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning"), pytest.mark.usefixtures("one_thread")]
-
-LAYERS = [[16, 10, 5], [16, 3, 2], [16, 3, 2], [16, 3, 2], [16, 3, 2], [16, 2, 2], [16, 2, 2]]
-
-
-class ConvStack(nn.Module):
-    """The conv front-end contract of ``harness.frontends.ConvFrontend`` (same
-    spec and parameter names), for when that module is not importable."""
-
-    def __init__(self, layers=LAYERS, mode="group_norm", conv_bias=False, normalize_wav=False, wav_norm_eps=1e-5):
-        super().__init__()
-        self.layers, self.mode = [tuple(x) for x in layers], mode
-        self.conv_bias, self.normalize_wav, self.wav_norm_eps = conv_bias, normalize_wav, wav_norm_eps
-        self.convs, self.norms = nn.ModuleList(), nn.ModuleList()
-        d_in = 1
-        for i, (d, k, s) in enumerate(self.layers):
-            self.convs.append(nn.Conv1d(d_in, d, k, stride=s, bias=conv_bias))
-            if mode == "layer_norm":
-                self.norms.append(nn.LayerNorm(d))
-            elif mode == "group_norm" and i == 0:
-                self.norms.append(nn.GroupNorm(d, d))
-            else:
-                self.norms.append(nn.Identity())
-            d_in = d
-        self.out_dim, self.frame_rate = self.layers[-1][0], 16000 / math.prod(s for _, _, s in self.layers)
-
-    @property
-    def spec(self):
-        return {"type": "conv", "layers": [list(x) for x in self.layers], "mode": self.mode,
-                "conv_bias": self.conv_bias, "normalize_wav": self.normalize_wav, "wav_norm_eps": self.wav_norm_eps}
-
-    def frame_lengths(self, lengths):
-        n = torch.as_tensor(lengths, dtype=torch.int64)
-        for _, k, s in self.layers:
-            n = (torch.div(n - k, s, rounding_mode="floor") + 1).clamp(min=0)
-        return n
-
-    def forward(self, wavs, lengths):
-        x = wavs[:, None]
-        for conv, norm in zip(self.convs, self.norms):
-            x = conv(x)
-            if isinstance(norm, nn.LayerNorm):
-                x = norm(x.transpose(1, 2)).transpose(1, 2)
-            elif isinstance(norm, nn.GroupNorm):
-                x = norm(x)
-            x = F.gelu(x)
-        return x.transpose(1, 2), self.frame_lengths(lengths).clamp(max=x.shape[-1])
 
 
 def conv_frontend(mode="group_norm", **kw):

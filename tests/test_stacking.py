@@ -14,13 +14,11 @@ from harness.losses import l2l_loss
 from harness.registry import RegistryError
 from harness.stacking import CostModel, grow, plan, ramp_masks, stage_depths, stage_steps
 from harness.student import TeacherInfo, student_tiny
+from tests.support.modules import StridedFrontend
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 VARIANTS = ["top", "bottom", "middle", "interleaved"]
-
-
-from strided_frontend import StridedFrontend  # noqa: E402  (shared test front-end)
 
 
 def make(depth: int = 3, pre_ln: bool = False, seed: int = 0, **kw):

@@ -22,9 +22,7 @@ from harness.student import (
     student_tiny,
 )
 from harness.teachers.base import Upstream
-
-
-from strided_frontend import StridedFrontend  # noqa: E402  (shared test front-end)
+from tests.support.modules import StridedFrontend
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -131,7 +129,7 @@ def test_build_student_from_config():
 def test_presets_and_paper_parameter_count():
     assert len(student_embedded(teacher()).layers) == 8
     # HuBERT Base's conv front-end (512 channels, 7 layers, 320 hop) and a 768 x 12 teacher
-    from test_export import ConvStack  # tests/ is on sys.path (pytest rootdir-less import)
+    from tests.support.modules import ConvStack
 
     fe = ConvStack(layers=[[512, 10, 5]] + [[512, 3, 2]] * 4 + [[512, 2, 2]] * 2)
     s = student_paper(TeacherInfo(width=768, num_layers=12, frontend=fe))

@@ -42,10 +42,6 @@ def targets_of(task: Task, record: dict) -> list[str]:
     return list(normalize_text(text))
 
 
-def _better(a: float, b: float, direction: str) -> bool:
-    return a > b if direction == "higher" else a < b
-
-
 def _optimizer(task: Task, params) -> torch.optim.Optimizer:
     cls = torch.optim.AdamW if task.optimizer == "adamw" else torch.optim.Adam
     return cls(params, lr=task.lr)

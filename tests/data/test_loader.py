@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import soundfile as sf
@@ -11,25 +9,18 @@ import torch
 
 from harness.data.audio import AudioError
 from harness.data.loader import FRAME_HOP, AudioDataset, CachedBatches, WaveBatches, collate
-from harness.data.manifest import write_manifest
 
 SR = 16000
 
 
-def _corpus(tmp_path: Path, lengths: list[int]) -> Path:
-    """Files whose sample k holds k/32768 (so crops can be located exactly)."""
-    recs = []
-    for i, n in enumerate(lengths):
-        rel = f"audio/u{i}.wav"
-        (tmp_path / "audio").mkdir(exist_ok=True)
-        sf.write(tmp_path / rel, (np.arange(n) % 32768).astype(np.int16), SR, subtype="PCM_16")
-        recs.append({"id": f"u{i}", "path": rel, "num_samples": n, "sample_rate": SR, "speaker": "s", "text": ""})
-    write_manifest(tmp_path / "split.jsonl", recs)
-    return tmp_path / "split.jsonl"
+@pytest.fixture
+def ramps(tmp_path, fake_corpus):
+    """``ramps(lengths)``: files whose sample k holds k/32768 under ``tmp_path``; their manifest."""
+    return lambda lengths: fake_corpus("ramps", tmp_path, lengths=lengths) / "split.jsonl"
 
 
-def test_items_and_collate_shapes_masks(tmp_path):
-    man = _corpus(tmp_path, [8000, 3000, 12000])
+def test_items_and_collate_shapes_masks(ramps):
+    man = ramps([8000, 3000, 12000])
     ds = AudioDataset(man)
     items = [ds[i] for i in range(3)]
     assert items[1]["wav"].dtype == torch.float32 and items[1]["wav"].shape == (3000,)
@@ -46,8 +37,8 @@ def test_items_and_collate_shapes_masks(tmp_path):
     assert b.wavs[2, 1000].item() == pytest.approx(1000 / 32768)
 
 
-def test_crop_alignment_and_determinism(tmp_path):
-    man = _corpus(tmp_path, [20000, 5000, 16000 * 3])
+def test_crop_alignment_and_determinism(ramps):
+    man = ramps([20000, 5000, 16000 * 3])
     ds = AudioDataset(man, max_seconds=0.5, seed=3)  # 8000 samples
     for i, n in enumerate([20000, 5000, 48000]):
         offs = {ds.crop_offset(i, epoch) for epoch in range(20)}
@@ -68,10 +59,10 @@ def test_crop_alignment_and_determinism(tmp_path):
     assert ds[2]["offset"] == ds.crop_offset(2, 0)  # plain index = epoch 0
 
 
-def test_step_batches_are_functions_of_seed_and_step(tmp_path):
+def test_step_batches_are_functions_of_seed_and_step(ramps):
     """A run's step k reads the same batch whatever range of steps its dataset serves
     (a resumed run restarts mid-stage), and another seed reads another batch."""
-    man = _corpus(tmp_path, [4000, 9000, 20000, 3000])
+    man = ramps([4000, 9000, 20000, 3000])
     ds = AudioDataset(man)
     whole = WaveBatches(ds, 3, 8000, seed=1, steps=range(0, 10))
     tail = WaveBatches(ds, 3, 8000, seed=1, steps=range(6, 10))
@@ -102,8 +93,8 @@ def test_step_batches_are_functions_of_seed_and_step(tmp_path):
         assert torch.equal(c["feats"][b, :n, 0] + 0.5, c["targets"][1][b, :n, 0])
 
 
-def test_corrupt_file_surfaces_as_audio_error(tmp_path):
-    man = _corpus(tmp_path, [4000, 4000])
+def test_corrupt_file_surfaces_as_audio_error(tmp_path, ramps):
+    man = ramps([4000, 4000])
     bad = tmp_path / "audio" / "u1.wav"
     bad.write_bytes(np.random.default_rng(0).bytes(2000))
     ds = AudioDataset(man)

@@ -5,15 +5,14 @@ import json
 import pandas as pd
 import pytest
 
-from asr_fake import make_tone_corpus
 from harness.asr.study import askd_figure, is_asr_sweep
 from harness.cli import main
 from harness.sweep import dry_run, load_sweep, run_sweep
 
 
 @pytest.mark.integration
-def test_study_end_to_end(tmp_path):
-    root = make_tone_corpus(tmp_path / "corpus", n_train=24, n_test=4)
+def test_study_end_to_end(tmp_path, fake_corpus):
+    root = fake_corpus("asr_tones", tmp_path / "corpus", n_train=24, n_test=4)
     (tmp_path / "base.yaml").write_text(f"""
 track: asr
 profile: tiny
@@ -72,7 +71,7 @@ def test_cli_errors(tmp_path, capsys):
 def test_shipped_studies_load(name):
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "sweeps" / name / "askd.yaml"
+    path = Path(__file__).resolve().parents[2] / "sweeps" / name / "askd.yaml"
     sweep = load_sweep(path)
     objectives = sorted(t.config.loss.objective for t in sweep.trials)
     assert objectives == sorted(["ce", "kd", "askd"] * 3)

@@ -9,7 +9,7 @@ from harness.cli import main
 from harness.registry import RegistryError
 from harness.superb.evaluate import UpstreamError, evaluate, load_upstream
 from harness.teachers.base import TEACHERS
-from superb_fake import ToyUpstream, write_corpus
+from tests.support.modules import ToyUpstream
 
 if "toy" not in TEACHERS.names():
     TEACHERS.register("toy")(lambda arg, device="cpu": ToyUpstream(int(arg or 0)))
@@ -18,8 +18,8 @@ FAST = {t: {"steps": 30, "eval_every": 15} for t in ("ks", "ic", "sid", "er", "p
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return write_corpus(tmp_path_factory.mktemp("superb") / "corpus")
+def corpus(tmp_path_factory, fake_corpus):
+    return fake_corpus("superb", tmp_path_factory.mktemp("superb") / "corpus")
 
 
 def _opts(tasks):
@@ -54,8 +54,8 @@ def test_fbank_is_a_one_state_upstream(corpus, tmp_path):
     assert res["num_layers"] == 0 and res["width"] == 80
 
 
-def test_one_failed_task_keeps_the_others(corpus, tmp_path):
-    broken = write_corpus(tmp_path / "broken", tasks=("ks", "ic"))
+def test_one_failed_task_keeps_the_others(corpus, tmp_path, fake_corpus):
+    broken = fake_corpus("superb", tmp_path / "broken", tasks=("ks", "ic"))
     (broken / "audio" / "ic_test_003.flac").write_bytes(b"not a flac")
     out = tmp_path / "superb.json"
     res = evaluate("toy:0", "ic,ks", broken, out, profile="tiny", cache_dir=tmp_path / "c",
@@ -68,8 +68,8 @@ def test_one_failed_task_keeps_the_others(corpus, tmp_path):
     assert res == saved or res["tasks"].keys() == saved["tasks"].keys()
 
 
-def test_missing_split_unknown_task(corpus, tmp_path):
-    partial = write_corpus(tmp_path / "partial", tasks=("ks",))
+def test_missing_split_unknown_task(corpus, tmp_path, fake_corpus):
+    partial = fake_corpus("superb", tmp_path / "partial", tasks=("ks",))
     (partial / "ks_dev.jsonl").unlink()
     with pytest.raises(FileNotFoundError, match="missing split 'ks_dev'"):
         evaluate("toy:0", "ks", partial, None, cache_dir=tmp_path, baselines=None, log=None)
@@ -77,8 +77,8 @@ def test_missing_split_unknown_task(corpus, tmp_path):
         evaluate("toy:0", "ks,kz", corpus, None, cache_dir=tmp_path, baselines=None, log=None)
 
 
-def test_cli_errors_are_one_line(corpus, tmp_path, capsys):
-    partial = write_corpus(tmp_path / "partial", tasks=("ks",))
+def test_cli_errors_are_one_line(corpus, tmp_path, capsys, fake_corpus):
+    partial = fake_corpus("superb", tmp_path / "partial", tasks=("ks",))
     (partial / "ks_test.jsonl").unlink()
     run = tmp_path / "run"
     run.mkdir()
@@ -180,11 +180,11 @@ def test_as_baseline_fills_the_memo_trials_read(corpus, tmp_path, monkeypatch, c
     assert main(["evaluate", "fbank", "--as-baseline", "--tasks", "ks"]) == 2  # needs --corpus
 
 
-def test_a_rebuilt_corpus_gets_fresh_features_and_baselines(tmp_path):
+def test_a_rebuilt_corpus_gets_fresh_features_and_baselines(tmp_path, fake_corpus):
     """Same utterance ids and paths, another build (corpus.json config_hash): nothing reused."""
     from harness.superb.cache import corpus_tag
 
-    corpus = write_corpus(tmp_path / "corpus", tasks=("ks",))
+    corpus = fake_corpus("superb", tmp_path / "corpus", tasks=("ks",))
     assert corpus_tag(corpus) == "" and corpus_tag(tmp_path / "nowhere") == ""
     common = dict(profile="tiny", cache_dir=tmp_path / "c", options=_opts(["ks"]), ref="toy:1", log=None)
     evaluate("toy:0", "ks", corpus, None, **common)

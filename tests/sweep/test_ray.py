@@ -13,7 +13,7 @@ import yaml
 
 from harness.sweep import run_sweep
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _sweep(tmp_path, corpus, name, variants, steps=8, extra=""):

@@ -13,12 +13,11 @@ from harness.teachers.pretrain import (
     fit_kmeans, mfcc_features, pretrain, span_mask, write_log,
 )
 
-from teacher_fixtures import fabricate_corpus
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return fabricate_corpus(tmp_path_factory.mktemp("corpus"), n_distill=48, n_probe=2)
+def corpus(fake_corpus):
+    return fake_corpus("teacher", n_distill=48, n_probe=2)
 
 
 def test_mfcc_targets_on_front_end_grid():

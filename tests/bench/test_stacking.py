@@ -5,7 +5,12 @@ import json
 import pytest
 
 from harness.bench import bench_stacking, bench_teacher_cache, time_to_quality
-from test_distill import corpus  # noqa: F401  (the fabricated corpus fixture)
+
+
+@pytest.fixture(scope="module")
+def corpus(fake_corpus):
+    """The distillation tests' corpus: eight tone FLACs and their distill manifest."""
+    return fake_corpus("tones")
 
 
 def test_time_to_quality_is_the_first_logged_time_at_or_below_target():
@@ -15,7 +20,7 @@ def test_time_to_quality_is_the_first_logged_time_at_or_below_target():
     assert time_to_quality(rows, 0.5) is None
 
 
-def test_bench_stacking_reports_every_variant(corpus, tmp_path):  # noqa: F811
+def test_bench_stacking_reports_every_variant(corpus, tmp_path):
     out = tmp_path / "stacking.json"
     lines = []
     report = bench_stacking(
@@ -44,7 +49,7 @@ def test_bench_stacking_reports_every_variant(corpus, tmp_path):  # noqa: F811
     assert "interleaved" in lines[-1] and "ratio" in lines[-1]
 
 
-def test_bench_teacher_cache(corpus, tmp_path):  # noqa: F811
+def test_bench_teacher_cache(corpus, tmp_path):
     out = tmp_path / "cache.json"
     report = bench_teacher_cache(
         "tiny", out, overrides=[f"data.corpus={corpus}", "train.steps=8", "stacking.variant=none",

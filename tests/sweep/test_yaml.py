@@ -8,7 +8,7 @@ from harness.config import ConfigError, load_run_config
 from harness.sweep import load_sweep
 from harness.validate import validate_file
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 YAMLS = sorted((ROOT / "sweeps").rglob("*.yaml"))
 # The paper profile points at checkpoints on the user's disk: its base holds a placeholder
 # that validate must refuse until it is set (here to a path that need not exist).

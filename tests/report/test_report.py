@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -22,16 +21,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-import fabricate  # noqa: E402
-
-from harness.cli import main  # noqa: E402
-from harness.report.collect import collect, varying_keys  # noqa: E402
-from harness.report.figures import pareto_front  # noqa: E402
-from harness.report.collect import AskdStudy  # noqa: E402
-from harness.report.findings import askd_findings, main_findings  # noqa: E402
-from harness.report.render import render_report  # noqa: E402
-from harness.report.tables import Cell, Column, Table, _bold_best, build_askd_table, latex_escape  # noqa: E402
+from harness.cli import main
+from harness.report.collect import collect, varying_keys
+from harness.report.figures import pareto_front
+from harness.report.collect import AskdStudy
+from harness.report.findings import askd_findings, main_findings
+from harness.report.render import render_report
+from harness.report.tables import Cell, Column, Table, _bold_best, build_askd_table, latex_escape
+from tests.support import fabricate
 
 # ----------------------------------------------------------------------------- fixtures
 
@@ -492,7 +489,7 @@ def test_probe_figure_from_the_shipped_teacher_probe_file(tmp_path):
     from harness.report.collect import read_probe
     from harness.report.figures import probe_profile
 
-    probe = read_probe(Path(__file__).parents[1] / "harness" / "assets" / "probe_embedded.json")
+    probe = read_probe(Path(__file__).parents[2] / "harness" / "assets" / "probe_embedded.json")
 
     class R:  # probe_profile reads only .probe
         pass

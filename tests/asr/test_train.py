@@ -4,7 +4,6 @@ import json
 
 import pytest
 
-from asr_fake import make_tone_corpus
 from harness.asr.data import AsrSplit
 from harness.asr.student import shrink
 from harness.asr.train import (
@@ -15,8 +14,8 @@ from harness.config import ConfigError
 
 
 @pytest.fixture(scope="module")
-def tone(tmp_path_factory):
-    root = make_tone_corpus(tmp_path_factory.mktemp("tone"), n_train=48, n_test=6)
+def tone(fake_corpus):
+    root = fake_corpus("asr_tones", n_train=48, n_test=6)
     teacher = train_teacher("tiny", root / "teacher", root, steps=30, batch_size=8, log=lambda m: None,
                             d_model=32, ffn=64, n_mels=16, max_target_positions=24)
     return root, teacher

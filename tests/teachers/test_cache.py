@@ -19,30 +19,18 @@ from harness.teachers import load_teacher
 from harness.teachers.cache import CacheError, FeatureCache, ensure_cache, verify_cache
 
 torch.set_num_threads(1)
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 N_UTTS, SHARD = 7, 2  # -> 4 shards
 
 
-def make_corpus(root: Path, n=N_UTTS, seed=0) -> Path:
-    from harness.data.manifest import write_manifest
-
-    (root / "audio").mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    records = []
-    for i in range(n):
-        samples = int(16000 * rng.uniform(0.3, 1.2))
-        t = np.arange(samples) / 16000
-        wav = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 900) * t) + 0.05 * rng.standard_normal(samples)
-        sf.write(root / "audio" / f"u{i}.flac", wav.astype(np.float32), 16000)
-        records.append({"id": f"u{i}", "path": f"audio/u{i}.flac", "num_samples": samples,
-                        "sample_rate": 16000, "speaker": f"s{i % 2}", "text": ""})
-    write_manifest(root / "distill.jsonl", records)
-    return root / "distill.jsonl"
+def make_corpus(fake_corpus, root: Path, n=N_UTTS, seed=0) -> Path:
+    """``n`` short tone FLACs (0.3-1.2 s) under ``root``; returns their distill manifest."""
+    return fake_corpus("tones", root, n=n, seconds=(0.3, 1.2), freqs=(100, 900), seed=seed) / "distill.jsonl"
 
 
 @pytest.fixture
-def manifest(tmp_path):
-    return make_corpus(tmp_path / "corpus")
+def manifest(tmp_path, fake_corpus):
+    return make_corpus(fake_corpus, tmp_path / "corpus")
 
 
 def build(manifest, cache_dir, **kw):
@@ -87,13 +75,13 @@ def test_read_back_equals_the_teacher_and_reopens(manifest, tmp_path):
     assert np.array_equal(pickle.loads(blob).get("u1")["layer_4"], cache.get("u1")["layer_4"])
 
 
-def test_key_depends_on_layers_frontend_and_manifest_content(manifest, tmp_path):
+def test_key_depends_on_layers_frontend_and_manifest_content(manifest, tmp_path, fake_corpus):
     a = build(manifest, tmp_path / "cache", layers=[1, 3])
     b = build(manifest, tmp_path / "cache", layers=[3, 1])
     c = build(manifest, tmp_path / "cache", layers=[1, 3], frontend=False)
     assert a.root == b.root != c.root
     assert a.names == ["frontend", "layer_1", "layer_3"] and c.names == ["layer_1", "layer_3"]
-    other = make_corpus(tmp_path / "corpus2", seed=1)
+    other = make_corpus(fake_corpus, tmp_path / "corpus2", seed=1)
     d = build(other, tmp_path / "cache", layers=[1, 3])
     assert d.root != a.root
 
