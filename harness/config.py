@@ -273,14 +273,6 @@ def to_dict(obj: Any) -> dict:
     return plain(dataclasses.asdict(obj))
 
 
-def dump_yaml(obj: Any, path: str | Path) -> None:
-    """Write a resolved config next to a result (atomically: tmp file + rename)."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(obj), sort_keys=False))
-    tmp.replace(path)
-
-
 # ----------------------------------------------------------------------------- run config
 
 

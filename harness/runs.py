@@ -282,13 +282,6 @@ def read_summary(run_dir: str | Path) -> Optional[dict]:
     return None if data is None else check_summary(data, path)
 
 
-def update_summary(run_dir: str | Path, **changes: Any) -> dict:
-    """Read the summary (``{}`` when missing or malformed), apply ``changes``, write it back."""
-    summary = read_summary(run_dir) or {}
-    summary.update(changes)
-    return write_summary(run_dir, summary)
-
-
 # ----------------------------------------------------------------------------- metrics.jsonl
 
 

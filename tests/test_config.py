@@ -1,9 +1,9 @@
 import pytest
 
+from harness import runs
 from harness.config import (
     ConfigError,
     RunConfig,
-    dump_yaml,
     from_dict,
     load_run_config,
     parse_overrides,
@@ -67,7 +67,7 @@ def test_overrides_are_yaml_scalars(tmp_path):
 
 def test_resolved_config_round_trips(tmp_path):
     cfg = load_run_config(None, ["loss.w=0.25"])
-    dump_yaml(cfg, tmp_path / "config.yaml")
+    runs.write_config(tmp_path, cfg)  # what a run folder holds (harness.runs owns the format)
     again = load_run_config(tmp_path / "config.yaml")
     assert again == cfg
 

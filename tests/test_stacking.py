@@ -7,7 +7,6 @@ import copy
 
 import pytest
 import torch
-from torch import nn
 
 from harness import stacking
 from harness.losses import l2l_loss

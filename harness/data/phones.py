@@ -132,11 +132,6 @@ def map_ipa(ipa: str) -> tuple[str, ...]:
     return tuple(out) if out else (UNKNOWN,)
 
 
-def is_known(ipa: str) -> bool:
-    """True when :func:`map_ipa` maps ``ipa`` without ``spn``."""
-    return UNKNOWN not in map_ipa(ipa)
-
-
 def split_span(phones: tuple[str, ...], start: int, end: int) -> list[tuple[str, int, int]]:
     """Divide the span ``[start, end)`` (samples) equally between ``phones``."""
     k = len(phones)

@@ -1,7 +1,6 @@
 """Whisper checkpoint folders: a tiny one saved here loads through the real-checkpoint path
 and decodes; missing folders and files give one-line errors."""
 
-import json
 
 import numpy as np
 import pytest

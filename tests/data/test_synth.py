@@ -2,7 +2,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import soundfile as sf
 

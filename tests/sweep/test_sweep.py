@@ -112,12 +112,12 @@ def test_quick_pass_options(tmp_path):
 
 
 def test_reuse_copies_an_identical_finished_run_of_another_sweep(tmp_path, fake_distill, monkeypatch):
-    from harness.config import dump_yaml
+    from harness import runs
 
     real = sys.modules["harness.distill"].run_distill
 
     def with_config(cfg, out_dir, **kw):  # the real run writes config.yaml first
-        dump_yaml(cfg, out_dir / "config.yaml")
+        runs.write_config(out_dir, cfg)
         real(cfg, out_dir, **kw)
         summary = json.loads((out_dir / "summary.json").read_text())
         summary.update(tasks={"ks": {"value": 0.5}, "sid": {"value": 0.1}}, superb_score=600.0)
