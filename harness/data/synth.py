@@ -33,12 +33,14 @@ every speaker in every split. Every utterance then goes through a random channel
 six noise types at a random SNR (or none) and a random level (:mod:`harness.data.noise`).
 
 Determinism: the whole job list is drawn from ``seed`` in the parent process; each job
-carries its own seed for synthesis and augmentation, so the output is identical for any
-number of workers.
+carries its own seed for synthesis and augmentation, so the manifests are identical for any
+number of workers. The audio is not yet: three 2-worker builds of the embedded profile
+differed in 61-97 of their first 2000 FLACs (same lengths, small sample differences), so
+some eSpeak NG state still carries over between the utterances a worker renders.
 
 Size: over 500 lines on purpose: the split definitions, the speaker/voice model and the
-build driver share one deterministic RNG plan (a seed gives byte-identical audio for any
-number of workers); splitting it would spread that plan over several files.
+build driver share one RNG plan (see "Determinism" above); splitting it would spread that
+plan over several files.
 """
 
 from __future__ import annotations
