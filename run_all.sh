@@ -221,7 +221,8 @@ if [ "$profile" = tiny ]; then
 fi
 
 if [ "$teacher" = embedded ]; then
-  # The shipped teacher's probe was measured on this same (deterministic) corpus build;
+  # The shipped teacher's probe was measured on this corpus recipe and seed (a rebuild's audio
+  # differs slightly: README, "The embedded corpus");
   # harness/assets/README.md has the command. A retrained teacher is probed here.
   probe_json=harness/assets/probe_embedded.json
 else
