@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.config import ConfigError, RunConfig, from_dict, load_yaml
-from harness.stacking import plan_stages
 
 
 def validate_file(path: Path) -> str:
@@ -19,9 +18,11 @@ def validate_file(path: Path) -> str:
     Raises:
         ConfigError: naming the file, the key and the nearest valid key.
     """
+    # the sweep, ASR and stacking modules import torch: imported here, so that merely
+    # importing this module (``harness --help``) stays fast
     data = load_yaml(path)
     if "grid" in data or "base" in data:
-        from harness.sweep import load_sweep  # built with the sweep issue
+        from harness.sweep import load_sweep
 
         load_sweep(path)
         return "sweep"
@@ -30,6 +31,8 @@ def validate_file(path: Path) -> str:
 
         from_dict(AsrRunConfig, data, source=path)
         return "asr run config"
+    from harness.stacking import plan_stages
+
     cfg = from_dict(RunConfig, data, source=path)
     try:
         plan_stages(cfg)
