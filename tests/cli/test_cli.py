@@ -83,3 +83,13 @@ def test_teacher_pretrain_overrides_reach_the_config(tmp_path, monkeypatch):
     c = seen["cfg"]
     assert (c.k1, c.iter2_layer, c.steps1, c.model.post_ln, c.iter2_init) == (8, 2, 40, False, "scratch")
     assert c.model.layers == profile_config("tiny").model.layers and seen["data"] == tmp_path
+
+
+def test_the_cli_starts_without_importing_torch():
+    """`harness --help` stays fast: torch (and what needs it) is imported by the commands."""
+    import subprocess
+    import sys
+
+    code = "import sys, harness.cli; print(sorted(m for m in ('torch', 'transformers', 's3prl', 'ray') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
