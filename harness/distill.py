@@ -63,6 +63,7 @@ from harness import runs, stacking
 from harness.config import ConfigError, RunConfig, to_dict, validate_tree
 from harness.data.loader import AudioDataset, CachedBatches, WaveBatches
 from harness.data.manifest import read_manifest
+from harness.fsio import atomic_write
 from harness.losses import OBJECTIVES, EmaTeacher, askd_alpha
 from harness.provenance import git_commit, hardware, now_iso
 from harness.student import build_student, save_student
@@ -84,7 +85,7 @@ class RunInterrupted(RuntimeError):
 
 
 def save_train_state(out_dir: Path, state: dict) -> None:
-    runs.atomic_write(out_dir / CKPT_NAME, lambda tmp: torch.save(state, tmp))
+    atomic_write(out_dir / CKPT_NAME, lambda tmp: torch.save(state, tmp))
 
 
 def load_train_state(out_dir: Path, device: torch.device) -> Optional[dict]:

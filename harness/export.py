@@ -47,6 +47,7 @@ import torch
 
 from harness.data.audio import SAMPLE_RATE
 from harness.errors import HarnessError
+from harness.fsio import atomic_write
 
 FORMATS = ("s3prl",)
 
@@ -176,11 +177,7 @@ def export_s3prl(student: Any, path: str | Path) -> Path:
     """
     path = Path(path)
     blob = s3prl_checkpoint(student)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(blob, tmp)
-    tmp.replace(path)
-    return path
+    return atomic_write(path, lambda tmp: torch.save(blob, tmp))
 
 
 def load_s3prl_upstream(path: str | Path):

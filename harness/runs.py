@@ -37,7 +37,6 @@ up, a format and its reader could drift apart again.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +45,7 @@ from typing import Any, Callable, Iterable, Optional, TextIO
 import yaml
 
 from harness.config import ConfigError, RunConfig, from_dict, to_dict
+from harness.fsio import atomic_write
 
 SCHEMA = 1  # summary.json's schema version
 
@@ -65,43 +65,6 @@ _RENAMED = {"start_time": "started", "end_time": "ended"}
 
 class RunFormatError(ConfigError):
     """A run-folder file that cannot be used (unknown schema, malformed): one line."""
-
-
-# ----------------------------------------------------------------------------- atomic writes
-
-
-def atomic_write(path: str | Path, data: str | bytes | Callable[[Path], None], fsync: bool = False) -> Path:
-    """Write ``path`` all at once: a temporary file beside it, then a rename.
-
-    A reader never sees half a file, and a write that fails (or is killed) leaves the old
-    file as it was; the temporary file is removed on failure.
-
-    Args:
-        path: the file to write; its folder is created.
-        data: text, bytes, or a function that writes the temporary file given its path
-            (``torch.save``, ``DataFrame.to_csv``).
-        fsync: flush the file to disk before the rename (caches that must survive a crash).
-
-    Returns:
-        ``path``.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    try:
-        if callable(data):
-            data(tmp)
-        else:
-            with open(tmp, "wb" if isinstance(data, bytes) else "w") as fh:
-                fh.write(data)
-                if fsync:
-                    fh.flush()
-                    os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_json(path: str | Path, data: Any, indent: Optional[int] = 2, fsync: bool = False) -> Path:

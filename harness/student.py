@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.frontends import build_frontend
+from harness.fsio import atomic_write
 
 CKPT_FORMAT = "harness-student/1"
 
@@ -618,9 +619,7 @@ def save_student(student: Student, path: str | Path, extra: Optional[dict] = Non
         "state_dict": state,
         "extra": extra or {},
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(blob, tmp)
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: torch.save(blob, tmp))
 
 
 def load_student(path: str | Path, device: str | torch.device = "cpu",

@@ -8,6 +8,7 @@ import pytest
 
 from harness import runs
 from harness.config import RunConfig, from_dict
+from harness.fsio import atomic_write
 
 
 def _cfg() -> RunConfig:
@@ -105,7 +106,7 @@ def test_a_failed_write_leaves_the_old_file(tmp_path):
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        runs.atomic_write(path, boom)
+        atomic_write(path, boom)
     assert path.read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]  # no temporary left
 

@@ -27,7 +27,9 @@ import torch
 
 from harness.asr.data import AsrSplit
 from harness.asr.teacher import load_asr_model
-from harness.superb.metrics import normalize_text, wer as corpus_wer
+from harness.fsio import atomic_write
+from harness.superb.metrics import normalize_text
+from harness.superb.metrics import wer as corpus_wer
 
 
 def _encode(asr, features: torch.Tensor) -> torch.Tensor:
@@ -171,9 +173,7 @@ def teacher_eval(teacher, folder: Path, split, ev) -> dict:
         res["beam"] = (evaluate_wer(teacher, split, "beam", beam=ev.beam, max_utterances=ev.beam_utterances,
                                     batch_size=ev.batch_size) if ev.beam else None)
         memo[key] = res
-        tmp = memo_path.with_name("eval.json.tmp")
-        tmp.write_text(json.dumps(memo, indent=2))
-        tmp.replace(memo_path)
+        atomic_write(memo_path, json.dumps(memo, indent=2))
     return memo[key]
 
 

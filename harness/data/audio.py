@@ -15,7 +15,6 @@ Two entry points:
 
 from __future__ import annotations
 
-import os
 import struct
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 import soundfile as sf
 
 from harness.errors import HarnessError
+from harness.fsio import atomic_write
 
 SAMPLE_RATE = 16000  # Hz; the only rate the harness accepts
 
@@ -218,8 +218,5 @@ def write_wav(path: str | Path, wav: np.ndarray, sample_rate: int = SAMPLE_RATE)
         wav: ``(S,)`` float samples in [-1, 1].
         sample_rate: Hz.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    sf.write(str(tmp), np.asarray(wav, dtype=np.float32), sample_rate, subtype="PCM_16", format="WAV")
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: sf.write(str(tmp), np.asarray(wav, dtype=np.float32), sample_rate,
+                                            subtype="PCM_16", format="WAV"))

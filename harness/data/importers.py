@@ -53,6 +53,7 @@ from typing import Callable
 from harness.data.audio import SAMPLE_RATE, AudioError, check_audio, load_audio, write_wav
 from harness.data.manifest import SkipLog, write_manifest
 from harness.errors import UserError
+from harness.fsio import atomic_write
 from harness.provenance import git_commit, now_iso
 from harness.registry import Registry
 
@@ -604,9 +605,7 @@ def import_corpus(corpus: str, src: str | Path, out: str | Path, force: bool = F
         "skipped": len(skips),
         "skips": [list(item) for item in skips.items],
     }
-    tmp = meta_path.with_name("corpus.json.tmp")
-    tmp.write_text(json.dumps(meta, indent=1) + "\n")
-    tmp.replace(meta_path)
+    atomic_write(meta_path, json.dumps(meta, indent=1) + "\n")
     print(f"imported {corpus} from {src} into {out} in {meta['seconds']:.1f} s")
     for split, recs in splits.items():
         print(_summary_line(split, recs))

@@ -62,6 +62,7 @@ import numpy as np
 from harness.data import espeak, noise, phones, text
 from harness.data.manifest import write_manifest
 from harness.errors import UserError
+from harness.fsio import atomic_write
 from harness.provenance import git_commit, now_iso
 
 FORMAT_VERSION = 2  # bump when the content or layout of a build changes
@@ -544,9 +545,7 @@ def build_corpus(profile: str | Profile, out: str | Path, seed: int = 0, workers
         for split, recs in by_split.items():
             write_manifest(out / f"{split}.jsonl", recs)
         meta = _corpus_meta(prof, seed, chash, speakers, pools, babble_voices, by_split, unknown, time.time() - t0)
-        tmp_meta = out / "corpus.json.tmp"
-        tmp_meta.write_text(json.dumps(meta, indent=1))
-        tmp_meta.replace(out / "corpus.json")
+        atomic_write(out / "corpus.json", json.dumps(meta, indent=1))
         (out / ".building").unlink(missing_ok=True)
     except OSError as err:
         raise SynthError(f"{err.filename or out}: cannot write ({err.strerror or err})") from None

@@ -25,8 +25,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from harness.teachers.base import TEACHERS
 from harness.frontends import build_frontend
+from harness.fsio import atomic_write
+from harness.teachers.base import TEACHERS
 
 ASSET = Path(__file__).resolve().parent.parent / "assets" / "teacher_embedded.pt"
 
@@ -187,10 +188,7 @@ def save_embedded(model: EmbeddedSFM, path: str | Path, extra: dict | None = Non
     blob = {"format": "harness-embedded-sfm-1", "config": asdict(model.cfg), "state_dict": sd, "extra": json.loads(json.dumps(extra or {}, default=str))}
     buf = io.BytesIO()
     torch.save(blob, buf)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(buf.getvalue())
-    tmp.replace(path)
-    return path
+    return atomic_write(path, buf.getvalue())
 
 
 def load_embedded(path: str | Path, device: str | torch.device = "cpu") -> EmbeddedSFM:

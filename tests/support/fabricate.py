@@ -21,6 +21,7 @@ import numpy as np
 
 from harness import runs
 from harness.config import RunConfig, from_dict
+from harness.fsio import atomic_write
 
 VARIANTS = ("none", "top", "bottom", "middle", "interleaved")
 # task -> (metric, direction, value of the 'none' student, spread across seeds)
@@ -202,7 +203,7 @@ def write_run(
             },
         })
     # A real checkpoint is a torch file; the report never opens it, a placeholder will do.
-    runs.atomic_write(run_dir / runs.STUDENT, b"fabricated checkpoint placeholder\n")
+    atomic_write(run_dir / runs.STUDENT, b"fabricated checkpoint placeholder\n")
     return run_dir
 
 
