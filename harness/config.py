@@ -290,8 +290,16 @@ class DataConfig:
     batch_size: int = 8
     num_workers: int = 0
     max_utterances: int = 0  # 0 = all
+    # the first `heldout` utterances of the split (after max_utterances' cut) are the fixed
+    # held-out set every run of a profile evaluates on (harness.heldout); never trained on
+    heldout: int = 0  # 0 = no held-out evaluation
 
     def validate(self) -> None:
+        if self.heldout < 0:
+            raise ConfigError(f"heldout must be >= 0 (utterances held out of training), got {self.heldout}")
+        if self.max_utterances and self.heldout and self.heldout >= self.max_utterances:
+            raise ConfigError(f"heldout ({self.heldout}) must be < max_utterances ({self.max_utterances}): "
+                              "no utterance would be left to train on")
         if self.max_seconds <= 0:
             raise ConfigError(f"max_seconds must be > 0, got {self.max_seconds}")
         if self.batch_size < 1:
@@ -479,12 +487,20 @@ class TrainConfig:
     log_every: int = 10
     ckpt_every: int = 0  # 0 = only at growth and at the end
     threads: int = 0  # torch intra-op threads; 0 = torch's default
+    # held-out evaluation every N steps (a multiple of log_every) and at the end; 0 = end only
+    eval_every: int = 0
+    # variant none only: train for the stacking schedule's compute (train.steps divided by
+    # the schedule's theoretical speedup, stacking.stages/add/schedule) instead of train.steps
+    compute_matched: bool = False
 
     def validate(self) -> None:
         if self.steps < 1:
             raise ConfigError(f"steps must be >= 1, got {self.steps}")
         if self.log_every < 1 or self.ckpt_every < 0 or self.threads < 0:
             raise ConfigError("log_every must be >= 1; ckpt_every and threads >= 0")
+        if self.eval_every < 0 or (self.eval_every and self.eval_every % self.log_every):
+            raise ConfigError(f"eval_every must be 0 (end only) or a multiple of log_every ({self.log_every}), "
+                              f"got {self.eval_every}")
 
 
 @dataclass
@@ -512,6 +528,10 @@ class RunConfig:
         wants = "pred_heads" if self.loss.objective == "pred_heads" else "l2l"
         if self.student.target_mode != wants:
             raise ConfigError(f"loss.objective {self.loss.objective!r} needs student.target_mode: {wants}")
+        if self.train.compute_matched and (self.stacking.variant != "none" or self.stacking.stages < 2):
+            raise ConfigError("train.compute_matched: only for stacking.variant none with a stacking schedule "
+                              f"to match (stacking.stages >= 2); got variant {self.stacking.variant!r}, "
+                              f"stages {self.stacking.stages}")
         if self.teacher.cache and self.student.frontend_trainable:
             raise ConfigError("teacher.cache: the cached front-end output is frozen; set "
                               "student.frontend_trainable=false or teacher.cache=false")

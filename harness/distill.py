@@ -59,7 +59,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from harness import runs, stacking
+from harness import heldout, runs, stacking
 from harness.config import ConfigError, RunConfig, to_dict, validate_tree
 from harness.data.loader import AudioDataset, CachedBatches, WaveBatches
 from harness.data.manifest import read_manifest
@@ -229,7 +229,8 @@ def final_losses(metrics_path: Path) -> Optional[dict]:
     if not lines:
         return None
     row = lines[-1]
-    return {k: v for k, v in row.items() if k not in ("step", "stage", "depth", "lr", "time", "cpu_time")}
+    skip = ("step", "stage", "depth", "lr", "time", "cpu_time", "heldout_loss", "heldout_probe")
+    return {k: v for k, v in row.items() if k not in skip}
 
 
 def cost_model(cfg: RunConfig, student, teacher):
@@ -282,6 +283,11 @@ class Run:
     stage: int = 0
     ckpt_seconds: float = 0.0
     ramp: bool = False  # post-LN student grown with 'zero': blend the new layers in
+    read_layers: list[int] = field(default_factory=list)  # cached teacher layers every step reads
+    holdout: Optional[heldout.HeldoutSet] = None  # the fixed held-out set (data.heldout > 0)
+    last_eval: Optional[dict] = None  # the latest held-out evaluation
+    eval_seconds: float = 0.0
+    compute_matched: Optional[dict] = None  # train.compute_matched: the schedule it matches
 
     @property
     def total(self) -> int:
@@ -353,29 +359,55 @@ def setup(cfg: RunConfig, out_dir: Path, sweep: Optional[str], started: str) -> 
     # the teacher (frozen) and, when cached, its features for every distill utterance
     teacher = load_teacher(cfg.teacher.spec, device)
     cache = None
+    layers = teacher_layers(cfg, teacher.num_layers)
     if cfg.teacher.cache:
-        cache = ensure_cache(teacher, manifest, teacher_layers(cfg, teacher.num_layers), frontend=True,
+        cache = ensure_cache(teacher, manifest, layers, frontend=True,
                              cache_dir=cfg.teacher.cache_dir, limit=cfg.data.max_utterances)
+    held_ids, data = load_data(cfg, manifest, cache is not None)
     run = Run(cfg, out_dir, sweep, started, device, amp_dtype, stages, teacher, cache,
-              data=load_data(cfg, manifest, cache is not None), loss_fn=OBJECTIVES.get(cfg.loss.objective))
+              data=data, loss_fn=OBJECTIVES.get(cfg.loss.objective), read_layers=layers)
+    if held_ids:
+        run.holdout = heldout.build(held_ids, manifest, teacher, cache)
 
     torch.manual_seed(cfg.train.seed)  # here: loading the teacher may have drawn numbers
     run.student, run.opt = build_student_and_optimizer(run)
+    if cfg.train.compute_matched:
+        match_compute(run)
     run.ema = EmaTeacher(run.student, cfg.loss.askd.ema) if cfg.loss.objective == "askd_l2l" else None
     run.ramp = cfg.stacking.init == "zero" and not run.student.layer_norm_first
-    run.clock = StageClock(device, len(stages))
+    run.clock = StageClock(device, len(run.stages))
     return run
 
 
 def load_data(cfg: RunConfig, manifest: Path, cached: bool):
-    """The utterances a run draws batches from: ids (cached features) or an AudioDataset."""
-    if cached:
-        ids = [r["id"] for r in read_manifest(manifest)]
-        return ids[: cfg.data.max_utterances] if cfg.data.max_utterances else ids
-    audio = AudioDataset(str(manifest), max_seconds=None, seed=cfg.train.seed)
+    """The held-out ids (the split's first ``data.heldout``, never trained on) and what the
+    run draws batches from: the other ids (cached features) or an AudioDataset of them."""
+    ids = [r["id"] for r in read_manifest(manifest)]
     if cfg.data.max_utterances:
-        audio = torch.utils.data.Subset(audio, range(min(len(audio), cfg.data.max_utterances)))
-    return audio
+        ids = ids[: cfg.data.max_utterances]
+    held, train_ids = heldout.split_ids(ids, cfg.data.heldout)
+    if cached:
+        return held, train_ids
+    audio = AudioDataset(str(manifest), max_seconds=None, seed=cfg.train.seed)
+    return held, torch.utils.data.Subset(audio, range(len(held), len(ids)))
+
+
+def match_compute(run: Run) -> None:
+    """``train.compute_matched``: ``none`` trained for the stacking schedule's compute.
+
+    The schedule (``stacking.stages``/``add``/``schedule`` over ``train.steps``) costs
+    ``1 / S`` of full-depth training by the FLOP model (``S`` = its theoretical speedup,
+    the same for every growing variant); this run trains full depth for
+    ``round(train.steps / S)`` steps with its own warmup and decay over them.
+    """
+    cfg = run.cfg
+    grown = dataclasses.replace(cfg, stacking=dataclasses.replace(cfg.stacking, variant="interleaved"))
+    sched = stacking.plan_stages(grown)
+    speedup = stacking.theoretical_speedup(sched.depths, sched.steps, cost_model(cfg, run.student, run.teacher))
+    steps = max(1, round(cfg.train.steps / speedup))
+    run.stages = stacking.Stages([run.stages.depths[-1]], [steps])
+    run.compute_matched = {"steps": steps, "of_steps": cfg.train.steps, "speedup": speedup,
+                           "schedule_depths": list(sched.depths), "schedule_steps": list(sched.steps)}
 
 
 def build_student_and_optimizer(run: Run):
@@ -432,6 +464,7 @@ def begin(run: Run, resume: bool) -> None:
         if run.device.type == "cuda" and ck.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(ck["cuda_rng"], run.device)
         run.step, run.stage, run.ckpt_seconds = ck["step"], ck["stage"], ck["ckpt_seconds"]
+        run.eval_seconds = ck.get("eval_seconds", 0.0)
         run.clock.wall, run.clock.cpu = ck["stage_seconds"], ck["stage_cpu_seconds"]
         run.started = ck["started"]
     else:
@@ -451,6 +484,7 @@ def save_checkpoint(run: Run) -> None:
         "rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state(run.device) if run.device.type == "cuda" else None,
         "stage_seconds": run.clock.wall, "stage_cpu_seconds": run.clock.cpu, "ckpt_seconds": run.ckpt_seconds,
+        "eval_seconds": run.eval_seconds,
         "started": run.started,
     })
     run.ckpt_seconds += time.perf_counter() - t0
@@ -459,13 +493,21 @@ def save_checkpoint(run: Run) -> None:
 # ----------------------------------------------------------------------------- one step
 
 
-def stage_batches(run: Run, steps: range, layers: list[int]) -> torch.utils.data.DataLoader:
-    """Batches for ``steps``. Made per stage: a stage reads only the cached teacher
-    layers its student matches, so the data cost shrinks with the depth too."""
+def stage_batches(run: Run, steps: range) -> torch.utils.data.DataLoader:
+    """Batches for ``steps``, made per stage.
+
+    With the cache, every step of every stage and variant reads the same arrays: the
+    front-end output and every teacher layer the run can match (``run.read_layers``),
+    whichever the stage's student matches. The data cost per step is then the same for
+    every arm of a study, so a stacking run's speedup measures the student's compute,
+    not fewer reads (a shallow stage with the ``fixed`` layer map matches 3 of 9 arrays,
+    and the page cache does not keep a multi-GB cache resident).
+    """
     cfg = run.cfg
     if run.cache is not None:
         max_frames = max(1, int(cfg.data.max_seconds * run.teacher.frame_rate))
-        ds = CachedBatches(run.cache, run.data, layers, cfg.data.batch_size, max_frames, cfg.train.seed, steps)
+        ds = CachedBatches(run.cache, run.data, run.read_layers, cfg.data.batch_size, max_frames, cfg.train.seed,
+                           steps)
     else:
         ds = WaveBatches(run.data, cfg.data.batch_size, int(cfg.data.max_seconds * 16000), cfg.train.seed, steps)
     return torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False, num_workers=cfg.data.num_workers,
@@ -558,6 +600,20 @@ def train_step(run: Run, batch: dict, matched: list[int], lr: float):
     return loss_value, parts
 
 
+def eval_due(run: Run) -> bool:
+    """A held-out evaluation at this (logged) step: every ``train.eval_every`` and the last."""
+    every = run.cfg.train.eval_every
+    return run.holdout is not None and (run.step == run.total or bool(every and run.step % every == 0))
+
+
+def evaluate_heldout(run: Run) -> dict:
+    """Evaluate on the held-out set; the ``metrics.jsonl`` keys of the result."""
+    res = heldout.evaluate(run.student, run.teacher, run.holdout, run.device)
+    run.last_eval = res
+    run.eval_seconds += res["seconds"]
+    return {"heldout_loss": res["output_loss"], "heldout_probe": res.get("probe_best")}
+
+
 def autocast(run: Run):
     if run.amp_dtype is None:
         return torch.autocast(run.device.type, enabled=False)
@@ -611,7 +667,7 @@ def train(run: Run, on_log: Optional[Callable[[dict], None]]) -> str:
                 clock.start()
             stage_end = stages.starts[run.stage + 1] if run.stage + 1 < len(stages) else run.total
             matched = sorted(set(run.student.targets))
-            for batch in stage_batches(run, range(run.step, stage_end), matched):
+            for batch in stage_batches(run, range(run.step, stage_end)):
                 lr = lr_at(run.step, run.total, cfg.optim)
                 result = train_step(run, batch, matched, lr)
                 if result is None:
@@ -622,6 +678,10 @@ def train(run: Run, on_log: Optional[Callable[[dict], None]]) -> str:
                     wall, cpu = clock.elapsed()
                     row = {"step": run.step, "stage": run.stage, "depth": len(run.student.layers),
                            **window.means(), "lr": lr, "time": wall, "cpu_time": cpu}
+                    if eval_due(run):
+                        clock.stop(run.stage)  # the evaluation is not training time
+                        row.update(evaluate_heldout(run))
+                        clock.start()
                     metrics.append(row)
                     if on_log is not None:
                         on_log(row)
@@ -636,6 +696,28 @@ def train(run: Run, on_log: Optional[Callable[[dict], None]]) -> str:
 
 
 # ----------------------------------------------------------------------------- summary
+
+
+def heldout_summary(run: Run, status: str) -> Optional[dict]:
+    """``summary.json``'s ``heldout`` block: the final evaluation and the curve (read back
+    from ``metrics.jsonl``, so that a resumed run's curve includes the steps before it)."""
+    if run.holdout is None or status != "ok":
+        return None
+    if run.last_eval is None:  # resumed after the last step was logged: evaluate the final student
+        run.last_eval = heldout.evaluate(run.student, run.teacher, run.holdout, run.device)
+    lines, _ = runs.read_metrics(run.out_dir / runs.METRICS)
+    curve = [{"step": r["step"], "time": r["time"], "cpu_time": r["cpu_time"], "output_loss": r["heldout_loss"],
+              "probe_best": r.get("heldout_probe")} for r in lines if r.get("heldout_loss") is not None]
+    return heldout.summary_block(run.last_eval, curve, run.eval_seconds)
+
+
+def data_per_step(run: Run) -> dict:
+    """What every training step reads: the same arrays for every stage (and arm)."""
+    if run.cache is None:
+        return {"source": "audio (live teacher)", "arrays": None}
+    return {"source": "teacher cache", "arrays": ["frontend"] + [f"layer_{j}" for j in run.read_layers],
+            "batch_size": run.cfg.data.batch_size,
+            "max_frames": max(1, int(run.cfg.data.max_seconds * run.teacher.frame_rate))}
 
 
 def finish(run: Run, status: str) -> dict:
@@ -679,6 +761,10 @@ def finish(run: Run, status: str) -> dict:
         "theoretical_speedup": stacking.theoretical_speedup(stages.depths, stages.steps, cost),
         "cost_model": dataclasses.asdict(cost),
         "final_losses": final_losses(run.out_dir / runs.METRICS),
+        "arm": "none_cm" if run.compute_matched else sc.variant,
+        "compute_matched": run.compute_matched,
+        "data_per_step": data_per_step(run),
+        "heldout": heldout_summary(run, status),
         "hardware": hardware(),
         "git_commit": git_commit(),
         "started": run.started,

@@ -28,7 +28,7 @@ def tiny_cfg(corpus, tmp_path, *overrides):
     """The shipped tiny config, shortened, on the fabricated corpus."""
     return load_run_config(TINY, [
         f"data.corpus={corpus}", f"teacher.cache_dir={corpus / 'cache'}", "data.max_seconds=1.0",
-        "train.steps=20", "train.log_every=1", "train.threads=1", "train.device=cpu", *overrides,
+        "train.steps=20", "train.log_every=1", "train.threads=1", "train.device=cpu", "data.heldout=0", *overrides,
     ])
 
 
@@ -178,7 +178,7 @@ def test_cli_distill(corpus, tmp_path, capsys):
     from harness.cli import main
 
     args = ["distill", "--config", str(TINY), f"data.corpus={corpus}", f"teacher.cache_dir={tmp_path / 'c'}",
-            "train.steps=8", "train.device=cpu", "--out", str(tmp_path / "run")]
+            "train.steps=8", "train.device=cpu", "data.heldout=0", "--out", str(tmp_path / "run")]
     assert main(args) == 0
     assert capsys.readouterr().out.startswith("ok")
     assert main(args[:2] + ["nope.yaml", "--out", str(tmp_path / "x")]) == 2

@@ -15,6 +15,7 @@ from harness import runs
 from harness.config import RunConfig
 from harness.sweep import tracks
 from harness.sweep.run import load_sweep
+from harness.sweep.trials import tasks_of
 
 # Rough per-step costs on a 2-core CPU with the teacher cached, used only when no finished
 # run of the same profile exists to learn from. They are estimates, labelled as such.
@@ -41,11 +42,12 @@ def dry_run(path: str | Path, **kwargs: Any) -> str:
     for t in sweep.trials:
         prof = t.config.profile
         sps = (sum(measured) / len(measured)) if measured else _GUESS_SECONDS_PER_STEP[prof]
-        secs = t.config.train.steps * sps + (_GUESS_EVAL_SECONDS[prof] if sweep.config.evaluate else 0)
+        tasks = tasks_of(sweep, t.config.train.seed)
+        secs = t.config.train.steps * sps + (_GUESS_EVAL_SECONDS[prof] if tasks else 0)
         nbytes = estimate_params(t.config) * 4 * 4  # student.ckpt + training checkpoint (Adam: 3x)
         total_s += secs
         total_b += nbytes
-        state = "done" if runs.trial_done(sweep.out_dir / t.run_id, sweep.config.evaluate) else "todo"
+        state = "done" if runs.trial_done(sweep.out_dir / t.run_id, tasks) else "todo"
         lines.append(f"  {t.run_id:<48} {state:<5} ~{secs / 60:6.1f} min  ~{nbytes / 2**20:6.1f} MiB")
     basis = "measured from finished runs" if measured else "rough guess; no finished run to learn from"
     lines.append(f"total ~{total_s / 3600:.2f} h ({basis}), ~{total_b / 2**20:.0f} MiB of run folders "

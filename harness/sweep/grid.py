@@ -75,8 +75,14 @@ class SweepConfig:
     base: str = ""
     overrides: dict[str, Any] = field(default_factory=dict)
     grid: dict[str, list[Any]] = field(default_factory=dict)
+    # extra grid points (dotted key -> value each), run with every seed after the grid's:
+    # e.g. the compute-matched `none`, {stacking.variant: none, train.compute_matched: true}
+    points: list[dict[str, Any]] = field(default_factory=list)
     seeds: list[int] = field(default_factory=lambda: [0])
     evaluate: list[str] = field(default_factory=list)
+    # the seeds whose trials are scored on `evaluate` (empty: every seed); the others get
+    # only their run's own held-out evaluation (more seeds for the cheap metric)
+    evaluate_seeds: list[int] = field(default_factory=list)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     storage: str = "results"
@@ -93,6 +99,9 @@ class SweepConfig:
         for key, values in self.grid.items():
             if not values:
                 raise ConfigError(f"grid.{key} must list at least one value")
+        for i, point in enumerate(self.points):
+            if not isinstance(point, dict) or not point:
+                raise ConfigError(f"points[{i}] must be a non-empty mapping of dotted keys to values, got {point!r}")
 
 
 @dataclass
@@ -144,9 +153,12 @@ def expand_grid(cfg: SweepConfig, base: dict, path: Path, config_cls: type) -> l
         ConfigError: naming the sweep file and the grid point, or duplicate run ids.
     """
     keys = list(cfg.grid)
+    points = [dict(zip(keys, values)) for values in itertools.product(*(cfg.grid[k] for k in keys))]
+    if not keys and cfg.points:
+        points = []  # only the listed points (no grid: not the base config as well)
+    points += [dict(p) for p in cfg.points]
     trials = []
-    for values in itertools.product(*(cfg.grid[k] for k in keys)):
-        point = dict(zip(keys, values))
+    for point in points:
         for seed in cfg.seeds:
             overrides = {**point, "train.seed": seed}
             data = copy.deepcopy(base)
@@ -161,7 +173,7 @@ def expand_grid(cfg: SweepConfig, base: dict, path: Path, config_cls: type) -> l
             except ConfigError as err:
                 msg = str(err).replace(f"{path}: ", "", 1)
                 raise ConfigError(f"{path}: grid point {point}: {msg}") from None
-            trials.append(Trial(_run_id(point, seed, keys), overrides, run_cfg))
+            trials.append(Trial(_run_id(point, seed, list(point)), overrides, run_cfg))
     ids = [t.run_id for t in trials]
     dupes = {i for i in ids if ids.count(i) > 1}
     if dupes:

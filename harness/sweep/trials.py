@@ -16,6 +16,13 @@ from harness.config import RunConfig, from_dict, to_dict
 from harness.sweep.grid import Sweep
 
 
+def tasks_of(sweep: Sweep, seed: int) -> list[str]:
+    """The tasks a trial of ``seed`` is scored on (``evaluate``, unless ``evaluate_seeds``
+    leaves its seed out)."""
+    keep = sweep.config.evaluate_seeds
+    return list(sweep.config.evaluate) if not keep or seed in keep else []
+
+
 def trial_payloads(sweep: Sweep, threads: int) -> list[dict]:
     """Each trial of ``sweep`` as the plain payload :func:`run_trial` takes."""
     return [
@@ -25,7 +32,7 @@ def trial_payloads(sweep: Sweep, threads: int) -> list[dict]:
             "run_dir": str(sweep.out_dir / t.run_id),
             "config": to_dict(t.config),
             "overrides": t.overrides,
-            "evaluate": list(sweep.config.evaluate),
+            "evaluate": tasks_of(sweep, t.config.train.seed),
             "threads": threads,
             "cwd": str(Path.cwd()),
         }

@@ -193,3 +193,32 @@ def test_dry_run_sizes_come_from_the_real_student_presets():
     wide = from_dict(RunConfig, {"profile": "embedded", "student": {"preset": "student_embedded", "width": 256,
                                                                     "heads": 4}})
     assert estimate_params(wide) == 8 * (4 * 256 * 256 + 2 * 256 * 512 + 256 * 192)
+
+
+def test_points_add_trials_after_the_grid(tmp_path):
+    text = SWEEP.replace("  loss.w: [0.0, 0.5]\n", "") + (
+        "points:\n  - {stacking.variant: none, train.compute_matched: true}\n")
+    sweep = load_sweep(_write(tmp_path, text, base_text="train:\n  steps: 10\nstacking:\n  stages: 2\n"))
+    ids = [t.run_id for t in sweep.trials]
+    assert ids == ["variant=none-s0", "variant=none-s1", "variant=interleaved-s0", "variant=interleaved-s1",
+                   "variant=none-compute_matched=True-s0", "variant=none-compute_matched=True-s1"]
+    cm = sweep.trials[-1].config
+    assert cm.train.compute_matched and cm.stacking.variant == "none" and cm.train.seed == 1
+    assert not sweep.trials[0].config.train.compute_matched
+    # a point is validated like a grid point: a bad one names the file and the point
+    bad = SWEEP + "points:\n  - {stacking.variant: top, train.compute_matched: true}\n"
+    with pytest.raises(ConfigError, match=r"sweep.yaml: grid point .*compute_matched: only for stacking.variant none"):
+        load_sweep(_write(tmp_path, bad))
+    with pytest.raises(ConfigError, match=r"points\[0\] must be a non-empty mapping"):
+        load_sweep(_write(tmp_path, SWEEP + "points:\n  - {}\n"))
+
+
+def test_evaluate_seeds_score_only_those_seeds(tmp_path):
+    from harness.sweep.trials import trial_payloads
+
+    text = SWEEP + "evaluate: [ks, pr]\nevaluate_seeds: [0]\n"
+    sweep = load_sweep(_write(tmp_path, text))
+    tasks = {p["run_id"]: p["evaluate"] for p in trial_payloads(sweep, threads=1)}
+    assert tasks["variant=none-w=0.0-s0"] == ["ks", "pr"] and tasks["variant=none-w=0.0-s1"] == []
+    everyone = load_sweep(_write(tmp_path, SWEEP + "evaluate: [ks]\n"))
+    assert all(p["evaluate"] == ["ks"] for p in trial_payloads(everyone, threads=1))
