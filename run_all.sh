@@ -183,7 +183,7 @@ if [ "$profile" = paper ]; then
   harness data import librispeech "$librispeech" --out "$data"
   sets=(--set "teacher.spec=$teacher_spec" --set "data.corpus=$data")
   studies=(main)
-  [ "$quick" = 1 ] || studies=(main schedule loss_weight layer_map_init)
+  [ "$quick" = 1 ] || studies=(main extra_arms schedule loss_weight layer_map_init)
   for s in "${studies[@]}"; do
     step "study sweeps/paper/$s.yaml"
     harness sweep "sweeps/paper/$s.yaml" "${sweep_args[@]}" "${sets[@]}"
@@ -252,7 +252,7 @@ wait "$fb_pid"
 
 sets=(--set "teacher.spec=$teacher")
 studies=(main)
-[ "$quick" = 1 ] || studies=(main schedule loss_weight layer_map_init askd)
+[ "$quick" = 1 ] || studies=(main extra_arms schedule loss_weight layer_map_init askd)
 # --quick: 150 steps of 8 utterances read each of the first 1200 distill utterances about
 # once, so only those are cached (the teacher cache of the whole split takes minutes), and
 # the students are scored on KS, IC and PR only (the tasks the teacher clearly wins, minus

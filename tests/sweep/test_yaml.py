@@ -36,8 +36,16 @@ def test_yaml_validates(path):
         assert load_sweep(path, overrides=PAPER_SET).trials
 
 
-def test_main_study_covers_every_variant_and_three_seeds():
-    sweep = load_sweep(ROOT / "sweeps/embedded/main.yaml")
-    variants = {t.config.stacking.variant for t in sweep.trials}
-    assert variants == {"none", "top", "bottom", "middle", "interleaved"}
-    assert len(sweep.config.seeds) >= 3 and len(sweep.trials) == 5 * len(sweep.config.seeds)
+def test_main_study_has_its_arms_and_paired_seeds():
+    """none, none_cm (compute-matched), top, middle, interleaved over >= 3 seeds; bottom and
+    l1_cos in the extra arms; the MSE loss of the paper in the base."""
+    for profile in ("embedded", "paper"):
+        sweep = load_sweep(ROOT / f"sweeps/{profile}/main.yaml", overrides=PAPER_SET)
+        arms = {("none_cm" if t.config.train.compute_matched else t.config.stacking.variant) for t in sweep.trials}
+        assert arms == {"none", "none_cm", "top", "middle", "interleaved"}
+        assert len(sweep.config.seeds) >= 3 and len(sweep.trials) == 5 * len(sweep.config.seeds)
+        assert {t.config.loss.per_layer for t in sweep.trials} == {"mse"}
+        assert all(t.config.data.heldout > 0 for t in sweep.trials)
+        extra = load_sweep(ROOT / f"sweeps/{profile}/extra_arms.yaml", overrides=PAPER_SET)
+        assert {(t.config.stacking.variant, t.config.loss.per_layer) for t in extra.trials} == {
+            ("bottom", "mse"), ("interleaved", "l1_cos")}
