@@ -492,6 +492,9 @@ class TrainConfig:
     # variant none only: train for the stacking schedule's compute (train.steps divided by
     # the schedule's theoretical speedup, stacking.stages/add/schedule) instead of train.steps
     compute_matched: bool = False
+    # also write every metrics.jsonl line as TensorBoard scalars to <run>/tensorboard/
+    # (tensorboardX, pinned in the lock); `tensorboard --logdir results/<sweep>` shows them
+    tensorboard: bool = False
 
     def validate(self) -> None:
         if self.steps < 1:

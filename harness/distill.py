@@ -106,14 +106,28 @@ class MetricsLog:
     those steps are redone identically.
     """
 
-    def __init__(self, out_dir: Path, keep_through: int) -> None:
+    def __init__(self, out_dir: Path, keep_through: int, tensorboard: bool = False) -> None:
         self._file = runs.open_metrics(out_dir, keep_until_step=keep_through)
+        self._tb = None
+        if tensorboard:
+            try:
+                from tensorboardX import SummaryWriter
+            except ImportError:
+                raise ConfigError("train.tensorboard: tensorboardX is not installed (it is in "
+                                  "requirements.lock: ./run_all.sh repair)") from None
+            self._tb = SummaryWriter(str(out_dir / "tensorboard"), purge_step=keep_through + 1)
 
     def append(self, row: dict) -> None:
         runs.append_metrics(self._file, row)
+        if self._tb is not None:
+            for key, value in row.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self._tb.add_scalar(key, value, row["step"])
 
     def close(self) -> None:
         self._file.close()
+        if self._tb is not None:
+            self._tb.close()
 
 
 # ----------------------------------------------------------------------------- small helpers
@@ -651,7 +665,7 @@ def train(run: Run, on_log: Optional[Callable[[dict], None]]) -> str:
     """
     cfg, stages, clock = run.cfg, run.stages, run.clock
     status, window = "ok", LogWindow()
-    metrics = MetricsLog(run.out_dir, keep_through=run.step)
+    metrics = MetricsLog(run.out_dir, keep_through=run.step, tensorboard=cfg.train.tensorboard)
     run.student.train()
     clock.start()
     try:

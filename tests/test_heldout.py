@@ -138,3 +138,25 @@ def test_every_arm_reads_the_same_arrays(corpus, tmp_path):
     full = next(iter(stage_batches(none, range(0, 1))))
     assert sorted(full["targets"]) == sorted(shallow["targets"])
     assert torch.equal(full["feats"], shallow["feats"])  # same seed and step: the same batch
+
+
+def test_tensorboard_scalars_include_the_heldout_curve(corpus, tmp_path):
+    from tensorboardX.event_file_writer import EventFileWriter  # noqa: F401  (tensorboardX present)
+    from tensorboardX.proto import event_pb2
+
+    out = tmp_path / "tb-run"
+    assert run_distill(cfg_for(corpus, "train.tensorboard=true"), out)["status"] == "ok"
+    files = list((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(files) == 1
+    import struct
+
+    tags = {}
+    data = files[0].read_bytes()
+    pos = 0
+    while pos < len(data):  # TFRecord framing: u64 length, u32 crc, payload, u32 crc
+        (n,) = struct.unpack("<Q", data[pos: pos + 8])
+        ev = event_pb2.Event.FromString(data[pos + 12: pos + 12 + n])
+        pos += 12 + n + 4
+        for v in ev.summary.value:
+            tags.setdefault(v.tag, []).append(ev.step)
+    assert tags["heldout_loss"] == [10, 20] and tags["loss"] == [5, 10, 15, 20]
