@@ -1,4 +1,4 @@
-"""``harness bench stacking | teacher-cache | throughput | gpu`` (:mod:`harness.bench`,
+"""``harness bench stacking | curve | teacher-cache | throughput | gpu`` (:mod:`harness.bench`,
 :mod:`harness.bench.throughput`, :mod:`harness.bench.gpu`).
 
 The benchmark modules are imported inside the commands: they pull in torch (and s3prl).
@@ -19,6 +19,14 @@ def cmd_bench_stacking(args: argparse.Namespace) -> int:
     variants = tuple(args.variants.split(",")) if args.variants else VARIANTS
     bench_stacking(args.profile, Path(args.out), variants=variants, overrides=args.overrides,
                    repeats=args.repeats, live=args.live)
+    return 0
+
+
+def cmd_bench_curve(args: argparse.Namespace) -> int:
+    from harness.bench.curve import bench_curve
+
+    bench_curve(args.profile, Path(args.out), steps=args.steps, eval_every=args.eval_every, variant=args.variant,
+                overrides=args.overrides)
     return 0
 
 
@@ -86,8 +94,24 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--out", required=True, help="JSON file")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="changes to sweeps/base/<profile>.yaml")
 
+    _add_curve(bench)
     _add_throughput(bench)
     _add_gpu(bench)
+
+
+def _add_curve(bench: Subparsers) -> None:
+    p = command(bench, "curve", cmd_bench_curve,
+                "the held-out learning curve of one long reference run (what the default steps are sized on)", [
+                    "harness bench curve --profile embedded --steps 1200 --eval-every 100 "
+                    "--out docs/benchmarks/curve-embedded-none.json train.threads=1",
+                    "harness bench curve --profile tiny --steps 200 --eval-every 20 --out /tmp/curve.json",
+                ])
+    p.add_argument("--profile", choices=("tiny", "embedded"), required=True)
+    p.add_argument("--steps", type=int, required=True, help="training steps of the reference run")
+    p.add_argument("--eval-every", type=int, required=True, help="held-out evaluation every N steps")
+    p.add_argument("--variant", default="none", help="stacking variant of the run (default: none)")
+    p.add_argument("--out", required=True, help="JSON file (a .png of the curve is written beside it)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="changes to sweeps/base/<profile>.yaml")
 
 
 def _add_throughput(bench: Subparsers) -> None:
