@@ -67,8 +67,10 @@ def _phone_index(records: list[dict]) -> dict[str, int]:
     return {p: i for i, p in enumerate(phones)}
 
 
-def build(ids: list[str], manifest: Path, teacher, cache=None) -> HeldoutSet:
-    """Batch the held-out utterances ``ids`` (from ``cache`` when given, else their audio).
+def build(ids: list[str], manifest: Path, teacher, cache=None, max_seconds: Optional[float] = None) -> HeldoutSet:
+    """Batch the held-out utterances ``ids`` (from ``cache`` when given, else their audio),
+    each cut to its first ``max_seconds`` (the training crop length: the evaluation sees
+    what training sees, at a fixed offset; ``None`` = whole utterances).
 
     Without ``phones`` on every held-out record (an imported corpus without alignments)
     the set has no probe labels and :func:`evaluate` measures the losses only.
@@ -80,11 +82,14 @@ def build(ids: list[str], manifest: Path, teacher, cache=None) -> HeldoutSet:
     records = [by_id[i] for i in ids]
     index = _phone_index(records) if all(r.get("phones") for r in records) else {}
     hop = int(round(16000 / teacher.frame_rate))
+    max_frames = int(max_seconds * teacher.frame_rate) if max_seconds else None
+    max_samples = int(max_seconds * 16000) if max_seconds else None
     order = sorted(range(len(records)), key=lambda i: records[i]["num_samples"])  # less padding
     batches, labels, frames = [], [], 0
     for s in range(0, len(order), BATCH):
         recs = [records[i] for i in order[s: s + BATCH]]
-        batch = _cached_batch(recs, cache, teacher.num_layers) if cache is not None else _wave_batch(recs, manifest)
+        batch = _cached_batch(recs, cache, teacher.num_layers, max_frames) if cache is not None \
+            else _wave_batch(recs, manifest, max_samples)
         n = batch["frame_lengths"].tolist() if "frame_lengths" in batch else \
             teacher.frame_lengths(batch["lengths"]).tolist()
         for r, k in zip(recs, n):
@@ -94,13 +99,13 @@ def build(ids: list[str], manifest: Path, teacher, cache=None) -> HeldoutSet:
     return HeldoutSet([r["id"] for r in (records[i] for i in order)], batches, labels, len(index), frames)
 
 
-def _cached_batch(recs: list[dict], cache, num_layers: int) -> dict:
+def _cached_batch(recs: list[dict], cache, num_layers: int, max_frames: Optional[int]) -> dict:
     try:
         arrays = [cache.get(r["id"]) for r in recs]
     except KeyError as err:
         raise ConfigError(f"data.heldout: {err.args[0]}; rebuild the cache with the held-out utterances") from None
     keys = ["frontend"] + [f"layer_{j}" for j in range(1, num_layers + 1) if f"layer_{j}" in arrays[0]]
-    lengths = [min(a[k].shape[0] for k in keys) for a in arrays]
+    lengths = [min([a[k].shape[0] for k in keys] + ([max_frames] if max_frames else [])) for a in arrays]
     t = max(lengths)
 
     def stack(key: str) -> torch.Tensor:
@@ -113,10 +118,10 @@ def _cached_batch(recs: list[dict], cache, num_layers: int) -> dict:
             "targets": {int(k.split("_")[1]): stack(k) for k in keys[1:]}}
 
 
-def _wave_batch(recs: list[dict], manifest: Path) -> dict:
+def _wave_batch(recs: list[dict], manifest: Path, max_samples: Optional[int]) -> dict:
     import soundfile as sf
 
-    wavs = [sf.read(str(audio_path(r, manifest.parent)), dtype="float32")[0] for r in recs]
+    wavs = [sf.read(str(audio_path(r, manifest.parent)), dtype="float32")[0][:max_samples] for r in recs]
     lengths = torch.tensor([len(w) for w in wavs], dtype=torch.int64)
     x = torch.zeros(len(wavs), int(lengths.max()))
     for b, w in enumerate(wavs):
