@@ -84,6 +84,8 @@ def test_evaluation_is_deterministic_and_leaves_train_mode(corpus, tmp_path):
     assert run.student.training
     assert a["output_loss"] == b["output_loss"] and a["probe"] == b["probe"]  # no dropout, no sampling
     assert a["frames"] == run.holdout.frames == sum(len(x) for x in run.holdout.labels)
+    # each held-out utterance is cut to the training crop (data.max_seconds = 1.0 s at 50 Hz)
+    assert max(len(x) for x in run.holdout.labels) == int(1.0 * run.teacher.frame_rate)
 
 
 def test_probe_reads_labels_it_is_given():
