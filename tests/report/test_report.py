@@ -27,7 +27,8 @@ from harness.report.figures import pareto_front
 from harness.report.collect import AskdStudy
 from harness.report.findings import askd_findings, main_findings
 from harness.report.render import render_report
-from harness.report.tables import Cell, Column, Table, _bold_best, build_askd_table, latex_escape
+from harness.report.askd_tables import build_askd_table
+from harness.report.tables import Cell, Column, Table, _bold_best, latex_escape
 from tests.support import fabricate
 
 # ----------------------------------------------------------------------------- fixtures
