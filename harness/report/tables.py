@@ -473,5 +473,5 @@ def runs_frame(results: Results) -> pd.DataFrame:
             index="key", columns="col", values="value", aggfunc="first")
         runs = runs.join(wide, on="key")
     for c in extra:
-        runs[c] = results.runs[c].to_numpy()
+        runs[c] = results.runs[c].to_numpy() if c in results.runs else math.nan
     return runs.drop(columns="key")
