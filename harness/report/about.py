@@ -91,7 +91,7 @@ def about_items(results: Results) -> list[tuple[str, str]]:
     return out
 
 
-def _ours(records: list[dict], metric: str, scale: float = 100.0) -> str:
+def _ours(records: list[dict], metric: str, scale: float = 100.0, unit: str = "") -> str:
     rec = next((r for r in records if r["design"] == "mean" and r["metric"] == metric
                 and r["arms"] == ["interleaved"]), None)
     if rec is None or rec["estimate"] is None:
@@ -99,7 +99,7 @@ def _ours(records: list[dict], metric: str, scale: float = 100.0) -> str:
     text = f"{rec['estimate'] * scale:.2f}"
     if rec["half_width"] is not None:
         text += f" ± {rec['half_width'] * scale:.2f}"
-    return f"{text} (n={rec['n']})"
+    return f"{text}{unit} (n={rec['n']})"
 
 
 def paper_rows(results: Results, records: list[dict], bench: dict | None = None) -> list[dict]:
@@ -115,9 +115,8 @@ def paper_rows(results: Results, records: list[dict], bench: dict | None = None)
                 ours += f"; measured wall-clock {b['speedup_wall']['value']:.2f}x (bench)"
             rows.append({"quantity": label, "paper": f"x{value:.2f}", "ours": ours, "note": note})
             continue
-        pct = _ours(records, metric, 100.0)
-        rows.append({"quantity": label, "paper": f"{value:.2f} {unit}", "ours": pct if pct.startswith("n/a")
-                     else f"{pct} {unit}", "note": note})
+        rows.append({"quantity": label, "paper": f"{value:.2f} {unit}", "ours": _ours(records, metric, 100.0, f" {unit}"),
+                     "note": note})
     setup = PAPER["setup"]
     rows.append({"quantity": "teacher", "paper": setup["teacher"],
                  "ours": ", ".join(_unique(results.runs["teacher"])) or "n/a", "note": ""})

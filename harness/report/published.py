@@ -31,7 +31,7 @@ PAPER = {
 
 # Teachers whose make-up the report can state (by the start of the teacher id in summary.json).
 KNOWN_TEACHERS = {
-    "embedded-": (
+    "embedded": (
         "the shipped embedded teacher (harness/assets/README.md): a HuBERT-style model, fbank front-end + "
         "8 post-LN transformer layers, width 192, 3.09 M parameters, pretrained on the synthetic embedded "
         "corpus on a 2-core CPU: two HuBERT k-means iterations (29 min), then a supervised phone-target "
