@@ -22,6 +22,7 @@ def _command_line(args: argparse.Namespace) -> str:
     else:
         words = ["report", *args.results, "--out", args.out]
         words += ["--probe", args.probe] if args.probe else []
+        words += ["--bench", args.bench] if args.bench else []
         words += ["--title", args.title] if args.title else []
         words += ["--no-pdf"] if args.no_pdf else []
         words += ["--pdf-engine", args.pdf_engine] if args.pdf_engine != "auto" else []
@@ -33,12 +34,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     rep = render_report(
         args.results, Path(args.out), probe=args.probe, command=_command_line(args), title=args.title,
-        pdf=not args.no_pdf, pdf_engine=args.pdf_engine,
+        pdf=not args.no_pdf, pdf_engine=args.pdf_engine, bench=args.bench,
     )
     failed = sum(p.kind in ("failed", "incomplete", "unreadable") for p in rep.problems)
     print(f"report: {rep.html}")
     if rep.pdf:
         print(f"pdf:    {rep.pdf} ({rep.pdf_pages} pages, {rep.pdf_engine})")
+    if rep.stats:
+        print(f"stats:  {rep.stats} ({len(rep.records)} records)")
     print(f"tables: {len(rep.tables)}, figures: {len(rep.figures)}"
           + (f" (not drawn: {', '.join(rep.skipped_figures)})" if rep.skipped_figures else ""))
     if failed:
@@ -52,12 +55,15 @@ def add_parser(sub: Subparsers) -> None:
         "harness report results/main results/ablation_w --probe results/teacher/probe.json "
         "--out reports/embedded",
         "harness report results/main results/askd --out reports/embedded   # with the ASKD study",
+        "harness report results/main --bench results/bench/stacking.json --out reports/main   # clean speed ratios",
     ])
     p.add_argument("results", nargs="+", metavar="RESULTS_DIR",
                    help="results/<sweep>/ folders (one folder per run), ASKD study folders (with askd.json), "
                    "or results/ itself")
     p.add_argument("--out", required=True, help="report folder, e.g. reports/NAME")
     p.add_argument("--probe", help="teacher probe JSON (per-layer phone/speaker accuracy, layer CKA)")
+    p.add_argument("--bench", help="`harness bench stacking` JSON: speed table, theory-vs-measured figure and "
+                   "speed findings (sweep trials run two at a time, so their times are not clean ratios)")
     p.add_argument("--title", help="page title (default: the --out folder's name)")
     p.add_argument("--no-pdf", action="store_true", help="skip report.pdf")
     p.add_argument("--pdf-engine", choices=("auto", "weasyprint", "matplotlib"), default="auto")

@@ -31,9 +31,12 @@ import pandas as pd
 
 from harness import runs
 from harness.config import ConfigError, to_dict
+from harness.report.heldout import HELDOUT_COLUMNS, arm_of, curve_rows, row_fields
 
 
-VARIANT_ORDER = ("none", "top", "bottom", "middle", "interleaved")
+# Comparison arms in report order: the stacking variants, with the compute-matched none
+# (variant none trained for the stacking schedule's compute, summary.json's ``arm``) after none.
+VARIANT_ORDER = ("none", "none_cm", "top", "bottom", "middle", "interleaved")
 # Config keys that differ between runs without being part of the design.
 IGNORED_KEYS = ("train.seed", "train.device", "train.threads", "data.num_workers", "teacher.cache_dir",
                 "data.corpus", "teacher.cache")
@@ -79,14 +82,22 @@ class Results:
 
     Attributes:
         runs: one row per run folder: ``key`` (``<sweep>/<run_id>``), ``sweep``, ``run_id``,
-            ``run_dir``, ``status``, ``ok``, ``variant``, ``seed``, ``schedule``, ``teacher``,
+            ``run_dir``, ``status``, ``ok``, ``variant``, ``arm`` (``summary.json``'s comparison arm:
+            the variant, or ``none_cm``; the variant for older runs), ``seed``, ``schedule``, ``teacher``,
             ``profile``, ``student_params``, ``train_seconds`` (s), ``eval_seconds`` (s, SUPERB
             scoring, from ``superb.json``), ``flops``,
-            ``superb_score``, ``git_commit``, ``start_time``, ``end_time``, ``device``,
+            ``superb_score``, ``train_cpu_seconds``, ``theoretical_speedup``,
+            ``heldout_output_loss``, ``heldout_probe_best``, ``heldout_utterances``,
+            ``heldout_frames``, ``compute_matched_steps`` / ``_of_steps`` (NaN when absent),
+            ``git_commit``, ``start_time``, ``end_time``, ``device``,
             ``cpu_count``, ``torch``, and ``cfg.<dotted key>`` for every resolved config value.
         tasks: one row per run x task: ``key``, ``sweep``, ``variant``, ``seed``, ``task``,
             ``metric``, ``direction``, ``value``, ``n``, ``dev_value``.
         curves: the ``metrics.jsonl`` lines with ``key``, ``sweep``, ``variant``, ``seed``.
+        heldout: the held-out curve of each run (``summary.json``'s ``heldout.curve``, else the
+            ``metrics.jsonl`` lines carrying ``heldout_loss``): ``key``, ``sweep``, ``arm``,
+            ``seed``, ``step``, ``time`` (training s so far), ``cpu_time``, ``output_loss``,
+            ``probe_best``. Empty for runs written before the held-out evaluation existed.
         stages: per run and stage: ``key``, ``stage``, ``depth``, ``steps``, ``seconds``.
         layer_weights: ``{key: {task: [w_0..w_L]}}`` from ``superb.json``.
         analysis: ``{key: analysis.json contents}``.
@@ -100,6 +111,7 @@ class Results:
     tasks: pd.DataFrame
     curves: pd.DataFrame
     stages: pd.DataFrame
+    heldout: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=HELDOUT_COLUMNS))
     layer_weights: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     analysis: dict[str, dict] = field(default_factory=dict)
     probe: dict | None = None
@@ -135,7 +147,7 @@ def _run_dirs(results_dir: Path) -> list[Path]:
     return sorted(d for d in results_dir.iterdir() if d.is_dir() and any((d / m).exists() for m in markers))
 
 
-RunRead = tuple[dict, list[dict], list[dict], list[dict], dict, "dict | None", list[Problem]]
+RunRead = tuple[dict, list[dict], list[dict], list[dict], dict, "dict | None", list[Problem], list[dict]]
 
 
 def read_run(run_dir: Path, default_sweep: str) -> RunRead:
@@ -143,7 +155,7 @@ def read_run(run_dir: Path, default_sweep: str) -> RunRead:
 
     Returns:
         (run row, task rows, curve rows, stage rows, layer weights {task: list},
-        analysis dict or None, problems).
+        analysis dict or None, problems, held-out curve rows).
     """
     problems: list[Problem] = []
     summary, status = _read_summary(run_dir, problems)
@@ -162,6 +174,7 @@ def read_run(run_dir: Path, default_sweep: str) -> RunRead:
     row = _run_row(run_dir, summary, status, cfg, trial, overrides, default_sweep)
     tasks = _task_rows(run_dir, summary, row, problems)
     curves: list[dict] = []
+    lines: list[dict] = []
     if (run_dir / "metrics.jsonl").is_file():
         lines, bad = runs.read_metrics(run_dir / "metrics.jsonl")
         if bad:
@@ -182,7 +195,8 @@ def read_run(run_dir: Path, default_sweep: str) -> RunRead:
             problems.append(Problem(str(run_dir / "analysis.json"), "missing" if why == "missing" else "unreadable",
                                     "no CKA / probes" if why == "missing" else (why or "not a mapping")))
         analysis = None
-    return row, tasks, curves, stages, weights, analysis, problems
+    heldout = curve_rows(summary, lines, {k: row[k] for k in ("key", "sweep", "arm", "seed")})
+    return row, tasks, curves, stages, weights, analysis, problems, heldout
 
 
 def _read_summary(run_dir: Path, problems: list[Problem]) -> tuple[dict, str]:
@@ -224,6 +238,7 @@ def _run_row(run_dir: Path, summary: dict, status: str, cfg: dict, trial: Any, o
         "key": f"{sweep}/{run_id}", "sweep": sweep, "run_id": run_id, "run_dir": str(run_dir), "status": status,
         "ok": status == "ok",
         "variant": str(summary.get("variant") or stack.get("variant") or overrides.get("stacking.variant") or "?"),
+        "arm": None,
         "seed": int(seed) if isinstance(seed, (int, float)) and not isinstance(seed, bool) else -1,
         "schedule": json.dumps(summary["schedule"]) if isinstance(summary.get("schedule"), list)
         else summary.get("schedule", stack.get("schedule")),
@@ -239,7 +254,9 @@ def _run_row(run_dir: Path, summary: dict, status: str, cfg: dict, trial: Any, o
         "superb_ref": summary.get("superb_ref"),
         "eval_seconds": math.nan,
         "device": hw.get("device"), "cpu_count": hw.get("cpu_count"), "torch": hw.get("torch"),
+        **row_fields(summary),
     }
+    row["arm"] = arm_of(summary, row["variant"])
     if isinstance(row["schedule"], list):
         row["schedule"] = json.dumps(row["schedule"])
     for k, v in runs.flatten(cfg, json_lists=True).items():
@@ -358,7 +375,7 @@ def read_askd(folder: str | Path) -> AskdStudy:
     return study
 
 
-RUN_COLUMNS = ["key", "sweep", "run_id", "run_dir", "status", "ok", "variant", "seed", "schedule", "teacher",
+RUN_COLUMNS = ["key", "sweep", "run_id", "run_dir", "status", "ok", "variant", "arm", "seed", "schedule", "teacher",
                "profile", "student_params", "train_seconds", "flops", "superb_score", "git_commit", "start_time",
                "end_time", "superb_ref", "eval_seconds", "device", "cpu_count", "torch"]
 
@@ -375,7 +392,7 @@ def collect(results_dirs: list[str | Path], probe: str | Path | None = None) -> 
     Raises:
         FileNotFoundError: a folder does not exist or holds no run folder.
     """
-    rows, tasks, curves, stages, problems = [], [], [], [], []
+    rows, tasks, curves, stages, problems, heldout = [], [], [], [], [], []
     weights, analysis = {}, {}
     studies: list[AskdStudy] = []
     for d in results_dirs:
@@ -396,16 +413,17 @@ def collect(results_dirs: list[str | Path], probe: str | Path | None = None) -> 
             raise FileNotFoundError(f"{d}: no run folders in it (each needs a summary.json or config.yaml; "
                                     "an ASKD study folder needs askd.json)")
         for rd, default_sweep in found:
-            row, t, c, s, w, a, p = read_run(rd, default_sweep=default_sweep)
+            row, t, c, s, w, a, p, h = read_run(rd, default_sweep=default_sweep)
             if any(r["key"] == row["key"] for r in rows):
                 # Two folders claiming the same run id: keep both, visibly.
                 row["key"] = f"{row['key']}@{rd}"
-                for x in t + c + s:
+                for x in t + c + s + h:
                     x["key"] = row["key"]
             rows.append(row)
             tasks += t
             curves += c
             stages += s
+            heldout += h
             problems += p
             # Only finished runs feed figures; a failed run's leftovers would mix into means.
             if w and row["ok"]:
@@ -418,8 +436,8 @@ def collect(results_dirs: list[str | Path], probe: str | Path | None = None) -> 
     order = {v: i for i, v in enumerate(VARIANT_ORDER)}
     sweeps = {s: i for i, s in enumerate(dict.fromkeys(runs["sweep"]))}
     runs["_sweep"] = runs["sweep"].map(sweeps)
-    runs["_order"] = runs["variant"].map(lambda v: order.get(v, len(order)))
-    runs = (runs.sort_values(["_sweep", "_order", "variant", "seed"], kind="stable")
+    runs["_order"] = runs["arm"].map(lambda v: order.get(v, len(order)))
+    runs = (runs.sort_values(["_sweep", "_order", "arm", "seed"], kind="stable")
             .drop(columns=["_sweep", "_order"]).reset_index(drop=True))
     return Results(
         runs=runs,
@@ -428,6 +446,7 @@ def collect(results_dirs: list[str | Path], probe: str | Path | None = None) -> 
         curves=pd.DataFrame(curves) if curves else pd.DataFrame(columns=["key", "sweep", "variant", "seed", "step",
                                                                          "stage", "loss", "time"]),
         stages=pd.DataFrame(stages, columns=["key", "stage", "depth", "steps", "seconds"]),
+        heldout=pd.DataFrame(heldout, columns=HELDOUT_COLUMNS),
         layer_weights=weights, analysis=analysis,
         probe=read_probe(probe) if probe else None,
         problems=problems, sources=[str(d) for d in results_dirs], askd=studies,
@@ -438,18 +457,20 @@ def varying_keys(runs: pd.DataFrame) -> list[str]:
     """Config keys (``cfg.`` columns, without the prefix) that take more than one value.
 
     Seeds, devices and paths are not part of a study's design and are left out; keys that
-    only vary together with ``stacking.variant`` (e.g. the number of stages of ``none``)
-    are folded into the variant.
+    only vary together with the comparison arm (``stacking.variant``, or ``none_cm``: e.g.
+    the number of stages of ``none``, the steps of the compute-matched ``none``) are folded
+    into the arm.
     """
     out = []
-    multi_variant = runs["variant"].nunique() > 1
+    arm = "arm" if "arm" in runs else "variant"
+    multi_variant = runs[arm].nunique() > 1
     for col in runs.columns:
         if not col.startswith("cfg.") or col[4:] in IGNORED_KEYS or col == "cfg.stacking.variant":
             continue
         vals = runs[col].dropna().astype(str)
         if vals.nunique() <= 1:
             continue
-        per_variant = runs.dropna(subset=[col]).astype({col: str}).groupby("variant")[col].nunique()
+        per_variant = runs.dropna(subset=[col]).astype({col: str}).groupby(arm)[col].nunique()
         if multi_variant and (per_variant <= 1).all():
             continue
         out.append(col[4:])

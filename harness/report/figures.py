@@ -32,6 +32,7 @@ plt.rcParams["svg.fonttype"] = "none"  # text stays text (searchable, smaller)
 DPI = 150
 _PALETTE = sns.color_palette("colorblind", 10)
 VARIANT_COLORS = {v: _PALETTE[i] for i, v in enumerate(("none", "top", "bottom", "middle", "interleaved"))}
+VARIANT_COLORS["none_cm"] = (0.2, 0.2, 0.2)  # the compute-matched none: near-black (dashed in curves)
 
 
 @dataclass
@@ -137,8 +138,19 @@ def separate_labels(fig, labels: list, step: float = 4.0, tries: int = 40) -> No
         placed.append(ann.get_window_extent(renderer))
 
 
-def frontier(results: Results, groups: pd.Series, folder: Path, fid: str = "frontier") -> Figure | str:
-    """Train time vs SUPERB score per group: mean +/- std error bars, Pareto front drawn."""
+def _t_half(std: float, n: int) -> float:
+    """Half-width of the 95% t-interval of a mean (0 when it is undefined)."""
+    from scipy import stats as st
+
+    if n < 2 or not math.isfinite(std):
+        return 0.0
+    return float(st.t.ppf(0.975, n - 1) * std / math.sqrt(n))
+
+
+def frontier(results: Results, groups: pd.Series, folder: Path, fid: str = "frontier",
+             front: bool = True, why_no_front: str = "") -> Figure | str:
+    """Train time vs SUPERB score per group: mean with 95% t-interval bars; the Pareto front
+    only when ``front`` (both axes differ beyond their noise), else ``why_no_front`` says why."""
     runs = results.runs[results.runs["ok"] & results.runs["key"].isin(groups.index)].copy()
     runs["group"] = runs["key"].map(groups)
     runs = runs.dropna(subset=["train_seconds", "superb_score"])
@@ -148,16 +160,21 @@ def frontier(results: Results, groups: pd.Series, folder: Path, fid: str = "fron
     stats = runs.groupby("group").agg(t=("train_seconds", "mean"), ts=("train_seconds", "std"),
                                       q=("superb_score", "mean"), qs=("superb_score", "std"),
                                       n=("key", "size")).reindex(order)
+    stats["th"] = [_t_half(s, int(n)) for s, n in zip(stats["ts"], stats["n"])]
+    stats["qh"] = [_t_half(s, int(n)) for s, n in zip(stats["qs"], stats["n"])]
     scale, unit = _time_unit(float(stats["t"].max()))
     colors = colors_for(order)
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     pts = list(zip(stats["t"] / scale, stats["q"]))
-    front = pareto_front(pts)
-    fx, fy = [pts[i][0] for i in front], [pts[i][1] for i in front]
-    ax.step(fx, fy, where="post", color="0.55", lw=1.2, ls="--", zorder=1, label="Pareto front")
-    on = {order[i] for i in front}
+    on: set = set()
+    if front:
+        idx = pareto_front(pts)
+        ax.step([pts[i][0] for i in idx], [pts[i][1] for i in idx], where="post", color="0.55", lw=1.2, ls="--",
+                zorder=1, label="Pareto front")
+        on = {order[i] for i in idx}
+        ax.plot([], [], "o", ms=8, mfc="white", mec="black", mew=1.6, label="on the Pareto front")
     for (g, r), (x, y) in zip(stats.iterrows(), pts):
-        ax.errorbar(x, y, xerr=np.nan_to_num(r.ts) / scale, yerr=np.nan_to_num(r.qs), fmt="o", ms=8,
+        ax.errorbar(x, y, xerr=r.th / scale, yerr=r.qh, fmt="o", ms=8,
                     color=colors[g], capsize=3, lw=1.4, zorder=3, mec="black" if g in on else colors[g],
                     mew=1.6 if g in on else 1.0)
     labels = [ax.annotate(f"{g} (n={int(r.n)})", (x, y), xytext=(8, 6), textcoords="offset points",
@@ -165,16 +182,19 @@ def frontier(results: Results, groups: pd.Series, folder: Path, fid: str = "fron
     ax.set_xlabel(f"train wall-clock ({unit}), lower is faster")
     ax.set_ylabel("SUPERB score (higher is better)")
     ax.grid(True, alpha=0.3)
-    ax.plot([], [], "o", ms=8, mfc="white", mec="black", mew=1.6, label="on the Pareto front")
-    ax.legend(fontsize=8, loc="lower right", frameon=True)
+    if front:
+        ax.legend(fontsize=8, loc="lower right", frameon=True)
     # Leave room for the labels at the extremes.
     ax.margins(x=0.12, y=0.12)
     fig.tight_layout()
     separate_labels(fig, labels)
-    on_front = ", ".join(order[i] for i in front)
+    if front:
+        text = ("Points outlined in black are on the Pareto front (no other setting is both faster and "
+                f"better): {', '.join(o for o in order if o in on)}.")
+    else:
+        text = f"No Pareto front drawn: {why_no_front}."
     return _save(fig, folder, fid, "Speed vs quality",
-                 f"Mean ± std over seeds. Points outlined in black are on the Pareto front (no other "
-                 f"setting is both faster and better): {on_front}.")
+                 f"Mean over seeds with its 95% t-interval on both axes (none with one seed). {text}")
 
 
 def loss_curves(results: Results, groups: pd.Series, folder: Path, fid: str = "loss_curves") -> Figure | str:
@@ -273,8 +293,15 @@ def _mean_matrix(results: Results, keys: list[str], field: str) -> tuple[np.ndar
     return np.mean(same, axis=0), len(same)
 
 
+ALIKE = 0.15  # CKA differences under 15% of the 0-1 colour scale are hard to see between panels
+
+
 def cka_heatmaps(results: Results, groups: pd.Series, folder: Path, field: str, fid: str) -> Figure | str:
     """One heatmap per group of an ``analysis.json`` matrix (mean over the seeds that have it).
+
+    When every panel differs from ``none``'s by less than :data:`ALIKE` everywhere (absolute
+    panels would look the same), ``none`` is drawn as is and every other group as its
+    difference to ``none`` (diverging colours, symmetric scale).
 
     Args:
         field: ``cka_teacher`` (student hidden state x teacher hidden state) or ``cka_self``.
@@ -287,6 +314,10 @@ def cka_heatmaps(results: Results, groups: pd.Series, folder: Path, field: str, 
         panels.append((g, m, n, len(keys)))
     if all(m is None for _, m, _, _ in panels):
         return f"no analysis.json with '{field}'"
+    ref = next((m for g, m, _, _ in panels if g == "none" and m is not None), None)
+    others = [m for g, m, _, _ in panels if g != "none" and m is not None and ref is not None and m.shape == ref.shape]
+    if ref is not None and others and max(float(np.abs(m - ref).max()) for m in others) < ALIKE:
+        return _cka_diff(panels, ref, folder, field, fid)
     ncol = min(len(panels), 5)
     nrow = math.ceil(len(panels) / ncol)
     fig, axes = plt.subplots(nrow, ncol, figsize=(2.6 * ncol + 1.0, 2.75 * nrow + 0.3), squeeze=False,
@@ -321,6 +352,44 @@ def cka_heatmaps(results: Results, groups: pd.Series, folder: Path, field: str, 
         caption += (" Runs without an analysis (failed, or no analysis.json), left out of the mean: "
                     + ", ".join(missing) + ".")
     return _save(fig, folder, fid, title, caption)
+
+
+def _cka_diff(panels: list, ref: np.ndarray, folder: Path, field: str, fid: str) -> Figure:
+    """none's CKA matrix, then every other group's difference to it (see :func:`cka_heatmaps`)."""
+    diffs = [(g, None if m is None or m.shape != ref.shape else m - ref, n, total) for g, m, n, total in panels
+             if g != "none"]
+    lim = max(float(np.abs(d).max()) for _, d, _, _ in diffs if d is not None) or 0.01
+    ncol = min(len(diffs) + 1, 5)
+    nrow = math.ceil((len(diffs) + 1) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(2.6 * ncol + 1.6, 2.75 * nrow + 0.3), squeeze=False,
+                             layout="constrained")
+    for ax in axes.flat[len(diffs) + 1:]:
+        ax.axis("off")
+    xlabel = "teacher layer" if field == "cka_teacher" else "student layer"
+    n_none = next((n for g, _, n, _ in panels if g == "none"), 0)
+    im0 = _heat(axes.flat[0], ref, 0, 1, "viridis")
+    axes.flat[0].set_title(f"none (n={n_none})", fontsize=10)
+    fig.colorbar(im0, ax=axes.flat[0], shrink=0.8, fraction=0.05, pad=0.02, label="linear CKA")
+    for ax, (g, d, n, total) in zip(list(axes.flat)[1:], diffs):
+        if d is None:
+            ax.text(0.5, 0.5, "n/a", ha="center", va="center", transform=ax.transAxes)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        else:
+            _heat(ax, d, -lim, lim, "RdBu_r")
+        ax.set_title(f"{g} − none (n={n})", fontsize=10)
+    for i, ax in enumerate(axes.flat[: len(diffs) + 1]):
+        ax.set_xlabel(xlabel, fontsize=9)
+        ax.set_ylabel("student layer" if i % ncol == 0 else "", fontsize=9)
+        ax.tick_params(labelsize=7, rotation=0)
+    fig.colorbar(plt.cm.ScalarMappable(norm=plt.Normalize(-lim, lim), cmap="RdBu_r"), ax=axes.ravel().tolist()[1:],
+                 shrink=0.85, fraction=0.025, pad=0.01, label="CKA difference to none")
+    title = "CKA: student x teacher layers" if field == "cka_teacher" else "CKA: student self-similarity"
+    return _save(fig, folder, fid, title + " (differences to none)",
+                 f"The groups' mean CKA matrices differ from none's by less than {ALIKE} everywhere, so absolute "
+                 f"panels would look alike: none is drawn as is (left), every other group as its difference to "
+                 f"none (red = more similar than none, blue = less; symmetric scale ±{lim:.3f}). Means over "
+                 "seeds; differences of means, not tested per seed.")
 
 
 def probe_profile(results: Results, folder: Path, fid: str = "teacher_probes") -> Figure | str:

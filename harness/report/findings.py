@@ -1,15 +1,31 @@
-"""The findings paragraph, computed from the tables (never pre-written).
+"""The findings, generated from the stats records (``stats.json``) only, never pre-written.
 
-It answers the report's question in words: which variant trains fastest and by how much,
-and which variants keep quality within one standard deviation (over seeds) of ``none``,
-on the SUPERB score and per task. Every number in it comes from the tables.
+Rules (``docs/architecture.md``, "Statistics"):
+
+- a difference is stated ("interleaved's held-out output loss is 0.012 lower than none's,
+  95% CI [-0.020, -0.004], 3 paired seeds") only when its record is ``resolved``;
+  otherwise it reads "not resolved: estimate x, 95% CI [lo, hi]", with no comparative
+  word;
+- nothing unresolved is ranked: no "best", "fastest", "wins", no orderings;
+- an ablation with one seed per setting is a "single-seed indication": its values are
+  listed in the table's order (by setting), never ranked or compared;
+- speed comes from the bench JSON when given (measured against theory); otherwise from
+  the sweep's CPU times, labelled as measured with trials running two at a time.
+
+The ASKD (ASR track) sentences (:func:`askd_findings`) read the ASKD table, as before.
 """
 
 from __future__ import annotations
 
 import math
 
+from harness.report.evidence import metric_label
+from harness.report.speed import bench_sentences
 from harness.report.tables import Cell, Column, Table
+
+# The metrics a main table's findings state against none and none_cm, in this order.
+HEADLINE = ("heldout.output_loss", "heldout.probe_best", "superb_score")
+COMPARED = {"none": HEADLINE, "none_cm": ("heldout.output_loss", "heldout.probe_best", "superb_score")}
 
 
 def _fmt(cell: Cell, col: Column) -> str:
@@ -17,102 +33,157 @@ def _fmt(cell: Cell, col: Column) -> str:
     return f"{m} ± {s}" if s else m
 
 
-def _within(v: Cell, ref: Cell, direction: str) -> bool | None:
-    """Is ``v`` at most one std of ``ref`` worse than ``ref``? None if undecidable."""
-    if not (v.n and ref.n and math.isfinite(v.mean) and math.isfinite(ref.mean)):
-        return None
-    if ref.n < 2 or not math.isfinite(ref.std):
-        return None  # one seed of the baseline: no spread to compare against
-    worse_by = (ref.mean - v.mean) if direction == "higher" else (v.mean - ref.mean)
-    return worse_by <= ref.std
-
-
-def main_findings(table: Table) -> list[str]:
-    """Sentences about a main table (one row per variant)."""
-    cols = {c.key: c for c in table.columns}
-    rows = {name: dict(zip([c.key for c in table.columns], cells)) for name, cells in zip(table.index, table.cells)}
-    out = []
-    tcol = cols["train_seconds"]
-    timed = {v: r["train_seconds"] for v, r in rows.items() if r["train_seconds"].n}
-    if timed:
-        fastest = min(timed, key=lambda v: timed[v].mean)
-        unit = tcol.label.split("(")[1].split(")")[0] if "(" in tcol.label else ""
-        text = (f"The fastest variant is {fastest}, with a mean train wall-clock of "
-                f"{_fmt(timed[fastest], tcol)} {unit}")
-        if "none" in timed and fastest != "none":
-            ratio = timed["none"].mean / timed[fastest].mean
-            text += f", {ratio:.2f}x faster than none ({_fmt(timed['none'], tcol)} {unit})"
-        out.append(text + ".")
-    else:
-        out.append(f"No run of sweep {table.sweep} finished, so nothing can be compared.")
-        return out
-    if "none" not in rows:
-        out.append("There is no finished none baseline, so no variant can be compared with full-depth training.")
-        return out
-    ref = rows["none"]
-    quality = [k for k in ("superb_score",) if k in cols] or [k for k in cols if k.startswith("task.")][:1]
-    if not quality:
-        out.append("No SUPERB score or task metric is recorded yet, so quality cannot be compared.")
-    if quality:
-        q = quality[0]
-        qcol = cols[q]
-        kept, lost, unknown = [], [], []
-        for v, r in rows.items():
-            if v == "none":
-                continue
-            w = _within(r[q], ref[q], qcol.direction or "higher")
-            (unknown if w is None else kept if w else lost).append(v)
-        name = "SUPERB score" if q == "superb_score" else qcol.label
-        if ref[q].n < 2:
-            out.append(f"none has fewer than two finished seeds, so the one-std test on the {name} is undecidable.")
+def _units(table: Table | None) -> dict[str, tuple[float, str, int]]:
+    """metric -> (scale, unit, decimals) as the table shows it (percent metrics in points)."""
+    out: dict[str, tuple[float, str, int]] = {}
+    for c in (table.columns if table is not None else []):
+        if c.scale == 100.0:
+            out[c.key] = (100.0, " points", 2)
+        elif "(s)" in c.label or "(min)" in c.label or "(h)" in c.label:
+            unit = c.label.split("(")[1].split(")")[0]
+            out[c.key] = (c.scale, f" {unit}", 1 if unit == "s" else 2)
         else:
-            text = f"Against none's {name} of {_fmt(ref[q], qcol)}, "
-            if kept:
-                text += ("the variants within one std are " if len(kept) > 1 else "the variant within one std is ")
-                text += ", ".join(f"{v} ({_fmt(rows[v][q], qcol)})" for v in kept)
-            else:
-                text += "no variant stays within one std"
-            if lost:
-                text += "; below that: " + ", ".join(f"{v} ({_fmt(rows[v][q], qcol)})" for v in lost)
-            if unknown:
-                text += "; no score for " + ", ".join(unknown)
-            out.append(text + ".")
-    task_cols = [c for c in table.columns if c.key.startswith("task.")]
-    if task_cols and ref and any(ref[c.key].n >= 2 for c in task_cols):
-        parts = []
-        for v, r in rows.items():
-            if v == "none":
-                continue
-            verdicts = [_within(r[c.key], ref[c.key], c.direction or "higher") for c in task_cols]
-            decided = [x for x in verdicts if x is not None]
-            if decided:
-                parts.append(f"{v} {sum(decided)}/{len(decided)}")
-        if parts:
-            out.append("Tasks within one std of none, per variant: " + ", ".join(parts) + ".")
+            out[c.key] = (c.scale, "", c.decimals)
+    for m in ("train_seconds", "train_cpu_seconds", "ttq.time", "ttq.cpu_time"):
+        out.setdefault(m, (1.0, " s", 1))
     return out
 
 
-def ablation_findings(table: Table) -> list[str]:
-    """One sentence per ablation table: the best setting on the SUPERB score (or first task)."""
-    cols = {c.key: c for c in table.columns}
-    q = "superb_score" if "superb_score" in cols else next((k for k in cols if k.startswith("task.")), None)
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _num(x: float, scale: float, dec: int) -> str:
+    return f"{x * scale:.{dec}f}"
+
+
+def state(rec: dict, units: dict, labels=None) -> str:
+    """One paired record as a clause: a stated difference when resolved, else "not resolved"."""
+    a, b = rec["arms"]
+    label = (labels or {}).get(rec["metric"]) or metric_label(rec["metric"])
+    scale, unit, dec = units.get(rec["metric"], (1.0, "", 3))
+    n = rec["n"]
+    if not n or rec["estimate"] is None:
+        return f"{a} vs {b}, {label}: no seed with both (nothing to compare)"
+    if rec["ci_low"] is None:
+        return (f"{a} vs {b}, {label}: not resolved: estimate {_num(rec['estimate'], scale, dec)}{unit} from "
+                f"{n} pair ({rec['note'] or 'no interval'})")
+    ci = f"95% CI [{_num(rec['ci_low'], scale, dec)}, {_num(rec['ci_high'], scale, dec)}]"
+    pairs = f"{n} paired seed{'s' if n != 1 else ''}"
+    if rec["resolved"]:
+        way = "lower" if rec["estimate"] < 0 else "higher"
+        return (f"{a}'s {label} is {_num(abs(rec['estimate']), scale, dec)}{unit} {way} than {b}'s "
+                f"({ci} of the difference, {pairs})")
+    return (f"{a} vs {b}, {label}: not resolved: estimate {_num(rec['estimate'], scale, dec)}{unit}, {ci}, "
+            f"{pairs}")
+
+
+def _paired(records: list[dict], sweep: str, metric: str, second: str) -> list[dict]:
+    return [r for r in records if r["sweep"] == sweep and r["design"] == "paired" and r["metric"] == metric
+            and r["arms"][1] == second]
+
+
+def _main_sentences(table: Table, records: list[dict], bench: dict | None) -> list[str]:
+    """Sentences about a main table from its sweep's records."""
+    units = _units(table)
+    labels = {c.key: c.label.replace(" ↑", "").replace(" ↓", "").replace(" (%)", "")
+              for c in table.columns if c.key.startswith("task.")}
+    sweep = table.sweep
+    mine = [r for r in records if r["sweep"] == sweep]
+    if not mine:
+        return [f"Sweep {sweep}: no finished run, so nothing can be compared."]
+    out = []
+    for ref, metrics in COMPARED.items():
+        for m in metrics:
+            recs = _paired(mine, sweep, m, ref)
+            if recs:
+                out.append(f"{_cap(metric_label(m))} against {ref} ({sweep}): "
+                           + "; ".join(state(r, units, labels) for r in recs) + ".")
+    ttq = _paired(mine, sweep, "ttq.time", "none_cm")
+    if ttq:
+        out.append(f"Time to reach none_cm's final held-out loss ({sweep}): "
+                   + "; ".join(state(r, units) for r in ttq) + "." + _unreached(mine, sweep))
+    task_recs = [r for r in mine if r["design"] == "paired" and r["metric"].startswith("task.")
+                 and r["arms"][1] == "none"]
+    if task_recs:
+        hit = [r for r in task_recs if r["resolved"]]
+        text = (f"SUPERB tasks against none ({sweep}): {len(hit)} of {len(task_recs)} arm x task differences "
+                "resolved")
+        text += (": " + "; ".join(state(r, units, labels) for r in hit)) if hit else ""
+        text += "; the others are not resolved (estimates and CIs in stats.json)"
+        chance = 0.05 * len(task_recs)
+        if chance >= 0.5:
+            text += (f". With {len(task_recs)} comparisons at 95%, about {chance:.0f} would be resolved by chance "
+                     "alone (no correction for multiple comparisons)")
+        out.append(text + ".")
+    inter = [r for r in mine if r["design"] == "paired" and r["arms"][1] == "interleaved"
+             and not r["metric"].startswith(("train", "ttq"))]
+    if inter:
+        hit = [r for r in inter if r["resolved"]]
+        out.append(f"Against interleaved ({sweep}): {len(hit)} of {len(inter)} quality differences resolved"
+                   + (": " + "; ".join(state(r, units, labels) for r in hit) if hit else "") + ".")
+    if bench:
+        out += bench_sentences(bench)
+    else:
+        cpu = _paired(mine, sweep, "train_cpu_seconds", "none")
+        if cpu:
+            out.append(f"Speed, from the sweep's training CPU times (trials ran two at a time on shared cores, "
+                       f"one thread each; pass --bench for clean ratios) ({sweep}): "
+                       + "; ".join(state(r, units) for r in cpu) + ".")
+    return out
+
+
+def _unreached(records: list[dict], sweep: str) -> str:
+    miss = {}
+    for r in records:
+        if r["sweep"] == sweep and r["design"] == "mean" and r["metric"] == "ttq.time":
+            k = sum(1 for x in r["excluded"] if x["why"].startswith("never reached"))
+            if k:
+                miss[r["arms"][0]] = k
+    if not miss:
+        return ""
+    return (" Runs that never reached it (no value, counted): "
+            + ", ".join(f"{a} {k}" for a, k in miss.items()) + ".")
+
+
+def _ablation_sentences(table: Table, records: list[dict]) -> list[str]:
+    """An ablation: single-seed indication (values listed by setting), or its resolved comparisons."""
+    units = _units(table)
+    mine = [r for r in records if r["sweep"] == table.sweep]
+    q = next((m for m in ("heldout.output_loss", "superb_score") if any(r["metric"] == m for r in mine)), None)
     if q is None:
+        q = next((r["metric"] for r in mine if r["metric"].startswith("task.")), None)
+    if q is None or len(table.index) < 2:
         return []
-    col = cols[q]
-    j = [c.key for c in table.columns].index(q)
-    scored = [(name, row[j]) for name, row in zip(table.index, table.cells) if row[j].n]
-    if len(scored) < 2:
+    means = [r for r in mine if r["design"] == "mean" and r["metric"] == q]
+    scale, unit, dec = units.get(q, (1.0, "", 3))
+    if max((r["n"] for r in means), default=0) <= 1:
+        vals = ", ".join(f"{r['arms'][0]}: {_num(r['estimate'], scale, dec) if r['estimate'] is not None else 'n/a'}"
+                         for r in means)
+        return [f"Ablation over {table.index_name} ({table.sweep}): single-seed indication, not ranked; "
+                f"{metric_label(q)} by setting: {vals}{unit}."]
+    recs = [r for r in mine if r["design"] == "paired" and r["metric"] == q]
+    if not recs:
         return []
-    pick = max if (col.direction or "higher") == "higher" else min
-    best_name, best = pick(scored, key=lambda x: x[1].mean)
-    worst_name, worst = (min if pick is max else max)(scored, key=lambda x: x[1].mean)
-    label = "SUPERB score" if q == "superb_score" else col.label
-    return [f"In the ablation over {table.index_name} ({table.sweep}), the best {label} is at {best_name} "
-            f"({_fmt(best, col)}), the worst at {worst_name} ({_fmt(worst, col)})."]
+    return [f"Ablation over {table.index_name} ({table.sweep}), {metric_label(q)} against {recs[0]['arms'][1]}: "
+            + "; ".join(state(r, units) for r in recs) + "."]
+
+
+def stats_findings(tables: list[Table], records: list[dict], bench: dict | None = None) -> list[str]:
+    """The stacking findings: one item per group of comparisons (see the module docstring)."""
+    out = []
+    for t in tables:
+        if t.kind == "main":
+            out += _main_sentences(t, records, bench)
+        elif t.kind == "ablation":
+            out += _ablation_sentences(t, records)
+    if bench and not any(t.kind == "main" for t in tables):
+        out += bench_sentences(bench)
+    return out
 
 
 def askd_findings(table: Table, latency_ratio: float | None = None) -> list[str]:
-    """Sentences about an ASKD table (:func:`harness.report.tables.build_askd_table`): which
+    """Sentences about an ASKD table (:func:`harness.report.askd_tables.build_askd_table`): which
     model has the lowest greedy WER, whether ASKD beats KD by more than one std, and the
     measured inference speedup. Every number is a cell of the table (read from askd.json)
     or askd.json's ``latency_ratio``.
@@ -167,22 +238,24 @@ def askd_findings(table: Table, latency_ratio: float | None = None) -> list[str]
     return out
 
 
-def findings(tables: list[Table], n_ok: int, n_total: int, askd: list[tuple[Table, float | None]] = ()) -> str:
-    """The whole findings paragraph.
+def findings(tables: list[Table], n_ok: int, n_total: int, askd: list[tuple[Table, float | None]] = (),
+             records: list[dict] | None = None, bench: dict | None = None) -> list[str]:
+    """Every finding, one item each.
 
     Args:
         tables: the stacking tables (main and ablations).
         n_ok: finished stacking runs; n_total: all stacking runs.
         askd: (ASKD table, askd.json's ``latency_ratio``) per ASKD study.
+        records: the stats records of the stacking tables (``stats.json``).
+        bench: :func:`harness.report.speed.read_bench`'s result, or None.
     """
-    sentences = []
+    items = []
     if n_total or not askd:
         bad = n_total - n_ok
-        sentences.append(f"{n_ok} of {n_total} runs finished"
-                         + (f"; the other {bad} {'is' if bad == 1 else 'are'} listed under failed, incomplete and "
-                            "missing, and shown as n/a." if bad else "."))
-    for t in tables:
-        sentences += main_findings(t) if t.kind == "main" else ablation_findings(t)
+        items.append(f"{n_ok} of {n_total} runs finished"
+                     + (f"; the other {bad} {'is' if bad == 1 else 'are'} listed under failed, incomplete and "
+                        "missing, and shown as n/a." if bad else "."))
+    items += stats_findings(tables, records or [], bench)
     for t, ratio in askd:
-        sentences += askd_findings(t, ratio)
-    return " ".join(sentences)
+        items.append(" ".join(askd_findings(t, ratio)))
+    return items

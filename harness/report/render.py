@@ -7,6 +7,12 @@
     tables/<id>.{md,tex,csv}     table-askd[-<study>] for each ASKD study folder given
     figures/<id>.{png,svg}       askd_wer_speed[-<study>] likewise
     runs.csv            one row per run (every run, failed ones included)
+    stats.json          the paired comparisons and means with 95% CIs (:mod:`harness.stats`)
+
+The page, top to bottom: about these numbers (data, ER proxy, teacher, student,
+convergence, the paper's published figures beside ours), findings (from ``stats.json``
+only), provenance, speed from the bench file (``--bench``), tables (mean ± 95% CI),
+paired comparisons, figures, the ASKD section, failed/missing runs, all runs.
 """
 
 from __future__ import annotations
@@ -19,11 +25,18 @@ from pathlib import Path
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from harness import stats
 from harness.provenance import git_commit, now_iso
 from harness.report import figures as F
+from harness.report import figures_stats as FS
+from harness.report.about import about_items, paper_rows
 from harness.report.collect import Problem, Results, collect, varying_keys
-from harness.report.findings import findings
-from harness.report.tables import Table, _slug, askd_runs, build_askd_table, build_tables, groups_of, runs_frame
+from harness.report.evidence import all_records, metric_label, reference_row, same_compute
+from harness.report.findings import _units, findings
+from harness.report.published import PAPER
+from harness.report.speed import bench_rows, read_bench
+from harness.report.askd_tables import askd_runs, build_askd_table
+from harness.report.tables import Table, _slug, build_tables, groups_of, mark_resolved, runs_frame
 
 TEMPLATES = Path(__file__).parent / "templates"
 # The stacking and loss settings a reader needs to interpret a table (layer map included).
@@ -46,6 +59,8 @@ class Report:
     skipped_figures: dict[str, str] = field(default_factory=dict)
     findings: str = ""
     problems: list[Problem] = field(default_factory=list)
+    stats: Path | None = None
+    records: list[dict] = field(default_factory=list)
 
 
 def _unique(values) -> list[str]:
@@ -201,7 +216,22 @@ def _askd(results: Results, out: Path) -> list[dict]:
     return made
 
 
-def _figures(results: Results, tables: list[Table], folder: Path) -> tuple[list[F.Figure], dict[str, str]]:
+def _front_allowed(records: list[dict], sweep: str) -> tuple[bool, str]:
+    """A Pareto front only along axes that differ beyond their noise: some paired train-time
+    difference and some paired SUPERB-score difference of the sweep must be resolved."""
+    def resolved(metrics) -> bool:
+        return any(r["resolved"] for r in records if r["sweep"] == sweep and r["design"] == "paired"
+                   and r["metric"] in metrics)
+
+    time_ok, quality_ok = resolved(("train_seconds", "train_cpu_seconds")), resolved(("superb_score",))
+    if time_ok and quality_ok:
+        return True, ""
+    missing = [w for w, ok in (("train time", time_ok), ("SUPERB score", quality_ok)) if not ok]
+    return False, f"no resolved paired difference in {' or '.join(missing)} (95% CI over seeds)"
+
+
+def _figures(results: Results, tables: list[Table], folder: Path, records: list[dict],
+             bench: dict | None) -> tuple[list[F.Figure], dict[str, str]]:
     figs, skipped = [], {}
 
     def add(fid: str, made):
@@ -213,7 +243,15 @@ def _figures(results: Results, tables: list[Table], folder: Path) -> tuple[list[
     base = next((t for t in tables if t.kind == "main"), tables[0] if tables else None)
     if base is not None:
         groups = groups_of(base)
-        add("frontier", F.frontier(results, groups, folder))
+        add("heldout_curves", FS.heldout_curves(results, groups, folder))
+        add("time_to_quality", FS.time_to_quality(records, base.sweep, folder))
+        add("differences", FS.forest(records, base.sweep, folder, tasks=results.tasks))
+        if "none_cm" in base.index:
+            add("differences-none_cm", FS.forest(records, base.sweep, folder, "differences-none_cm", "none_cm",
+                                                 tasks=results.tasks))
+        add("speedups", FS.speedups(results, bench, folder))
+        front, why = _front_allowed(records, base.sweep)
+        add("frontier", F.frontier(results, groups, folder, front=front, why_no_front=why))
         add("loss_curves", F.loss_curves(results, groups, folder))
         add("cka_teacher", F.cka_heatmaps(results, groups, folder, "cka_teacher", "cka_teacher"))
         add("cka_self", F.cka_heatmaps(results, groups, folder, "cka_self", "cka_self"))
@@ -222,12 +260,43 @@ def _figures(results: Results, tables: list[Table], folder: Path) -> tuple[list[
     for t in tables:
         if t is base:
             continue
+        keys = varying_keys(results.runs[results.runs["sweep"] == t.sweep])
+        if same_compute(keys):
+            fid = f"quality-{t.id.removeprefix('table-')}"
+            add(fid, FS.quality_only(records, t, folder, fid,
+                                     f"{', '.join(keys)} change{'s' if len(keys) == 1 else ''} no compute, so "
+                                     "time differences are noise"))
+            continue
         fid = f"frontier-{t.id.removeprefix('table-')}"
-        made = F.frontier(results, groups_of(t), folder, fid=fid)
+        front, why = _front_allowed(records, t.sweep)
+        made = F.frontier(results, groups_of(t), folder, fid=fid, front=front, why_no_front=why)
         if isinstance(made, F.Figure):
             made.title = f"Speed vs quality: {t.title}"
         add(fid, made)
     return figs, skipped
+
+
+def _comparison_rows(records: list[dict], tables: list[Table], tasks) -> list[dict]:
+    """The paired records as table rows for the page (every one, resolved or not)."""
+    units = {}
+    for t in tables:
+        units.update(_units(t))
+    rows = []
+    for r in records:
+        if r["design"] != "paired":
+            continue
+        scale, unit, dec = units.get(r["metric"], (1.0, "", 3))
+
+        def f(x):
+            return "n/a" if x is None else f"{x * scale:.{dec}f}"
+
+        rows.append({"sweep": r["sweep"], "metric": metric_label(r["metric"], tasks) + (unit and f" ({unit.strip()})"),
+                     "direction": r["direction"], "arms": f"{r['arms'][0]} − {r['arms'][1]}", "n": r["n"],
+                     "estimate": f(r["estimate"]), "ci": f"[{f(r['ci_low'])}, {f(r['ci_high'])}]"
+                     if r["ci_low"] is not None else "n/a",
+                     "p": "n/a" if r["p"] is None else f"{r['p']:.3g}", "resolved": r["resolved"],
+                     "note": r["note"] or ""})
+    return rows
 
 
 def _pdf_weasyprint(html_text: str, base: Path, pdf: Path) -> int:
@@ -307,6 +376,37 @@ def _pdf_matplotlib(report: Report, prov: list[tuple[str, str]], problems: list[
     return pages
 
 
+def _stacking_stats(results: Results, tables: list[Table], out: Path) -> tuple[list[dict], Path | None]:
+    """The stats records of the stacking tables, written to ``stats.json``; the tables'
+    resolved cells marked (main: against none; ablation: against the reference setting)."""
+    if results.runs.empty:
+        return [], None
+    records = all_records(results, tables)
+    for t in tables:
+        if t.kind == "main":
+            mark_resolved(t, records, "none" if "none" in t.index else None)
+        elif t.kind == "ablation" and len(t.index) > 1:
+            mark_resolved(t, records, reference_row(t))
+    return records, stats.write_stats(out / "stats.json", records)
+
+
+def _write_pdf(report: Report, page: str, out: Path, prov, problems, pdf_engine: str) -> None:
+    pdf_path = out / "report.pdf"
+    engine = pdf_engine
+    if engine == "auto":
+        try:
+            import weasyprint  # noqa: F401
+
+            engine = "weasyprint"
+        except (ImportError, OSError):  # OSError: missing pango/cairo system libraries
+            engine = "matplotlib"
+    if engine == "weasyprint":
+        report.pdf_pages = _pdf_weasyprint(page, out, pdf_path)
+    else:
+        report.pdf_pages = _pdf_matplotlib(report, prov, problems, pdf_path)
+    report.pdf, report.pdf_engine = pdf_path, engine
+
+
 def render_report(
     results_dirs: list[str | Path],
     out: str | Path,
@@ -315,6 +415,7 @@ def render_report(
     title: str | None = None,
     pdf: bool = True,
     pdf_engine: str = "auto",
+    bench: str | Path | None = None,
 ) -> Report:
     """Collect results and write the whole report folder.
 
@@ -326,14 +427,18 @@ def render_report(
         title: page title (default: the report folder's name).
         pdf: write ``report.pdf``.
         pdf_engine: ``auto`` (WeasyPrint, else matplotlib), ``weasyprint`` or ``matplotlib``.
+        bench: optional ``harness bench stacking`` JSON: the speed table, figure and findings.
 
     Raises:
-        FileNotFoundError: a results folder (or the probe file) does not exist or is empty.
+        FileNotFoundError: a results folder (or the probe or bench file) does not exist or is empty.
+        ConfigError: the probe or bench file is not what it should be.
     """
     out = Path(out)
     results = collect(list(results_dirs), probe=probe)
+    bench_data = read_bench(bench) if bench else None
     out.mkdir(parents=True, exist_ok=True)
     tables = build_tables(results)
+    records, stats_path = _stacking_stats(results, tables, out)
     for t in tables:
         t.write(out / "tables")
     runs_frame(results).to_csv(out / "runs.csv", index=False)
@@ -343,16 +448,22 @@ def render_report(
             made = F.probe_profile(results, out / "figures")
             figs, skipped = ([made], {}) if isinstance(made, F.Figure) else ([], {"teacher_probes": made})
     else:
-        figs, skipped = _figures(results, tables, out / "figures")
+        figs, skipped = _figures(results, tables, out / "figures", records, bench_data)
     askd = _askd(results, out)
-    text = findings(tables, int(results.runs["ok"].sum()), len(results.runs),
-                    askd=[(a["table"], a["latency_ratio"]) for a in askd])
+    items = findings(tables, int(results.runs["ok"].sum()), len(results.runs),
+                     askd=[(a["table"], a["latency_ratio"]) for a in askd], records=records, bench=bench_data)
     prov = provenance(results, command or "(called from Python)")
+    if bench_data:
+        prov.append(("Bench file", bench_data["path"]))
 
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
-    runs_view = results.runs[["sweep", "run_id", "variant", "seed", "status", "train_seconds", "superb_score"]]
+    runs_view = results.runs[["sweep", "run_id", "variant", "arm", "seed", "status", "train_seconds", "superb_score"]]
     page = env.get_template("report.html.j2").render(
-        title=title or out.name, css=(TEMPLATES / "report.css").read_text(), findings=text, provenance=prov,
+        title=title or out.name, css=(TEMPLATES / "report.css").read_text(), findings=items, provenance=prov,
+        about=about_items(results) if not results.runs.empty else [],
+        paper=PAPER, paper_rows=paper_rows(results, records, bench_data) if not results.runs.empty else [],
+        bench=bench_rows(bench_data) if bench_data else [], bench_path=bench_data["path"] if bench_data else "",
+        comparisons=_comparison_rows(records, tables, results.tasks),
         tables=tables, skipped=skipped,
         figures=[_fig_view(f) for f in figs],
         askd=[{**a, "figure": _fig_view(a["figure"]) if isinstance(a["figure"], F.Figure) else None}
@@ -366,20 +477,8 @@ def render_report(
     skipped.update({a["fid"]: a["figure"] for a in askd if isinstance(a["figure"], str)})
     report = Report(out=out, html=html_path, pdf=None, pdf_engine="none", pdf_pages=0,
                     tables=tables + [a["table"] for a in askd], figures=figs + askd_figs,
-                    skipped_figures=skipped, findings=text, problems=results.problems)
+                    skipped_figures=skipped, findings=" ".join(items), problems=results.problems,
+                    stats=stats_path, records=records)
     if pdf:
-        pdf_path = out / "report.pdf"
-        engine = pdf_engine
-        if engine == "auto":
-            try:
-                import weasyprint  # noqa: F401
-
-                engine = "weasyprint"
-            except (ImportError, OSError):  # OSError: missing pango/cairo system libraries
-                engine = "matplotlib"
-        if engine == "weasyprint":
-            report.pdf_pages = _pdf_weasyprint(page, out, pdf_path)
-        else:
-            report.pdf_pages = _pdf_matplotlib(report, prov, _problem_rows(results), pdf_path)
-        report.pdf, report.pdf_engine = pdf_path, engine
+        _write_pdf(report, page, out, prov, _problem_rows(results), pdf_engine)
     return report

@@ -1,15 +1,20 @@
-"""The report's tables: mean +/- std over seeds per variant (main) or per setting (ablations).
+"""The report's tables: mean and 95% CI over seeds per arm (main) or per setting (ablations).
 
-A sweep whose runs differ only by stacking variant (and seed) gives a *main* table, one
-row per variant; a sweep where other config keys vary gives an *ablation* table, one row
-per combination of those keys. Columns: runs finished / started, train wall-clock,
-speedup vs ``none`` (per run: mean ``none`` time / run time, then mean +/- std), student
-parameters, each task's metric with its direction arrow, and the SUPERB score. The best
-value of each column with a direction is in bold (ties at the shown precision all bold).
-Each table is written as Markdown, LaTeX (booktabs) and CSV (numeric mean/std/n columns).
+A sweep whose runs differ only by comparison arm (a stacking variant, or ``none_cm``, the
+compute-matched ``none``) and seed gives a *main* table, one row per arm; a sweep where
+other config keys vary gives an *ablation* table, one row per combination of those keys.
+Columns: runs finished / started, train wall-clock and CPU time, speedup vs ``none`` (per
+run: mean ``none`` time / run time), time-to-quality (to ``none_cm``'s held-out loss, when
+the sweep has one), student parameters, the held-out output loss and best phone-probe
+accuracy, each task's metric with its direction arrow, and the SUPERB score.
 
-Size: just over 500 lines: the main, ablation and ASKD tables share the cell formatting and
-the three writers (Markdown, LaTeX, CSV); each table builder is short.
+Every cell is the mean over the finished seeds with the half-width of its 95% t-interval
+(:func:`harness.stats.mean_ci`) beside it: ``0.712 ± 0.004``; a cell averaging fewer
+seeds than its row's finished runs says so (``n=2``). No cell is bolded as "best": a
+dagger marks a cell whose paired difference to the row it is compared with (``none`` in a
+main table, the reference setting in an ablation) is resolved (its 95% CI excludes 0);
+see :func:`mark_resolved`. Each table is written as Markdown, LaTeX (booktabs) and CSV
+(numeric mean/std/ci_low/ci_high/n columns). The ASKD table is :mod:`harness.report.askd_tables`.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from harness import stats
 from harness.report.collect import Results, tasks_in_order, varying_keys
+from harness.report.evidence import time_to_quality_runs
 
 ARROW = {"higher": "↑", "lower": "↓"}
 LATEX_ARROW = {"higher": r"$\uparrow$", "lower": r"$\downarrow$"}
@@ -46,23 +53,35 @@ class Column:
 
 @dataclass
 class Cell:
-    """Mean, std and number of runs behind one table cell (``text`` overrides the numbers)."""
+    """Mean, spread and number of runs behind one table cell (``text`` overrides the numbers).
+
+    ``half`` is the half-width of the 95% t-interval of the mean; cells built from a std
+    only (the ASKD table, from ``askd.json``) leave it NaN and show the std.
+    """
 
     mean: float = math.nan
     std: float = math.nan
     n: int = 0
     text: str | None = None
     bold: bool = False
+    half: float = math.nan
+    note: str = ""  # e.g. "n=2" (fewer seeds than the row), "2/3 reached"
+    mark: str = ""  # "†": resolved difference to the compared row
 
     def parts(self, col: Column) -> tuple[str, str]:
-        """(mean, std) as shown; ``("n/a", "")`` when nothing was measured."""
+        """(mean, spread) as shown; ``("n/a", "")`` when nothing was measured. The mean
+        carries the cell's mark and note: ``0.712† (n=2)``."""
         if self.text is not None:
             return self.text, ""
         if self.n == 0 or not math.isfinite(self.mean):
-            return "n/a", ""
-        m = f"{self.mean * col.scale:.{col.decimals}f}"
-        s = (f"{self.std * col.scale:.{col.decimals}f}"
-             if col.show_std and self.n > 1 and math.isfinite(self.std) else "")
+            return ("n/a" + (f" ({self.note})" if self.note else "")), ""
+        spread = self.half if math.isfinite(self.half) else self.std
+        m = f"{self.mean * col.scale:.{col.decimals}f}{self.mark}"
+        s = (f"{spread * col.scale:.{col.decimals}f}"
+             if col.show_std and self.n > 1 and math.isfinite(spread) else "")
+        if self.note:
+            s = f"{s} ({self.note})" if s else ""
+            m = m if s else f"{m} ({self.note})"
         return m, s
 
 
@@ -159,6 +178,8 @@ class Table:
                     continue
                 rec[f"{c.key}_mean"] = cell.mean
                 rec[f"{c.key}_std"] = cell.std
+                rec[f"{c.key}_ci_low"] = cell.mean - cell.half
+                rec[f"{c.key}_ci_high"] = cell.mean + cell.half
                 rec[f"{c.key}_n"] = cell.n
             recs.append(rec)
         return pd.DataFrame(recs)
@@ -186,19 +207,22 @@ def _slug(text: str) -> str:
 
 
 def _stat(values) -> Cell:
-    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=float)
-    if v.size == 0:
+    """Mean, std and 95% t-interval half-width of the finite values."""
+    r = stats.mean_ci(x for x in values if x is not None)
+    if not r["n"]:
         return Cell()
-    return Cell(mean=float(v.mean()), std=float(v.std(ddof=1)) if v.size > 1 else math.nan, n=int(v.size))
+    nan = math.nan
+    return Cell(mean=r["estimate"], std=r["sd"] if r["sd"] is not None else nan, n=r["n"],
+                half=r["half_width"] if r["half_width"] is not None else nan)
 
 
-def _time_column(seconds: pd.Series) -> Column:
+def _time_column(seconds: pd.Series, key: str = "train_seconds", what: str = "Train time") -> Column:
     med = float(seconds.median()) if seconds.notna().any() else 0.0
     if med >= 2 * 3600:
-        return Column("train_seconds", "Train time (h) ↓", "lower", 2, 1 / 3600)
+        return Column(key, f"{what} (h) ↓", "lower", 2, 1 / 3600)
     if med >= 600:
-        return Column("train_seconds", "Train time (min) ↓", "lower", 1, 1 / 60)
-    return Column("train_seconds", "Train time (s) ↓", "lower", 1)
+        return Column(key, f"{what} (min) ↓", "lower", 1, 1 / 60)
+    return Column(key, f"{what} (s) ↓", "lower", 1)
 
 
 def task_column(task: str, metric: str, direction: str, values: pd.Series) -> Column:
@@ -213,7 +237,7 @@ def task_column(task: str, metric: str, direction: str, values: pd.Series) -> Co
 
 def _baseline_seconds(results: Results, runs: pd.DataFrame) -> tuple[float, str]:
     """Mean train seconds of ``none`` comparable to ``runs``, and where it came from."""
-    own = runs[runs["ok"] & (runs["variant"] == "none")]["train_seconds"].dropna()
+    own = runs[runs["ok"] & (runs["arm"] == "none")]["train_seconds"].dropna()
     if len(own):
         return float(own.mean()), "this sweep"
     # An ablation sweep without 'none': borrow the baseline of another sweep with the same
@@ -223,7 +247,7 @@ def _baseline_seconds(results: Results, runs: pd.DataFrame) -> tuple[float, str]
     ref = runs[runs["ok"]]
     if ref.empty:
         return math.nan, ""
-    cand = results.runs[results.runs["ok"] & (results.runs["variant"] == "none")]
+    cand = results.runs[results.runs["ok"] & (results.runs["arm"] == "none")]
     for m in match:
         vals = ref[m].dropna().unique()
         if len(vals) != 1:
@@ -243,91 +267,149 @@ def _fmt_value(v) -> str:
     return str(v)
 
 
-def build_table(results: Results, sweep: str, table_id: str | None = None) -> Table:
-    """The table of one sweep (main if only the variant varies, else an ablation).
-
-    Args:
-        results: collected results.
-        sweep: the sweep's name.
-        table_id: HTML id / file stem (default ``table-main-<sweep>`` or ``table-ablation-<sweep>``).
-    """
-    runs = results.runs[results.runs["sweep"] == sweep]
-    keys = varying_keys(runs)
-    multi_variant = runs["variant"].nunique() > 1
-    kind = "main" if multi_variant and not keys else "ablation"
-    group_cols = (["variant"] if multi_variant or not keys else []) + [f"cfg.{k}" for k in keys]
-    tasks = results.tasks[results.tasks["key"].isin(runs["key"])]
-
-    # Groups in run order (runs are sorted by variant order); ablation values sorted.
-    groups: list[tuple] = []
-    for _, r in runs.iterrows():
-        g = tuple(r[c] if not (isinstance(r[c], float) and math.isnan(r[c])) else None for c in group_cols)
-        if g not in groups:
-            groups.append(g)
-    if keys:
-        def sort_key(g):
-            return tuple((0, v, "") if isinstance(v, (int, float)) and v is not None else (1, 0, str(v)) for v in g)
-        groups.sort(key=sort_key)
-
-    base_seconds, base_src = _baseline_seconds(results, runs)
+def _columns(results: Results, runs: pd.DataFrame, tasks: pd.DataFrame, base_seconds: float,
+             ttq: pd.DataFrame) -> list[Column]:
+    """The columns of one sweep's table, those without any value left out."""
+    ok = runs[runs["ok"]]
     columns = [Column("runs", "Runs ok")]
-    columns.append(_time_column(runs.loc[runs["ok"], "train_seconds"]))
+    columns.append(_time_column(ok["train_seconds"]))
+    if ok["train_cpu_seconds"].notna().any():
+        columns.append(_time_column(ok["train_cpu_seconds"], "train_cpu_seconds", "CPU time"))
     if math.isfinite(base_seconds):
         columns.append(Column("speedup", "Speedup vs none ↑", "higher", 2))
+    if not ttq.empty and ttq["key"].isin(runs["key"]).any():
+        sub = ttq[ttq["key"].isin(runs["key"])]
+        col = _time_column(sub["ttq_time"], "ttq.time", "Time to none_cm loss")
+        columns.append(col)
     columns.append(Column("student_params", "Params (M)", None, 2, 1e-6, show_std=False))
+    if ok["heldout_output_loss"].notna().any():
+        columns.append(Column("heldout.output_loss", "Held-out loss ↓", "lower", 3))
+    if ok["heldout_probe_best"].notna().any():
+        columns.append(Column("heldout.probe_best", "Phone probe (%) ↑", "higher", 1, 100.0))
     for task in [t for t in tasks_in_order(results) if t in set(tasks["task"])]:
         tt = tasks[tasks["task"] == task]
         columns.append(task_column(task, str(tt["metric"].iloc[0]), str(tt["direction"].iloc[0]), tt["value"]))
     if runs["superb_score"].notna().any():
         columns.append(Column("superb_score", "SUPERB ↑", "higher", 1))
+    return columns
+
+
+RUN_COLUMN_OF = {"heldout.output_loss": "heldout_output_loss", "heldout.probe_best": "heldout_probe_best"}
+
+
+def _row_cells(columns: list[Column], grp: pd.DataFrame, tasks: pd.DataFrame, base_seconds: float,
+               ttq: pd.DataFrame) -> list[Cell]:
+    """One row's cells: each column's mean and 95% CI over the row's finished runs."""
+    ok = grp[grp["ok"]]
+    row = []
+    for col in columns:
+        if col.key == "runs":
+            row.append(Cell(text=f"{len(ok)}/{len(grp)}"))
+            continue
+        if col.key == "speedup":
+            cell = _stat((base_seconds / ok["train_seconds"]).tolist())
+        elif col.key == "ttq.time":
+            sub = ttq[ttq["key"].isin(ok["key"])]
+            cell = _stat(sub["ttq_time"].tolist())
+            cell.note = f"{cell.n}/{len(sub)} reached" if len(sub) else "no curve"
+        elif col.key.startswith("task."):
+            cell = _stat(tasks[tasks["key"].isin(ok["key"]) & (tasks["task"] == col.key[5:])]["value"].tolist())
+        else:
+            cell = _stat(ok[RUN_COLUMN_OF.get(col.key, col.key)].tolist())
+        if col.key != "ttq.time" and 0 < cell.n < len(ok):
+            cell.note = f"n={cell.n}"
+        row.append(cell)
+    return row
+
+
+def _groups(runs: pd.DataFrame, group_cols: list[str], sort: bool) -> list[tuple]:
+    """Row groups in run order (runs are sorted by arm order); ablation values sorted."""
+    groups: list[tuple] = []
+    for _, r in runs.iterrows():
+        g = tuple(r[c] if not (isinstance(r[c], float) and math.isnan(r[c])) else None for c in group_cols)
+        if g not in groups:
+            groups.append(g)
+    if sort:
+        def sort_key(g):
+            return tuple((0, v, "") if isinstance(v, (int, float)) and v is not None else (1, 0, str(v)) for v in g)
+        groups.sort(key=sort_key)
+    return groups
+
+
+def build_table(results: Results, sweep: str, table_id: str | None = None,
+                ttq: pd.DataFrame | None = None) -> Table:
+    """The table of one sweep (main if only the arm varies, else an ablation).
+
+    Args:
+        results: collected results.
+        sweep: the sweep's name.
+        table_id: HTML id / file stem (default ``table-main-<sweep>`` or ``table-ablation-<sweep>``).
+        ttq: :func:`harness.report.evidence.time_to_quality_runs` (computed when None).
+    """
+    runs = results.runs[results.runs["sweep"] == sweep]
+    ttq = time_to_quality_runs(results) if ttq is None else ttq
+    keys = varying_keys(runs)
+    multi_arm = runs["arm"].nunique() > 1
+    kind = "main" if multi_arm and not keys else "ablation"
+    group_cols = (["arm"] if multi_arm or not keys else []) + [f"cfg.{k}" for k in keys]
+    tasks = results.tasks[results.tasks["key"].isin(runs["key"])]
+    base_seconds, base_src = _baseline_seconds(results, runs)
+    columns = _columns(results, runs, tasks, base_seconds, ttq)
 
     index, cells, group_values, members = [], [], [], {}
-    for g in groups:
+    for g in _groups(runs, group_cols, sort=bool(keys)):
         mask = np.ones(len(runs), dtype=bool)
         for c, v in zip(group_cols, g):
             mask &= (runs[c].isna() if v is None else runs[c] == v).to_numpy()
         grp = runs[mask]
-        ok = grp[grp["ok"]]
-        label_parts = []
-        for c, v in zip(group_cols, g):
-            label_parts.append(str(v) if c == "variant" else f"{c[4:].rsplit('.', 1)[-1]}={_fmt_value(v)}")
+        label_parts = [str(v) if c == "arm" else f"{c[4:].rsplit('.', 1)[-1]}={_fmt_value(v)}"
+                       for c, v in zip(group_cols, g)]
         index.append(", ".join(label_parts))
         members[index[-1]] = grp["key"].tolist()
-        group_values.append({("variant" if c == "variant" else c[4:]): v for c, v in zip(group_cols, g)})
-        row = []
-        for col in columns:
-            if col.key == "runs":
-                row.append(Cell(text=f"{len(ok)}/{len(grp)}"))
-            elif col.key == "speedup":
-                row.append(_stat((base_seconds / ok["train_seconds"]).tolist()))
-            elif col.key.startswith("task."):
-                vals = tasks[tasks["key"].isin(ok["key"]) & (tasks["task"] == col.key[5:])]["value"]
-                row.append(_stat(vals.tolist()))
-            else:
-                row.append(_stat(ok[col.key].tolist()))
-        cells.append(row)
-    _bold_best(columns, cells)
+        group_values.append({("variant" if c == "arm" else c[4:]): v for c, v in zip(group_cols, g)})
+        cells.append(_row_cells(columns, grp, tasks, base_seconds, ttq))
 
+    ci = ("Mean ± half-width of the 95% t-interval over seeds (n-1 degrees of freedom; none with one "
+          "seed); n=k: fewer seeds than the row's finished runs; n/a = no finished run.")
     if kind == "main":
         title = f"Main table ({sweep})"
-        caption = ("Mean ± std over seeds per stacking variant; best per column in bold "
-                   "(↑ higher is better, ↓ lower is better); n/a = no finished run.")
-    elif not keys:  # one variant, nothing varied but the seed
+        caption = (f"{ci} One row per arm; none_cm = none trained for the stacking schedule's compute. "
+                   "† = paired difference to none resolved (95% CI over seeds excludes 0); no cell is "
+                   "ranked. ↑ higher is better, ↓ lower is better.")
+    elif not keys:  # one arm, nothing varied but the seed
         title = f"Results ({sweep})"
-        caption = "Mean ± std over seeds; n/a = no finished run."
+        caption = ci
     else:
         title = f"Ablation: {', '.join(keys)} ({sweep})"
-        caption = "Mean ± std over seeds per setting; best per column in bold; n/a = no finished run."
+        caption = (f"{ci} † = paired difference to the reference setting resolved; no setting is ranked.")
+    if any(c.key == "ttq.time" for c in columns):
+        caption += (" Time to none_cm loss = training wall-clock until the held-out output loss first reaches "
+                    "the final held-out loss of the same seed's none_cm (interpolated between evaluations); "
+                    "k/n reached.")
     if math.isfinite(base_seconds):
-        caption += f" Speedup = mean train time of none ({base_src}) / train time of each run."
-    caption += _score_coverage(ok)
+        caption += (f" Speedup = mean train time of none ({base_src}) / train time of each run; times of "
+                    "sweep trials that ran side by side on shared cores are not clean speed ratios.")
+    caption += _score_coverage(runs[runs["ok"]])
     index_name = "variant" if kind == "main" else " / ".join(
-        (["variant"] if "variant" in group_cols else []) + keys)
+        (["variant"] if "arm" in group_cols else []) + keys)
     return Table(
         id=table_id or f"table-{kind}-{_slug(sweep)}", title=title, caption=caption, index_name=index_name,
         columns=columns, index=index, cells=cells, group_values=group_values, kind=kind, sweep=sweep,
         members=members,
     )
+
+
+def mark_resolved(table: Table, records: list[dict], reference: str | None) -> None:
+    """Mark with † each cell whose paired difference to ``reference`` (a row label) is
+    resolved in ``records`` (:mod:`harness.stats` records of this table's sweep)."""
+    if reference is None:
+        return
+    hits = {(r["arms"][0], r["metric"]) for r in records if r["design"] == "paired" and r["sweep"] == table.sweep
+            and r["arms"][1] == reference and r["resolved"]}
+    for label, row in zip(table.index, table.cells):
+        for col, cell in zip(table.columns, row):
+            if (label, col.key) in hits:
+                cell.mark = "†"
 
 
 def _score_coverage(ok: pd.DataFrame) -> str:
@@ -371,7 +453,8 @@ def groups_of(table: Table) -> pd.Series:
 
 def build_tables(results: Results) -> list[Table]:
     """One table per sweep; the first main-kind table gets the id ``table-main``."""
-    tables = [build_table(results, s) for s in results.sweeps()]
+    ttq = time_to_quality_runs(results)
+    tables = [build_table(results, s, ttq=ttq) for s in results.sweeps()]
     mains = [t for t in tables if t.kind == "main"]
     if mains:
         mains[0].id = "table-main"
@@ -383,126 +466,12 @@ def runs_frame(results: Results) -> pd.DataFrame:
     """One row per run with each task's value as ``<task>.<metric>``: the report's runs.csv."""
     cols = ["sweep", "run_id", "variant", "seed", "status", "train_seconds", "student_params", "superb_score",
             "run_dir"]
+    extra = ["arm", "train_cpu_seconds", "heldout_output_loss", "heldout_probe_best"]  # after the original columns
     runs = results.runs[["key"] + cols].copy()
     if not results.tasks.empty:
         wide = results.tasks.assign(col=results.tasks["task"] + "." + results.tasks["metric"].astype(str)).pivot_table(
             index="key", columns="col", values="value", aggfunc="first")
         runs = runs.join(wide, on="key")
+    for c in extra:
+        runs[c] = results.runs[c].to_numpy() if c in results.runs else math.nan
     return runs.drop(columns="key")
-
-
-# ----------------------------------------------------------------------------- ASKD (ASR track)
-
-ASKD_ORDER = ("teacher", "ce", "kd", "askd")
-
-
-def _f(x) -> float:
-    """A number from askd.json, NaN for None / missing / not a number."""
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def _layers(n) -> str:
-    return f"{n} decoder layer{'' if n == 1 else 's'}"
-
-
-def askd_objectives(study) -> list[str]:
-    """The study's objectives in report order: teacher, ce, kd, askd, then any other (sorted);
-    an objective appears when any run of it was started, finished or not."""
-    names = {str(r.get("objective")) for r in study.rows() if r.get("objective") not in (None, "teacher")}
-    names |= set((study.data.get("by_objective") or {}))
-    return ["teacher"] + [o for o in ASKD_ORDER[1:] if o in names] + sorted(names - set(ASKD_ORDER))
-
-
-def build_askd_table(study, table_id: str = "table-askd") -> Table:
-    """The ASKD table of one study: one row per model (the teacher, then one per objective).
-
-    Every number is read from ``askd.json`` as :func:`harness.asr.study.write_study_table`
-    wrote it: the teacher row from ``teacher``; a student row from ``by_objective[obj]``
-    (``wer_mean`` +/- ``wer_std``, ``wer_beam_mean``, ``wer_rel_mean``, ``speedup_mean`` +/-
-    ``speedup_std``, ``params``, ``runs``). Nothing is recomputed from the per-run rows,
-    whose only use here is counting the runs started per objective (failed ones included).
-
-    Args:
-        study: an :class:`harness.report.collect.AskdStudy`.
-        table_id: HTML id / file stem.
-    """
-    data = study.data
-    by_obj = data.get("by_objective") or {}
-    teacher = data.get("teacher") or {}
-    params = [_f(teacher.get("params"))] + [_f(m.get("params")) for m in by_obj.values()]
-    small = all(p < 1e6 for p in params if math.isfinite(p))
-    columns = [
-        Column("objective", "Objective"),
-        Column("params", "Params (k)" if small else "Params (M)", None, 0 if small else 2,
-               1e-3 if small else 1e-6, show_std=False),
-        Column("wer", "WER greedy (%) ↓", "lower", 1, 100.0),
-        Column("wer_beam", "WER beam (%) ↓", "lower", 1, 100.0),
-        Column("wer_rel", "WER / teacher ↓", "lower", 2),
-        Column("speedup", "Speedup vs teacher ↑", "higher", 2),
-        Column("seeds", "Seeds ok"),
-    ]
-    started: dict[str, int] = {}
-    for r in study.rows():
-        if r.get("objective") not in (None, "teacher"):
-            started[str(r["objective"])] = started.get(str(r["objective"]), 0) + 1
-    index, cells, values = [], [], []
-    for obj in askd_objectives(study):
-        if obj == "teacher":
-            ok = teacher.get("status", "ok") == "ok" and math.isfinite(_f(teacher.get("wer")))
-            n = 1 if ok else 0
-            layers = teacher.get("decoder_layers")
-            index.append("teacher" + (f" ({_layers(layers)})" if layers else ""))
-            row = [Cell(text="teacher"), Cell(_f(teacher.get("params")), n=n), Cell(_f(teacher.get("wer")), n=n),
-                   Cell(_f(teacher.get("wer_beam")), n=n), Cell(_f(teacher.get("wer_rel")), n=n),
-                   Cell(_f(teacher.get("speedup")), n=n), Cell(text="-")]
-        else:
-            m = by_obj.get(obj) or {}
-            n = int(m.get("runs") or 0)
-            layers = {r.get("decoder_layers") for r in study.rows()
-                      if r.get("objective") == obj and r.get("decoder_layers") is not None}
-            index.append(f"student, {obj}" + (f" ({_layers(layers.pop())})" if len(layers) == 1 else ""))
-            row = [Cell(text=obj), Cell(_f(m.get("params")), n=n),
-                   Cell(_f(m.get("wer_mean")), _f(m.get("wer_std")), n),
-                   Cell(_f(m.get("wer_beam_mean")), n=n), Cell(_f(m.get("wer_rel_mean")), n=n),
-                   Cell(_f(m.get("speedup_mean")), _f(m.get("speedup_std")), n),
-                   Cell(text=f"{n}/{max(started.get(obj, 0), n)}")]
-        cells.append(row)
-        values.append({"objective": obj})
-    _bold_best(columns, cells)
-    utts = teacher.get("n")
-    caption = ("Teacher, then each student objective: mean ± std over seeds as askd.json records it "
-               "(by_objective); WER beam and WER / teacher are means only (no spread recorded). "
-               f"Greedy WER on {utts if utts is not None else 'n/a'} test utterances. Speedup = teacher "
-               "latency / student latency, measured side by side in one process on the same utterances "
-               "(batch 1, greedy)")
-    ratio, tok = _f(data.get("latency_ratio")), _f(data.get("token_latency_ratio"))
-    if math.isfinite(ratio):
-        caption += f"; over all finished students {ratio:.2f}x per utterance"
-        caption += f", {tok:.2f}x per decoded token" if math.isfinite(tok) else ""
-    caption += ". Best per column in bold (↓ lower is better, ↑ higher is better); n/a = no finished run."
-    return Table(id=table_id, title=f"ASKD (ASR track, study {study.name})", caption=caption, index_name="model",
-                 columns=columns, index=index, cells=cells, group_values=values, kind="askd", sweep=study.name,
-                 members={})
-
-
-def askd_runs(study) -> list[dict]:
-    """Per-run lines of a study for the report: every row of ``askd.json`` (and the missing
-    runs) with WERs in percent, n/a where nothing was measured."""
-    out = []
-    for r in study.rows():
-        def pct(k):
-            v = _f(r.get(k))
-            return f"{100 * v:.1f}" if math.isfinite(v) else "n/a"
-
-        sp = _f(r.get("speedup"))
-        secs = _f(r.get("train_seconds"))
-        seed = r.get("seed")
-        out.append({"model": r.get("model"), "objective": r.get("objective"),
-                    "seed": "-" if seed is None or (isinstance(seed, float) and math.isnan(seed)) else seed,
-                    "status": r.get("status"), "wer": pct("wer"), "wer_beam": pct("wer_beam"),
-                    "speedup": f"{sp:.2f}" if math.isfinite(sp) else "n/a",
-                    "train_seconds": f"{secs:.1f}" if math.isfinite(secs) else "n/a"})
-    return out

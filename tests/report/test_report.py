@@ -25,9 +25,13 @@ from harness.cli import main
 from harness.report.collect import collect, varying_keys
 from harness.report.figures import pareto_front
 from harness.report.collect import AskdStudy
-from harness.report.findings import askd_findings, main_findings
+from scipy import stats as st
+
+from harness import stats
+from harness.report.findings import askd_findings, stats_findings
 from harness.report.render import render_report
-from harness.report.tables import Cell, Column, Table, _bold_best, build_askd_table, latex_escape
+from harness.report.askd_tables import build_askd_table
+from harness.report.tables import Cell, Column, Table, _bold_best, latex_escape
 from tests.support import fabricate
 
 # ----------------------------------------------------------------------------- fixtures
@@ -40,15 +44,18 @@ def rendered(tmp_path_factory):
     ASKD study (kd seed 2 failed, askd seed 3 never finished), rendered once through
     ``harness report``."""
     root = tmp_path_factory.mktemp("report")
-    main_dir = fabricate.fabricate_main(root / "results")
+    main_dir = fabricate.fabricate_main(root / "results", heldout=True)
     broken = fabricate.fabricate_broken(main_dir)
-    abl = fabricate.fabricate_ablation(root / "results")
+    abl = fabricate.fabricate_ablation(root / "results")  # old format: no held-out block, no arm
     askd = fabricate.fabricate_askd(root / "results")
     probe = fabricate.fabricate_probe(root / "probe.json")
+    bench = fabricate.fabricate_bench(root / "bench.json")
     out = root / "reports" / "fab"
-    rc = main(["report", str(main_dir), str(abl), str(askd), "--probe", str(probe), "--out", str(out)])
+    rc = main(["report", str(main_dir), str(abl), str(askd), "--probe", str(probe), "--bench", str(bench),
+               "--out", str(out)])
     assert rc == 0
-    return {"root": root, "main": main_dir, "abl": abl, "askd": askd, "out": out, "broken": broken, "probe": probe}
+    return {"root": root, "main": main_dir, "abl": abl, "askd": askd, "out": out, "broken": broken, "probe": probe,
+            "bench": bench}
 
 
 def _apt_install(binary: str, package: str) -> str:
@@ -104,7 +111,10 @@ def test_report_files_written(rendered):
         for ext in ("md", "tex", "csv"):
             assert (out / "tables" / f"{stem}.{ext}").stat().st_size > 0
     figs = {p.stem for p in (out / "figures").glob("*.png")}
-    assert {"frontier", "loss_curves", "cka_teacher", "cka_self", "teacher_probes", "layer_weights"} <= figs
+    assert {"frontier", "loss_curves", "cka_teacher", "cka_self", "teacher_probes", "layer_weights",
+            "heldout_curves", "time_to_quality", "differences", "differences-none_cm", "speedups",
+            "quality-ablation-ablation-w"} <= figs
+    assert "frontier-ablation-ablation-w" not in figs  # loss.w changes no compute: quality only
     for stem in figs:
         assert (out / "figures" / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         svg = ElementTree.parse(out / "figures" / f"{stem}.svg").getroot()
@@ -122,33 +132,46 @@ def test_main_table_matches_summaries(rendered):
         assert df.loc[variant, "train_seconds_mean"] == pytest.approx(np.mean([s["train_seconds"] for s in ok]))
         ks = [s["tasks"]["ks"]["value"] for s in ok]
         assert df.loc[variant, "task.ks_std"] == pytest.approx(np.std(ks, ddof=1))
+        half = st.t.ppf(0.975, len(ks) - 1) * np.std(ks, ddof=1) / math.sqrt(len(ks))
+        assert df.loc[variant, "task.ks_ci_high"] == pytest.approx(np.mean(ks) + half)
+        ho = [s["heldout"]["output_loss"] for s in ok]
+        assert df.loc[variant, "heldout.output_loss_mean"] == pytest.approx(np.mean(ho))
     assert df.loc["top", "runs"] == "2/3"  # the failed run counts as started, not finished
     assert df.loc["middle", "runs"] == "3/4"  # the unreadable run too
+    assert df.loc["none_cm", "runs"] == "3/3"  # the compute-matched none: its own row
+    assert df.loc["none_cm", "heldout.output_loss_n"] == 3
     none = df.loc["none", "train_seconds_mean"]
     assert df.loc["interleaved", "speedup_mean"] == pytest.approx(
         np.mean([none / json.loads((d / "summary.json").read_text())["train_seconds"]
                  for d in rendered["main"].glob("variant=interleaved-s*")]))
 
 
-def test_markdown_and_latex_bold_best_direction_aware(rendered):
+def test_markdown_and_latex_cells_carry_cis_and_no_ranking(rendered):
     md = (rendered["out"] / "tables" / "table-main.md").read_text()
     df = pd.read_csv(rendered["out"] / "tables" / "table-main.csv").set_index("variant")
     header = next(line for line in md.splitlines() if line.startswith("| variant"))
     cols = [c.strip() for c in header.strip("|").split("|")]
     assert "PR PER (%) ↓" in cols and "KS acc (%) ↑" in cols and "SUPERB ↑" in cols
+    assert "Held-out loss ↓" in cols and "Phone probe (%) ↑" in cols
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip().strip("|").split("|")]
             for line in md.splitlines() if line.startswith("| ") and not line.startswith("| variant")}
-    best_per = df["task.pr_mean"].idxmin()  # lower is better
-    best_superb = df["superb_score_mean"].idxmax()
-    assert rows[best_per][cols.index("PR PER (%) ↓")].startswith("**")
-    assert rows[best_superb][cols.index("SUPERB ↑")].startswith("**")
-    worst_per = df["task.pr_mean"].idxmax()
-    assert not rows[worst_per][cols.index("PR PER (%) ↓")].startswith("**")
+    assert "none_cm" in rows
+    cell = rows["interleaved"][cols.index("Held-out loss ↓")]
+    m, h = (float(x.rstrip("†")) for x in cell.split(" ± "))
+    assert m == pytest.approx(df.loc["interleaved", "heldout.output_loss_mean"], abs=5e-4)
+    assert h == pytest.approx(df.loc["interleaved", "heldout.output_loss_ci_high"] - m, abs=1e-3)
+    assert not any("**" in c for r in rows.values() for c in r)  # nothing bolded as "best"
+    # bottom is clearly worse than none on held-out loss (resolved): marked; interleaved is not.
+    assert rows["bottom"][cols.index("Held-out loss ↓")].split(" ")[0].endswith("†")
+    assert not rows["interleaved"][cols.index("Held-out loss ↓")].split(" ")[0].endswith("†")
+    assert rows["top"][cols.index("Held-out loss ↓")] .count("±") == 1  # 2 seeds: still an interval
+    assert "95% t-interval" in md
     tex = (rendered["out"] / "tables" / "table-main.tex").read_text()
-    assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex and "\\textbf{" in tex
+    assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex
     assert "$\\pm$" in tex and "$\\downarrow$" in tex
     abl = pd.read_csv(rendered["out"] / "tables" / "table-ablation-ablation-w.csv")
     assert sorted(abl["loss.w"]) == [0.0, 0.25, 0.5, 1.0]
+    assert "heldout.output_loss_mean" not in abl  # old-format runs: no held-out columns
 
 
 def test_failed_and_broken_runs_listed(rendered):
@@ -157,7 +180,9 @@ def test_failed_and_broken_runs_listed(rendered):
     assert "summary.json" in html and "not valid JSON" in html and str(rendered["broken"]) in html
     assert "analysis.json in" in html and "variant=bottom-s1" in html  # missing optional file, listed
     runs = pd.read_csv(rendered["out"] / "runs.csv")
-    assert len(runs) == 5 * 3 + 1 + 4 * 2  # every run folder, none dropped
+    assert len(runs) == 5 * 3 + 3 + 1 + 4 * 2  # every run folder (none_cm included), none dropped
+    assert list(runs.columns[:9]) == ["sweep", "run_id", "variant", "seed", "status", "train_seconds",
+                                      "student_params", "superb_score", "run_dir"]  # naming unchanged
     failed = runs[runs["run_id"] == "variant=top-s2"].iloc[0]
     assert failed["status"].startswith("failed") and math.isnan(failed["superb_score"])
 
@@ -176,27 +201,75 @@ def test_html_self_contained(rendered):
     assert "SUPERB scoring" in html  # superb.json's seconds count into the total compute
 
 
-def test_findings_are_computed(rendered):
+def _findings_text(html: str) -> str:
+    return re.search(r'<section id="findings">.*?<ul class="findings">(.*?)</ul>', html, re.S).group(1)
+
+
+def test_findings_come_from_stats(rendered):
     html = (rendered["out"] / "index.html").read_text()
-    text = re.search(r'<section id="findings">.*?<p>(.*?)</p>', html, re.S).group(1)
-    df = pd.read_csv(rendered["out"] / "tables" / "table-main.csv").set_index("variant")
-    fastest = df["train_seconds_mean"].idxmin()
-    ratio = df.loc["none", "train_seconds_mean"] / df.loc[fastest, "train_seconds_mean"]
-    assert f"The fastest variant is {fastest}" in text and f"{ratio:.2f}x faster than none" in text
-    assert "22 of 24 runs finished" in text
+    text = _findings_text(html).split("In the ASKD study")[0]  # the stacking findings
+    assert "25 of 27 runs finished" in text
+    recs = stats.read_stats(rendered["out"] / "stats.json")
+    bottom = next(r for r in recs if r["metric"] == "heldout.output_loss" and r["arms"] == ["bottom", "none"])
+    assert bottom["resolved"]
+    assert (f"bottom&#39;s held-out output loss is {bottom['estimate']:.3f} higher than none&#39;s "
+            f"(95% CI [{bottom['ci_low']:.3f}, {bottom['ci_high']:.3f}]") in text
+    assert "fastest" not in text and "best" not in text.replace("(best layer)", "")
+    assert "measured by `harness bench stacking`" in text.replace("&#96;", "`")  # speed from the bench
 
 
-def test_findings_within_one_std():
-    cols = [Column("train_seconds", "Train time (s) ↓", "lower"), Column("superb_score", "SUPERB ↑", "higher")]
-    cells = {
-        "none": [Cell(100.0, 2.0, 3), Cell(800.0, 10.0, 3)],
-        "top": [Cell(70.0, 1.0, 3), Cell(785.0, 4.0, 3)],  # 15 below: outside one std
-        "interleaved": [Cell(60.0, 1.0, 3), Cell(795.0, 4.0, 3)],  # 5 below: within
-    }
-    t = Table("t", "T", "", "variant", cols, list(cells), list(cells.values()))
-    text = " ".join(main_findings(t))
-    assert "The fastest variant is interleaved" in text and "1.67x faster than none" in text
-    assert "the variant within one std is interleaved" in text and "below that: top" in text
+def test_stats_json_written_and_valid(rendered):
+    recs = stats.read_stats(rendered["out"] / "stats.json")
+    assert recs and all(stats.check_record(r) == [] for r in recs)
+    pairs = {(r["metric"], tuple(r["arms"])) for r in recs if r["design"] == "paired"}
+    for m in ("heldout.output_loss", "heldout.probe_best", "superb_score", "task.pr", "train_seconds",
+              "train_cpu_seconds", "ttq.time", "ttq.cpu_time"):
+        assert (m, ("interleaved", "none")) in pairs and (m, ("interleaved", "none_cm")) in pairs, m
+    assert ("heldout.output_loss", ("top", "interleaved")) in pairs
+    top = next(r for r in recs if r["metric"] == "heldout.output_loss" and r["arms"] == ["top", "none"])
+    assert top["n"] == 2 and {"arm": "top", "seed": 2, "why": "run failed: RuntimeError: CUDA out of memory "
+                              "(fabricated)"} in top["excluded"]
+    ttq = next(r for r in recs if r["metric"] == "ttq.time" and r["arms"] == ["bottom"])
+    assert ttq["estimate"] is None and all(x["why"].startswith("never reached") for x in ttq["excluded"])
+    abl = [r for r in recs if r["sweep"] == "ablation_w" and r["design"] == "paired"]
+    assert abl and all(r["arms"][1] == "w=0.5" for r in abl)  # against the default setting
+
+
+def _rec(metric, arms, est, lo, hi, n=3, design="paired", sweep="s"):
+    res = lo is not None and (lo > 0 or hi < 0)
+    return {"sweep": sweep, "setting": None, "metric": metric, "direction": "lower", "arms": arms, "design": design,
+            "level": 0.95, "n": n, "estimate": est, "ci_low": lo, "ci_high": hi,
+            "half_width": None if lo is None else (hi - lo) / 2, "p": 0.5, "resolved": res, "mean_second": 1.0,
+            "relative": est, "sd": 0.01, "seeds": list(range(n)), "excluded": [], "note": None}
+
+
+def test_findings_from_a_fabricated_stats_file(tmp_path):
+    """An unresolved difference is never stated as a ranking; a resolved one is stated with its CI."""
+    recs = [_rec("heldout.output_loss", ["interleaved", "none"], -0.012, -0.020, -0.004),
+            _rec("heldout.output_loss", ["top", "none"], -0.030, -0.070, 0.010),
+            _rec("superb_score", ["interleaved", "none"], 3.0, -5.0, 11.0),
+            _rec("superb_score", ["w=0", "w=0.5"], 12.0, None, None, n=1, sweep="abl"),
+            _rec("superb_score", ["w=0"], 512.0, None, None, n=1, design="mean", sweep="abl"),
+            _rec("superb_score", ["w=0.5"], 500.0, None, None, n=1, design="mean", sweep="abl")]
+    stats.write_stats(tmp_path / "stats.json", recs)
+    recs = stats.read_stats(tmp_path / "stats.json")
+    cols = [Column("heldout.output_loss", "Held-out loss ↓", "lower", 3), Column("superb_score", "SUPERB ↑", "higher", 1)]
+    main_t = Table("t", "T", "", "variant", cols, ["none", "top", "interleaved"], [[Cell()] * 2] * 3, sweep="s")
+    abl_t = Table("a", "A", "", "loss.w", cols[1:], ["w=0", "w=0.5"], [[Cell()]] * 2, kind="ablation", sweep="abl")
+    items = stats_findings([main_t, abl_t], recs)
+    text = " ".join(items)
+    assert ("interleaved's held-out output loss is 0.012 lower than none's (95% CI [-0.020, -0.004]"
+            in text)
+    assert "top vs none, held-out output loss: not resolved: estimate -0.030, 95% CI [-0.070, 0.010]" in text
+    assert "interleaved vs none, SUPERB score: not resolved: estimate 3.0, 95% CI [-5.0, 11.0]" in text
+    for clause in text.split(";"):
+        if "not resolved" in clause:
+            assert not re.search(r"\b(lower|higher|better|worse|best|wins?|faster|slower|than)\b",
+                                 clause.split("not resolved")[1]), clause
+    assert not re.search(r"\b(best|wins?|fastest|worst)\b", text)
+    abl = next(i for i in items if "abl" in i)
+    assert "single-seed indication, not ranked" in abl and "w=0: 512.0, w=0.5: 500.0" in abl
+    assert "higher" not in abl and "lower" not in abl
 
 
 # ----------------------------------------------------------------------------- browser / pdf
@@ -225,7 +298,7 @@ def test_pdf_pages(rendered, pdftoppm, tmp_path):
     pdf = rendered["out"] / "report.pdf"
     subprocess.run([pdftoppm, "-r", "30", "-png", str(pdf), str(tmp_path / "page")], check=True, timeout=120)
     pages = sorted(tmp_path.glob("page-*.png"))
-    assert 4 <= len(pages) <= 20
+    assert 4 <= len(pages) <= 30  # the held-out, time-to-quality, speed and difference figures added pages
     info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True)
     if info.returncode == 0:
         assert int(re.search(r"Pages:\s+(\d+)", info.stdout).group(1)) == len(pages)
@@ -335,15 +408,6 @@ def test_collect_reads_distill_and_superb_layouts(tmp_path):
     assert set(r.layer_weights[row["key"]]) == set(fabricate.TASKS)
 
 
-def test_findings_without_quality_or_finished_runs():
-    cols = [Column("train_seconds", "Train time (s) ↓", "lower")]
-    t = Table("t", "T", "", "variant", cols, ["none", "top"], [[Cell(100.0, 1.0, 2)], [Cell(50.0, 1.0, 2)]], sweep="s")
-    text = " ".join(main_findings(t))
-    assert "2.00x faster than none" in text and "quality cannot be compared" in text
-    t = Table("t", "T", "", "variant", cols, ["none", "top"], [[Cell()], [Cell()]], sweep="s")
-    assert main_findings(t) == ["No run of sweep s finished, so nothing can be compared."]
-
-
 def test_probe_and_analysis_nested_layouts(tmp_path):
     """Nested spellings of the probe / analysis files are read (keys flattened)."""
     from harness.report.figures import Figure, cka_heatmaps, probe_profile
@@ -415,8 +479,8 @@ def test_askd_section_figure_and_provenance(rendered):
     where = re.search(r"<dt>ASKD study \(askd\)</dt><dd>(.*?)</dd>", html).group(1)
     assert "machine: " in where and " CPUs" in where and "study wall-clock 15 min 12 s" in where  # askd.json's
     assert "2.050 M params, 4 decoder layers, trained 120 s by the study" in html
-    text = re.search(r'<section id="findings">.*?<p>(.*?)</p>', html, re.S).group(1)
-    assert "22 of 24 runs finished" in text and "In the ASKD study askd (ASR track), 8 of 10 student runs" in text
+    text = _findings_text(html)
+    assert "25 of 27 runs finished" in text and "In the ASKD study askd (ASR track), 8 of 10 student runs" in text
 
 
 def test_askd_failed_and_missing_runs_shown(rendered):

@@ -37,6 +37,14 @@ TASKS = {
 QUALITY_DROP = {"none": 0.0, "interleaved": 0.004, "middle": 0.03, "top": 0.05, "bottom": 0.09}
 TEACHER_LAYERS = 8
 STUDENT_LAYERS = 8
+# Held-out output loss (MSE) of each arm after the full budget, above the noise floor; the
+# compute-matched none (fewer steps) ends higher. Seeds share most of their noise across arms
+# (the same data order and initial weights), which is what pairing by seed exploits.
+HELDOUT_FINAL = {"none": 0.800, "none_cm": 0.840, "interleaved": 0.802, "middle": 0.830, "top": 0.845,
+                 "bottom": 0.880}
+HELDOUT_EVERY = 50
+# Speedup of the proportional 4-stage schedule of an 8-layer student (cost 2:4:6:8 x 1:2:3:4).
+CM_SPEEDUP = 8 / 6
 
 
 def _stage_plan(variant: str, steps: int, stages: int = 4) -> list[dict]:
@@ -83,6 +91,8 @@ def write_run(
     quality_shift: float = 0.0,
     analysis: bool = True,
     superb: bool = True,
+    heldout: bool = False,
+    arm: str | None = None,
 ) -> Path:
     """Write one fabricated run folder and return it.
 
@@ -97,13 +107,25 @@ def write_run(
         quality_shift: added fraction of headroom lost (ablations).
         analysis: write ``analysis.json``.
         superb: write ``superb.json``.
+        heldout: write the held-out evaluation (``summary.json``'s ``heldout`` block, the
+            ``heldout_loss`` / ``heldout_probe`` of ``metrics.jsonl``) and ``arm``.
+        arm: ``none_cm`` for the compute-matched none (variant none, ``steps`` / CM_SPEEDUP
+            steps, ``compute_matched`` in the summary); default: the variant.
     """
     overrides = overrides or {}
     key = "-".join(f"{k}={v}" for sec in sorted(overrides) for k, v in sorted(overrides[sec].items()))
-    run_id = f"variant={variant}" + (f"-{key}" if key else "") + f"-s{seed}"
+    of_steps = steps
+    if arm == "none_cm":
+        variant, steps = "none", int(round(steps / CM_SPEEDUP))
+    run_id = (f"arm={arm}" if arm == "none_cm" else f"variant={variant}") + (f"-{key}" if key else "") + f"-s{seed}"
     run_dir = sweep_dir / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(zlib.crc32(f"{variant}|{seed}|{key}".encode()))
+    rng = np.random.default_rng(zlib.crc32(f"{arm or variant}|{seed}|{key}".encode()))
+    seed_rng = np.random.default_rng(1000 + seed)  # noise every arm of this seed shares
+    seed_shift = float(seed_rng.normal(0, 0.02))
+    final = HELDOUT_FINAL.get(arm or variant, 0.85) + seed_shift + 0.08 * quality_shift + float(rng.normal(0, 0.002))
+    probe_top = 0.55 - 0.8 * (final - 0.8) + float(rng.normal(0, 0.004))
+    curve: list[dict] = []
 
     cfg_data = {
         "profile": "embedded",
@@ -141,6 +163,14 @@ def write_run(
                     "loss": round(out + total_w * inter, 5), "loss_out": round(out, 5),
                     "loss_inter": round(inter, 5), "lr": 2e-4, "time": round(t, 3),
                 })
+            if heldout and (step % HELDOUT_EVERY == 0 or step == steps):
+                # Falls as a power law of the step to ``final`` at ``steps``.
+                ho = final + 1.2 * ((step + 20) ** -0.5 - (steps + 20) ** -0.5) * 8
+                pb = probe_top - 0.3 * ((step + 20) ** -0.5 - (steps + 20) ** -0.5) * 8
+                curve.append({"step": step, "time": round(t, 3), "cpu_time": round(0.97 * t, 3),
+                              "output_loss": round(ho, 5), "probe_best": round(pb, 4)})
+                if lines and lines[-1]["step"] == step:
+                    lines[-1].update(heldout_loss=round(ho, 5), heldout_probe=round(pb, 4), cpu_time=round(0.97 * t, 3))
         stages.append({**st, "seconds": round(dt * st["steps"], 3)})
         if failed and st["stage"] == 1:
             break
@@ -160,6 +190,24 @@ def write_run(
         "ended": f"2026-11-23T11:{seed:02d}:00+00:00",
         "status": "ok",
     }
+    summary["train_cpu_seconds"] = round(0.97 * t, 3)
+    summary["steps"] = steps
+    summary["theoretical_speedup"] = (STUDENT_LAYERS * steps) / sum(s["depth"] * s["steps"] for s in plan)
+    if heldout:
+        summary["arm"] = arm or variant
+        summary["compute_matched"] = ({"steps": steps, "of_steps": of_steps, "speedup": CM_SPEEDUP}
+                                      if arm == "none_cm" else None)
+        if not failed:
+            probe = {f"layer_{i}": round(probe_top * (0.6 + 0.4 * i / STUDENT_LAYERS), 4)
+                     for i in range(STUDENT_LAYERS + 1)}
+            summary["heldout"] = {
+                "utterances": 64, "frames": 9600, "criterion": "mse", "teacher_layer": TEACHER_LAYERS,
+                "output_loss": curve[-1]["output_loss"],
+                "layer_loss": [{"student_layer": i, "teacher_layer": i, "loss": round(final * (0.5 + i / 16), 4)}
+                               for i in range(1, STUDENT_LAYERS + 1)],
+                "probe": probe, "probe_best": max(probe.values()),
+                "probe_best_layer": max(probe, key=probe.get), "eval_seconds": 3.2, "curve": curve,
+            }
     if failed:
         summary["status"] = f"failed: {failed}"
         summary["tasks"] = {}
@@ -167,7 +215,7 @@ def write_run(
         runs.write_summary(run_dir, summary)
         return run_dir
 
-    drop = QUALITY_DROP.get(variant, 0.05) + quality_shift
+    drop = QUALITY_DROP.get(arm or variant, 0.02) + quality_shift
     tasks, superb_data = {}, {}
     for task, (metric, direction, ref, spread) in TASKS.items():
         noise = rng.normal(0, spread)
@@ -207,17 +255,23 @@ def write_run(
     return run_dir
 
 
-def fabricate_main(results: Path, sweep: str = "main", seeds=(0, 1, 2), failed=("top", 2)) -> Path:
+def fabricate_main(results: Path, sweep: str = "main", seeds=(0, 1, 2), failed=("top", 2),
+                   heldout: bool = False) -> Path:
     """The main study: every variant x seeds; ``failed`` = (variant, seed) of a failed run.
 
     One run also lacks ``analysis.json`` (bottom, seed 1) so the report shows n/a for it.
+    With ``heldout``, every run has the held-out evaluation and the sweep has the
+    compute-matched none (``none_cm``) for every seed.
     """
     sweep_dir = results / sweep
     for variant in VARIANTS:
         for seed in seeds:
             fail = "RuntimeError: CUDA out of memory (fabricated)" if (variant, seed) == tuple(failed) else None
             write_run(sweep_dir, variant, seed, sweep=sweep, failed=fail,
-                      analysis=(variant, seed) != ("bottom", 1))
+                      analysis=(variant, seed) != ("bottom", 1), heldout=heldout)
+    if heldout:
+        for seed in seeds:
+            write_run(sweep_dir, "none", seed, sweep=sweep, heldout=True, arm="none_cm")
     return sweep_dir
 
 
@@ -229,6 +283,17 @@ def fabricate_ablation(results: Path, sweep: str = "ablation_w", values=(0.0, 0.
             write_run(sweep_dir, "interleaved", seed, sweep=sweep, overrides={"loss": {"w": w}},
                       quality_shift=0.06 * abs(w - 0.5), analysis=False, superb=False)
     return sweep_dir
+
+
+def fabricate_bench(path: Path) -> Path:
+    """A ``harness bench stacking`` JSON in the contract's keys (spreads in two spellings)."""
+    variants = {"none": {"speedup_wall": 1.0, "speedup_cpu": 1.0, "theory_flop": 1.0, "theory_fitted": 1.0}}
+    for i, v in enumerate(VARIANTS[1:]):
+        variants[v] = {"speedup_wall": {"mean": 1.21 + 0.01 * i, "min": 1.17, "max": 1.26},
+                       "speedup_cpu": 1.25 + 0.01 * i, "speedup_cpu_spread": 0.02,
+                       "theory_flop": CM_SPEEDUP, "theory_fitted": 1.29, "ratio_cpu_fitted": (1.25 + 0.01 * i) / 1.29}
+    path.write_text(json.dumps({"variants": variants, "machine": {"cpu_count": 2}}))
+    return path
 
 
 def fabricate_probe(path: Path) -> Path:
