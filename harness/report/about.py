@@ -71,7 +71,9 @@ def about_items(results: Results) -> list[tuple[str, str]]:
     for t in teachers:
         desc = next((d for prefix, d in KNOWN_TEACHERS.items() if t.startswith(prefix)), None)
         out.append(("Teacher", f"{t}: {desc}." if desc else f"{t} (no description known to the report)."))
-    layers = _unique(runs.get("cfg.student.layers", pd.Series(dtype=object)))
+    # the final depth each run reached (student.layers = 0 means the preset's depth)
+    st = results.stages
+    layers = [] if st.empty else _unique(st.sort_values("stage").groupby("key")["depth"].last().astype(int))
     params = runs.loc[runs["ok"], "student_params"].dropna()
     if layers or len(params):
         out.append(("Student", ", ".join(x for x in (
