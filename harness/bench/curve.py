@@ -114,3 +114,15 @@ def plot_curve(report: dict, path: Path) -> Optional[Path]:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def format_lr_pilot(report: dict) -> str:
+    """The learning-rate pilot (``docs/benchmarks/lr-pilot-embedded.json``) as a markdown
+    table: final held-out loss and probe per variant and learning rate."""
+    lines = ["| variant | lr | steps | held-out output loss | phone probe (best layer) | status |",
+             "| --- | ---: | ---: | ---: | ---: | --- |"]
+    for r in sorted(report["runs"], key=lambda r: (r["variant"] != "none", r["variant"], r["lr"])):
+        loss = "n/a" if r["heldout_output_loss"] is None else f"{r['heldout_output_loss']:.4f}"
+        probe = "n/a" if r["heldout_probe_best"] is None else f"{r['heldout_probe_best']:.4f}"
+        lines.append(f"| {r['variant']} | {r['lr']:g} | {r['steps']} | {loss} | {probe} | {r['status']} |")
+    return "\n".join(lines)
