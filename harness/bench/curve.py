@@ -103,13 +103,15 @@ def plot_curve(report: dict, path: Path) -> Optional[Path]:
     ax.set_xlabel("training step")
     ax.set_ylabel("held-out output loss (lower is better)")
     ax.grid(True, alpha=0.3)
+    handles = ax.get_lines()[:1]
     if any(p.get("probe_best") is not None for p in curve):
         ax2 = ax.twinx()
-        ax2.plot(steps, [p.get("probe_best") for p in curve], "s:", color="C1", label="phone probe (best layer)")
-        ax2.set_ylabel("phone probe accuracy", color="C1")
+        handles += ax2.plot(steps, [p.get("probe_best") for p in curve], "s:", color="C1",
+                            label="phone probe, best layer (right axis)")
+        ax2.set_ylabel("phone probe accuracy (higher is better)", color="C1")
         ax2.tick_params(axis="y", colors="C1")
     ax.set_title(f"`{s['variant']}`, {s['profile']} profile: {s['steps']}-step reference run", fontsize=9)
-    ax.legend(loc="upper right", fontsize=8, bbox_to_anchor=(1.0, 0.9))
+    ax.legend(handles=handles, loc="center right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
