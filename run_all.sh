@@ -274,6 +274,11 @@ done
 step "report"
 dirs=()
 for s in "${studies[@]}"; do dirs+=("$results/$profile-${s//_/-}$suffix"); done
-harness report "${dirs[@]}" --probe "$probe_json" --out "reports/$profile$suffix"
+# the speed ratios come from the committed side-by-side benchmark (the sweep's trials share
+# the two cores): docs/benchmarks.md, `harness bench stacking`
+bench_json=docs/benchmarks/stacking-$profile-cpu.json
+bench_args=()
+[ -f "$bench_json" ] && bench_args=(--bench "$bench_json")
+harness report "${dirs[@]}" --probe "$probe_json" "${bench_args[@]}" --out "reports/$profile$suffix"
 echo "[run_all] done in $(( $(date +%s) - start )) s"
 echo "[run_all] report: $PWD/reports/$profile$suffix/index.html"
