@@ -1,0 +1,23 @@
+"""The tables of docs/benchmarks.md "Sizing the default study" are generated from the
+committed JSON files: a doc number that drifts from its result file fails here."""
+
+import json
+from pathlib import Path
+
+from harness.bench.curve import format_curve, format_lr_pilot
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_sizing_tables_match_their_json():
+    doc = (ROOT / "docs" / "benchmarks.md").read_text()
+    curve = json.loads((ROOT / "docs" / "benchmarks" / "curve-embedded-none.json").read_text())
+    lr = json.loads((ROOT / "docs" / "benchmarks" / "lr-pilot-embedded.json").read_text())
+    assert format_curve(curve) in doc
+    assert format_lr_pilot(lr) in doc
+    assert (ROOT / "docs" / "benchmarks" / "curve-embedded-none.png").is_file()
+    # the default budget the docs mark is the shipped base config's
+    from harness.config import load_run_config
+
+    base = load_run_config(ROOT / "sweeps" / "base" / "embedded.yaml")
+    assert curve["settings"]["default_steps"] == base.train.steps
