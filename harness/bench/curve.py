@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from harness.bench.common import report_header, scratch
+from harness.config import to_dict
 from harness.errors import UserError
 from harness.runs import write_json
 
@@ -54,7 +55,8 @@ def bench_curve(
         **report_header("curve"),
         "settings": {"profile": profile, "variant": variant, "steps": steps, "eval_every": eval_every,
                      "overrides": list(overrides), "default_steps": default_steps,
-                     "threads": cfg.train.threads or None, "heldout_utterances": cfg.data.heldout},
+                     "threads": cfg.train.threads or None, "heldout_utterances": cfg.data.heldout,
+                     "config": to_dict(cfg)},
         "load_average": {"start": list(load_start), "end": list(os.getloadavg())},
         "train_seconds": summary["train_seconds"], "train_cpu_seconds": summary["train_cpu_seconds"],
         "eval_seconds": summary["heldout"]["eval_seconds"],
