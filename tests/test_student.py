@@ -7,14 +7,18 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from harness.config import StudentConfig
 from harness.stacking import grow, plan
 from harness.student import (
+    PosConv,
     TeacherInfo,
     build_student,
     load_student,
+    pos_conv_channels_last,
+    pos_conv_reference,
     proportional_targets,
     save_student,
     student_embedded,
@@ -208,3 +212,61 @@ def test_student_of_the_dummy_teacher():
     assert torch.equal(frames, t_frames) and states[0].shape[1] == t_states[0].shape[1]
     proj = s.project(states)
     assert proj[-1].shape == t_states[s.targets[-1]].shape
+
+
+# ----------------------------------------------------------------------------- positional conv
+
+
+def _fairseq_pos_conv(x: torch.Tensor, conv: "PosConv") -> torch.Tensor:
+    """fairseq's positional conv written out: weight norm over the kernel axis, F.conv1d
+    with padding K // 2 on (B, D, T), the extra frame of an even kernel dropped, GELU."""
+    v, g = conv.weight_v, conv.weight_g
+    w = g * v / v.norm(dim=(0, 1), keepdim=True)
+    y = F.conv1d(x.transpose(1, 2), w, conv.bias, padding=conv.kernel // 2, groups=conv.groups)
+    if conv.kernel % 2 == 0:
+        y = y[:, :, :-1]
+    return F.gelu(y).transpose(1, 2)
+
+
+@pytest.mark.parametrize("width,kernel,groups", [(128, 32, 8), (128, 33, 8), (24, 4, 3), (16, 5, 1), (12, 1, 4)])
+def test_pos_conv_matches_conv1d_outputs_and_gradients(width, kernel, groups):
+    torch.manual_seed(kernel)
+    conv = PosConv(width, kernel, groups)
+    with torch.no_grad():  # a non-trivial gain and bias, so their gradients are tested too
+        conv.weight_g.mul_(torch.rand_like(conv.weight_g) + 0.5)
+        conv.bias.normal_()
+    lengths = torch.tensor([37, 20, 1])  # a batch of different lengths, padded frames zeroed
+    x = torch.randn(3, 37, width)
+    x = x * (torch.arange(37)[None, :] < lengths[:, None])[:, :, None]
+    x_ref = x.clone().requires_grad_()
+    x_new = x.clone().requires_grad_()
+    ref, new = _fairseq_pos_conv(x_ref, conv), conv(x_new)
+    assert new.shape == ref.shape == x.shape
+    torch.testing.assert_close(new, ref)
+    grad_out = torch.randn_like(ref)
+    params = [conv.weight_g, conv.weight_v, conv.bias]
+    g_ref = torch.autograd.grad(ref, [x_ref, *params], grad_out)
+    g_new = torch.autograd.grad(new, [x_new, *params], grad_out)
+    for a, b in zip(g_new, g_ref):
+        torch.testing.assert_close(a, b)
+
+
+def test_pos_conv_reference_is_the_conv1d_path():
+    torch.manual_seed(0)
+    conv = PosConv(16, 6, 4)
+    x = torch.randn(2, 11, 16)
+    w = conv.weight()
+    torch.testing.assert_close(pos_conv_channels_last(x, w, conv.bias, 6, 4), pos_conv_reference(x, w, conv.bias, 6, 4))
+    torch.testing.assert_close(F.gelu(pos_conv_reference(x, w, conv.bias, 6, 4)), conv(x))
+
+
+def test_pos_conv_state_dict_keys_and_padding_invariance():
+    torch.manual_seed(0)
+    conv = PosConv(16, 8, 4)
+    assert sorted(conv.state_dict()) == ["bias", "weight_g", "weight_v"]
+    assert conv.weight_g.shape == (1, 1, 8) and conv.weight_v.shape == (16, 4, 8)
+    # a frame's output depends on its neighbours only (zero padding): appending zero frames
+    # past the end leaves the valid frames unchanged, as the student's padding mask relies on
+    x = torch.randn(1, 9, 16)
+    longer = torch.cat([x, torch.zeros(1, 5, 16)], dim=1)
+    torch.testing.assert_close(conv(longer)[:, :9], conv(x))
