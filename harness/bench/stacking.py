@@ -161,14 +161,16 @@ def bench_stacking(
     """Per-depth step costs, the fitted cost model, and every variant end to end.
 
     1. The teacher cache is built or opened (outside every timing).
-    2. Step costs: each depth the schedule visits, trained on an in-memory batch of the
-       run's shape (:func:`harness.bench.stepcost.measure_depth_costs`); the fit
-       ``cost(depth) = a * depth + b`` of the CPU and of the wall-clock time per step;
-       the positional conv, the live teacher's forward and each growth timed on their own.
+    2. A student per depth the schedule visits, warmed up on an in-memory batch of the
+       run's shape (:class:`harness.bench.stepcost.DepthCosts`).
     3. One short untimed run per variant (warm-up; it also records which cached arrays
        each arm reads per step: :mod:`harness.bench.datacost`).
-    4. ``repeats`` rounds of every variant end to end (``run_distill``, teacher cached),
-       round-robin, so that drift hits every arm alike.
+    4. ``repeats`` rounds, each a round of per-depth step costs, then every variant end to
+       end (``run_distill``, teacher cached), round-robin, so that drift hits every arm
+       and the step costs alike.
+    5. The fit ``cost(depth) = a * depth + b`` of the CPU and of the wall-clock time per
+       step; the positional conv, the live teacher's forward and each growth timed on
+       their own.
 
     Torch threads: ``train.threads`` when set, else 1 (what a sweep trial gets per CPU).
 
@@ -204,11 +206,13 @@ def bench_stacking(
     with scratch(work_dir, "bench-stacking-") as tmp:
         cache_seconds, cache = ensure_teacher_cache(cfg, teacher)
         log(f"teacher cache ready ({cache_seconds:.1f} s); {torch.get_num_threads()} torch thread(s)")
-        cost = measure_step_cost(cfg, teacher, stages, settings, log)
+        depth_costs = stepcost.DepthCosts(cfg, teacher, sorted({d for st in stages.values() for d in st.depths}),
+                                          settings.cost_steps, settings.cost_warmup)
         data = {v: _probe(vcfgs[v], stages[v], cache, tmp / f"probe-{v}") for v in variants}
         if settings.live:
             _run(_with(cfg, teacher={"cache": False}, train={"steps": max(4, cfg.stacking.stages)}), tmp / "warm-live")
-        runs = _end_to_end(vcfgs, modes, settings.repeats, tmp, log)
+        runs = _end_to_end(vcfgs, modes, settings.repeats, tmp, log, depth_costs)
+        cost = step_cost(cfg, teacher, stages, depth_costs.rows(), settings, log)
     results = [_compare(mode, v, stages[v], runs, cost, data[v] if mode == "cached" else {})
                for mode in modes for v in variants]
     report = {
@@ -228,14 +232,12 @@ def bench_stacking(
     return report
 
 
-def measure_step_cost(cfg: RunConfig, teacher, stages: dict, settings: StackingSettings,
-                      log: Callable[[str], None] = print) -> dict:
-    """The ``step_cost`` block: per-depth costs, their fits (CPU and wall-clock), the
-    positional conv, the live teacher's forward, each variant's growths, and the FLOP
-    models (cached and live) of the full-depth student."""
-    depths = sorted({d for st in stages.values() for d in st.depths})
-    per_depth = stepcost.measure_depth_costs(cfg, teacher, depths, settings.cost_steps, settings.cost_warmup,
-                                             settings.repeats, log)
+def step_cost(cfg: RunConfig, teacher, stages: dict, per_depth: list[dict], settings: StackingSettings,
+              log: Callable[[str], None] = print) -> dict:
+    """The ``step_cost`` block: the per-depth costs (:meth:`stepcost.DepthCosts.rows`),
+    their fits (CPU and wall-clock), the positional conv, the live teacher's forward, each
+    variant's growths, and the FLOP models (cached and live) of the full-depth student."""
+    depths = [r["depth"] for r in per_depth]
     if len(depths) > 1:
         fit = stepcost.fit_cost(depths, [r["cpu_ms"]["median"] for r in per_depth])
         fit_wall = stepcost.fit_cost(depths, [r["wall_ms"]["median"] for r in per_depth])
@@ -281,11 +283,16 @@ def _probe(cfg: RunConfig, stages, cache, run_dir: Path) -> dict:
     return summary
 
 
-def _end_to_end(vcfgs: dict, modes: tuple[str, ...], repeats: int, tmp: Path, log: Callable[[str], None]) -> dict:
-    """``repeats`` rounds of every variant (and mode), order reversed every other round."""
+def _end_to_end(vcfgs: dict, modes: tuple[str, ...], repeats: int, tmp: Path, log: Callable[[str], None],
+                depth_costs: Optional[stepcost.DepthCosts] = None) -> dict:
+    """``repeats`` rounds of every variant (and mode), order reversed every other round;
+    each round starts with a round of ``depth_costs``, so the per-depth costs and the end
+    -to-end runs are spread over the same stretch of time (and the same drift)."""
     order = [(m, v) for m in modes for v in vcfgs]
     runs: dict[tuple[str, str], list[dict]] = {k: [] for k in order}
     for r in range(repeats):
+        if depth_costs is not None:
+            depth_costs.round(r, log)
         for mode, v in (order if r % 2 == 0 else order[::-1]):
             run_dir = tmp / f"{mode}-{v}-{r}"
             s = _run(_with(vcfgs[v], teacher={"cache": mode == "cached"}), run_dir)

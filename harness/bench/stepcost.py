@@ -3,12 +3,12 @@
 What ``harness bench stacking`` predicts a schedule's speedup from, measured rather than
 counted:
 
-- :func:`measure_depth_costs`: for each depth a schedule visits, ``steps`` training steps
+- :class:`DepthCosts` / :func:`measure_depth_costs`: for each depth a schedule visits, ``steps`` training steps
   (:func:`harness.distill.train_step`: forward, backward, fused AdamW) of a student of that
   depth on one **in-memory** batch of the run's shape (``B x frames x frontend_dim``,
   targets of the teacher width): no disk read in the timed part. Wall-clock
   (``time.perf_counter``) and CPU time per step (:func:`cpu_clock`), after warm-up steps,
-  depths round-robin within each repeat.
+  depths round-robin within each round.
 - :func:`fit_cost`: least squares ``cost(depth) = a * depth + b`` on those costs.
 - :func:`fitted_speedup`: ``sum_s steps_s * cost(depth_s)`` of ``none`` (full depth for
   every step) over the same sum for a schedule.
@@ -101,40 +101,56 @@ def _steps(run: distill.Run, batch: dict, n: int, clock: Callable[[], float]) ->
     return wall, cpu
 
 
-def measure_depth_costs(cfg: RunConfig, teacher, depths: Sequence[int], steps: int, warmup: int,
-                        repeats: int, log: Callable[[str], None] = print) -> list[dict]:
-    """Training-step cost of each depth on an in-memory batch.
+class DepthCosts:
+    """Training-step cost of each depth on an in-memory batch, one round at a time.
+
+    Built once (a student and AdamW per depth, warmed up); :meth:`round` times every depth
+    once, so a benchmark can spread its rounds between its end-to-end rounds and both see
+    the same drift of a shared machine.
 
     Args:
         cfg: the run config (batch size, crop, student, loss, optimizer, device).
         teacher: the teacher (width, frame rate, front-end dim; never run here).
         depths: the depths to time.
-        steps: timed steps per depth and repeat.
+        steps: timed steps per depth and round.
         warmup: untimed steps per depth first (thread pool, allocator, lazy inits).
-        repeats: rounds over all depths (order reversed every other round).
-
-    Returns:
-        One row per depth: ``depth``, ``wall_ms`` and ``cpu_ms`` (:func:`spread` over the
-        repeats of the mean step), ``wall_ms_steps`` / ``cpu_ms_steps`` (every step).
     """
-    _, clock = cpu_clock()
-    runs = {d: depth_run(cfg, teacher, d) for d in depths}
-    batches = {d: fake_batch(cfg, teacher, sorted(set(runs[d].student.targets))) for d in depths}
-    for d in depths:
-        _steps(runs[d], batches[d], warmup, clock)
-    wall = {d: [] for d in depths}
-    cpu = {d: [] for d in depths}
+
+    def __init__(self, cfg: RunConfig, teacher, depths: Sequence[int], steps: int, warmup: int) -> None:
+        self.depths, self.steps = list(depths), steps
+        self.clock_name, self.clock = cpu_clock()
+        self.runs = {d: depth_run(cfg, teacher, d) for d in self.depths}
+        self.batches = {d: fake_batch(cfg, teacher, sorted(set(self.runs[d].student.targets))) for d in self.depths}
+        for d in self.depths:
+            _steps(self.runs[d], self.batches[d], warmup, self.clock)
+        self.wall: dict[int, list[list[float]]] = {d: [] for d in self.depths}
+        self.cpu: dict[int, list[list[float]]] = {d: [] for d in self.depths}
+
+    def round(self, r: int, log: Callable[[str], None] = print) -> None:
+        """Time ``steps`` steps of every depth (the order reversed when ``r`` is odd)."""
+        for d in (self.depths if r % 2 == 0 else self.depths[::-1]):
+            w, c = _steps(self.runs[d], self.batches[d], self.steps, self.clock)
+            self.wall[d].append([1000 * x for x in w])
+            self.cpu[d].append([1000 * x for x in c])
+            log(f"  step cost depth {d} round {r}: {statistics.mean(self.cpu[d][-1]):.1f} ms CPU, "
+                f"{statistics.mean(self.wall[d][-1]):.1f} ms wall per step")
+
+    def rows(self) -> list[dict]:
+        """One row per depth: ``depth``, ``wall_ms`` and ``cpu_ms`` (:func:`spread` over the
+        rounds of the mean step), ``wall_ms_steps`` / ``cpu_ms_steps`` (every step)."""
+        return [{"depth": d,
+                 "wall_ms": spread([statistics.mean(x) for x in self.wall[d]]),
+                 "cpu_ms": spread([statistics.mean(x) for x in self.cpu[d]]),
+                 "wall_ms_steps": self.wall[d], "cpu_ms_steps": self.cpu[d]} for d in self.depths]
+
+
+def measure_depth_costs(cfg: RunConfig, teacher, depths: Sequence[int], steps: int, warmup: int,
+                        repeats: int, log: Callable[[str], None] = print) -> list[dict]:
+    """:class:`DepthCosts` with ``repeats`` rounds back to back; its :meth:`~DepthCosts.rows`."""
+    costs = DepthCosts(cfg, teacher, depths, steps, warmup)
     for r in range(repeats):
-        for d in (depths if r % 2 == 0 else list(reversed(depths))):
-            w, c = _steps(runs[d], batches[d], steps, clock)
-            wall[d].append([1000 * x for x in w])
-            cpu[d].append([1000 * x for x in c])
-            log(f"  step cost depth {d} repeat {r}: {statistics.mean(cpu[d][-1]):.1f} ms CPU, "
-                f"{statistics.mean(wall[d][-1]):.1f} ms wall per step")
-    return [{"depth": d,
-             "wall_ms": spread([statistics.mean(x) for x in wall[d]]),
-             "cpu_ms": spread([statistics.mean(x) for x in cpu[d]]),
-             "wall_ms_steps": wall[d], "cpu_ms_steps": cpu[d]} for d in depths]
+        costs.round(r, log)
+    return costs.rows()
 
 
 def fit_cost(depths: Sequence[float], costs: Sequence[float]) -> dict:

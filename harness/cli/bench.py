@@ -1,5 +1,5 @@
-"""``harness bench stacking | teacher-cache | throughput | gpu`` (:mod:`harness.bench`,
-:mod:`harness.bench.throughput`, :mod:`harness.bench.gpu`).
+"""``harness bench stacking | teacher-cache | posconv | throughput | gpu`` (:mod:`harness.bench`,
+:mod:`harness.bench.posconv`, :mod:`harness.bench.throughput`, :mod:`harness.bench.gpu`).
 
 The benchmark modules are imported inside the commands: they pull in torch (and s3prl).
 """
@@ -31,6 +31,16 @@ def cmd_bench_teacher_cache(args: argparse.Namespace) -> int:
     from harness.bench import bench_teacher_cache
 
     bench_teacher_cache(args.profile, Path(args.out), overrides=args.overrides)
+    return 0
+
+
+def cmd_bench_posconv(args: argparse.Namespace) -> int:
+    from harness.bench.posconv import bench_posconv
+
+    try:
+        bench_posconv(Path(args.out) if args.out else None, repeats=args.repeats, n=args.calls, threads=args.threads)
+    except ValueError as err:
+        raise UserError(f"bench posconv: {err}") from None
     return 0
 
 
@@ -95,6 +105,14 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--profile", choices=("tiny", "embedded"), required=True)
     p.add_argument("--out", required=True, help="JSON file")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="changes to sweeps/base/<profile>.yaml")
+
+    p = command(bench, "posconv", cmd_bench_posconv,
+                "the student's positional conv: its channels-last conv2d path vs F.conv1d, forward + backward",
+                ["harness bench posconv --out docs/benchmarks/posconv-cpu.json"])
+    p.add_argument("--repeats", type=int, default=7, help="interleaved repeats per path and shape")
+    p.add_argument("--calls", type=int, default=5, help="calls per repeat")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--out", help="JSON file")
 
     _add_throughput(bench)
     _add_gpu(bench)
