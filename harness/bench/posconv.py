@@ -76,6 +76,7 @@ def bench_posconv(out: Optional[str | Path] = None, shapes: Sequence[tuple] = SH
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     start = load_average()
+    clock_name = cpu_clock()[0]  # the clock time_paths uses, at the thread count it runs with
     results = []
     try:
         for name, *shape in shapes:
@@ -86,7 +87,7 @@ def bench_posconv(out: Optional[str | Path] = None, shapes: Sequence[tuple] = SH
     finally:
         torch.set_num_threads(before)
     report = {**report_header("posconv"),  # hardware() sees the restored thread count; settings has the used one
-              "settings": {"repeats": repeats, "calls": n, "threads": threads, "cpu_clock": cpu_clock()[0]},
+              "settings": {"repeats": repeats, "calls": n, "threads": threads, "cpu_clock": clock_name},
               "load_average": {"start": start, "end": load_average()}, "results": results}
     if out:
         write_json(out, report)

@@ -208,11 +208,16 @@ def bench_stacking(
         log(f"teacher cache ready ({cache_seconds:.1f} s); {torch.get_num_threads()} torch thread(s)")
         depth_costs = stepcost.DepthCosts(cfg, teacher, sorted({d for st in stages.values() for d in st.depths}),
                                           settings.cost_steps, settings.cost_warmup)
+        growth = {}
+        for v, st in stages.items():
+            if len(st) > 1:  # each growth timed; the grown student then timed beside the fresh one
+                growth[v], grown, batch = stepcost.time_growths(vcfgs[v], teacher, st)
+                depth_costs.add(f"grown-{v}", grown, batch)
         data = {v: _probe(vcfgs[v], stages[v], cache, tmp / f"probe-{v}") for v in variants}
         if settings.live:
             _run(_with(cfg, teacher={"cache": False}, train={"steps": max(4, cfg.stacking.stages)}), tmp / "warm-live")
         runs = _end_to_end(vcfgs, modes, settings.repeats, tmp, log, depth_costs)
-        cost = step_cost(cfg, teacher, stages, depth_costs.rows(), settings, log)
+        cost = step_cost(cfg, teacher, depth_costs, growth, settings, log)
     results = [_compare(mode, v, stages[v], runs, cost, data[v] if mode == "cached" else {})
                for mode in modes for v in variants]
     report = {
@@ -232,11 +237,13 @@ def bench_stacking(
     return report
 
 
-def step_cost(cfg: RunConfig, teacher, stages: dict, per_depth: list[dict], settings: StackingSettings,
+def step_cost(cfg: RunConfig, teacher, depth_costs: stepcost.DepthCosts, growth: dict, settings: StackingSettings,
               log: Callable[[str], None] = print) -> dict:
     """The ``step_cost`` block: the per-depth costs (:meth:`stepcost.DepthCosts.rows`),
-    their fits (CPU and wall-clock), the positional conv, the live teacher's forward, each
-    variant's growths, and the FLOP models (cached and live) of the full-depth student."""
+    their fits (CPU and wall-clock), the grown students beside the fresh ones
+    (``grown``), the positional conv, the live teacher's forward, each variant's growths
+    (``growth``), and the FLOP models (cached and live) of the full-depth student."""
+    per_depth = depth_costs.rows()
     depths = [r["depth"] for r in per_depth]
     if len(depths) > 1:
         fit = stepcost.fit_cost(depths, [r["cpu_ms"]["median"] for r in per_depth])
@@ -244,7 +251,7 @@ def step_cost(cfg: RunConfig, teacher, stages: dict, per_depth: list[dict], sett
     else:  # only `none`: one depth, nothing to fit; the whole cost is per layer
         fit = {"a": per_depth[0]["cpu_ms"]["median"] / depths[0], "b": 0.0, "r2": None, "residuals": [0.0]}
         fit_wall = {"a": per_depth[0]["wall_ms"]["median"] / depths[0], "b": 0.0, "r2": None, "residuals": [0.0]}
-    full = stepcost.depth_run(cfg, teacher, depths[-1])
+    full = depth_costs.runs[depths[-1]]
     pos = stepcost.time_pos_conv(cfg, teacher, full, repeats=settings.repeats)
     if pos:
         pos["share_of_layer"] = pos["channels_last_ms"]["median"] / fit["a"]
@@ -253,8 +260,6 @@ def step_cost(cfg: RunConfig, teacher, stages: dict, per_depth: list[dict], sett
     live_extra = fwd["teacher_ms"]["median"] + fwd["frontend_ms"]["median"]
     flop = {mode: dataclasses.asdict(distill.cost_model(_with(cfg, teacher={"cache": mode == "cached"}),
                                                         full.student, teacher)) for mode in ("cached", "live")}
-    growth = {v: stepcost.time_growths(_with(cfg, stacking={"variant": v}), teacher, st)
-              for v, st in stages.items() if len(st) > 1}
     log(f"  fit: cost(depth) = {fit['a']:.2f} ms x depth + {fit['b']:.2f} ms (CPU, R^2 {fit['r2']}); "
         f"pos conv {pos.get('channels_last_ms', {}).get('median', 0):.2f} ms; live teacher + front-end "
         f"{live_extra:.1f} ms per batch")
@@ -262,7 +267,7 @@ def step_cost(cfg: RunConfig, teacher, stages: dict, per_depth: list[dict], sett
             "batch": {"batch_size": cfg.data.batch_size, "frames": stepcost.frames_per_crop(cfg, teacher.frame_rate),
                       "frontend_dim": int(teacher.frontend.out_dim), "teacher_width": int(teacher.width)},
             "pos_conv": pos, "teacher_forward": fwd, "live_fixed_extra_ms": live_extra,
-            "flop_model": flop, "growth": growth}
+            "flop_model": flop, "growth": growth, "grown": depth_costs.extra_rows()}
 
 
 def _probe(cfg: RunConfig, stages, cache, run_dir: Path) -> dict:
@@ -340,6 +345,8 @@ def _compare(mode: str, v: str, st, runs: dict, cost: dict, data: dict) -> dict:
         "predicted_cpu_seconds": predicted,
         "unexplained_cpu_ms_per_step": 1000 * (cpu_med - predicted) / st.total,
         "growth": growth, "data": data,
+        # the student grown to the final depth against a fresh one, per round (in memory)
+        "grown_over_fresh_cpu": (cost["grown"].get(f"grown-{v}") or {}).get("over_depth"),
     }
     row.update(_quality(none, vr))
     return row
@@ -363,6 +370,10 @@ def _quality(none: list[dict], vr: list[dict]) -> dict:
         "time_to_quality_cpu_seconds": ttq_cpu,
         "time_to_quality_cpu_speedup": base_cpu / ttq_cpu if ttq_cpu else None,
     }
+
+
+def _median_text(x: Optional[dict]) -> str:
+    return f"{x['median']:.3f}" if x else "-"
 
 
 def _mib(x: Optional[float]) -> str:
@@ -396,7 +407,7 @@ def format_stacking(report: dict) -> str:
                  f"{c['teacher_forward']['frontend_ms']['median']:.1f} ms per batch")
     lines.append(f"{'teacher':<7} {'variant':<12} {'flop':>6} {'fitted':>6} {'wall x [min, max]':>21} "
                  f"{'cpu x [min, max]':>21} {'cpu/fit':>7} {'wall/fit':>8} {'flop live':>9} {'fit live':>8} "
-                 f"{'MiB/step':>8} {'arrays':>6} {'final out':>9}")
+                 f"{'MiB/step':>8} {'arrays':>6} {'grown/fresh':>11} {'final out':>9}")
     for r in report["results"]:
         sw, sc = r["speedup_wall_spread"], r["speedup_cpu_spread"]
         d = r["data"] or {}
@@ -405,7 +416,8 @@ def format_stacking(report: dict) -> str:
             f"{r['speedup_wall']:>6.3f} [{sw[0]:.3f}, {sw[1]:.3f}] {r['speedup_cpu']:>6.3f} [{sc[0]:.3f}, {sc[1]:.3f}] "
             f"{r['ratio_cpu_fitted']:>7.3f} {r['ratio_wall_fitted']:>8.3f} {r['theory_flop_live']:>9.3f} "
             f"{r['theory_fitted_live']:>8.3f} {_mib(d.get('bytes_per_step')):>8} "
-            f"{d.get('arrays_per_step', float('nan')):>6.1f} {r['final_quality_loss']:>9.4f}")
+            f"{d.get('arrays_per_step', float('nan')):>6.1f} {_median_text(r['grown_over_fresh_cpu']):>11} "
+            f"{r['final_quality_loss']:>9.4f}")
     return "\n".join(lines)
 
 

@@ -123,25 +123,46 @@ class DepthCosts:
         self.batches = {d: fake_batch(cfg, teacher, sorted(set(self.runs[d].student.targets))) for d in self.depths}
         for d in self.depths:
             _steps(self.runs[d], self.batches[d], warmup, self.clock)
-        self.wall: dict[int, list[list[float]]] = {d: [] for d in self.depths}
-        self.cpu: dict[int, list[list[float]]] = {d: [] for d in self.depths}
+        self.wall: dict = {d: [] for d in self.depths}
+        self.cpu: dict = {d: [] for d in self.depths}
+        self.extra: dict[str, tuple[distill.Run, dict]] = {}
+
+    def add(self, name: str, run: distill.Run, batch: dict) -> None:
+        """Also time ``run`` in every round (e.g. a student grown to the final depth, next
+        to the fresh one of that depth: does growth leave a student slower per step?)."""
+        self.extra[name] = (run, batch)
+        self.wall[name], self.cpu[name] = [], []
 
     def round(self, r: int, log: Callable[[str], None] = print) -> None:
-        """Time ``steps`` steps of every depth (the order reversed when ``r`` is odd)."""
-        for d in (self.depths if r % 2 == 0 else self.depths[::-1]):
-            w, c = _steps(self.runs[d], self.batches[d], self.steps, self.clock)
-            self.wall[d].append([1000 * x for x in w])
-            self.cpu[d].append([1000 * x for x in c])
-            log(f"  step cost depth {d} round {r}: {statistics.mean(self.cpu[d][-1]):.1f} ms CPU, "
-                f"{statistics.mean(self.wall[d][-1]):.1f} ms wall per step")
+        """Time ``steps`` steps of every depth and added run (order reversed when ``r`` is odd)."""
+        keys = self.depths + list(self.extra)
+        for k in (keys if r % 2 == 0 else keys[::-1]):
+            run, batch = self.extra[k] if k in self.extra else (self.runs[k], self.batches[k])
+            w, c = _steps(run, batch, self.steps, self.clock)
+            self.wall[k].append([1000 * x for x in w])
+            self.cpu[k].append([1000 * x for x in c])
+            log(f"  step cost {k if k in self.extra else f'depth {k}'} round {r}: "
+                f"{statistics.mean(self.cpu[k][-1]):.1f} ms CPU, {statistics.mean(self.wall[k][-1]):.1f} ms wall per step")
+
+    def _row(self, k) -> dict:
+        return {"wall_ms": spread([statistics.mean(x) for x in self.wall[k]]),
+                "cpu_ms": spread([statistics.mean(x) for x in self.cpu[k]]),
+                "wall_ms_steps": self.wall[k], "cpu_ms_steps": self.cpu[k]}
 
     def rows(self) -> list[dict]:
         """One row per depth: ``depth``, ``wall_ms`` and ``cpu_ms`` (:func:`spread` over the
         rounds of the mean step), ``wall_ms_steps`` / ``cpu_ms_steps`` (every step)."""
-        return [{"depth": d,
-                 "wall_ms": spread([statistics.mean(x) for x in self.wall[d]]),
-                 "cpu_ms": spread([statistics.mean(x) for x in self.cpu[d]]),
-                 "wall_ms_steps": self.wall[d], "cpu_ms_steps": self.cpu[d]} for d in self.depths]
+        return [{"depth": d, **self._row(d)} for d in self.depths]
+
+    def extra_rows(self) -> dict[str, dict]:
+        """The added runs' rows (as :meth:`rows`), plus ``over_depth``: per round, the
+        run's mean CPU step over that of the fresh student of its depth (:func:`spread`)."""
+        out = {}
+        for name, (run, _) in self.extra.items():
+            d = len(run.student.layers)
+            ratios = [statistics.mean(a) / statistics.mean(b) for a, b in zip(self.cpu[name], self.cpu.get(d, []))]
+            out[name] = {"depth": d, **self._row(name), "over_depth": spread(ratios) if ratios else None}
+        return out
 
 
 def measure_depth_costs(cfg: RunConfig, teacher, depths: Sequence[int], steps: int, warmup: int,
@@ -258,10 +279,16 @@ def time_teacher_forward(cfg: RunConfig, teacher, n: int = 2, repeats: int = 3) 
     return {"teacher_ms": _time(teacher_fwd, n, repeats, clock), "frontend_ms": _time(frontend_fwd, n, repeats, clock)}
 
 
-def time_growths(cfg: RunConfig, teacher, stages: stacking.Stages, warm_steps: int = 2) -> list[dict]:
+def time_growths(cfg: RunConfig, teacher, stages: stacking.Stages,
+                 warm_steps: int = 2) -> tuple[list[dict], distill.Run, dict]:
     """CPU ms of each growth of a schedule (:func:`harness.distill.grow_to`: the surgery and
     the AdamW state copy), and of the first and second steps after it (the first pays
-    the allocator's and the kernels' warm-up at the new shapes), on in-memory batches."""
+    the allocator's and the kernels' warm-up at the new shapes), on in-memory batches.
+
+    Returns:
+        ``(rows, run, batch)``: one row per growth, and the grown run with its batch (for
+        :meth:`DepthCosts.add`).
+    """
     _, clock = cpu_clock()
     run = depth_run(cfg, teacher, stages.depths[0])
     run.stages = stages
@@ -272,10 +299,11 @@ def time_growths(cfg: RunConfig, teacher, stages: stacking.Stages, warm_steps: i
         c0 = clock()
         distill.grow_to(run, s)
         grow_ms = 1000 * (clock() - c0)
-        _, cpu = _steps(run, fake_batch(cfg, teacher, sorted(set(run.student.targets))), 2, clock)
+        batch = fake_batch(cfg, teacher, sorted(set(run.student.targets)))
+        _, cpu = _steps(run, batch, 2, clock)
         out.append({"growth": s, "from_depth": stages.depths[s - 1], "to_depth": stages.depths[s],
                     "grow_ms": grow_ms, "first_step_ms": 1000 * cpu[0], "second_step_ms": 1000 * cpu[1]})
-    return out
+    return out, run, batch
 
 
 def load_average() -> Optional[list[float]]:

@@ -58,6 +58,10 @@ def test_bench_stacking_reports_every_variant(corpus, tmp_path):
     assert {"a", "b", "r2", "residuals"} <= set(cost["fit"]) and cost["pos_conv"]["channels_last_ms"]["median"] > 0
     assert cost["teacher_forward"]["teacher_ms"]["median"] > 0
     assert [g["to_depth"] for g in cost["growth"]["interleaved"]] == [2, 3, 4]
+    # the grown student is timed beside the fresh one of its depth, in every round
+    grown = cost["grown"]["grown-interleaved"]
+    assert grown["depth"] == 4 and len(grown["cpu_ms"]["runs"]) == len(grown["over_depth"]["runs"]) == 2
+    assert cached["grown_over_fresh_cpu"] == grown["over_depth"] and rows["cached", "none"]["grown_over_fresh_cpu"] is None
     # the data each arm reads: the arrays per stage and the bytes they make per step
     data = cached["data"]
     assert [st["stage"] for st in data["stages"]] == [0, 1, 2, 3]

@@ -102,6 +102,7 @@ def test_bench_posconv_reports_both_paths(tmp_path):
     report = bench_posconv(out, shapes=(("small", 2, 9, 16, 4, 4), ("odd", 1, 7, 12, 5, 3)), repeats=2, n=1,
                            log=lines.append)
     assert json.loads(out.read_text())["benchmark"] == "posconv"
+    assert report["settings"]["threads"] == 1 and report["settings"]["cpu_clock"] == "thread_time"
     for r in report["results"]:
         assert r["max_abs_diff"] < 1e-5
         for path in ("channels_last", "conv1d"):
