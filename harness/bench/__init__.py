@@ -1,8 +1,9 @@
 """``harness bench``: measured speed, side by side in one process, written as JSON.
 
 - :mod:`~harness.bench.stacking`: how much of stacking's theoretical saving turns into
-  wall-clock, and what the teacher-feature cache saves (``bench stacking``,
-  ``bench teacher-cache``);
+  time (per-depth step costs, a fitted cost model, end-to-end runs; with
+  :mod:`~harness.bench.stepcost` and :mod:`~harness.bench.datacost`), and what the
+  teacher-feature cache saves (``bench stacking``, ``bench teacher-cache``);
 - :mod:`~harness.bench.throughput` (with :mod:`~harness.bench.models` and
   :mod:`~harness.bench.memory`): our student's training step against s3prl's
   ``DistillerModel`` (``bench throughput``);
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 from harness.bench.stacking import (
     VARIANTS,
+    StackingSettings,
     bench_stacking,
     bench_teacher_cache,
     format_stacking,
@@ -24,5 +26,5 @@ from harness.bench.stacking import (
     time_to_quality,
 )
 
-__all__ = ["VARIANTS", "bench_stacking", "bench_teacher_cache", "format_stacking", "format_teacher_cache",
+__all__ = ["VARIANTS", "StackingSettings", "bench_stacking", "bench_teacher_cache", "format_stacking", "format_teacher_cache",
            "quality_key", "time_to_quality"]

@@ -1,5 +1,6 @@
-"""``harness bench stacking | curve | teacher-cache | throughput | gpu`` (:mod:`harness.bench`,
-:mod:`harness.bench.throughput`, :mod:`harness.bench.gpu`).
+"""``harness bench stacking | curve | teacher-cache | posconv | throughput | gpu`` (:mod:`harness.bench`,
+:mod:`harness.bench.curve`, :mod:`harness.bench.posconv`, :mod:`harness.bench.throughput`,
+:mod:`harness.bench.gpu`).
 
 The benchmark modules are imported inside the commands: they pull in torch (and s3prl).
 """
@@ -14,11 +15,16 @@ from harness.errors import UserError
 
 
 def cmd_bench_stacking(args: argparse.Namespace) -> int:
-    from harness.bench import VARIANTS, bench_stacking
+    from harness.bench.stacking import VARIANTS, StackingSettings, bench_stacking
 
-    variants = tuple(args.variants.split(",")) if args.variants else VARIANTS
-    bench_stacking(args.profile, Path(args.out), variants=variants, overrides=args.overrides,
-                   repeats=args.repeats, live=args.live)
+    variants = tuple(v.strip() for v in args.variants.split(",") if v.strip()) if args.variants else VARIANTS
+    settings = StackingSettings(variants=variants, repeats=args.repeats, cost_steps=args.cost_steps,
+                                cost_warmup=args.cost_warmup, live=args.live)
+    try:
+        settings.validate()
+    except ValueError as err:
+        raise UserError(f"bench stacking: {err}") from None
+    bench_stacking(args.profile, Path(args.out), settings, overrides=args.overrides, work_dir=args.work_dir)
     return 0
 
 
@@ -34,6 +40,16 @@ def cmd_bench_teacher_cache(args: argparse.Namespace) -> int:
     from harness.bench import bench_teacher_cache
 
     bench_teacher_cache(args.profile, Path(args.out), overrides=args.overrides)
+    return 0
+
+
+def cmd_bench_posconv(args: argparse.Namespace) -> int:
+    from harness.bench.posconv import bench_posconv
+
+    try:
+        bench_posconv(Path(args.out) if args.out else None, repeats=args.repeats, n=args.calls, threads=args.threads)
+    except ValueError as err:
+        raise UserError(f"bench posconv: {err}") from None
     return 0
 
 
@@ -75,16 +91,21 @@ def cmd_bench_gpu(args: argparse.Namespace) -> int:
 def add_parser(sub: Subparsers) -> None:
     bench = group(sub, "bench", "benchmarks: stacking speedup vs theory, teacher cache, throughput, GPU")
     p = command(bench, "stacking", cmd_bench_stacking,
-                "every variant side by side, teacher cached: speedup vs theory, time-to-quality", [
+                "per-depth step costs and their fit, every variant end to end: speedup vs FLOP and fitted theory", [
                     "harness bench stacking --profile tiny --out results/bench/stacking-tiny.json",
-                    "harness bench stacking --profile embedded --out results/bench/stacking-embedded.json --repeats 3",
-                    "harness bench stacking --profile tiny --out /tmp/s.json --live train.threads=1",
+                    "harness bench stacking --profile embedded --repeats 3 "
+                    "--out docs/benchmarks/stacking-embedded-cpu.json train.steps=120",
+                    "harness bench stacking --profile tiny --out /tmp/s.json --variants interleaved --live",
                 ])
     p.add_argument("--profile", choices=("tiny", "embedded"), required=True)
     p.add_argument("--out", required=True, help="JSON file")
     p.add_argument("--variants", default="", help="comma-separated (default: all; none is always run)")
-    p.add_argument("--repeats", type=int, default=1, help="runs per variant, round-robin; medians reported")
-    p.add_argument("--live", action="store_true", help="also compare the variants with the live teacher")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="end-to-end runs per variant (round-robin) and rounds of the step costs; medians reported")
+    p.add_argument("--cost-steps", type=int, default=8, help="timed steps per depth and round (step costs)")
+    p.add_argument("--cost-warmup", type=int, default=3, help="untimed steps per depth first")
+    p.add_argument("--live", action="store_true", help="also run the variants end to end with the live teacher")
+    p.add_argument("--work-dir", help="keep the run folders here (default: a temporary folder)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="changes to sweeps/base/<profile>.yaml")
 
     p = command(bench, "teacher-cache", cmd_bench_teacher_cache,
@@ -95,6 +116,14 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="changes to sweeps/base/<profile>.yaml")
 
     _add_curve(bench)
+    p = command(bench, "posconv", cmd_bench_posconv,
+                "the student's positional conv: its channels-last conv2d path vs F.conv1d, forward + backward",
+                ["harness bench posconv --out docs/benchmarks/posconv-cpu.json"])
+    p.add_argument("--repeats", type=int, default=7, help="interleaved repeats per path and shape")
+    p.add_argument("--calls", type=int, default=5, help="calls per repeat")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--out", help="JSON file")
+
     _add_throughput(bench)
     _add_gpu(bench)
 
