@@ -293,3 +293,39 @@ def read_stats(path: str | Path) -> list[dict]:
         if bad:
             raise ValueError(f"{path}: record {r!r:.80}: {'; '.join(bad)}")
     return data
+
+
+# ----------------------------------------------------------------------------- headline table
+
+HEADLINE_PAIRS = (("interleaved", "none"), ("interleaved", "none_cm"), ("top", "interleaved"),
+                  ("middle", "interleaved"), ("top", "none"), ("middle", "none"), ("none_cm", "none"))
+
+
+def headline_markdown(records: list[dict], sweep: str, metric: str, reference: str = "none",
+                      pairs: tuple = HEADLINE_PAIRS, digits: int = 4) -> str:
+    """A markdown table of the paired records of ``sweep`` on ``metric`` (README, issue
+    notes): estimate, 95% CI, its half-width as a percentage of ``reference``'s mean, p,
+    resolved. Only records present in ``records`` are listed; nothing is computed here.
+    """
+    ref = next((r for r in records if r.get("sweep") == sweep and r["metric"] == metric
+                and r["design"] == "mean" and r["arms"] == [reference]), None)
+    lines = [f"| {metric}: first - second | n | estimate | 95% CI | half-width / {reference} mean | p | resolved |",
+             "| --- | ---: | ---: | --- | ---: | ---: | --- |"]
+
+    def f(x):
+        return "n/a" if x is None else f"{x:+.{digits}f}"
+
+    for a, b in pairs:
+        r = next((r for r in records if r.get("sweep") == sweep and r["metric"] == metric
+                  and r["design"] == "paired" and r["arms"] == [a, b]), None)
+        if r is None:
+            continue
+        rel = "n/a" if (r["half_width"] is None or not ref or not ref["estimate"]) else \
+            f"{100 * r['half_width'] / abs(ref['estimate']):.2f} %"
+        p = "n/a" if r["p"] is None else f"{r['p']:.3g}"
+        lines.append(f"| {a} - {b} | {r['n']} | {f(r['estimate'])} | [{f(r['ci_low'])}, {f(r['ci_high'])}] | {rel} | "
+                     f"{p} | {'yes' if r['resolved'] else 'not resolved'} |")
+    if ref:
+        lines.append("")
+        lines.append(f"{reference}: mean {ref['estimate']:.{digits}f} (n = {ref['n']}).")
+    return "\n".join(lines)

@@ -95,3 +95,17 @@ def test_write_and_read_stats(tmp_path):
     assert any(r["design"] == "paired" and r["n"] == 1 for r in data)
     with pytest.raises(ValueError):
         stats.write_stats(tmp_path / "bad.json", [{"metric": "m", "design": "paired", "arms": ["a"]}])
+
+
+def test_headline_markdown_lists_only_existing_records():
+    obs = [{"sweep": "s", "setting": None, "arm": arm, "seed": seed, "metric": "heldout.output_loss",
+            "direction": "lower", "value": v}
+           for arm, vals in {"none": [0.30, 0.31, 0.32], "interleaved": [0.33, 0.335, 0.35]}.items()
+           for seed, v in enumerate(vals)]
+    recs = stats.compare(obs)
+    md = stats.headline_markdown(recs, "s", "heldout.output_loss")
+    rows = [ln for ln in md.splitlines() if ln.startswith("| interleaved - none ")]
+    assert len(rows) == 1 and "| 3 | +0.0283 |" in rows[0] and rows[0].endswith("| yes |")
+    assert "none_cm" not in md and "none: mean 0.3100 (n = 3)." in md
+    rec = next(r for r in recs if r["design"] == "paired")
+    assert f"{100 * rec['half_width'] / 0.31:.2f} %" in rows[0]
