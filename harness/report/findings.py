@@ -83,7 +83,7 @@ def _paired(records: list[dict], sweep: str, metric: str, second: str) -> list[d
             and r["arms"][1] == second]
 
 
-def _main_sentences(table: Table, records: list[dict], bench: dict | None) -> list[str]:
+def _main_sentences(table: Table, records: list[dict], bench: dict | None, speed: bool = True) -> list[str]:
     """Sentences about a main table from its sweep's records."""
     units = _units(table)
     labels = {c.key: c.label.replace(" ↑", "").replace(" ↓", "").replace(" (%)", "")
@@ -122,6 +122,8 @@ def _main_sentences(table: Table, records: list[dict], bench: dict | None) -> li
         hit = [r for r in inter if r["resolved"]]
         out.append(f"Against interleaved ({sweep}): {len(hit)} of {len(inter)} quality differences resolved"
                    + (": " + "; ".join(state(r, units, labels) for r in hit) if hit else "") + ".")
+    if not speed:
+        return out
     if bench:
         out += bench_sentences(bench)
     else:
@@ -172,9 +174,12 @@ def _ablation_sentences(table: Table, records: list[dict]) -> list[str]:
 def stats_findings(tables: list[Table], records: list[dict], bench: dict | None = None) -> list[str]:
     """The stacking findings: one item per group of comparisons (see the module docstring)."""
     out = []
+    mains = 0
     for t in tables:
         if t.kind == "main":
-            out += _main_sentences(t, records, bench)
+            # the bench's speed sentences once (not again for a second main-kind table)
+            out += _main_sentences(t, records, bench, speed=not (bench and mains))
+            mains += 1
         elif t.kind == "ablation":
             out += _ablation_sentences(t, records)
     if bench and not any(t.kind == "main" for t in tables):
