@@ -71,6 +71,8 @@ def value(entry: dict, key: str) -> dict:
                 if isinstance(sp, dict):
                     out["low"], out["high"] = _num(sp.get("min", sp.get("low"))), _num(sp.get("max", sp.get("high")))
                     out["spread"] = _num(sp.get("std", sp.get("sd")))
+                elif isinstance(sp, (list, tuple)) and len(sp) == 2:  # harness bench stacking: [min, max]
+                    out["low"], out["high"] = _num(sp[0]), _num(sp[1])
                 else:
                     out["spread"] = _num(sp)
                 break

@@ -20,3 +20,12 @@ def test_readme_headline_tables_match_the_committed_stats():
     assert stats.headline_markdown(recs, "embedded-main", "heldout.output_loss") in readme
     assert stats.headline_markdown(recs, "embedded-main", "heldout.probe_best") in readme
     assert stats.headline_markdown(recs, "embedded-main", "ttq.cpu_time", digits=1) in readme
+
+
+def test_bench_spread_as_min_max_list_is_read():
+    """``harness bench stacking`` writes ``speedup_cpu_spread: [min, max]``: the report's
+    speed table and figure show that range (not a zero-width bar)."""
+    from harness.report.speed import value
+
+    v = value({"speedup_cpu": 1.135, "speedup_cpu_spread": [0.924, 1.195]}, "speedup_cpu")
+    assert v["value"] == 1.135 and v["low"] == 0.924 and v["high"] == 1.195
