@@ -23,19 +23,12 @@ from typing import Any
 
 from harness import runs as runs_io
 from harness.config import ConfigError
+from harness.report.collect import _num
 
 KEYS = ("speedup_wall", "speedup_cpu", "theory_flop", "theory_fitted", "ratio_cpu_fitted")
 LABELS = {"speedup_wall": "wall-clock speedup", "speedup_cpu": "CPU speedup", "theory_flop": "theory (FLOPs)",
           "theory_fitted": "theory (fitted per-depth costs)", "ratio_cpu_fitted": "CPU / fitted"}
 ORDER = ("none", "top", "bottom", "middle", "interleaved")
-
-
-def _num(x: Any) -> float:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return math.nan
-    return v
 
 
 def value(entry: dict, key: str) -> dict:
