@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 from harness import runs as runs_io
 from harness.config import ConfigError
