@@ -46,8 +46,8 @@ from typing import Any, Callable, Optional
 import torch
 
 from harness.data.audio import SAMPLE_RATE
+from harness import safeload
 from harness.errors import HarnessError
-from harness.fsio import atomic_write
 
 FORMATS = ("s3prl",)
 
@@ -177,7 +177,7 @@ def export_s3prl(student: Any, path: str | Path) -> Path:
     """
     path = Path(path)
     blob = s3prl_checkpoint(student)
-    return atomic_write(path, lambda tmp: torch.save(blob, tmp))
+    return safeload.save(blob, path)  # plain tensors and primitives: s3prl's torch.load reads it weights_only
 
 
 def load_s3prl_upstream(path: str | Path):
@@ -243,6 +243,8 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "s3prl", verify:
 
     Raises:
         FileNotFoundError: no student checkpoint. ExportError: inexpressible student.
+        ValueError: a corrupt, foreign or pickle-needing checkpoint (one line; see
+            :func:`harness.student.load_student`).
     """
     from harness.student import load_student
 

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.frontends import build_frontend
-from harness.fsio import atomic_write
+from harness import safeload
 
 CKPT_FORMAT = "harness-student/1"
 
@@ -645,9 +645,9 @@ def save_student(student: Student, path: str | Path, extra: Optional[dict] = Non
         "frontend_spec": dict(fe.spec) if fe is not None and hasattr(fe, "spec") else student.frontend_spec,
         "frontend_state": fe.state_dict() if fe is not None else None,
         "state_dict": state,
-        "extra": extra or {},
+        "extra": json.loads(json.dumps(extra or {}, default=str)),  # plain JSON types
     }
-    atomic_write(path, lambda tmp: torch.save(blob, tmp))
+    safeload.save(blob, path)
 
 
 def load_student(path: str | Path, device: str | torch.device = "cpu",
@@ -660,23 +660,34 @@ def load_student(path: str | Path, device: str | torch.device = "cpu",
         frontend_builder: ``spec -> module``; default
             ``harness.frontends.build_frontend``.
 
+    The file is read with ``weights_only=True`` (:func:`harness.safeload.load`): loading
+    it runs none of its code.
+
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not a harness student checkpoint.
+        ValueError: not a harness student checkpoint (a
+            :class:`~harness.safeload.CorruptCheckpointError`, or an
+            :class:`~harness.safeload.UnsafeCheckpointError` when it needs pickle and
+            ``--trust-checkpoint`` was not given).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such student checkpoint")
-    blob = torch.load(path, map_location="cpu", weights_only=False)
+    blob = safeload.load(path, what="student checkpoint")
     if not isinstance(blob, dict) or blob.get("format") != CKPT_FORMAT:
         raise ValueError(f"{path}: not a harness student checkpoint (format {CKPT_FORMAT})")
-    shape = StudentShape(**blob["shape"])
-    frontend = None
-    if blob.get("frontend_state") is not None and blob.get("frontend_spec"):
-        frontend = (frontend_builder or build_frontend)(blob["frontend_spec"])
-        frontend.load_state_dict(blob["frontend_state"])
-    student = Student(shape, frontend, frontend_spec=blob.get("frontend_spec"), targets=blob["targets"])
-    student.load_state_dict(blob["state_dict"], strict=False)
+    try:
+        shape = StudentShape(**blob["shape"])
+        frontend = None
+        if blob.get("frontend_state") is not None and blob.get("frontend_spec"):
+            frontend = (frontend_builder or build_frontend)(blob["frontend_spec"])
+            frontend.load_state_dict(blob["frontend_state"])
+        student = Student(shape, frontend, frontend_spec=blob.get("frontend_spec"), targets=blob["targets"])
+        student.load_state_dict(blob["state_dict"], strict=False)
+    except Exception as err:  # a damaged or hand-edited file: one line, no traceback
+        text = (str(err).strip().splitlines() or [""])[0][:160]
+        raise safeload.CorruptCheckpointError(
+            f"{path}: damaged student checkpoint ({type(err).__name__}: {text})") from None
     missing = set(student.state_dict()) - set(blob["state_dict"]) - {
         k for k in student.state_dict() if k.startswith("frontend.")}
     if missing:

@@ -24,7 +24,7 @@ from typing import Callable
 
 import torch
 
-from harness import runs
+from harness import runs, safeload
 from harness.config import RunConfig
 from harness.errors import HarnessError
 from harness.provenance import git_commit, hardware
@@ -77,6 +77,7 @@ def load_upstream(source: str | Path, device: str | torch.device = "cpu"):
     Raises:
         FileNotFoundError: a folder without ``student.ckpt``, or a missing checkpoint.
         UpstreamError: a corrupt checkpoint or a spec that fails to load (one line).
+        UnsafeCheckpointError: a checkpoint that needs pickle, without ``--trust-checkpoint``.
         RegistryError: an unknown teacher kind.
     """
     path = Path(str(source))
@@ -90,24 +91,22 @@ def load_upstream(source: str | Path, device: str | torch.device = "cpu"):
         if not ckpt.is_file():
             raise FileNotFoundError(f"checkpoint {ckpt} does not exist")
     if ckpt is not None:
-        try:  # a truncated or foreign file fails here with a clear message, before any model code
-            torch.load(ckpt, map_location="cpu", weights_only=False)
-        except Exception as err:
-            raise UpstreamError(f"corrupt checkpoint {ckpt}: {_oneline(err)}") from None
         try:
             from harness.student import load_student
         except ImportError as err:
             raise UpstreamError(f"cannot load {ckpt}: harness.student is unavailable ({_oneline(err)})") from None
-        try:
+        try:  # weights_only: a crafted pickle is refused (UnsafeCheckpointError), never run
             upstream = load_student(ckpt, device)
-        except FileNotFoundError:
+        except (FileNotFoundError, safeload.UnsafeCheckpointError):
             raise
+        except safeload.CorruptCheckpointError as err:  # its message names the file
+            raise UpstreamError(f"corrupt checkpoint {_oneline(err)}") from None
         except Exception as err:
             raise UpstreamError(f"corrupt checkpoint {ckpt}: {_oneline(err)}") from None
         return _frozen(upstream), run_dir, _read_config(run_dir) if run_dir else _NO_CONFIG
     try:
         upstream = load_teacher(str(source), device)
-    except (FileNotFoundError, RegistryError):
+    except (FileNotFoundError, RegistryError, safeload.UnsafeCheckpointError):
         raise
     except Exception as err:
         raise UpstreamError(f"cannot load upstream {str(source)!r}: {_oneline(err)}") from None

@@ -15,7 +15,6 @@ input LayerNorm when post-LN), states 1..L the layer outputs. The pretraining re
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,9 +24,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from harness import safeload
 from harness.frontends import build_frontend
-from harness.fsio import atomic_write
 from harness.teachers.base import TEACHERS
+from harness.teachers.ident import CheckpointError, one_line
 
 ASSET = Path(__file__).resolve().parent.parent / "assets" / "teacher_embedded.pt"
 
@@ -186,9 +186,7 @@ def save_embedded(model: EmbeddedSFM, path: str | Path, extra: dict | None = Non
     path.parent.mkdir(parents=True, exist_ok=True)
     sd = {k: (v.detach().cpu().half() if fp16 and v.is_floating_point() else v.detach().cpu()) for k, v in model.state_dict().items()}
     blob = {"format": "harness-embedded-sfm-1", "config": asdict(model.cfg), "state_dict": sd, "extra": json.loads(json.dumps(extra or {}, default=str))}
-    buf = io.BytesIO()
-    torch.save(blob, buf)
-    return atomic_write(path, buf.getvalue())
+    return safeload.save(blob, path)
 
 
 def load_embedded(path: str | Path, device: str | torch.device = "cpu") -> EmbeddedSFM:
@@ -196,7 +194,10 @@ def load_embedded(path: str | Path, device: str | torch.device = "cpu") -> Embed
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is not an embedded-SFM checkpoint.
+        CheckpointError: the file is not an embedded-SFM checkpoint (a ``ValueError``;
+            one line naming the file).
+        UnsafeCheckpointError: the file needs pickle (it was not written by
+            :func:`save_embedded`) and ``--trust-checkpoint`` was not given.
     """
     path = Path(path)
     if not path.is_file():
@@ -204,13 +205,16 @@ def load_embedded(path: str | Path, device: str | torch.device = "cpu") -> Embed
             f"embedded teacher checkpoint {path} not found (train one with 'harness teacher pretrain --profile embedded --out {path}')"
         )
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # corrupt or not a torch file
-        raise ValueError(f"{path}: not a readable embedded-teacher checkpoint ({type(err).__name__})") from None
+        blob = safeload.load(path, what="embedded-teacher checkpoint")  # weights_only=True
+    except safeload.CorruptCheckpointError as err:
+        raise CheckpointError(str(err)) from None
     if not isinstance(blob, dict) or blob.get("format") != "harness-embedded-sfm-1":
-        raise ValueError(f"{path}: not an embedded-teacher checkpoint (no 'harness-embedded-sfm-1' format tag)")
-    model = EmbeddedSFM(EmbeddedConfig(**blob["config"]))
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()})
+        raise CheckpointError(f"{path}: not an embedded-teacher checkpoint (no 'harness-embedded-sfm-1' format tag)")
+    try:
+        model = EmbeddedSFM(EmbeddedConfig(**blob["config"]))
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()})
+    except Exception as err:  # a damaged or hand-edited file
+        raise CheckpointError(f"{path}: damaged embedded-teacher checkpoint ({one_line(err)})") from None
     model.extra = blob.get("extra", {})
     return model.eval().requires_grad_(False).to(device)
 

@@ -12,8 +12,14 @@ The checkpoint formats are those s3prl's local experts load (``hubert_local``,
 
 Original fairseq HuBERT / wav2vec 2.0 checkpoints (``{"cfg" or "args", "model",
 "task_state", ...}``) are converted in memory the way s3prl's ``convert.py`` does, without
-needing fairseq (see :func:`convert_fairseq`; this unpickles the file, so only load
-checkpoints you trust).
+needing fairseq (see :func:`convert_fairseq`).
+
+Every file is first read with ``weights_only=True`` (:func:`harness.safeload.load`), so
+loading it runs none of its code. An original fairseq file holds pickled Python objects
+(its omegaconf config, fairseq ``Dictionary`` objects) and is unpickled, with fairseq's
+classes replaced by attribute holders, only when trusted: ``--trust-checkpoint`` on the
+command, or ``HARNESS_TRUST_CHECKPOINT=1`` (a sweep); otherwise a one-line
+:class:`~harness.safeload.UnsafeCheckpointError`. s3prl itself then reads a plain copy.
 
 Hidden states are exactly s3prl's ``hidden_states``: the input of every transformer
 layer (state 0 = the encoder input after feature projection, positional convolution and,
@@ -24,6 +30,7 @@ normalisation are s3prl's. Nothing is ever downloaded.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import pickle
@@ -34,6 +41,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from harness import safeload
 from harness.config import ConfigError
 from harness.frontends import ConvFrontend
 from harness.teachers.base import TEACHERS
@@ -91,17 +99,52 @@ def _to_container(cfg) -> dict:
     return dict(vars(cfg))
 
 
-def convert_fairseq(model: str, path: Path) -> dict | None:
-    """The s3prl ``*_local`` checkpoint dict for a fairseq HuBERT / wav2vec 2.0 file.
+def _plain(obj):
+    """Plain data (what ``weights_only=True`` loads) from a trusted unpickled object:
+    configs (omegaconf, argparse, fairseq stand-ins) become dicts, other objects strings."""
+    if isinstance(obj, (str, int, float, bool, type(None), torch.Tensor)):
+        return obj
+    if isinstance(obj, dict):
+        return {k if isinstance(k, (str, int)) else str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if type(obj).__module__.startswith("omegaconf."):  # DictConfig, ListConfig
+        from omegaconf import OmegaConf
 
-    What ``s3prl/upstream/{hubert,wav2vec2}/convert.py`` does, but without fairseq: the
-    file is unpickled with fairseq's classes replaced by attribute holders.
+        return _plain(OmegaConf.to_container(obj, resolve=True))
+    if isinstance(obj, argparse.Namespace):
+        return _plain(vars(obj))
+    if isinstance(obj, _FairseqStub) or dataclasses.is_dataclass(obj):
+        return _plain(vars(obj))
+    return str(obj)
+
+
+def read_checkpoint(model: str, path: Path) -> tuple[dict, bool]:
+    """The file's content and whether it needed pickle (then it was trusted).
+
+    Raises:
+        UnsafeCheckpointError: it needs pickle and ``--trust-checkpoint`` was not given.
+        CorruptCheckpointError: unreadable.
+    """
+    what = f"s3prl {model} checkpoint"
+    try:
+        return safeload.load(path, what=what, trust=False), False
+    except safeload.UnsafeCheckpointError as err:
+        if not safeload.trusted():
+            note = " (original fairseq checkpoints need this)" if model in ("hubert", "wav2vec2") else ""
+            raise safeload.UnsafeCheckpointError(f"{err}{note}") from None
+    return safeload.load(path, what=what, pickle_module=_FAIRSEQ_PICKLE, trust=True), True
+
+
+def convert_fairseq(model: str, state: dict) -> dict | None:
+    """The s3prl ``*_local`` checkpoint dict for a fairseq HuBERT / wav2vec 2.0 file's content.
+
+    What ``s3prl/upstream/{hubert,wav2vec2}/convert.py`` does, but without fairseq.
 
     Returns:
-        The converted dict, or ``None`` when ``path`` is not a fairseq checkpoint (e.g.
-        already in s3prl's format).
+        The converted dict (plain data), or ``None`` when ``state`` is not a fairseq
+        checkpoint (e.g. already in s3prl's format).
     """
-    state = torch.load(path, map_location="cpu", pickle_module=_FAIRSEQ_PICKLE, weights_only=False)
     if not isinstance(state, dict) or "model_weight" in state or "model" not in state:
         return None
     if state.get("cfg") is not None:
@@ -113,7 +156,7 @@ def convert_fairseq(model: str, path: Path) -> dict | None:
     if model == "hubert":
         dicts = (state.get("task_state") or {}).get("dictionaries") or []
         out["dictionaries_symbols"] = [list(getattr(d, "symbols", [])) for d in dicts]
-    return out
+    return _plain(out)
 
 
 def _config_dict(cfg: object) -> dict:
@@ -132,19 +175,28 @@ class S3prlTeacher(nn.Module):
     Raises:
         FileNotFoundError: ``path`` does not exist.
         CheckpointError: the file is not a loadable checkpoint of that kind.
+        UnsafeCheckpointError: it needs pickle (an original fairseq file) and
+            ``--trust-checkpoint`` was not given.
     """
 
     def __init__(self, model: str, path: str) -> None:
         super().__init__()
         ckpt = require_path(path, f"s3prl {model} teacher")
+        try:  # weights_only first: a crafted pickle is refused here, before s3prl sees it
+            state, pickled = read_checkpoint(model, ckpt)
+        except safeload.CorruptCheckpointError as err:
+            raise CheckpointError(f"{ckpt}: not a loadable s3prl {model} checkpoint ({err.reason})") from None
         expert_cls = _expert_class(model)
         tmp = None
         try:
-            converted = convert_fairseq(model, ckpt) if model in ("hubert", "wav2vec2") else None
+            converted = convert_fairseq(model, state) if model in ("hubert", "wav2vec2") else None
+            if converted is None and pickled:  # s3prl reads with weights_only: give it plain data
+                converted = _plain(state)
+            del state
             if converted is not None:  # the expert reads a path: hand it a converted copy
                 fd, tmp = tempfile.mkstemp(suffix=".pt", prefix="harness-converted-")
                 os.close(fd)
-                torch.save(converted, tmp)
+                safeload.save(converted, tmp)
                 del converted
             self.expert = expert_cls(tmp or str(ckpt))
         except Exception as err:  # a truncated/corrupt file or the wrong format: one line

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from harness import safeload
 from harness.config import ConfigError
 from harness.registry import RegistryError
 from harness.teachers import TEACHERS, Upstream, load_teacher
@@ -339,8 +340,9 @@ def test_hf_ids_and_errors(tmp_path):
 
 
 def test_s3prl_reads_original_fairseq_checkpoints_without_fairseq(tmp_path, monkeypatch):
-    """A fairseq-format HuBERT file (omegaconf cfg, fairseq Dictionary objects) loads like
-    its s3prl-converted twin, with fairseq absent at load time."""
+    """A fairseq-format HuBERT file (omegaconf cfg, fairseq Dictionary objects) needs pickle:
+    refused in one line unless trusted; trusted, it loads like its s3prl-converted twin, with
+    fairseq absent at load time."""
     import sys
     import types
 
@@ -370,6 +372,12 @@ def test_s3prl_reads_original_fairseq_checkpoints_without_fairseq(tmp_path, monk
         monkeypatch.delitem(sys.modules, name)
     assert "fairseq" not in sys.modules
 
+    monkeypatch.delenv(safeload.TRUST_ENV, raising=False)
+    with pytest.raises(safeload.UnsafeCheckpointError, match="hubert_base_ls960.pt: not a safe checkpoint .*omegaconf"
+                       ".*--trust-checkpoint.*original fairseq checkpoints need this") as err:
+        load_teacher(f"s3prl:hubert:{original}")
+    assert "\n" not in str(err.value)
+    monkeypatch.setenv(safeload.TRUST_ENV, "1")
     a, b = load_teacher(f"s3prl:hubert:{original}"), load_teacher(f"s3prl:hubert:{converted}")
     assert a.id == b.id
     wavs, lengths = batch()
