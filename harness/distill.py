@@ -59,11 +59,10 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from harness import heldout, runs, stacking
+from harness import heldout, runs, safeload, stacking
 from harness.config import ConfigError, RunConfig, to_dict, validate_tree
 from harness.data.loader import AudioDataset, CachedBatches, WaveBatches
 from harness.data.manifest import read_manifest
-from harness.fsio import atomic_write
 from harness.losses import OBJECTIVES, EmaTeacher, askd_alpha
 from harness.provenance import git_commit, hardware, now_iso
 from harness.student import build_student, save_student
@@ -85,12 +84,25 @@ class RunInterrupted(RuntimeError):
 
 
 def save_train_state(out_dir: Path, state: dict) -> None:
-    atomic_write(out_dir / CKPT_NAME, lambda tmp: torch.save(state, tmp))
+    """``train.pt``, atomically; plain tensors and primitives only (:func:`harness.safeload.save`)."""
+    safeload.save(state, out_dir / CKPT_NAME)
 
 
 def load_train_state(out_dir: Path, device: torch.device) -> Optional[dict]:
+    """``train.pt`` read with ``weights_only=True`` (None when absent).
+
+    Raises:
+        UnsafeCheckpointError: the file needs pickle (it was not written by the harness)
+            and ``--trust-checkpoint`` was not given.
+        CorruptCheckpointError: unreadable, or not a training checkpoint.
+    """
     path = out_dir / CKPT_NAME
-    return torch.load(path, map_location=device, weights_only=False) if path.is_file() else None
+    if not path.is_file():
+        return None
+    ck = safeload.load(path, map_location=device, what="training checkpoint")
+    if not isinstance(ck, dict) or not {"step", "stage", "student", "optimizer"} <= set(ck):
+        raise safeload.CorruptCheckpointError(f"{path}: not a training checkpoint (delete it, or rerun with --restart)")
+    return ck
 
 
 def clear_run_files(out_dir: Path) -> None:
