@@ -500,8 +500,28 @@ def begin(run: Run, resume: bool) -> None:
                                 "seed": run.cfg.train.seed, "status": "running", "started": run.started})
 
 
-def save_checkpoint(run: Run) -> None:
-    """``train.pt``: everything a rerun needs to continue as if never stopped."""
+def all_finite(run: Run) -> bool:
+    """Whether every floating tensor of the student, its optimizer state and the EMA
+    self-teacher is finite (one device sync: called only before a checkpoint)."""
+    tensors = list(run.student.state_dict().values())
+    for state in run.opt.state.values():
+        tensors += [v for v in state.values() if torch.is_tensor(v)]
+    if run.ema is not None:
+        tensors += list(run.ema.module.state_dict().values())
+    flags = [torch.isfinite(t).all() for t in tensors if t.is_floating_point()]
+    return bool(torch.stack(flags).all()) if flags else True
+
+
+def save_checkpoint(run: Run) -> bool:
+    """``train.pt``: everything a rerun needs to continue as if never stopped.
+
+    Returns:
+        ``False``, writing nothing, when a weight or optimizer moment is non-finite: a
+        NaN never replaces the last finite ``train.pt`` (an update can turn the weights
+        NaN while the loss that drove it was finite).
+    """
+    if not all_finite(run):
+        return False
     t0 = time.perf_counter()
     save_train_state(run.out_dir, {
         "config": to_dict(run.cfg), "step": run.step, "stage": run.stage,
@@ -514,6 +534,7 @@ def save_checkpoint(run: Run) -> None:
         "started": run.started,
     })
     run.ckpt_seconds += time.perf_counter() - t0
+    return True
 
 
 # ----------------------------------------------------------------------------- one step
@@ -669,11 +690,28 @@ class LogWindow:
         return out
 
 
+def checkpoint(run: Run) -> bool:
+    """A growth or periodic ``train.pt``, outside the timed work (:func:`save_checkpoint`)."""
+    run.clock.stop(run.stage)
+    saved = save_checkpoint(run)
+    run.clock.start()
+    return saved
+
+
+def nan_status(step: int) -> str:
+    return f"failed: nan at step {step}"
+
+
 def train(run: Run, on_log: Optional[Callable[[dict], None]]) -> str:
     """Stage by stage to ``train.steps``, growing at each stage boundary.
 
+    The NaN guard: a non-finite loss stops the run before its update; non-finite weights
+    or optimizer moments (checked before every checkpoint and after the last step) stop
+    it without writing them. The last finite ``train.pt`` stays.
+
     Returns:
-        ``"ok"``, or ``"failed: nan at step N"`` (1-based, as in ``metrics.jsonl``).
+        ``"ok"``, or ``"failed: nan at step N"`` (1-based, as in ``metrics.jsonl``: the
+        step whose loss, or whose update, was non-finite).
     """
     cfg, stages, clock = run.cfg, run.stages, run.clock
     status, window = "ok", LogWindow()
@@ -688,16 +726,18 @@ def train(run: Run, on_log: Optional[Callable[[dict], None]]) -> str:
                 run.stage += 1
                 clock.start()
                 grow_to(run, run.stage)
-                clock.stop(run.stage)
-                save_checkpoint(run)
-                clock.start()
+                if not checkpoint(run):
+                    status = nan_status(run.step)
+                    break
+            if status != "ok":
+                break
             stage_end = stages.starts[run.stage + 1] if run.stage + 1 < len(stages) else run.total
             matched = sorted(set(run.student.targets))
             for batch in stage_batches(run, range(run.step, stage_end)):
                 lr = lr_at(run.step, run.total, cfg.optim)
                 result = train_step(run, batch, matched, lr)
                 if result is None:
-                    status = f"failed: nan at step {run.step + 1}"
+                    status = nan_status(run.step + 1)
                     break
                 window.add(*result)
                 if run.step % cfg.train.log_every == 0 or run.step == run.total:
@@ -712,12 +752,14 @@ def train(run: Run, on_log: Optional[Callable[[dict], None]]) -> str:
                     if on_log is not None:
                         on_log(row)
                 if cfg.train.ckpt_every and run.step % cfg.train.ckpt_every == 0 and run.step < run.total:
-                    clock.stop(run.stage)
-                    save_checkpoint(run)
-                    clock.start()
+                    if not checkpoint(run):
+                        status = nan_status(run.step)
+                        break
     finally:
         metrics.close()
     clock.stop(run.stage)
+    if status == "ok" and not all_finite(run):  # never save a non-finite student.ckpt
+        status = nan_status(run.step)
     return status
 
 

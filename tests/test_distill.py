@@ -105,7 +105,7 @@ def test_killed_run_resumes_to_the_same_result(corpus, tmp_path):
     with pytest.raises(RunInterrupted):
         run_distill(cfg, tmp_path / "run", on_log=kill)
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "running"
-    ck = torch.load(tmp_path / "run" / "train.pt", weights_only=False)
+    ck = torch.load(tmp_path / "run" / "train.pt", weights_only=True)
     assert 10 <= ck["step"] < 13  # ckpt_every=5, or a growth in between
     summary = run_distill(cfg, tmp_path / "run")
     assert summary["status"] == "ok" and summary["steps"] == 24
@@ -135,10 +135,46 @@ def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path, mo
     assert summary["status"] == "failed: nan at step 9"
     assert summary["steps"] == 8
     assert not (tmp_path / "run" / "student.ckpt").exists()
-    ck = torch.load(tmp_path / "run" / "train.pt", weights_only=False)
+    ck = torch.load(tmp_path / "run" / "train.pt", weights_only=True)
     assert ck["step"] == 8
     assert all(torch.isfinite(v).all() for v in ck["student"].values() if v.is_floating_point())
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == summary["status"]
+
+
+@pytest.mark.parametrize("variant, poison, at, kept", [
+    ("none", "weights", 8, 4), ("none", "optimizer", 8, 4), ("none", "weights", 20, 16),
+    ("interleaved", "weights", 6, 4),  # stages start at steps 0, 2, 6, 12: the growth checkpoint
+])
+def test_nan_weights_never_replace_the_last_finite_checkpoint(corpus, tmp_path, monkeypatch, variant, poison, at,
+                                                              kept):
+    """An update that turns the weights (or Adam's moments) non-finite while its loss was
+    finite: the checkpoint due right after it (step 8 with ckpt_every=4, or a growth's),
+    or the final student (step 20), is not written; the run fails at that step and keeps
+    the earlier finite train.pt."""
+    from harness import distill
+
+    real = distill.train_step
+
+    def step_then_poison(run, batch, matched, lr):
+        result = real(run, batch, matched, lr)
+        if run.step == at:
+            with torch.no_grad():
+                if poison == "weights":
+                    for p in run.student.parameters():
+                        p.fill_(math.nan)
+                else:
+                    next(iter(run.opt.state.values()))["exp_avg"].fill_(math.inf)
+        return result
+
+    monkeypatch.setattr(distill, "train_step", step_then_poison)
+    cfg = tiny_cfg(corpus, tmp_path, f"stacking.variant={variant}", "train.ckpt_every=4")
+    summary = run_distill(cfg, tmp_path / "run")
+    assert summary["status"] == f"failed: nan at step {at}"
+    assert not (tmp_path / "run" / "student.ckpt").exists()
+    ck = torch.load(tmp_path / "run" / "train.pt", weights_only=True)
+    assert ck["step"] == kept
+    tensors = list(ck["student"].values()) + [v for st in ck["optimizer"]["state"].values() for v in st.values()]
+    assert all(torch.isfinite(v).all() for v in tensors if v.is_floating_point())
 
 
 def test_live_and_cached_teacher_both_train(corpus, tmp_path):
