@@ -31,6 +31,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from harness.superb.data import DataError
     from harness.superb.evaluate import UpstreamError, evaluate
 
+    if args.trust_checkpoint:
+        from harness.safeload import trust_checkpoints
+
+        trust_checkpoints()
     if args.as_baseline:
         return _evaluate_as_baseline(args)
     try:
@@ -101,3 +105,6 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads (0 = torch's default)")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="also load checkpoints that need pickle (original fairseq files, other tools'): that can "
+                        "run code from the file, so only for files you trust (= HARNESS_TRUST_CHECKPOINT=1)")
