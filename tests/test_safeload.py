@@ -138,10 +138,13 @@ def test_evaluate_a_planted_run_folder(corpus, tmp_path, capsys):
     run = tmp_path / "run"
     marker = tmp_path / "MARKER"
     plant(run / "student.ckpt", marker, format=CKPT_FORMAT)
-    assert main(["evaluate", str(run), "--corpus", str(corpus), "--tasks", "ks", "--no-score"]) == 2
-    err = one_line_error(capsys)
-    assert "student.ckpt: not a safe checkpoint" in err and "--trust-checkpoint" in err
-    assert not marker.exists()
+    ckpt = run / "student.ckpt"
+    teacher = plant(tmp_path / "teacher.pt", marker)
+    for upstream in (run, ckpt, f"embedded:{teacher}", f"s3prl:hubert:{teacher}"):
+        assert main(["evaluate", str(upstream), "--corpus", str(corpus), "--tasks", "ks", "--no-score"]) == 2
+        err = one_line_error(capsys)
+        assert "not a safe checkpoint" in err and "--trust-checkpoint" in err
+        assert not marker.exists()
     assert main(["evaluate", str(run), "--corpus", str(corpus), "--tasks", "ks", "--trust-checkpoint"]) == 2
     assert marker.exists()  # the flag reaches the loader
     one_line_error(capsys)
