@@ -91,6 +91,10 @@ def save_train_state(out_dir: Path, state: dict) -> None:
 def load_train_state(out_dir: Path, device: torch.device) -> Optional[dict]:
     """``train.pt`` read with ``weights_only=True`` (None when absent).
 
+    Its tensors stay on the CPU whatever ``device`` is: the RNG states must (a CUDA
+    tensor is refused by ``torch.set_rng_state``), and ``load_state_dict`` copies the
+    weights and optimizer moments onto the run's device.
+
     Raises:
         UnsafeCheckpointError: the file needs pickle (it was not written by the harness)
             and ``--trust-checkpoint`` was not given.
@@ -99,7 +103,7 @@ def load_train_state(out_dir: Path, device: torch.device) -> Optional[dict]:
     path = out_dir / CKPT_NAME
     if not path.is_file():
         return None
-    ck = safeload.load(path, map_location=device, what="training checkpoint")
+    ck = safeload.load(path, map_location="cpu", what="training checkpoint")
     if not isinstance(ck, dict) or not {"step", "stage", "student", "optimizer"} <= set(ck):
         raise safeload.CorruptCheckpointError(f"{path}: not a training checkpoint (delete it, or rerun with --restart)")
     return ck
