@@ -115,7 +115,9 @@ def _needs_pickle(path: Path, err: BaseException) -> Optional[str]:
     if found:
         return "it references " + ", ".join(dict.fromkeys(found))
     op = re.search(r"Unsupported operand (\d+)", str(err))
-    return f"it uses pickle opcode {op.group(1)}, outside torch's weights-only subset" if op else "it holds Python objects"
+    if op:
+        return f"it uses pickle opcode {op.group(1)}, outside torch's weights-only subset"
+    return "it holds Python objects"
 
 
 def _corrupt(path: Path, what: str, reason: str) -> CorruptCheckpointError:
