@@ -38,7 +38,8 @@ from harness.fsio import atomic_write
 TRUST_ENV = "HARNESS_TRUST_CHECKPOINT"
 TRUST_HINT = f"pass --trust-checkpoint (or set {TRUST_ENV}=1) only if you trust its source"
 
-_PLAIN = (str, int, float, bool, type(None), torch.Tensor, torch.dtype, torch.device, torch.Size)
+# exact types: numpy's float64 subclasses float but pickles as a numpy object
+_PRIMITIVES = (str, int, float, bool, type(None), torch.dtype, torch.device, torch.Size)
 
 
 class UnsafeCheckpointError(ValueError, UserError):
@@ -175,7 +176,7 @@ def check_plain(obj: Any, where: str = "checkpoint") -> None:
     Allowed: tensors, dtypes, devices, sizes, ``str``/``int``/``float``/``bool``/``None``,
     and dicts (plain or ordered, with str/int keys), lists and tuples of them.
     """
-    if isinstance(obj, _PLAIN):
+    if type(obj) in _PRIMITIVES or isinstance(obj, torch.Tensor):
         return
     if type(obj) in (dict, collections.OrderedDict):
         for k, v in obj.items():

@@ -92,7 +92,7 @@ def test_writers_store_only_plain_data(tmp_path):
     ok = {"w": torch.zeros(2), "cfg": {"lr": 1.0, "betas": (0.9, 0.99), "names": ["a"]}, 3: None}
     safeload.save(ok, tmp_path / "ok.pt")
     assert torch.load(tmp_path / "ok.pt", weights_only=True)["cfg"]["betas"] == (0.9, 0.99)
-    for bad, where in [({"cfg": Cfg()}, "cfg"), ({"out": Path("x")}, "out"), ({"seed": np.int64(3)}, "seed"),
+    for bad, where in [({"cfg": Cfg()}, "cfg"), ({"out": Path("x")}, "out"), ({"seed": np.int64(3)}, "seed"), ({"loss": np.float64(0.5)}, "loss"),
                        ({"rng": np.random.get_state()}, "rng")]:
         with pytest.raises(TypeError, match=f"bad.pt\\['{where}'\\].*weights_only=True"):
             safeload.save(bad, tmp_path / "bad.pt")
