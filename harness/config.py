@@ -104,6 +104,7 @@ _Loader.add_implicit_resolver(
 )
 
 SEED_MAX = 2**32 - 1  # numpy's legacy seed range; torch accepts it too
+DEVICE_NAMES = r"auto|cpu|cuda(:[0-9]+)?|mps"  # the forms a device name may take (a regex)
 
 
 def yaml_load(text: str) -> Any:
@@ -120,7 +121,7 @@ def check_device(value: str) -> None:
     Raises:
         ConfigError: one line listing the valid names.
     """
-    if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?|mps", value):
+    if not re.fullmatch(DEVICE_NAMES, value):
         raise ConfigError(f"unknown device {value!r}: use auto, cpu, cuda, cuda:N (N = GPU index) or mps")
 
 

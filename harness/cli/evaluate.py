@@ -7,13 +7,14 @@ The library is imported inside the command functions: it pulls in torch, and ``h
 from __future__ import annotations
 
 import argparse
+import re
 import typing
 from pathlib import Path
 
 import yaml
 
 from harness.cli.common import Subparsers, command
-from harness.config import convert, yaml_load
+from harness.config import DEVICE_NAMES, SEED_MAX, convert, yaml_load
 from harness.errors import UserError
 from harness.registry import did_you_mean
 
@@ -74,10 +75,25 @@ def _check_range(key: str, field: str, value: object) -> None:
         raise UserError(f"--set {key}: must be {what}, got {value if not isinstance(value, tuple) else list(value)}")
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """``--device``, ``--seed`` and ``--threads`` in range, before an upstream is loaded.
+
+    Raises:
+        UserError: one line naming the option and its valid values.
+    """
+    if args.device is not None and (args.device == "auto" or not re.fullmatch(DEVICE_NAMES, args.device)):
+        raise UserError(f"--device {args.device!r}: use cpu, cuda, cuda:N (N = GPU index) or mps")
+    if not 0 <= args.seed <= SEED_MAX:
+        raise UserError(f"--seed {args.seed}: a seed must be in [0, 2**32 - 1]")
+    if args.threads < 0:
+        raise UserError(f"--threads {args.threads}: must be >= 0 (0 = torch's default)")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from harness.superb.data import DataError
     from harness.superb.evaluate import UpstreamError, evaluate
 
+    check_args(args)
     if args.as_baseline:
         return _evaluate_as_baseline(args)
     try:

@@ -95,6 +95,17 @@ def test_superb_set_values_are_checked(tmp_path, capsys, item, fragment):
     assert fragment in err
 
 
+@pytest.mark.parametrize("option, fragment", [
+    (["--device", "tpu"], "--device 'tpu': use cpu, cuda, cuda:N (N = GPU index) or mps"),
+    (["--seed", "-1"], "--seed -1: a seed must be in [0, 2**32 - 1]"),
+    (["--threads", "-2"], "--threads -2: must be >= 0 (0 = torch's default)"),
+    (["--threads", "-2", "--as-baseline"], "--threads -2: must be >= 0"),
+])
+def test_evaluate_options_are_checked(tmp_path, capsys, option, fragment):
+    err = one_line_error(capsys, ["evaluate", "fbank", "--corpus", str(tmp_path), "--tasks", "ks", "--quiet", *option])
+    assert err == f"harness: error: {fragment}" or fragment in err
+
+
 def test_superb_set_reads_yaml_numbers():
     from harness.cli.evaluate import superb_options
 
