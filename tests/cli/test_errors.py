@@ -144,3 +144,16 @@ def test_errors_in_a_subprocess_are_one_line(tmp_path):
     assert out.returncode == 2
     assert out.stderr == f"harness: error: {path} is not a text file (byte 0 is not UTF-8 text): " \
                          "give a YAML config, not a binary file\n"
+
+
+@pytest.mark.parametrize("device", ["mps", "cuda:99"])
+def test_a_device_this_machine_lacks_is_one_line(tmp_path, capsys, device):
+    import torch
+
+    if device == "mps" and torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    err = one_line_error(capsys, ["distill", "--config", str(TINY), f"train.device={device}",
+                                  "--out", str(tmp_path / "run")])
+    assert f"train.device: {device!r}" in err
+    assert ("MPS (Apple GPU) is not available" in err if device == "mps"
+            else "CUDA is not available" in err or "use cuda:0 .. cuda:" in err)
