@@ -347,7 +347,10 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r} conflicts with another override of {part!r}")
-        node[parts[-1]] = value
+        last = node.get(parts[-1])
+        if isinstance(last, dict) and not isinstance(value, dict):  # `a.b=1 a=2`: not a silent drop of a.b
+            raise ConfigError(f"override {item!r} conflicts with another override of {key.strip()}.{next(iter(last))}")
+        node[parts[-1]] = deep_merge(last, value) if isinstance(last, dict) else value
     return out
 
 

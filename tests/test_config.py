@@ -216,6 +216,12 @@ def test_override_key_and_value_errors():
         parse_overrides(["train..seed=1"])
     with pytest.raises(ConfigError, match=r"the value is not valid YAML .*quote it"):
         parse_overrides(["teacher.spec=[oops"])
+    with pytest.raises(ConfigError, match=r"'train=5' conflicts with another override of train.seed"):
+        parse_overrides(["train.seed=1", "train=5"])
+    with pytest.raises(ConfigError, match=r"'train.seed=1' conflicts with another override of 'train'"):
+        parse_overrides(["train=5", "train.seed=1"])
+    assert parse_overrides(["stacking.variant=top", "stacking={stages: 2}", "train.steps=3", "train.steps=4"]) == {
+        "stacking": {"variant": "top", "stages": 2}, "train": {"steps": 4}}
 
 
 @pytest.mark.parametrize("content, fragment", [
