@@ -348,9 +348,9 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict:
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r} conflicts with another override of {part!r}")
         last = node.get(parts[-1])
-        if isinstance(last, dict) and not isinstance(value, dict):  # `a.b=1 a=2`: not a silent drop of a.b
+        if last and isinstance(last, dict) and not isinstance(value, dict):  # `a.b=1 a=2`: no silent drop of a.b
             raise ConfigError(f"override {item!r} conflicts with another override of {key.strip()}.{next(iter(last))}")
-        node[parts[-1]] = deep_merge(last, value) if isinstance(last, dict) else value
+        node[parts[-1]] = deep_merge(last, value) if isinstance(last, dict) and isinstance(value, dict) else value
     return out
 
 

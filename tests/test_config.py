@@ -220,6 +220,7 @@ def test_override_key_and_value_errors():
         parse_overrides(["train.seed=1", "train=5"])
     with pytest.raises(ConfigError, match=r"'train.seed=1' conflicts with another override of 'train'"):
         parse_overrides(["train=5", "train.seed=1"])
+    assert parse_overrides(["train={}", "train=5"]) == {"train": 5}  # nothing dropped
     assert parse_overrides(["stacking.variant=top", "stacking={stages: 2}", "train.steps=3", "train.steps=4"]) == {
         "stacking": {"variant": "top", "stages": 2}, "train": {"steps": 4}}
 
