@@ -3,17 +3,25 @@
 Every config the harness reads (a distillation run, a corpus build, a sweep) is a tree of
 dataclasses with defaults. :func:`from_dict` builds one from a mapping and is strict: an
 unknown key or a value of the wrong type raises :class:`ConfigError` naming the file, the
-dotted key, and the nearest valid key. Cross-field checks live in each class'
-``validate()``, called after construction. :func:`apply_overrides` takes ``key=value``
-strings (``stacking.variant=top``), parsed as YAML scalars.
+dotted key, and the nearest valid key. A float must be finite (``.nan`` and ``.inf`` are
+refused for every float key) and an int key named ``seed`` must be in [0, 2**32).
+Cross-field checks live in each class' ``validate()``, called after construction.
+:func:`parse_overrides` takes ``key=value`` strings (``stacking.variant=top``), parsed as
+YAML scalars.
 
-Size: just over 500 lines: the strict-loading machinery and the
-run config's dataclasses, whose field lists are most of it.
+YAML is read with :func:`yaml_load`: ``yaml.safe_load`` plus YAML 1.2's float syntax, so
+``1e-3``, ``1E5`` and ``-2.5e-4`` are numbers (YAML 1.1, which PyYAML implements, reads
+them as strings), in files and in ``key=value`` overrides alike.
+
+Size: about 660 lines: the strict-loading machinery (types, files, YAML numbers) and the
+run config's dataclasses, whose field lists and range checks are most of it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -36,6 +44,8 @@ STACKING_VARIANTS = ("bottom", "interleaved", "middle", "none", "top")  # stacki
 CRITERIA = ("cos", "l1", "l1_cos", "mse")  # losses.CRITERIA: loss.per_layer
 FEATURE_OBJECTIVES = ("askd_l2l", "l2l", "pred_heads")  # the losses.OBJECTIVES run_distill trains
 LOGIT_OBJECTIVES = ("askd_logit", "logit_kd")  # the other losses.OBJECTIVES (the ASR track's)
+# TEACHERS kinds that are upstreams to score but have no transformer layers to distill
+NOT_TEACHERS = {"fbank": "fbank is the SUPERB baseline (log-mel features, no layers)"}
 
 
 class ConfigError(ValueError, HarnessError):
@@ -73,6 +83,46 @@ def check_name(value: str, kind: str, choices: tuple[str, ...],
 
 
 # ----------------------------------------------------------------------------- machinery
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads YAML 1.2 floats (``1e-3``, ``1E5``, ``2.5e4``).
+
+    PyYAML implements YAML 1.1, whose float needs a dot and a signed exponent, so
+    ``lr: 1e-3`` was the string ``'1e-3'``. Only the implicit resolver changes (what a
+    plain scalar is read as); quoted scalars stay strings, and so does any plain scalar
+    that is not a number.
+    """
+
+
+# added after SafeLoader's own resolvers, so ints and YAML 1.1 floats resolve as before; this
+# adds what 1.1 lacks: an exponent without a dot (1e-3, 1E5) or without a sign (2.5e4)
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+SEED_MAX = 2**32 - 1  # numpy's legacy seed range; torch accepts it too
+DEVICE_NAMES = r"auto|cpu|cuda(:[0-9]+)?|mps"  # the forms a device name may take (a regex)
+
+
+def yaml_load(text: str) -> Any:
+    """Parse YAML text like ``yaml.safe_load`` (no Python objects), reading ``1e-3`` as a float."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+
+
+def check_device(value: str) -> None:
+    """Check a device name's form: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+
+    Whether the machine has that device is checked when the run starts
+    (:func:`harness.distill.resolve_device`).
+
+    Raises:
+        ConfigError: one line listing the valid names.
+    """
+    if not re.fullmatch(DEVICE_NAMES, value):
+        raise ConfigError(f"unknown device {value!r}: use auto, cpu, cuda, cuda:N (N = GPU index) or mps")
 
 
 def _type_name(tp: Any) -> str:
@@ -149,12 +199,28 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return value
     raise ConfigError(f"{where}: unsupported config type {tp!r}")  # a bug in the schema
+
+
+def convert(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the type annotation ``tp`` as a config key's value is checked
+    (finite numbers, ``Literal`` names, lists, nested dataclasses), for options that are
+    not a config dataclass' (``harness evaluate --set ks.lr=...``).
+
+    Returns:
+        The value converted (an int given for a float, a list for a tuple).
+
+    Raises:
+        ConfigError: ``"<where>: expected a number, got 'abc'"`` and the like.
+    """
+    return _convert(value, tp, where)
 
 
 def _build(cls: type, data: dict, where: str) -> Any:
@@ -168,6 +234,8 @@ def _build(cls: type, data: dict, where: str) -> Any:
             hint = did_you_mean(dotted, [prefix + n for n in names])
             raise ConfigError(f"unknown key '{dotted}'{hint}")
         kwargs[key] = _convert(value, hints[key], dotted)
+        if key == "seed" and hints[key] is int and not 0 <= kwargs[key] <= SEED_MAX:
+            raise ConfigError(f"{dotted}: a seed must be in [0, 2**32 - 1], got {kwargs[key]}")
     obj = cls(**kwargs)
     return obj
 
@@ -214,38 +282,75 @@ def validate_tree(obj: Any, where: str = "") -> None:
 
 
 def load_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping, with a one-line error for a missing or malformed file."""
+    """Read a YAML mapping, with a one-line error for a missing, binary, malformed or empty file.
+
+    A file with no content (only whitespace or comments) is refused: it is far more often
+    a truncated copy or the wrong file than a wish for all defaults, which ``{}`` says.
+
+    Raises:
+        ConfigError: ``"<path>: no such file"``, ``"<path> is not a text file ..."``,
+            ``"<path>: line N is not valid YAML (...)"``, ``"<path> is empty: ..."``.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder, not a YAML file")
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
     try:
-        data = yaml.safe_load(path.read_text())
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot be read ({err.strerror or err})") from None
+    try:
+        text = raw.decode("utf-8")
+        bad = raw.find(b"\x00")  # valid UTF-8, but no text file holds NUL (YAML refuses it, unclearly)
+    except UnicodeDecodeError as err:
+        bad = err.start
+    if bad >= 0:
+        raise ConfigError(f"{path} is not a text file (byte {bad} is not UTF-8 text): "
+                          "give a YAML config, not a binary file")
+    try:
+        data = yaml_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path}:{line} is not valid YAML ({getattr(err, 'problem', err)})") from None
     if data is None:
-        return {}
+        raise ConfigError(f"{path} is empty: write the keys to change, or {{}} for all defaults")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
     return data
 
 
 def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict:
-    """Turn ``["a.b=1", "c=[1, 2]"]`` into a nested mapping; values are parsed as YAML."""
+    """Turn ``["a.b=1", "c=[1, 2]"]`` into a nested mapping; values are parsed as YAML
+    (:func:`yaml_load`: ``lr=1e-3`` is a float).
+
+    Raises:
+        ConfigError: an item that is not ``key=value``, an empty key part, a value that
+            is not valid YAML, or two overrides that conflict.
+    """
     out: dict = {}
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key=value (e.g. stacking.variant=top)")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw.strip() else ""
-        node = out
         parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"override {item!r}: the key must be dotted names (e.g. stacking.variant=top)")
+        try:
+            value = yaml_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML "
+                              f"({getattr(err, 'problem', err)}); quote it") from None
+        node = out
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r} conflicts with another override of {part!r}")
-        node[parts[-1]] = value
+        last = node.get(parts[-1])
+        if last and isinstance(last, dict) and not isinstance(value, dict):  # `a.b=1 a=2`: no silent drop of a.b
+            raise ConfigError(f"override {item!r} conflicts with another override of {key.strip()}.{next(iter(last))}")
+        node[parts[-1]] = deep_merge(last, value) if isinstance(last, dict) and isinstance(value, dict) else value
     return out
 
 
@@ -329,6 +434,10 @@ class TeacherConfig:
             check_name(self.spec.partition(":")[0], "teacher kind", tuple(TEACHERS.names()))
         except ConfigError as err:
             raise ConfigError(f"spec {self.spec!r}: {err}") from None
+        if self.spec.partition(":")[0] in NOT_TEACHERS:
+            raise ConfigError(f"spec {self.spec!r}: {NOT_TEACHERS[self.spec.partition(':')[0]]}, not a distillation "
+                              "teacher (use dummy, embedded, embedded:PATH, s3prl:hubert:PATH, s3prl:wavlm:PATH "
+                              "or hf:DIR)")
         if "<" in self.spec or ">" in self.spec:
             # sweeps/base/paper.yaml ships 's3prl:hubert:<HUBERT_BASE_CKPT>' for the user to set
             raise ConfigError(
@@ -465,7 +574,7 @@ class OptimConfig:
     decay: Literal["cosine", "linear", "constant"] = "linear"
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     weight_decay: float = 0.0
-    grad_clip: float = 10.0
+    grad_clip: float = 10.0  # max gradient norm; 0 = no clipping
 
     def validate(self) -> None:
         if self.lr <= 0:
@@ -474,6 +583,10 @@ class OptimConfig:
             raise ConfigError(f"warmup_frac must be in [0, 1), got {self.warmup_frac}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ConfigError(f"betas must be two numbers in [0, 1), got {self.betas}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.grad_clip < 0:
+            raise ConfigError(f"grad_clip must be >= 0 (0 = no clipping), got {self.grad_clip}")
 
 
 @dataclass
@@ -481,8 +594,8 @@ class TrainConfig:
     """Length, seed, device and bookkeeping of one run."""
 
     steps: int = 200
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    seed: int = 0  # 0 .. 2**32 - 1
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 on CUDA, fp32 on CPU
     log_every: int = 10
     ckpt_every: int = 0  # 0 = only at growth and at the end
@@ -499,6 +612,10 @@ class TrainConfig:
     def validate(self) -> None:
         if self.steps < 1:
             raise ConfigError(f"steps must be >= 1, got {self.steps}")
+        try:
+            check_device(self.device)
+        except ConfigError as err:
+            raise ConfigError(f"device: {err}") from None
         if self.log_every < 1 or self.ckpt_every < 0 or self.threads < 0:
             raise ConfigError("log_every must be >= 1; ckpt_every and threads >= 0")
         if self.eval_every < 0 or (self.eval_every and self.eval_every % self.log_every):

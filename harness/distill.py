@@ -150,12 +150,18 @@ class MetricsLog:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; an unusable CUDA name is an error."""
+    """``auto`` -> ``cuda`` when available, else ``cpu``; a device this machine lacks is an error
+    (the name's form was checked with the config: :func:`harness.config.check_device`)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"train.device: {name!r} asked for but CUDA is not available (use cpu or auto)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        n = torch.cuda.device_count()
+        raise ConfigError(f"train.device: {name!r} but this machine has {n} CUDA device(s): use cuda:0 .. cuda:{n - 1}")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"train.device: {name!r} asked for but MPS (Apple GPU) is not available (use cpu or auto)")
     return dev
 
 

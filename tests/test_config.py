@@ -120,3 +120,128 @@ def test_registry_names_are_checked_at_load(data, fragment):
     with pytest.raises(ConfigError) as err:
         from_dict(RunConfig, data, source="x.yaml")
     assert fragment in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+# ---------------------------------------------------------------- YAML numbers, ranges, files
+
+
+@pytest.mark.parametrize("text, value", [
+    ("1e-3", 0.001), ("1E5", 1e5), ("-2.5e-4", -2.5e-4), ("2.5e4", 2.5e4), ("+1e3", 1e3), (".5e1", 5.0),
+    ("1.0", 1.0), ("3", 3), ("0x10", 16), (".nan", None),
+    ("abc", "abc"), ("1e", "1e"), ("e5", "e5"), ("1e-3x", "1e-3x"), ("'1e-3'", "1e-3"), ("09", "09"),
+])
+def test_yaml_reads_yaml_1_2_floats_and_keeps_strings(text, value):
+    from harness.config import yaml_load
+
+    got = yaml_load(text)
+    if value is None:
+        assert got != got  # nan
+    else:
+        assert got == value and type(got) is type(value)
+
+
+def test_yaml_float_resolver_does_not_change_pyyaml_for_others():
+    import yaml
+
+    from harness.config import yaml_load
+
+    assert yaml_load("lr: 1e-3") == {"lr": 0.001}
+    assert yaml.safe_load("lr: 1e-3") == {"lr": "1e-3"}  # the global SafeLoader is untouched
+
+
+def test_exponent_floats_in_files_and_overrides(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("optim:\n  lr: 1e-3\n  weight_decay: 1E-2\nloss:\n  w: 2.5e-1\n")
+    cfg = load_run_config(path, ["optim.grad_clip=1e1"])
+    assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.loss.w, cfg.optim.grad_clip) == (0.001, 0.01, 0.25, 10.0)
+    assert load_run_config(None, ["teacher.cache_dir=1e3x"]).teacher.cache_dir == "1e3x"  # not a number: a string
+
+
+def _float_keys(cls, prefix=""):
+    """Every float-typed key of a config dataclass tree, dotted."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            yield from _float_keys(tp, f"{prefix}{f.name}.")
+        elif tp is float:
+            yield f"{prefix}{f.name}"
+
+
+@pytest.mark.parametrize("key", sorted(_float_keys(RunConfig)))
+@pytest.mark.parametrize("raw", [".nan", ".inf", "-.inf"])
+def test_every_float_key_refuses_non_finite(key, raw):
+    with pytest.raises(ConfigError) as err:
+        load_run_config(None, [f"{key}={raw}"])
+    assert f"{key}: expected a finite number" in str(err.value)
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("data.max_seconds=0", "data.max_seconds must be > 0"),
+    ("data.max_seconds=-1.5", "data.max_seconds must be > 0"),
+    ("optim.grad_clip=-1", "optim.grad_clip must be >= 0 (0 = no clipping)"),
+    ("optim.weight_decay=-1e-2", "optim.weight_decay must be >= 0"),
+    ("train.seed=-1", "train.seed: a seed must be in [0, 2**32 - 1], got -1"),
+    (f"train.seed={2**32}", "train.seed: a seed must be in"),
+    ("train.device=tpu", "train.device: unknown device 'tpu': use auto, cpu, cuda, cuda:N (N = GPU index) or mps"),
+    ("train.device=cuda:x", "unknown device 'cuda:x'"),
+    ("teacher.spec=fbank", "teacher.spec 'fbank': fbank is the SUPERB baseline"),
+    ("teacher.spec=fbank:40", "not a distillation teacher"),
+])
+def test_out_of_range_values_are_one_line(override, fragment):
+    with pytest.raises(ConfigError) as err:
+        load_run_config(None, [override])
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:1", "mps"])
+def test_valid_devices_and_seed_bounds_load(device):
+    cfg = load_run_config(None, [f"train.device={device}", f"train.seed={2**32 - 1}"])
+    assert cfg.train.device == device and cfg.train.seed == 2**32 - 1
+
+
+def test_seed_range_holds_in_every_config_tree():
+    """The seed check is generic (every int key named seed), so the ASR track's config has it too."""
+    from harness.asr.train import AsrRunConfig
+
+    with pytest.raises(ConfigError, match=r"train\.seed: a seed must be in"):
+        from_dict(AsrRunConfig, {"track": "asr", "train": {"seed": -3}}, source="a.yaml")
+
+
+def test_override_key_and_value_errors():
+    with pytest.raises(ConfigError, match="the key must be dotted names"):
+        parse_overrides(["train..seed=1"])
+    with pytest.raises(ConfigError, match=r"the value is not valid YAML .*quote it"):
+        parse_overrides(["teacher.spec=[oops"])
+    with pytest.raises(ConfigError, match=r"'train=5' conflicts with another override of train.seed"):
+        parse_overrides(["train.seed=1", "train=5"])
+    with pytest.raises(ConfigError, match=r"'train.seed=1' conflicts with another override of 'train'"):
+        parse_overrides(["train=5", "train.seed=1"])
+    assert parse_overrides(["train={}", "train=5"]) == {"train": 5}  # nothing dropped
+    assert parse_overrides(["stacking.variant=top", "stacking={stages: 2}", "train.steps=3", "train.steps=4"]) == {
+        "stacking": {"variant": "top", "stages": 2}, "train": {"steps": 4}}
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (b"train:\n  steps: 5\n\xff\xfe\x00\x01", "is not a text file (byte 18 is not UTF-8 text)"),
+    (b"train:\n  steps: 5\x00\n", "is not a text file (byte 17 is not UTF-8 text)"),
+    (b"", "is empty: write the keys to change, or {} for all defaults"),
+    (b"# only a comment\n\n", "is empty"),
+])
+def test_unreadable_or_empty_files_are_one_line(tmp_path, content, fragment):
+    path = tmp_path / "run.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as err:
+        load_run_config(path)
+    assert str(err.value).startswith(str(path)) and fragment in str(err.value)
+
+
+def test_explicit_empty_mapping_is_all_defaults(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("{}\n")
+    assert load_run_config(path) == from_dict(RunConfig, None)
+    with pytest.raises(ConfigError, match="is a folder, not a YAML file"):
+        load_run_config(tmp_path)

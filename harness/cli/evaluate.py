@@ -7,30 +7,93 @@ The library is imported inside the command functions: it pulls in torch, and ``h
 from __future__ import annotations
 
 import argparse
+import re
+import typing
 from pathlib import Path
 
 import yaml
 
 from harness.cli.common import Subparsers, command
+from harness.config import DEVICE_NAMES, SEED_MAX, convert, yaml_load
 from harness.errors import UserError
+from harness.registry import did_you_mean
+
+# Task fields a --set may change, with the smallest valid value ((value, exclusive)); the
+# others (name, metric, level, ...) define what the task is
+SET_OPTIONS = {
+    "optimizer": None, "lr": (0, True), "steps": (1, False), "batch_size": (1, False),
+    "eval_every": (1, False), "hidden": (0, False), "max_utts": (0, False), "max_seconds": (0, False),
+    "max_classes": (0, False), "downsample": (1, False), "normalize": None, "splits": None,
+}
 
 
 def superb_options(items: list[str]) -> dict[str, dict]:
-    """``["ks.steps=100", "asr.max_utts=[200,50,50]"]`` -> ``{"ks": {"steps": 100}, ...}``."""
+    """``["ks.steps=100", "asr.max_utts=[200,50,50]"]`` -> ``{"ks": {"steps": 100}, ...}``.
+
+    Each value is read as YAML (``lr=1e-3`` is a number) and checked against the type and
+    range of the task option it sets, so a wrong value is one line here rather than a
+    failed task after the features were extracted.
+
+    Raises:
+        UserError: a malformed item, an unknown task or option, or a value of the wrong
+            type or out of range, naming the ``--set`` item.
+    """
+    from harness.superb.tasks import TASKS, Task
+
+    hints = typing.get_type_hints(Task)
     out: dict[str, dict] = {}
     for item in items:
-        key, sep, value = item.partition("=")
+        key, sep, raw = item.partition("=")
         task, dot, field = key.partition(".")
         if not sep or not dot or not task or not field:
             raise UserError(f"bad --set {item!r}; expected TASK.OPTION=VALUE (e.g. ks.steps=100)")
-        out.setdefault(task, {})[field] = yaml.safe_load(value)
+        if task not in TASKS:
+            raise UserError(f"--set {item!r}: unknown SUPERB task {task!r}{did_you_mean(task, TASKS.names())} "
+                            f"(tasks: {', '.join(TASKS.names())})")
+        if field not in SET_OPTIONS:
+            raise UserError(f"--set {item!r}: no task option {field!r}{did_you_mean(field, list(SET_OPTIONS))} "
+                            f"(options: {', '.join(SET_OPTIONS)})")
+        try:
+            value = yaml_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            raise UserError(f"--set {item!r}: the value is not valid YAML ({getattr(err, 'problem', err)})") from None
+        value = convert(value, hints[field], f"--set {key}")
+        _check_range(key, field, value)
+        out.setdefault(task, {})[field] = value
     return out
+
+
+def _check_range(key: str, field: str, value: object) -> None:
+    values = value if isinstance(value, tuple) else (value,)
+    if field in ("max_utts", "splits") and len(values) != 3:
+        raise UserError(f"--set {key}: expected 3 values (train, dev, test), got {list(values)}")
+    if SET_OPTIONS[field] is None:
+        return
+    low, exclusive = SET_OPTIONS[field]
+    if any(v < low or (exclusive and v == low) for v in values):
+        what = f"> {low}" if exclusive else f">= {low}"
+        raise UserError(f"--set {key}: must be {what}, got {value if not isinstance(value, tuple) else list(value)}")
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """``--device``, ``--seed`` and ``--threads`` in range, before an upstream is loaded.
+
+    Raises:
+        UserError: one line naming the option and its valid values.
+    """
+    if args.device is not None and (args.device == "auto" or not re.fullmatch(DEVICE_NAMES, args.device)):
+        raise UserError(f"--device {args.device!r}: use cpu, cuda, cuda:N (N = GPU index) or mps")
+    if not 0 <= args.seed <= SEED_MAX:
+        raise UserError(f"--seed {args.seed}: a seed must be in [0, 2**32 - 1]")
+    if args.threads < 0:
+        raise UserError(f"--threads {args.threads}: must be >= 0 (0 = torch's default)")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from harness.superb.data import DataError
     from harness.superb.evaluate import UpstreamError, evaluate
 
+    check_args(args)
     if args.trust_checkpoint:
         from harness.safeload import trust_checkpoints
 
@@ -99,7 +162,8 @@ def add_parser(sub: Subparsers) -> None:
                         "memo under --cache-dir that sweep trials read, so concurrent trials need not")
     p.add_argument("--no-score", action="store_true", help="skip the SUPERB score (no baselines)")
     p.add_argument("--set", action="append", default=[], metavar="TASK.OPTION=VALUE",
-                   help="override a task option (steps, lr, batch_size, max_utts, hidden, ...)")
+                   help="override a task option (steps, lr, batch_size, max_utts, hidden, ...); "
+                        "type and range are checked before anything runs")
     p.add_argument("--device", default="cpu")
     p.add_argument("--cache-dir", default=None, help="feature store (default: cache/superb)")
     p.add_argument("--seed", type=int, default=0)

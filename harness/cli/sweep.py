@@ -7,9 +7,11 @@ from pathlib import Path
 
 from harness.cli.common import Subparsers, command
 from harness.sweep import dry_run, run_sweep
+from harness.sweep.grid import check_suffix
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    check_suffix(args.suffix)
     extra = {"seeds": args.seeds, "overrides": args.set, "suffix": args.suffix,
              "tasks": [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None}
     if args.dry_run:

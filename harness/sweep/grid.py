@@ -1,6 +1,10 @@
 """The sweep file and its grid: the schema (:class:`SweepConfig`), grid x seeds expansion into
 validated trials (:func:`expand_grid`) and trial naming (``variant=interleaved-s0``).
 
+A key the grid (or a point, or ``seeds``: ``train.seed``) sets in every trial it covers
+cannot also be changed for every trial: an ``overrides`` entry or a ``--set`` of it would be
+silently ignored, so both are errors naming the key (:func:`check_overrides`).
+
 Pure data: no Ray, no training, no track dispatch (the ASR track's study uses it as is).
 """
 
@@ -20,6 +24,21 @@ from harness import runs
 from harness.config import ConfigError, RunConfig, deep_merge, from_dict, load_yaml, parse_overrides
 
 # -------------------------------------------------------------------------- the sweep file
+
+# a sweep's name (and its --suffix, and a reused sweep's name) is a folder name under storage:
+# one word, no path separator, no leading dot (``..``, a hidden folder)
+_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+
+
+def check_suffix(suffix: str) -> None:
+    """Check a ``--suffix`` (appended to the sweep name, i.e. its results folder's name).
+
+    Raises:
+        ConfigError: anything but letters, digits, ``_ . -`` not starting with a dot.
+    """
+    if suffix and not _NAME.fullmatch(suffix):
+        raise ConfigError(f"--suffix {suffix!r}: use letters, digits, _ . - only, no path separator and no "
+                          "leading dot (e.g. --suffix -quick)")
 
 
 @dataclass
@@ -90,12 +109,17 @@ class SweepConfig:
     reuse: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name or ""):
-            raise ConfigError(f"name must be a non-empty word of letters, digits, _ . - (got {self.name!r})")
+        if not _NAME.fullmatch(self.name or ""):
+            raise ConfigError(f"name must be a non-empty word of letters, digits, _ . - not starting with a dot "
+                              f"(got {self.name!r})")
         if not self.base:
             raise ConfigError("base must name a run config YAML (relative to the sweep file)")
         if not self.seeds:
             raise ConfigError("seeds must list at least one seed")
+        for other in self.reuse:
+            if not _NAME.fullmatch(other):
+                raise ConfigError(f"reuse: {other!r} must be a sweep name (letters, digits, _ . - not starting "
+                                  "with a dot), not a path")
         for key, values in self.grid.items():
             if not values:
                 raise ConfigError(f"grid.{key} must list at least one value")
@@ -152,6 +176,11 @@ def expand_grid(cfg: SweepConfig, base: dict, path: Path, config_cls: type) -> l
     Raises:
         ConfigError: naming the sweep file and the grid point, or duplicate run ids.
     """
+    if not _NAME.fullmatch(cfg.name):  # a --suffix the caller appended after validate()
+        raise ConfigError(f"{path}: sweep name {cfg.name!r} (with its --suffix) must be letters, digits, _ . - "
+                          "only, not starting with a dot")
+    check_overrides(cfg, path, runs.flatten(cfg.overrides), "overrides.{key} in the sweep file",
+                    "drop it from overrides", points=False)
     keys = list(cfg.grid)
     points = [dict(zip(keys, values)) for values in itertools.product(*(cfg.grid[k] for k in keys))]
     if not keys and cfg.points:
@@ -191,12 +220,56 @@ def _nest(dotted: str, value: Any) -> dict:
     return out
 
 
+def _overlap(a: str, b: str) -> bool:
+    """Whether dotted keys ``a`` and ``b`` set the same value (equal, or one holds the other)."""
+    return a == b or a.startswith(b + ".") or b.startswith(a + ".")
+
+
+def check_overrides(cfg: SweepConfig, path: Path, keys: Any, what: str, fix: str, points: bool = True) -> None:
+    """Refuse a change of every trial's config that the grid would silently override.
+
+    Args:
+        cfg: the sweep.
+        path: the sweep file, for the message.
+        keys: the dotted keys changed (an iterable of str).
+        what: how the change is named in the message, ``{key}`` replaced by the key
+            (``"a --set of {key}"``).
+        fix: what to do instead of the change (``"drop it"``).
+        points: also refuse keys a point sets (a --set of them would be ignored for that
+            point); the file's ``overrides`` may give such a key for the other trials.
+
+    Raises:
+        ConfigError: ``"<path>: grid sets stacking.variant; a --set of stacking.variant
+            would be ignored: drop it or edit the grid"`` and the like.
+    """
+    for key in keys:
+        change = what.format(key=key)
+        if _overlap(key, "train.seed"):
+            raise ConfigError(f"{path}: the sweep's seeds set train.seed; {change} would be ignored: "
+                              f"{fix} and set the seeds (seeds: in the file, or --seeds 0,1)")
+        for grid_key in cfg.grid:
+            if _overlap(key, grid_key):
+                raise ConfigError(f"{path}: grid sets {grid_key}; {change} would be ignored: {fix} or edit the grid")
+        for i, point in enumerate(cfg.points if points else ()):
+            for point_key in point:
+                if _overlap(key, point_key):
+                    raise ConfigError(f"{path}: points[{i}] sets {point_key}; {change} would be ignored for that "
+                                      f"point: {fix} or edit the points")
+
+
 def base_data(cfg: SweepConfig, path: Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[dict, Path]:
     """The sweep's base run config as a mapping, with the sweep's ``overrides`` and then
-    ``overrides`` (``key=value``) applied; and the base file's path."""
+    ``overrides`` (``key=value``) applied; and the base file's path.
+
+    Raises:
+        ConfigError: the base file cannot be read, or an override sets a key the grid, a
+            point or the seeds set (it would be ignored: :func:`check_overrides`).
+    """
     base_path = (path.parent / cfg.base) if not Path(cfg.base).is_absolute() else Path(cfg.base)
     base = load_yaml(base_path)
     base = deep_merge(base, parse_overrides([f"{k}={json.dumps(v)}" for k, v in runs.flatten(cfg.overrides).items()]))
     if overrides:
-        base = deep_merge(base, parse_overrides(list(overrides)))
+        extra = parse_overrides(list(overrides))
+        check_overrides(cfg, path, runs.flatten(extra), "a --set of {key}", "drop it")
+        base = deep_merge(base, extra)
     return base, base_path
