@@ -222,3 +222,86 @@ def test_evaluate_seeds_score_only_those_seeds(tmp_path):
     assert tasks["variant=none-w=0.0-s0"] == ["ks", "pr"] and tasks["variant=none-w=0.0-s1"] == []
     everyone = load_sweep(_write(tmp_path, SWEEP + "evaluate: [ks]\n"))
     assert all(p["evaluate"] == ["ks"] for p in trial_payloads(everyone, threads=1))
+
+
+@pytest.fixture
+def flaky_distill(monkeypatch):
+    """A stand-in run: w=0.0 fails on a full disk (environment) until ``state["disk"]`` is
+    freed, w=1.0 fails with a bug (deterministic); the others finish."""
+    import errno
+
+    from harness import runs
+
+    calls, state = [], {"disk": "full"}
+
+    def run_distill(cfg, out_dir, resume=True, on_log=None, sweep=None):
+        calls.append(out_dir.name)
+        runs.write_config(out_dir, cfg)
+        if cfg.loss.w == 0.0 and state["disk"] == "full":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        if cfg.loss.w == 1.0:
+            raise RuntimeError("boom")
+        runs.write_summary(out_dir, {"run_id": out_dir.name, "sweep": sweep, "variant": cfg.stacking.variant,
+                                     "seed": cfg.train.seed, "status": "ok", "tasks": {}, "superb_score": None})
+
+    mod = types.ModuleType("harness.distill")
+    mod.run_distill = run_distill
+    monkeypatch.setitem(sys.modules, "harness.distill", mod)
+    return calls, state
+
+
+def test_failures_are_classified_resume_retries_environment_and_retry_failed_all(tmp_path, flaky_distill, capsys):
+    from harness.cli import main
+    from harness.sweep.run import TrialsFailed
+
+    calls, state = flaky_distill
+    path = _write(tmp_path, SWEEP.replace("[0.0, 0.5]", "[0.0, 0.5, 1.0]").replace("[0, 1]", "[0]")
+                  + "backend: local\n")
+    logs = []
+    with pytest.raises(TrialsFailed) as err:
+        run_sweep(path, log=logs.append, check=True)
+    line = str(err.value)
+    csv = tmp_path / "results/demo/runs.csv"
+    assert line == f"[sweep] demo: 4 of 6 trials failed (2 environment, 2 deterministic): see {csv}"
+    assert logs[-1] == line  # logged after runs.csv was written
+    df = pd.read_csv(csv)
+    assert dict(zip(df["grid.loss.w"], df.failure.fillna(""))) == {0.0: "environment", 0.5: "", 1.0: "deterministic"}
+    assert df[df["grid.loss.w"] == 0.0].status.str.startswith("failed: no space left in ").all()
+    summary = json.loads((tmp_path / "results/demo/variant=none-w=0.0-s0/summary.json").read_text())
+    assert summary["status"].startswith("failed: no space left in") and summary["failure"] == "environment"
+
+    # --resume reruns the environment failures only (still a full disk: they fail again)
+    calls.clear()
+    assert main(["sweep", str(path), "--resume"]) == 1
+    assert sorted(calls) == ["variant=interleaved-w=0.0-s0", "variant=none-w=0.0-s0"]
+    assert capsys.readouterr().out.strip().splitlines()[-1] == line
+    # the disk freed: --resume finishes them; the deterministic failures stay
+    state["disk"] = "freed"
+    calls.clear()
+    assert main(["sweep", str(path), "--resume"]) == 1
+    assert sorted(calls) == ["variant=interleaved-w=0.0-s0", "variant=none-w=0.0-s0"]
+    assert "2 of 6 trials failed (2 deterministic)" in capsys.readouterr().out
+    calls.clear()
+    assert main(["sweep", str(path), "--resume"]) == 1 and calls == []
+    # --retry-failed reruns every failed trial (implies --resume)
+    assert main(["sweep", str(path), "--retry-failed"]) == 1
+    assert sorted(calls) == ["variant=interleaved-w=1.0-s0", "variant=none-w=1.0-s0"]
+
+
+def test_resume_with_other_settings_is_refused_naming_them(tmp_path, flaky_distill):
+    calls, state = flaky_distill
+    state["disk"] = "freed"
+    path = _write(tmp_path, SWEEP.replace("[0.0, 0.5]", "[0.5]").replace("[0, 1]", "[0]") + "backend: local\n")
+    run_sweep(path, log=lambda s: None)
+    calls.clear()
+    with pytest.raises(ConfigError) as err:
+        run_sweep(path, resume=True, overrides=["train.steps=40", "optim.lr=0.01"], log=lambda s: None)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"{tmp_path / 'results/demo'}: 2 of 2 trial(s) were run with other settings")
+    assert "train.steps: 10 -> 40" in msg and "optim.lr: 0.0002 -> 0.01" in msg and "--suffix" in msg
+    assert calls == []
+    run_sweep(path, resume=True, log=lambda s: None)  # the same settings: resumes (nothing to do)
+    assert calls == []
+    # a new suffix is a new folder: runs
+    run_sweep(path, resume=True, overrides=["train.steps=40"], suffix="-40", log=lambda s: None)
+    assert len(calls) == 2
