@@ -87,8 +87,8 @@ def hold(folder: str | Path, what: str, log: Optional[Callable[[str], None]] = p
             raise
         holder = read_holder(folder)
         who = holder_text(holder) if holder else "another process"
-        raise FolderLocked(f"{folder} is being written by {who}: wait for it to finish, or stop it "
-                           f"(a lock of a dead process is taken over by itself)") from None
+        raise FolderLocked(f"{folder} is being written by {who}: wait for it to finish or stop it "
+                           "(a lock left by a dead process is taken over automatically)") from None
     stale = read_holder(folder)
     if stale and log is not None:
         log(f"[lock] {folder}: took over the stale lock of {holder_text(stale)} (that process is gone)")

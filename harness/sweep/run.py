@@ -153,7 +153,9 @@ def _run_locked(sweep: Sweep, resume: bool, address, local: bool, log, retry_fai
                     known[p["run_id"]] = {"trial": p, "summary": result["summary"]}
                 log(f"[sweep] {p['run_id']}: {result['status']} ({time.time() - t0:.0f} s)")
         else:
-            run_ray(sweep, todo, res, address, log)
+            for p, result in zip(todo, run_ray(sweep, todo, res, address, log)):
+                if "summary" in result:
+                    known[p["run_id"]] = {"trial": p, "summary": result["summary"]}
     line = _failure_line(sweep, payloads, known)
     try:
         csv = runs.write_runs_csv(out, known)
@@ -187,7 +189,12 @@ def _check_same_settings(sweep: Sweep, payloads: list[dict]) -> None:
 
 
 def _failure_line(sweep: Sweep, payloads: list[dict], known: dict[str, dict]) -> str:
-    """``[sweep] NAME: 2 of 10 trials failed (1 environment, 1 deterministic): see runs.csv``, or ""."""
+    """``[sweep] NAME: 2 of 10 trials failed (1 environment, 1 deterministic): see runs.csv``, or "".
+
+    A trial that started but left no result (its process was killed: a Ray worker out of
+    memory) is added to ``known`` as an environment failure; its folder stays ``running``,
+    so that ``--resume`` continues it from its checkpoint.
+    """
     counts = {failures.ENVIRONMENT: 0, failures.DETERMINISTIC: 0}
     for p in payloads:
         if p["run_id"] in known:
@@ -197,12 +204,11 @@ def _failure_line(sweep: Sweep, payloads: list[dict], known: dict[str, dict]) ->
                 summary = runs.read_summary(p["run_dir"])
             except runs.RunFormatError:
                 summary = None
-        if summary is None or summary.get("status") == "running":
-            # started but no result: the trial's process was killed (a Ray worker out of memory)
-            if (Path(p["run_dir"]) / runs.TRIAL).is_file():
-                counts[failures.ENVIRONMENT] += 1
-            continue
-        failure = failures.failure_of(summary)
+        if (summary is None or summary.get("status") == "running") and (Path(p["run_dir"]) / runs.TRIAL).is_file():
+            summary = {"run_id": p["run_id"], "sweep": p["sweep"], "failure": failures.ENVIRONMENT,
+                       "status": "failed: killed (the trial's process ended before it finished; --resume continues it)"}
+            known[p["run_id"]] = {"trial": p, "summary": summary}
+        failure = failures.failure_of(summary or {})
         if failure:
             counts[failure] += 1
     n = sum(counts.values())

@@ -305,3 +305,32 @@ def test_resume_with_other_settings_is_refused_naming_them(tmp_path, flaky_disti
     # a new suffix is a new folder: runs
     run_sweep(path, resume=True, overrides=["train.steps=40"], suffix="-40", log=lambda s: None)
     assert len(calls) == 2
+
+
+def test_a_trial_whose_process_was_killed_is_an_environment_failure(tmp_path, flaky_distill, monkeypatch):
+    """What a Ray worker killed out of memory leaves: trial.json and a 'running' summary."""
+    import harness.sweep.run as sweep_run
+    from harness import runs
+    from harness.sweep.run import TrialsFailed
+
+    calls, state = flaky_distill
+    state["disk"] = "freed"
+
+    def killed(p):
+        runs.write_trial(p["run_dir"], p)
+        runs.write_summary(p["run_dir"], {"run_id": p["run_id"], "status": "running"})
+        return {"status": "running"}
+
+    real = sweep_run.run_trial
+    monkeypatch.setattr(sweep_run, "run_trial", killed)
+    path = _write(tmp_path, SWEEP.replace("[0.0, 0.5]", "[0.5]").replace("[0, 1]", "[0]").replace(
+        "[none, interleaved]", "[none]") + "backend: local\n")
+    with pytest.raises(TrialsFailed, match=r"1 of 1 trials failed \(1 environment\)"):
+        run_sweep(path, log=lambda s: None, check=True)
+    df = pd.read_csv(tmp_path / "results/demo/runs.csv")
+    assert df.status[0].startswith("failed: killed") and df.failure[0] == "environment"
+    run = tmp_path / "results/demo/variant=none-w=0.5-s0"
+    assert json.loads((run / "summary.json").read_text())["status"] == "running"  # resumable
+    monkeypatch.setattr(sweep_run, "run_trial", real)
+    run_sweep(path, resume=True, log=lambda s: None, check=True)
+    assert calls == ["variant=none-w=0.5-s0"]
