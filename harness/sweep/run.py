@@ -112,8 +112,10 @@ def run_sweep(
         TrialsFailed: ``check`` and some trial failed (one summary line).
     """
     track = tracks.track_of(path)
-    if track != tracks.DISTILL:
-        return tracks.entry(track, "run")(path, resume=resume, log=log)
+    if track != tracks.DISTILL:  # the ASR track: its own runner, under the same folder lock
+        study = tracks.entry(track, "load")(path)
+        with locks.hold(study.out_dir, f"harness sweep {study.config.name}", log):
+            return tracks.entry(track, "run")(path, resume=resume, log=log)
     sweep = load_sweep(path, seeds=seeds, overrides=overrides, suffix=suffix, tasks=tasks)
     out = sweep.out_dir
     with locks.hold(out, f"harness sweep {sweep.config.name}", log):
@@ -168,6 +170,9 @@ def _run_locked(sweep: Sweep, resume: bool, address, local: bool, log, retry_fai
     log(f"[sweep] wrote {csv}")
     if line:
         log(line)
+        if "deterministic" in line:
+            log("[sweep] deterministic failures (NaN, config) are rerun only with --retry-failed; "
+                "environment ones (disk, memory, input files, killed) with --resume")
         if check:
             raise TrialsFailed(line)
     return csv

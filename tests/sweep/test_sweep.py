@@ -263,7 +263,9 @@ def test_failures_are_classified_resume_retries_environment_and_retry_failed_all
     line = str(err.value)
     csv = tmp_path / "results/demo/runs.csv"
     assert line == f"[sweep] demo: 4 of 6 trials failed (2 environment, 2 deterministic): see {csv}"
-    assert logs[-1] == line  # logged after runs.csv was written
+    assert logs[-2:] == [line, "[sweep] deterministic failures (NaN, config) are rerun only with --retry-failed; "
+                          "environment ones (disk, memory, input files, killed) with --resume"]
+    assert logs[-3] == f"[sweep] wrote {csv}"  # the line comes after runs.csv is written
     df = pd.read_csv(csv)
     assert dict(zip(df["grid.loss.w"], df.failure.fillna(""))) == {0.0: "environment", 0.5: "", 1.0: "deterministic"}
     assert df[df["grid.loss.w"] == 0.0].status.str.startswith("failed: no space left in ").all()
@@ -274,7 +276,7 @@ def test_failures_are_classified_resume_retries_environment_and_retry_failed_all
     calls.clear()
     assert main(["sweep", str(path), "--resume"]) == 1
     assert sorted(calls) == ["variant=interleaved-w=0.0-s0", "variant=none-w=0.0-s0"]
-    assert capsys.readouterr().out.strip().splitlines()[-1] == line
+    assert capsys.readouterr().out.strip().splitlines()[-2] == line
     # the disk freed: --resume finishes them; the deterministic failures stay
     state["disk"] = "freed"
     calls.clear()
