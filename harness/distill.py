@@ -351,6 +351,7 @@ def run_distill(
             if old and old.get("status") == "ok" and (out_dir / "student.ckpt").is_file():
                 return old
         started = now_iso()
+        run = None
         try:
             run = setup(cfg, out_dir, sweep, started)
             begin(run, resume)
@@ -359,10 +360,21 @@ def run_distill(
         except RunInterrupted:
             raise  # a kill: the folder stays 'running' and a rerun resumes from train.pt
         except Exception as err:
-            record_failed(out_dir, cfg, sweep, started, err)
             if failures.is_no_space(err):
-                raise failures.NoSpaceError(failures.no_space_message(out_dir)) from err
+                failures.release(err)
+            need = run_bytes(run) if run is not None and run.student is not None else None
+            record_failed(out_dir, cfg, sweep, started, err, need)
+            if failures.is_no_space(err):
+                raise failures.NoSpaceError(failures.no_space_message(out_dir, need)) from err
             raise
+
+
+def run_bytes(run: Run) -> float:
+    """What a run folder takes at its final depth, roughly: ``student.ckpt`` plus ``train.pt``
+    (weights and AdamW's two moments), fp32; the full-depth student, whatever the stage."""
+    now = sum(p.numel() for p in run.student.parameters())
+    depth = max(1, len(run.student.layers))
+    return 4 * 4 * now * run.stages.depths[-1] / depth
 
 
 def check_same_config(out_dir: Path, cfg: RunConfig) -> None:
@@ -378,11 +390,12 @@ def check_same_config(out_dir: Path, cfg: RunConfig) -> None:
                           "use a new --out, or --restart to replace it")
 
 
-def record_failed(out_dir: Path, cfg: RunConfig, sweep: Optional[str], started: str, err: Exception) -> None:
+def record_failed(out_dir: Path, cfg: RunConfig, sweep: Optional[str], started: str, err: Exception,
+                  need: Optional[float] = None) -> None:
     """``summary.json`` at ``failed: <reason>`` with its failure class; a full disk that
     cannot take even that leaves the error to the caller (it says so in one line)."""
     if failures.is_no_space(err):
-        reason = failures.no_space_message(out_dir)
+        reason = failures.no_space_message(out_dir, need)
     else:
         reason = f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]}"
     try:

@@ -56,17 +56,45 @@ def is_no_space(err: BaseException) -> bool:
                                               or "no space left" in text)
 
 
-def no_space_message(folder: str | Path, need_gb: Optional[float] = None) -> str:
-    """``no space left in DIR (0.1 GB free): free N GB or point --out elsewhere``."""
+def release(err: BaseException) -> None:
+    """Free what a failed write still holds: torch's zip writer keeps its (already unlinked)
+    temporary file open from the traceback's frames, so its blocks stay used and even the
+    failure's summary would not fit. Clearing the frames' locals closes it."""
+    import gc
+    import traceback
+
+    seen: set[int] = set()
+    todo: list[Optional[BaseException]] = [err]
+    while todo:  # the error and those it was raised from or during (torch's writer raises twice)
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        traceback.clear_frames(e.__traceback__)
+        todo += [e.__context__, e.__cause__]
+    gc.collect()
+
+
+def no_space_message(folder: str | Path, need_bytes: Optional[float] = None) -> str:
+    """``no space left in DIR (0.1 GB free): free N GB or point --out elsewhere``.
+
+    Args:
+        folder: the run or sweep folder whose write failed.
+        need_bytes: what the run still needs to write, when known (else "free space").
+    """
     folder = Path(folder)
     probe = folder
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     try:
-        free = f"{shutil.disk_usage(probe).free / 1e9:.1f} GB free"
+        n = shutil.disk_usage(probe).free
+        free = f"{n / 1e9:.1f} GB free" if n >= 1e8 else f"{n / 1e6:.1f} MB free"
     except OSError:
         free = "free space unknown"
-    amount = f"{need_gb:.1f} GB" if need_gb else "space"
+    if need_bytes:
+        amount = f"{need_bytes / 1e9:.1f} GB" if need_bytes >= 1e8 else f"{max(1, round(need_bytes / 1e6))} MB"
+    else:
+        amount = "space"
     return f"no space left in {folder} ({free}): free {amount} or point --out elsewhere"
 
 

@@ -91,7 +91,7 @@ def hold(folder: str | Path, what: str, log: Optional[Callable[[str], None]] = p
                            "(a lock left by a dead process is taken over automatically)") from None
     stale = read_holder(folder)
     if stale and log is not None:
-        log(f"[lock] {folder}: took over the stale lock of {holder_text(stale)} (that process is gone)")
+        log(f"[lock] {folder}: took over the stale lock of {holder_text(stale)}; that process is gone")
     me = {"pid": os.getpid(), "host": socket.gethostname(),
           "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "what": what}
     try:

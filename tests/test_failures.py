@@ -47,5 +47,7 @@ def test_no_space_is_one_line_naming_the_folder(tmp_path):
     assert not failures.is_no_space(OSError(errno.ENOENT, "missing"))
     msg = failures.no_space_message(tmp_path / "not" / "yet")
     assert msg.startswith(f"no space left in {tmp_path / 'not' / 'yet'} (") and "GB free): free space or point --out" in msg
+    assert "): free 3.0 GB or point" in failures.no_space_message(tmp_path, 3e9)
+    assert "): free 2 MB or point" in failures.no_space_message(tmp_path, 2e6)
     err = failures.NoSpaceError(msg)
     assert str(err) == msg and err.errno == errno.ENOSPC and failures.classify(err) == ENV

@@ -103,7 +103,8 @@ def _run_locked(trial: dict, run_dir: Path, on_log) -> dict:
 
             run_distill(cfg, run_dir, resume=True, on_log=on_log, sweep=trial["sweep"])
         except Exception as err:  # recorded, and the sweep goes on
-            reason = failures.no_space_message(run_dir) if failures.is_no_space(err) else _oneline(err)
+            reason = str(err) if isinstance(err, failures.NoSpaceError) else (
+                failures.no_space_message(run_dir) if failures.is_no_space(err) else _oneline(err))
             runs.record_failure(run_dir, trial["run_id"], trial["sweep"], f"failed: {reason}",
                                 traceback.format_exc(), failure=failures.classify(err))
     summary = runs.read_summary(run_dir) or {}
