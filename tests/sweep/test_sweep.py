@@ -336,3 +336,25 @@ def test_a_trial_whose_process_was_killed_is_an_environment_failure(tmp_path, fl
     monkeypatch.setattr(sweep_run, "run_trial", real)
     run_sweep(path, resume=True, log=lambda s: None, check=True)
     assert calls == ["variant=none-w=0.5-s0"]
+
+
+def test_a_full_disk_for_runs_csv_is_one_line_after_the_summary(tmp_path, flaky_distill, monkeypatch):
+    import errno
+
+    from harness import runs
+    from harness.failures import NoSpaceError
+
+    calls, state = flaky_distill
+    path = _write(tmp_path, SWEEP.replace("[0.0, 0.5]", "[0.0, 0.5]").replace("[0, 1]", "[0]") + "backend: local\n")
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(runs, "write_table", full)
+    logs = []
+    with pytest.raises(NoSpaceError) as err:
+        run_sweep(path, log=logs.append, check=True)
+    out = tmp_path / "results/demo"
+    assert str(err.value).startswith(f"no space left in {out} (") and str(err.value).endswith("(runs.csv not written)")
+    assert logs[-1].startswith("[sweep] demo: 2 of 4 trials failed (2 environment)")  # still reported
+    assert len(calls) == 4  # every trial ran
