@@ -48,12 +48,19 @@ class NoSpaceError(OSError, HarnessError):
 
 
 def is_no_space(err: BaseException) -> bool:
-    """A full disk (or quota): ``ENOSPC``/``EDQUOT``, or torch's writer failing on one."""
-    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    text = str(err).lower()
-    return isinstance(err, RuntimeError) and ("unexpected pos" in text or "file write failed" in text
-                                              or "no space left" in text)
+    """A full disk (or quota): ``ENOSPC``/``EDQUOT``, or torch's writer failing on one; also
+    when the error was raised from or while handling one (Ray wraps its own)."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(err).lower()
+        if "no space left" in text or (isinstance(err, RuntimeError) and ("unexpected pos" in text
+                                                                          or "file write failed" in text)):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def release(err: BaseException) -> None:

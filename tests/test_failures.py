@@ -45,6 +45,13 @@ def test_no_space_is_one_line_naming_the_folder(tmp_path):
     assert failures.is_no_space(OSError(errno.ENOSPC, "full"))
     assert failures.is_no_space(RuntimeError("[enforce fail at inline_container.cc:778] . unexpected pos 9 vs 3"))
     assert not failures.is_no_space(OSError(errno.ENOENT, "missing"))
+    try:  # wrapped, as Ray's controller raises it
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as inner:
+            raise RuntimeError("trial failed") from inner
+    except RuntimeError as outer:
+        assert failures.is_no_space(outer)
     msg = failures.no_space_message(tmp_path / "not" / "yet")
     assert msg.startswith(f"no space left in {tmp_path / 'not' / 'yet'} (") and "GB free): free space or point --out" in msg
     assert "): free 3.0 GB or point" in failures.no_space_message(tmp_path, 3e9)

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from harness import failures
 from harness.config import ConfigError
 from harness.sweep.grid import Sweep
 from harness.sweep.trials import run_trial
@@ -104,7 +105,14 @@ def run_ray(sweep: Sweep, todo: list[dict], res: dict, address: str | None, log:
                 failure_config=tune.FailureConfig(max_failures=0),
             ),
         )
-        results = tuner.fit()
+        try:
+            results = tuner.fit()
+        except Exception as err:  # Ray keeps its own state and logs in the sweep folder too
+            if not failures.is_no_space(err):
+                raise
+            raise failures.NoSpaceError(
+                f"{failures.no_space_message(sweep.out_dir)} (Ray's state and logs are written there too; "
+                "finished trials are kept: rerun with --resume)") from None
         memo: dict[str, dict] = {}
         for r in results:
             rid = r.config["trial"]["run_id"] if r.config else "?"
