@@ -139,6 +139,7 @@ def _run_locked(sweep: Sweep, resume: bool, address, local: bool, log, retry_fai
     retry = "all" if retry_failed else failures.ENVIRONMENT
     payloads = trial_payloads(sweep, threads, retry)
     _check_same_settings(sweep, payloads)
+    _note_other_code(sweep, payloads, log)
     todo = [p for p in payloads if not runs.trial_done(Path(p["run_dir"]), p["evaluate"], retry=retry)]
     if sweep.config.reuse:
         sources = [out.parent / name for name in sweep.config.reuse]
@@ -191,6 +192,26 @@ def _check_same_settings(sweep: Sweep, payloads: list[dict]) -> None:
             f"{sweep.out_dir}: {len(changed)} of {len(payloads)} trial(s) were run with other settings "
             f"({', '.join(first)}); use a new --suffix, or remove the folder (or those trials' folders) to rerun them"
         )
+
+
+def _note_other_code(sweep: Sweep, payloads: list[dict], log) -> None:
+    """Say when finished trials were run by another code version (kept: their config is the
+    same; ``summary.json`` ``git_commit`` says which)."""
+    from harness.provenance import git_commit
+
+    now, other = git_commit(), {}
+    for p in payloads:
+        try:
+            summary = runs.read_summary(p["run_dir"]) or {}
+        except runs.RunFormatError:
+            continue
+        commit = summary.get("git_commit")
+        if summary.get("status") == "ok" and commit and commit != now:
+            other[commit] = other.get(commit, 0) + 1
+    if other:
+        listed = ", ".join(f"{n} at {c[:12]}" for c, n in sorted(other.items()))
+        log(f"[sweep] {sweep.config.name}: finished trials run by other code versions are kept ({listed}; "
+            f"now {now[:12]}); remove their folders to rerun them")
 
 
 def _failure_line(sweep: Sweep, payloads: list[dict], known: dict[str, dict]) -> str:

@@ -358,3 +358,17 @@ def test_a_full_disk_for_runs_csv_is_one_line_after_the_summary(tmp_path, flaky_
     assert str(err.value).startswith(f"no space left in {out} (") and str(err.value).endswith("(runs.csv not written)")
     assert logs[-1].startswith("[sweep] demo: 2 of 4 trials failed (2 environment)")  # still reported
     assert len(calls) == 4  # every trial ran
+
+
+def test_resume_says_when_finished_trials_were_run_by_other_code(tmp_path, flaky_distill):
+    from harness import runs
+
+    calls, state = flaky_distill
+    state["disk"] = "freed"
+    path = _write(tmp_path, SWEEP.replace("[0.0, 0.5]", "[0.5]").replace("[0, 1]", "[0]") + "backend: local\n")
+    run_sweep(path, log=lambda s: None)
+    run = tmp_path / "results/demo/variant=none-w=0.5-s0"
+    runs.write_summary(run, {**runs.read_summary(run), "git_commit": "0123456789abcdef"})
+    logs = []
+    run_sweep(path, resume=True, log=logs.append)
+    assert any("finished trials run by other code versions are kept (1 at 0123456789ab;" in m for m in logs), logs
