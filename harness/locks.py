@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
+from harness import failures
 from harness.errors import HarnessError
 
 LOCK = ".lock"
@@ -66,9 +67,9 @@ def hold(folder: str | Path, what: str, log: Optional[Callable[[str], None]] = p
 
     Raises:
         FolderLocked: another live process holds it (one line: the folder and the holder).
+        NoSpaceError: the disk is too full for even the lock file.
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK
     key = str(path.resolve())
     if key in _held:  # this process already holds it (re-entrant)
@@ -78,18 +79,31 @@ def hold(folder: str | Path, what: str, log: Optional[Callable[[str], None]] = p
         finally:
             _held[key][1] -= 1
         return
-    fh = open(path, "a+")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fh = open(path, "a+")
+    except OSError as err:
+        if failures.is_no_space(err):
+            raise failures.NoSpaceError(failures.no_space_message(folder)) from None
+        raise
+    locked = True
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as err:
-        fh.close()
-        if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise
-        holder = read_holder(folder)
-        who = holder_text(holder) if holder else "another process"
-        raise FolderLocked(f"{folder} is being written by {who}: wait for it to finish or stop it "
-                           "(a lock left by a dead process is taken over automatically)") from None
-    stale = read_holder(folder)
+        if err.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            locked = False
+            if log is not None:  # some network/FUSE file systems: write on, but say so
+                log(f"[lock] {folder}: this file system does not support locks; "
+                    "nothing stops a second writer here")
+        else:
+            fh.close()
+            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            holder = read_holder(folder)
+            who = holder_text(holder) if holder else "another process"
+            raise FolderLocked(f"{folder} is being written by {who}: wait for it to finish or stop it "
+                               "(a lock left by a dead process is taken over automatically)") from None
+    stale = read_holder(folder) if locked else None
     if stale and log is not None:
         log(f"[lock] {folder}: took over the stale lock of {holder_text(stale)}; that process is gone")
     me = {"pid": os.getpid(), "host": socket.gethostname(),

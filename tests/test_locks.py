@@ -94,3 +94,28 @@ def test_reentrant_within_a_process(tmp_path):
 def test_holder_text_is_one_line():
     t = locks.holder_text({"pid": 1, "host": "x", "started": time.strftime("%Y"), "what": "harness sweep s"})
     assert t.startswith("pid 1 on x since ") and t.endswith("(harness sweep s)")
+
+
+def test_a_file_system_without_locks_is_said_and_a_full_disk_is_one_line(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    from harness.failures import NoSpaceError
+
+    def no_locks(fh, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    logs = []
+    with locks.hold(tmp_path, "me", log=logs.append):
+        pass
+    assert logs == [f"[lock] {tmp_path}: this file system does not support locks; nothing stops a second writer here"]
+    monkeypatch.undo()
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("builtins.open", full)
+    with pytest.raises(NoSpaceError, match=f"no space left in {tmp_path / 'x'}"):
+        with locks.hold(tmp_path / "x", "me"):
+            pass
