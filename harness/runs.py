@@ -365,12 +365,13 @@ def config_changes(run_dir: str | Path, want: dict, limit: int = 6) -> list[str]
         return []
     try:
         data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        data = None
-    old = _normalised_config({} if data is None else data, path)
+        old = to_dict(config_from_dict({} if data is None else data, path).config)
+    except (OSError, yaml.YAMLError, ConfigError, TypeError, ValueError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        return [f"its {CONFIG} is not one this harness reads ({first})"]
     new = _normalised_config(want, path)
-    if old is None or new is None:
-        return [] if old == new else [f"{CONFIG}: unreadable"]
+    if new is None:
+        return ["the new config is not valid"]
     a, b = flatten(old, json_lists=True), flatten(new, json_lists=True)
     keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     out = [f"{k}: {a.get(k)} -> {b.get(k)}" for k in keys[:limit]]
