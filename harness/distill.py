@@ -14,8 +14,11 @@
 4. :func:`finish`: ``student.ckpt`` and ``summary.json``.
 
 No trainer framework, no callbacks. A run that raises in any phase leaves
-``summary.json`` at ``"status": "failed: <reason>"``; a kill (simulated by
-:class:`RunInterrupted`) leaves it ``running``, so that a rerun resumes.
+``summary.json`` at ``"status": "failed: <reason>"`` with ``failure`` saying whether
+the environment broke it or it would fail again (:mod:`harness.failures`); a kill
+(simulated by :class:`RunInterrupted`) leaves it ``running``, so that a rerun resumes.
+One writer at a time: the run holds ``out_dir/.lock`` (:mod:`harness.locks`), and a
+rerun into a folder that holds another config's run is refused with the differing keys.
 
 The run folder (``out_dir``) receives, as ARCHITECTURE.md "Result files" requires:
 
@@ -59,7 +62,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from harness import heldout, runs, safeload, stacking
+from harness import failures, heldout, locks, runs, safeload, stacking
 from harness.config import ConfigError, RunConfig, to_dict, validate_tree
 from harness.data.loader import AudioDataset, CachedBatches, WaveBatches
 from harness.data.manifest import read_manifest
@@ -111,7 +114,7 @@ def load_train_state(out_dir: Path, device: torch.device) -> Optional[dict]:
 
 def clear_run_files(out_dir: Path) -> None:
     """Start over: drop what a previous run left (config.yaml is rewritten)."""
-    for name in (CKPT_NAME, runs.METRICS, runs.STUDENT, runs.SUMMARY):
+    for name in (CKPT_NAME, runs.METRICS, runs.STUDENT, runs.SUMMARY, runs.SUPERB, runs.ANALYSIS):
         (out_dir / name).unlink(missing_ok=True)
 
 
@@ -343,7 +346,8 @@ def run_distill(
         cfg: the resolved run config.
         out_dir: run folder (created); its name is the run id.
         resume: continue from ``out_dir/train.pt`` when present (a finished run is
-            returned as is); ``False`` starts over.
+            returned as is); ``False`` starts over. Either way a folder whose
+            ``config.yaml`` holds another config is refused when resuming.
         on_log: called with each ``metrics.jsonl`` line (sweeps report it to Ray; tests
             raise :class:`RunInterrupted` from it to simulate a kill).
         sweep: sweep name recorded in the summary (``None`` for a single run).
@@ -354,32 +358,80 @@ def run_distill(
 
     Raises:
         FileNotFoundError: missing corpus manifest or teacher checkpoint.
-        ConfigError: an unusable config value (unknown variant...).
-        Any error of a phase, after ``summary.json`` says ``failed: <reason>``.
+        ConfigError: an unusable config value (unknown variant...); or ``resume`` into a
+            folder that holds a run of another config (the differing keys named).
+        FolderLocked: another process writes ``out_dir`` (:mod:`harness.locks`).
+        NoSpaceError: the disk of ``out_dir`` is full (one line with the free space).
+        Any error of a phase, after ``summary.json`` says ``failed: <reason>`` and
+        ``failure: environment | deterministic`` (:mod:`harness.failures`).
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if resume:
-        old = runs.read_summary(out_dir)
-        if old and old.get("status") == "ok" and (out_dir / "student.ckpt").is_file():
-            return old
-    started = now_iso()
+    with locks.hold(out_dir, f"harness distill {out_dir.name}"):
+        if resume:
+            check_same_config(out_dir, cfg)
+            old = runs.read_summary(out_dir)
+            if old and old.get("status") == "ok" and (out_dir / "student.ckpt").is_file():
+                return old
+        started = now_iso()
+        run = None
+        try:
+            run = setup(cfg, out_dir, sweep, started)
+            begin(run, resume)
+            status = train(run, on_log)
+            return finish(run, status)
+        except RunInterrupted:
+            raise  # a kill: the folder stays 'running' and a rerun resumes from train.pt
+        except Exception as err:
+            if failures.is_no_space(err):
+                failures.release(err)
+            need = run_bytes(run) if run is not None and run.student is not None else None
+            record_failed(out_dir, cfg, sweep, started, err, need)
+            if failures.is_no_space(err):
+                raise failures.NoSpaceError(failures.no_space_message(out_dir, need)) from err
+            raise
+
+
+def run_bytes(run: Run) -> float:
+    """What a run folder takes at its final depth, roughly: ``student.ckpt`` plus ``train.pt``
+    (weights and AdamW's two moments), fp32; the full-depth student, whatever the stage."""
+    now = sum(p.numel() for p in run.student.parameters())
+    depth = max(1, len(run.student.layers))
+    return 4 * 4 * now * run.stages.depths[-1] / depth
+
+
+def check_same_config(out_dir: Path, cfg: RunConfig) -> None:
+    """Refuse to continue or return a run of ``out_dir`` that another config made.
+
+    Raises:
+        ConfigError: the folder's ``config.yaml`` differs from ``cfg`` (the differing keys
+            named, the folder's value first).
+    """
+    diff = runs.config_changes(out_dir, to_dict(cfg))
+    if diff:
+        raise ConfigError(f"{out_dir} holds a run of a different config ({', '.join(diff)}); "
+                          "use a new --out, or --restart to replace it")
+
+
+def record_failed(out_dir: Path, cfg: RunConfig, sweep: Optional[str], started: str, err: Exception,
+                  need: Optional[float] = None) -> None:
+    """``summary.json`` at ``failed: <reason>`` with its failure class; a full disk that
+    cannot take even that leaves the error to the caller (it says so in one line)."""
+    if failures.is_no_space(err):
+        reason = failures.no_space_message(out_dir, need)
+    else:
+        reason = f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]}"
     try:
-        run = setup(cfg, out_dir, sweep, started)
-        begin(run, resume)
-        status = train(run, on_log)
-        return finish(run, status)
-    except RunInterrupted:
-        raise  # a kill: the folder stays 'running' and a rerun resumes from train.pt
-    except Exception as err:
-        reason = (str(err).strip().splitlines() or [""])[0]
         old = runs.read_summary(out_dir) or {}
+    except runs.RunFormatError:
+        old = {}
+    try:
         runs.write_summary(out_dir, {
             "run_id": out_dir.name, "sweep": sweep, "variant": cfg.stacking.variant, "seed": cfg.train.seed,
             "started": old.get("started", started), "ended": now_iso(),
-            "status": f"failed: {type(err).__name__}: {reason}",
+            "status": f"failed: {reason}", "failure": failures.classify(err),
         })
-        raise
+    except OSError:
+        pass  # the disk is full: the original error says so
 
 
 def setup(cfg: RunConfig, out_dir: Path, sweep: Optional[str], started: str) -> Run:
@@ -852,5 +904,7 @@ def finish(run: Run, status: str) -> dict:
         "tasks": {},
         "superb_score": None,
     }
+    if status != "ok":
+        summary["failure"] = failures.DETERMINISTIC  # a non-finite loss: the same run fails again
     runs.write_summary(run.out_dir, summary)
     return summary

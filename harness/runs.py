@@ -22,7 +22,8 @@ and the sweep folder holds ``runs.csv`` (:data:`RUN_COLUMNS`, one row per run x 
 
 ``summary.json`` (schema 1) keys every track writes: ``schema``, ``run_id``, ``sweep``,
 ``seed``, ``status`` (``running`` | ``ok`` | ``failed: <reason>``), ``started`` (ISO 8601,
-UTC; ``ended`` when finished). Distillation runs add ``variant``, ``schedule``, ``stages``,
+UTC; ``ended`` when finished); a failed run adds ``failure`` (``environment`` |
+``deterministic``, :mod:`harness.failures`). Distillation runs add ``variant``, ``schedule``, ``stages``,
 ``train_seconds``, ``flops``, ``final_losses``, ``hardware``, ``git_commit``, ``config``,
 ``tasks`` (per task ``metric``, ``direction``, ``value``, ``n``, ``status``) and
 ``superb_score``; ASR runs add ``track: asr``, ``objective``, ``wer``, ``latency``...
@@ -44,6 +45,7 @@ from typing import Any, Callable, Iterable, Optional, TextIO
 
 import yaml
 
+from harness import failures, locks
 from harness.config import ConfigError, RunConfig, from_dict, to_dict
 from harness.fsio import atomic_write
 
@@ -327,16 +329,55 @@ def read_trial(run_dir: str | Path) -> Optional[dict]:
 # ----------------------------------------------------------------------------- trial bookkeeping
 
 
-def trial_done(run_dir: str | Path, tasks: Iterable[str]) -> bool:
-    """True when the run folder holds a finished run (ok or failed) with every task scored."""
+def trial_done(run_dir: str | Path, tasks: Iterable[str], retry: Optional[str] = None) -> bool:
+    """True when the run folder holds a finished run (ok or failed) with every task scored.
+
+    Args:
+        retry: failed runs that count as not done (to be rerun): ``"environment"`` (what
+            the environment broke: :mod:`harness.failures`), ``"all"``, or None (none).
+    """
     tasks = list(tasks)
     summary = read_summary(run_dir)
     if not summary or "status" not in summary or summary.get("status") == "running":
+        return False
+    failure = failures.failure_of(summary)
+    if failure and (retry == "all" or (retry == failures.ENVIRONMENT and failure == failures.ENVIRONMENT)):
         return False
     if summary["status"] != "ok" or not tasks:
         return True
     scored = summary.get("tasks") or {}
     return all(t in scored for t in tasks)
+
+
+def config_changes(run_dir: str | Path, want: dict, limit: int = 6) -> list[str]:
+    """The settings in which the run in ``run_dir`` differs from the config ``want``.
+
+    Args:
+        run_dir: a run folder (its ``config.yaml``; a folder without one differs in nothing).
+        want: the resolved config (as :func:`harness.config.to_dict` gives it).
+        limit: at most this many keys are described (then ``... N more``).
+
+    Returns:
+        ``["train.steps: 20 -> 40", ...]`` (the folder's value first); empty when equal.
+    """
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        return []
+    try:
+        data = yaml.safe_load(path.read_text())
+        old = to_dict(config_from_dict({} if data is None else data, path).config)
+    except (OSError, yaml.YAMLError, ConfigError, TypeError, ValueError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        return [f"its {CONFIG} is not one this harness reads ({first})"]
+    new = _normalised_config(want, path)
+    if new is None:
+        return ["the new config is not valid"]
+    a, b = flatten(old, json_lists=True), flatten(new, json_lists=True)
+    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    out = [f"{k}: {a.get(k)} -> {b.get(k)}" for k in keys[:limit]]
+    if len(keys) > limit:
+        out.append(f"... {len(keys) - limit} more")
+    return out
 
 
 def _normalised_config(data: Any, source: Path) -> Optional[dict]:
@@ -376,7 +417,7 @@ def reuse_identical_run(trial: dict, sources: list[Path], log: Callable[[str], N
             dst = Path(trial["run_dir"])
             if dst.exists():
                 shutil.rmtree(dst)
-            shutil.copytree(src, dst)
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns(locks.LOCK))
             summary.update(run_id=trial["run_id"], sweep=trial["sweep"], reused_from=str(src))
             if tasks and set(summary.get("tasks") or {}) - set(tasks):
                 keep_tasks(dst, summary, tasks)
@@ -407,33 +448,55 @@ def keep_tasks(run_dir: Path, summary: dict, tasks: list[str]) -> None:
     summary["tasks_trimmed_to"] = sorted(keep)
 
 
-def record_failure(run_dir: str | Path, run_id: str, sweep: str, reason: str, traceback: str = "") -> None:
-    """Make sure a failed trial leaves a summary saying why (the run may have written one)."""
+def record_failure(run_dir: str | Path, run_id: str, sweep: str, reason: str, traceback: str = "",
+                   failure: str = failures.DETERMINISTIC) -> dict:
+    """Make sure a failed trial leaves a summary saying why (the run may have written one).
+
+    Returns:
+        The failed summary (as written, or as it would have been when writing it fails:
+        a full disk raises ``OSError`` after the summary is built, so the caller still has it).
+    """
     summary = read_summary(run_dir) or {}
     if str(summary.get("status", "")).startswith("failed"):
-        return
-    summary.update(run_id=run_id, sweep=sweep, status=reason[:500], traceback=traceback[-4000:])
-    write_summary(run_dir, summary)
+        summary.setdefault("failure", failures.failure_of(summary))
+        return summary
+    summary.update(run_id=run_id, sweep=sweep, status=reason[:500], failure=failure, traceback=traceback[-4000:])
+    try:
+        write_summary(run_dir, summary)
+    except OSError as err:
+        err.summary = summary  # the caller reports it from memory
+        raise
+    return summary
 
 
 # ----------------------------------------------------------------------------- runs.csv
 
 RUN_COLUMNS = [
-    "sweep", "run_id", "run_dir", "variant", "seed", "status", "train_seconds", "student_params",
+    "sweep", "run_id", "run_dir", "variant", "seed", "status", "failure", "train_seconds", "student_params",
     "superb_score", "task", "metric", "direction", "value", "n",
 ]
 
 
-def collect_rows(sweep_dir: str | Path) -> list[dict]:
+def collect_rows(sweep_dir: str | Path, known: Optional[dict[str, dict]] = None) -> list[dict]:
     """One tidy row per run x task (one row with empty task for an unscored or failed run),
-    rebuilt from the run folders; grid keys appear as ``grid.<dotted key>`` columns."""
+    rebuilt from the run folders; grid keys appear as ``grid.<dotted key>`` columns.
+
+    Args:
+        known: run id -> ``{"trial": payload, "summary": failed summary}`` of trials whose
+            failure could not be written (a full disk): they are listed from memory.
+    """
     sweep_dir = Path(sweep_dir)
+    known = dict(known or {})
     rows = []
-    for trial_file in sorted(sweep_dir.glob(f"*/{TRIAL}")):
-        run_dir = trial_file.parent
-        trial = read_json(trial_file) or {}
-        summary, _ = load_summary(run_dir)
-        summary = summary or {"status": "failed: no summary.json"}
+    entries = [(f.parent, read_json(f) or {}, None) for f in sorted(sweep_dir.glob(f"*/{TRIAL}"))]
+    on_disk = {d.name for d, _, _ in entries}
+    entries += [(sweep_dir / rid, {k: v.get("trial", {}).get(k) for k in TRIAL_KEYS}, v["summary"])
+                for rid, v in sorted(known.items()) if rid not in on_disk]
+    for run_dir, trial, memo in entries:
+        summary = known[run_dir.name]["summary"] if run_dir.name in known else memo
+        if summary is None:
+            summary, _ = load_summary(run_dir)
+        summary = summary or {"status": "failed: no summary.json", "failure": failures.ENVIRONMENT}
         cfg = summary.get("config") or {}
         base = {
             "sweep": trial.get("sweep", sweep_dir.name),
@@ -442,6 +505,7 @@ def collect_rows(sweep_dir: str | Path) -> list[dict]:
             "variant": summary.get("variant", (trial.get("overrides") or {}).get("stacking.variant", cfg)),
             "seed": summary.get("seed", (trial.get("overrides") or {}).get("train.seed")),
             "status": summary.get("status"),
+            "failure": failures.failure_of(summary),
             "train_seconds": summary.get("train_seconds"),
             "student_params": summary.get("student_params"),
             "superb_score": summary.get("superb_score"),
@@ -469,7 +533,8 @@ def write_table(path: str | Path, rows: list[dict], columns: list[str], extra: b
     return atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
 
 
-def write_runs_csv(sweep_dir: str | Path) -> Path:
-    """Rebuild ``<sweep_dir>/runs.csv`` from the run folders (atomically)."""
+def write_runs_csv(sweep_dir: str | Path, known: Optional[dict[str, dict]] = None) -> Path:
+    """Rebuild ``<sweep_dir>/runs.csv`` from the run folders (atomically); ``known`` as in
+    :func:`collect_rows`."""
     sweep_dir = Path(sweep_dir)
-    return write_table(sweep_dir / RUNS_CSV, collect_rows(sweep_dir), RUN_COLUMNS)
+    return write_table(sweep_dir / RUNS_CSV, collect_rows(sweep_dir, known), RUN_COLUMNS)

@@ -3,6 +3,7 @@ cached and live teacher paths, strict errors. Tiny runs on CPU with the dummy te
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -295,3 +296,127 @@ def test_offset_that_fails_a_later_growth_is_a_load_time_error(corpus, tmp_path)
         plan_stages(load_run_config(TINY, ["stacking.offset=1"]))
     stages = plan_stages(load_run_config(TINY, ["student.layers=8", "stacking.stages=3", "stacking.offset=1"]))
     assert stages.depths == [4, 6, 8]  # b = 2 then 3: offset 1 fits both growths
+
+
+def test_rerun_into_a_finished_run_of_another_config_is_refused(corpus, tmp_path, capsys):
+    from harness.cli import main
+
+    out = tmp_path / "run"
+    first = run_distill(tiny_cfg(corpus, tmp_path, "train.steps=8"), out)
+    assert first["status"] == "ok"
+    with pytest.raises(ConfigError) as err:
+        run_distill(tiny_cfg(corpus, tmp_path, "train.steps=8", "stacking.variant=top"), out)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"{out} holds a run of a different config (")
+    assert "stacking.variant: interleaved -> top" in msg and "--restart" in msg
+    assert json.loads((out / "summary.json").read_text())["variant"] == "interleaved"  # kept as it was
+    # the same config returns the finished run; the CLI says the same in one line
+    assert run_distill(tiny_cfg(corpus, tmp_path, "train.steps=8"), out)["ended"] == first["ended"]
+    args = ["distill", "--config", str(TINY), f"data.corpus={corpus}", f"teacher.cache_dir={corpus / 'cache'}",
+            "data.max_seconds=1.0", "train.steps=8", "train.log_every=1", "train.threads=1", "train.device=cpu",
+            "data.heldout=0"]
+    assert main(args + ["train.steps=9", "--out", str(out)]) == 2
+    err_line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err_line.startswith(f"harness: error: {out} holds a run of a different config (train.steps: 8 -> 9)")
+    assert main(args + ["train.steps=9", "--out", str(out), "--restart"]) == 0  # an explicit start over replaces it
+    assert json.loads((out / "summary.json").read_text())["steps"] == 9
+
+
+def _full_disk_under(folder, monkeypatch, keep=("trial.json",)):
+    """Every run-folder write under ``folder`` fails as on a full disk (except ``keep``)."""
+    import errno
+
+    import harness.distill as distill_mod
+    from harness import runs
+
+    real = runs.atomic_write
+
+    def full(path, data, fsync=False):
+        p = Path(path)
+        if str(p).startswith(str(folder)) and p.name not in keep:
+            raise OSError(errno.ENOSPC, "No space left on device", str(p))
+        return real(path, data, fsync=fsync)
+
+    monkeypatch.setattr(runs, "atomic_write", full)
+    monkeypatch.setattr(distill_mod, "atomic_write", full)
+
+
+def test_a_full_disk_is_one_line_and_an_environment_failure(corpus, tmp_path, monkeypatch, capsys):
+    from harness.cli import main
+
+    out = tmp_path / "run"
+    _full_disk_under(out, monkeypatch)
+    args = ["distill", "--config", str(TINY), f"data.corpus={corpus}", f"teacher.cache_dir={corpus / 'cache'}",
+            "data.max_seconds=1.0", "train.steps=4", "train.device=cpu", "data.heldout=0", "--out", str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"harness: error: no space left in {out} (")
+    assert re.search(r"GB free\): free \d+ MB or point --out elsewhere$", err), err  # what the run needs
+
+
+def test_torch_writer_on_a_full_disk_is_the_same_line(corpus, tmp_path, monkeypatch):
+    import harness.distill as distill_mod
+    from harness.failures import NoSpaceError
+
+    def torch_full(out_dir, state):  # what torch.save raises when the disk fills mid-write
+        raise RuntimeError("[enforce fail at inline_container.cc:778] . unexpected pos 4352 vs 4246")
+
+    monkeypatch.setattr(distill_mod, "save_train_state", torch_full)
+    out = tmp_path / "run"
+    with pytest.raises(NoSpaceError, match=f"no space left in {out}"):
+        run_distill(tiny_cfg(corpus, tmp_path, "train.steps=8", "train.ckpt_every=2"), out)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"].startswith(f"failed: no space left in {out}") and summary["failure"] == "environment"
+
+
+def test_a_local_sweep_goes_on_after_a_full_disk_in_one_trial(corpus, tmp_path, monkeypatch):
+    """The first trial's folder is full (even its failure cannot be written): it is reported
+    from memory, the second trial runs, runs.csv lists both, and --resume retries it."""
+    import pandas as pd
+
+    from harness.sweep import run_sweep
+    from harness.sweep.run import TrialsFailed
+
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(
+        f"name: disk\nbase: {TINY}\n"
+        f"overrides: {{data.corpus: {corpus}, teacher.cache_dir: {corpus / 'cache'}, data.max_seconds: 1.0, "
+        "train.steps: 6, train.log_every: 1, train.device: cpu, data.heldout: 0, train.threads: 1}\n"
+        "grid:\n  stacking.variant: [none, top]\nseeds: [0]\nbackend: local\n"
+        f"storage: {tmp_path / 'results'}\n")
+    out = tmp_path / "results" / "disk"
+    monkeypatch.setattr("harness.analysis.analyse_run", lambda run_dir: None)  # not what is tested
+    _full_disk_under(out / "variant=none-s0", monkeypatch)
+    logs = []
+    with pytest.raises(TrialsFailed, match=r"disk: 1 of 2 trials failed \(1 environment\)"):
+        run_sweep(sweep, log=logs.append, check=True)
+    assert any(m.startswith(f"[sweep] variant=none-s0: failed: no space left in {out / 'variant=none-s0'} (")
+               for m in logs), logs
+    df = pd.read_csv(out / "runs.csv")
+    rows = dict(zip(df.run_id, zip(df.status, df.failure.fillna(""))))
+    assert rows["variant=top-s0"] == ("ok", "")
+    assert rows["variant=none-s0"][0].startswith("failed: no space left in") and rows["variant=none-s0"][1] == "environment"
+    monkeypatch.undo()  # space freed
+    csv = run_sweep(sweep, resume=True, log=logs.append, check=True)
+    assert (pd.read_csv(csv).status == "ok").all()
+
+
+@pytest.mark.integration
+def test_a_real_full_tmpfs(corpus, tmp_path):
+    """The same on a real full disk (a 600 KB tmpfs; skipped where mounting is not allowed):
+    torch's own write error becomes the line, and the failed summary still fits."""
+    import subprocess
+
+    from harness.failures import NoSpaceError
+
+    fs = tmp_path / "fs"
+    fs.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(fs)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (unprivileged)")
+    try:
+        with pytest.raises(NoSpaceError, match=r"no space left in .*/fs/run \(0\.\d MB free\): free \d+ MB or point"):
+            run_distill(tiny_cfg(corpus, tmp_path, "train.steps=8"), fs / "run")  # train.pt at the first growth
+        summary = json.loads((fs / "run" / "summary.json").read_text())
+        assert summary["status"].startswith("failed: no space left in") and summary["failure"] == "environment"
+    finally:
+        subprocess.run(["umount", str(fs)], capture_output=True)

@@ -162,3 +162,18 @@ def test_report_lists_an_unknown_schema_in_one_line(tmp_path):
     status = r.runs.iloc[0]["status"]
     assert not r.runs.iloc[0]["ok"] and "schema 7" in status and "\n" not in status
     assert r.runs.iloc[0]["cfg.stacking.variant"] == "top"  # config.yaml read typed all the same
+
+
+def test_config_changes_names_the_keys(tmp_path):
+    from harness.config import RunConfig, to_dict
+
+    want = to_dict(RunConfig())
+    assert runs.config_changes(tmp_path, want) == []  # no config.yaml: nothing to differ
+    runs.write_config(tmp_path, RunConfig())
+    assert runs.config_changes(tmp_path, want) == []
+    changed = {**want, "train": {**want["train"], "steps": want["train"]["steps"] + 1}}
+    assert runs.config_changes(tmp_path, changed) == [f"train.steps: {want['train']['steps']} -> "
+                                                      f"{want['train']['steps'] + 1}"]
+    (tmp_path / "config.yaml").write_text("train:\n  stepz: 3\n")
+    (msg,) = runs.config_changes(tmp_path, want)
+    assert msg.startswith("its config.yaml is not one this harness reads (") and "stepz" in msg

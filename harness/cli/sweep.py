@@ -8,6 +8,7 @@ from pathlib import Path
 from harness.cli.common import Subparsers, command
 from harness.sweep import dry_run, run_sweep
 from harness.sweep.grid import check_suffix
+from harness.sweep.run import TrialsFailed
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -17,7 +18,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(dry_run(Path(args.file), **extra))
         return 0
-    run_sweep(Path(args.file), resume=args.resume, address=args.address, local=args.local, **extra)
+    try:
+        run_sweep(Path(args.file), resume=args.resume or args.retry_failed, address=args.address, local=args.local,
+                  retry_failed=args.retry_failed, check=True, **extra)
+    except TrialsFailed:
+        return 1  # its summary line is printed already
     return 0
 
 
@@ -26,10 +31,15 @@ def add_parser(sub: Subparsers) -> None:
         "harness sweep sweeps/embedded/main.yaml --dry-run",
         "harness sweep sweeps/embedded/main.yaml",
         "harness sweep sweeps/embedded/main.yaml --resume      # after Ctrl-C or kill -9",
+        "harness sweep sweeps/embedded/main.yaml --retry-failed  # rerun failed trials (NaN, config) too",
         "ray start --head && harness sweep sweeps/paper/main.yaml --address auto",
     ])
     p.add_argument("file", help="sweep YAML")
-    p.add_argument("--resume", action="store_true", help="finish an interrupted sweep (finished trials are kept)")
+    p.add_argument("--resume", action="store_true",
+                   help="finish an interrupted sweep (finished trials are kept; trials that failed because of "
+                        "the environment: disk, memory, missing or corrupt input, killed, are rerun)")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="with --resume (implied): rerun every failed trial, deterministic failures (NaN, config) too")
     p.add_argument("--dry-run", action="store_true", help="list the trials with time and disk estimates")
     p.add_argument("--address", default=None, help="existing Ray cluster (default: $RAY_ADDRESS or a local one)")
     p.add_argument("--local", action="store_true", help="run trials in this process, without Ray")

@@ -312,6 +312,8 @@ def baseline_results(source: str, tasks, corpus_dir, profile, device, cache_dir,
     ``source`` may be a ``superb.json`` file (read as is). Otherwise the upstream is scored
     with the same tasks, options, corpus and seed, and the result kept under
     ``<cache_dir>/results/`` keyed by all of them, so a sweep scores its baselines once.
+    Only a baseline whose every task succeeded is memoised: one with a failed task (a
+    missing split file, a full disk) is returned for this score and scored again next time.
     """
     if str(source).endswith(".json") and Path(source).is_file():
         return json.loads(Path(source).read_text())
@@ -324,20 +326,40 @@ def baseline_results(source: str, tasks, corpus_dir, profile, device, cache_dir,
         [up.id, sorted(tasks), str(Path(corpus_dir).resolve()), corpus_tag(Path(corpus_dir)), profile, seed, options, defs],
         sort_keys=True, default=str).encode()).hexdigest()[:16]
     path = Path(cache_dir) / "results" / f"{key}.json"
-    if path.is_file():
-        return json.loads(path.read_text())
+    memo = _memoised(path)
+    if memo is not None:
+        return memo
     import fcntl
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent trials: one scores, the others wait and read
-        if path.is_file():
-            return json.loads(path.read_text())
+        memo = _memoised(path)
+        if memo is not None:
+            return memo
         if log:
             log(f"  scoring baseline {source} (once; memoised in {path})")
-        return evaluate(source, tasks, corpus_dir, path, profile=profile, device=device,
-                        cache_dir=cache_dir, seed=seed, options=options, baselines=None, threads=threads,
-                        log=None)
+        payload = evaluate(source, tasks, corpus_dir, None, profile=profile, device=device,
+                           cache_dir=cache_dir, seed=seed, options=options, baselines=None, threads=threads,
+                           log=None)
+        failed = sorted(t for t, r in payload["tasks"].items() if r.get("status") != "ok")
+        if failed:  # not memoised: the next run scores it again (after the data is fixed)
+            if log:
+                log(f"  baseline {source}: {', '.join(failed)} failed; not memoised (scored again next time)")
+        else:
+            runs.write_superb(path, payload)
+        return payload
+
+
+def _memoised(path: Path) -> dict | None:
+    """A memoised baseline whose every task succeeded, else None (missing, unreadable, or
+    written with a failed task by an older harness: scored again)."""
+    data, _ = runs.load_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("tasks"), dict):
+        return None
+    if any(not isinstance(r, dict) or r.get("status") != "ok" for r in data["tasks"].values()):
+        return None
+    return data
 
 
 # ----------------------------------------------------------------------------- files

@@ -25,6 +25,13 @@ storage, same suffix) whose resolved run config and scored tasks equal one of it
 the run folder is copied and marked ``reused_from`` instead of trained again (an ablation
 shares its default point with the main table).
 
+A sweep holds its results folder's lock and each trial its run folder's
+(:mod:`harness.locks`): a second sweep into the same folder is refused, naming the
+first. A failed trial's ``failure`` (:mod:`harness.failures`) decides whether
+``--resume`` reruns it (``environment``) or only ``--retry-failed`` does
+(``deterministic``); ``--resume`` with other settings than the folder's runs is refused,
+naming them; the CLI exits 1 after a summary line when any trial failed.
+
 Ray is the adapter that spreads trials over CPUs, GPUs and machines; ``backend: local``
 (or ``--local``) runs the same trials in this process, one after another.
 

@@ -47,7 +47,7 @@ def dry_run(path: str | Path, **kwargs: Any) -> str:
         nbytes = estimate_params(t.config) * 4 * 4  # student.ckpt + training checkpoint (Adam: 3x)
         total_s += secs
         total_b += nbytes
-        state = "done" if runs.trial_done(sweep.out_dir / t.run_id, tasks) else "todo"
+        state = "done" if runs.trial_done(sweep.out_dir / t.run_id, tasks, retry="environment") else "todo"
         lines.append(f"  {t.run_id:<48} {state:<5} ~{secs / 60:6.1f} min  ~{nbytes / 2**20:6.1f} MiB")
     basis = "measured from finished runs" if measured else "rough guess; no finished run to learn from"
     lines.append(f"total ~{total_s / 3600:.2f} h ({basis}), ~{total_b / 2**20:.0f} MiB of run folders "

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from harness import failures
 from harness.config import ConfigError
 from harness.sweep.grid import Sweep
 from harness.sweep.trials import run_trial
@@ -26,6 +27,9 @@ def _ray_trainable(config: dict) -> None:
         tune.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
 
     result = run_trial(config["trial"], on_log=on_log)
+    memo = result.pop("summary", None)  # a failure its run folder could not take (a full disk)
+    if memo is not None:
+        result["memo_status"], result["memo_failure"] = memo["status"], memo.get("failure")
     tune.report({"done": 1, **{k: v for k, v in result.items() if v is not None}})
 
 
@@ -45,7 +49,13 @@ def _ray_temp_dir(out: Path) -> str:
     return str(short)
 
 
-def run_ray(sweep: Sweep, todo: list[dict], res: dict, address: str | None, log: Callable) -> None:
+def run_ray(sweep: Sweep, todo: list[dict], res: dict, address: str | None, log: Callable) -> list[dict]:
+    """Run the payloads ``todo`` as Ray Tune trials.
+
+    Returns:
+        Per payload (in order), ``{}`` or ``{"summary": {...}}`` for a failure the trial
+        could not write into its run folder (reported from the worker's memory).
+    """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     import ray
@@ -95,10 +105,23 @@ def run_ray(sweep: Sweep, todo: list[dict], res: dict, address: str | None, log:
                 failure_config=tune.FailureConfig(max_failures=0),
             ),
         )
-        results = tuner.fit()
+        try:
+            results = tuner.fit()
+        except Exception as err:  # Ray keeps its own state and logs in the sweep folder too
+            if not failures.is_no_space(err):
+                raise
+            raise failures.NoSpaceError(
+                f"{failures.no_space_message(sweep.out_dir)} (Ray's state and logs are written there too; "
+                "finished trials are kept: rerun with --resume)") from None
+        memo: dict[str, dict] = {}
         for r in results:
             rid = r.config["trial"]["run_id"] if r.config else "?"
-            status = (r.metrics or {}).get("status", "error" if r.error else "?")
+            metrics = r.metrics or {}
+            status = metrics.get("status", "error" if r.error else "?")
             log(f"[sweep] {rid}: {status}")
+            if metrics.get("memo_status"):
+                memo[rid] = {"summary": {"run_id": rid, "sweep": sweep.config.name, "status": metrics["memo_status"],
+                                         "failure": metrics.get("memo_failure")}}
+        return [memo.get(p["run_id"], {}) for p in todo]
     finally:
         ray.shutdown()

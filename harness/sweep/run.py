@@ -7,8 +7,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from harness import runs
+from harness import failures, locks, runs
 from harness.config import ConfigError, RunConfig, from_dict, load_yaml
+from harness.errors import HarnessError
 from harness.sweep import tracks
 from harness.sweep.grid import Sweep, SweepConfig, base_data, expand_grid
 from harness.sweep.ray_adapter import run_ray
@@ -82,53 +83,163 @@ def run_sweep(
     overrides: list[str] | tuple[str, ...] = (),
     suffix: str = "",
     tasks: list[str] | None = None,
+    retry_failed: bool = False,
+    check: bool = False,
 ) -> Path:
     """Run every trial of a sweep (Ray Tune, or in-process with ``local``) and write runs.csv.
 
+    The sweep holds its results folder's lock (:mod:`harness.locks`) throughout; each
+    trial holds its run folder's.
+
     Args:
         path: the sweep YAML.
-        resume: continue an interrupted sweep (finished trials are kept, not rerun).
+        resume: continue an interrupted sweep (finished trials are kept, not rerun; trials
+            that failed because of the environment, :mod:`harness.failures`, are rerun).
         address: an existing Ray cluster (``ray start --head`` on the head node; also
             taken from ``RAY_ADDRESS``); None starts a local Ray instance.
         local: run trials one by one in this process, without Ray.
         seeds, overrides, suffix: as in :func:`load_sweep`.
+        retry_failed: with ``resume``, rerun every failed trial (deterministic failures too).
+        check: raise :class:`TrialsFailed` (after writing runs.csv) when any trial failed.
 
     Returns:
         The path of ``runs.csv``.
 
     Raises:
-        ConfigError: a bad sweep file; or the sweep folder already holds runs and
-            ``resume`` was not given.
+        ConfigError: a bad sweep file; the sweep folder already holds runs and ``resume``
+            was not given; or it holds runs made with other settings (the keys are named).
+        FolderLocked: another sweep writes the same results folder.
+        TrialsFailed: ``check`` and some trial failed (one summary line).
     """
     track = tracks.track_of(path)
-    if track != tracks.DISTILL:
-        return tracks.entry(track, "run")(path, resume=resume, log=log)
+    if track != tracks.DISTILL:  # the ASR track: its own runner, under the same folder lock
+        study = tracks.entry(track, "load")(path)
+        with locks.hold(study.out_dir, f"harness sweep {study.config.name}", log):
+            return tracks.entry(track, "run")(path, resume=resume, log=log)
     sweep = load_sweep(path, seeds=seeds, overrides=overrides, suffix=suffix, tasks=tasks)
     out = sweep.out_dir
-    existing = [p for p in out.glob("*/trial.json")] if out.is_dir() else []
+    with locks.hold(out, f"harness sweep {sweep.config.name}", log):
+        return _run_locked(sweep, resume, address, local, log, retry_failed, check)
+
+
+class TrialsFailed(HarnessError):
+    """Some trials of a sweep failed; the message is the one summary line."""
+
+
+def _run_locked(sweep: Sweep, resume: bool, address, local: bool, log, retry_failed: bool, check: bool) -> Path:
+    out = sweep.out_dir
+    existing = [p for p in out.glob("*/trial.json")]
     if existing and not resume:
         raise ConfigError(
             f"{out} already holds {len(existing)} run(s) of sweep {sweep.config.name!r}: "
             "pass --resume to finish it, or remove the folder to start over"
         )
-    out.mkdir(parents=True, exist_ok=True)
     res = sweep.config.resources.resolve()
     threads = max(1, int(res["cpu"]))
-    payloads = trial_payloads(sweep, threads)
-    todo = [p for p in payloads if not runs.trial_done(Path(p["run_dir"]), p["evaluate"])]
+    retry = "all" if retry_failed else failures.ENVIRONMENT
+    payloads = trial_payloads(sweep, threads, retry)
+    _check_same_settings(sweep, payloads)
+    _note_other_code(sweep, payloads, log)
+    todo = [p for p in payloads if not runs.trial_done(Path(p["run_dir"]), p["evaluate"], retry=retry)]
     if sweep.config.reuse:
         sources = [out.parent / name for name in sweep.config.reuse]
         todo = [p for p in todo if not runs.reuse_identical_run(p, sources, log)]
     log(f"[sweep] {sweep.config.name}: {len(payloads)} trials, {len(payloads) - len(todo)} already done, "
         f"{len(todo)} to run -> {out}")
+    known: dict[str, dict] = {}  # failures that could not be written (a full disk)
     if todo:
         if local or sweep.config.backend == "local":
             for p in todo:
                 t0 = time.time()
                 result = run_trial(p)
+                if "summary" in result:
+                    known[p["run_id"]] = {"trial": p, "summary": result["summary"]}
                 log(f"[sweep] {p['run_id']}: {result['status']} ({time.time() - t0:.0f} s)")
         else:
-            run_ray(sweep, todo, res, address, log)
-    csv = runs.write_runs_csv(out)
+            for p, result in zip(todo, run_ray(sweep, todo, res, address, log)):
+                if "summary" in result:
+                    known[p["run_id"]] = {"trial": p, "summary": result["summary"]}
+    line = _failure_line(sweep, payloads, known)
+    try:
+        csv = runs.write_runs_csv(out, known)
+    except OSError as err:
+        if not failures.is_no_space(err):
+            raise
+        if line:
+            log(line)
+        raise failures.NoSpaceError(f"{failures.no_space_message(out)} (runs.csv not written)") from None
     log(f"[sweep] wrote {csv}")
+    if line:
+        log(line)
+        if "deterministic" in line:
+            log("[sweep] deterministic failures (NaN, config) are rerun only with --retry-failed; "
+                "environment ones (disk, memory, input files, killed) with --resume")
+        if check:
+            raise TrialsFailed(line)
     return csv
+
+
+def _check_same_settings(sweep: Sweep, payloads: list[dict]) -> None:
+    """Refuse to resume a sweep whose run folders hold runs made with other settings."""
+    changed = {}
+    for p in payloads:
+        diff = runs.config_changes(p["run_dir"], p["config"])
+        if diff:
+            changed[p["run_id"]] = diff
+    if changed:
+        first = next(iter(changed.values()))
+        raise ConfigError(
+            f"{sweep.out_dir}: {len(changed)} of {len(payloads)} trial(s) were run with other settings "
+            f"({', '.join(first)}); use a new --suffix, or remove the folder (or those trials' folders) to rerun them"
+        )
+
+
+def _note_other_code(sweep: Sweep, payloads: list[dict], log) -> None:
+    """Say when finished trials were run by another code version (kept: their config is the
+    same; ``summary.json`` ``git_commit`` says which)."""
+    from harness.provenance import git_commit
+
+    now, other = git_commit(), {}
+    for p in payloads:
+        try:
+            summary = runs.read_summary(p["run_dir"]) or {}
+        except runs.RunFormatError:
+            continue
+        commit = summary.get("git_commit")
+        if summary.get("status") == "ok" and commit and commit != now:
+            other[commit] = other.get(commit, 0) + 1
+    if other:
+        listed = ", ".join(f"{n} at {c[:12]}" for c, n in sorted(other.items()))
+        log(f"[sweep] {sweep.config.name}: finished trials run by other code versions are kept ({listed}; "
+            f"now {now[:12]}); remove their folders to rerun them")
+
+
+def _failure_line(sweep: Sweep, payloads: list[dict], known: dict[str, dict]) -> str:
+    """``[sweep] NAME: 2 of 10 trials failed (1 environment, 1 deterministic): see runs.csv``, or "".
+
+    A trial that started but left no result (its process was killed: a Ray worker out of
+    memory) is added to ``known`` as an environment failure; its folder stays ``running``,
+    so that ``--resume`` continues it from its checkpoint.
+    """
+    counts = {failures.ENVIRONMENT: 0, failures.DETERMINISTIC: 0}
+    for p in payloads:
+        if p["run_id"] in known:
+            summary = known[p["run_id"]]["summary"]
+        else:
+            try:
+                summary = runs.read_summary(p["run_dir"])
+            except runs.RunFormatError:
+                summary = None
+        if (summary is None or summary.get("status") == "running") and (Path(p["run_dir"]) / runs.TRIAL).is_file():
+            summary = {"run_id": p["run_id"], "sweep": p["sweep"], "failure": failures.ENVIRONMENT,
+                       "status": "failed: killed (the trial's process ended before it finished; --resume continues it)"}
+            known[p["run_id"]] = {"trial": p, "summary": summary}
+        failure = failures.failure_of(summary or {})
+        if failure:
+            counts[failure] += 1
+    n = sum(counts.values())
+    if not n:
+        return ""
+    parts = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+    return (f"[sweep] {sweep.config.name}: {n} of {len(payloads)} trials failed ({parts}): "
+            f"see {sweep.out_dir / runs.RUNS_CSV}")

@@ -11,7 +11,7 @@ import traceback
 from pathlib import Path
 from typing import Callable, Optional
 
-from harness import runs
+from harness import failures, locks, runs
 from harness.config import RunConfig, from_dict, to_dict
 from harness.sweep.grid import Sweep
 
@@ -23,8 +23,9 @@ def tasks_of(sweep: Sweep, seed: int) -> list[str]:
     return list(sweep.config.evaluate) if not keep or seed in keep else []
 
 
-def trial_payloads(sweep: Sweep, threads: int) -> list[dict]:
-    """Each trial of ``sweep`` as the plain payload :func:`run_trial` takes."""
+def trial_payloads(sweep: Sweep, threads: int, retry: Optional[str] = None) -> list[dict]:
+    """Each trial of ``sweep`` as the plain payload :func:`run_trial` takes (``retry``: which
+    failed trials are rerun, as in :func:`harness.runs.trial_done`)."""
     return [
         {
             "sweep": sweep.config.name,
@@ -35,6 +36,7 @@ def trial_payloads(sweep: Sweep, threads: int) -> list[dict]:
             "evaluate": tasks_of(sweep, t.config.train.seed),
             "threads": threads,
             "cwd": str(Path.cwd()),
+            "retry": retry,
         }
         for t in sweep.trials
     ]
@@ -44,23 +46,49 @@ def run_trial(
     trial: dict,
     on_log: Optional[Callable[[dict], None]] = None,
 ) -> dict:
-    """Distill and score one trial; never raises for a failed run.
+    """Distill and score one trial, holding its run folder's lock; never raises for a failed run.
 
     Args:
         trial: ``{"sweep", "run_id", "run_dir", "config" (resolved RunConfig as a dict),
-            "overrides", "evaluate" (tasks), "threads"}`` (plain data: it crosses to Ray
-            workers).
+            "overrides", "evaluate" (tasks), "threads", "retry"}`` (plain data: it crosses
+            to Ray workers); ``retry`` as in :func:`harness.runs.trial_done`.
         on_log: called with each logged metrics line (Ray reports it for schedulers).
 
     Returns:
-        The run's flat result: ``status``, ``train_seconds``, ``superb_score``, ``loss``.
+        The run's flat result: ``status``, ``failure`` (None, ``environment`` or
+        ``deterministic``), ``train_seconds``, ``superb_score``, ``loss``; and ``summary``
+        when the failure could not be written to the run folder (a full disk).
     """
     if trial.get("cwd"):
         # Ray starts each trial in its own folder; relative paths in the run config
         # (data.corpus, teacher.cache_dir) are meant from where the sweep was launched.
         os.chdir(trial["cwd"])
     run_dir = Path(trial["run_dir"])
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with locks.hold(run_dir, f"sweep {trial['sweep']} trial {trial['run_id']}"):
+            summary = _run_locked(trial, run_dir, on_log)
+    except Exception as err:  # the folder cannot be written (locked, disk full): reported from memory
+        failure = failures.classify(err)
+        reason = failures.no_space_message(run_dir) if failures.is_no_space(err) else _oneline(err)
+        summary = getattr(err, "summary", None) or {
+            "run_id": trial["run_id"], "sweep": trial["sweep"], "status": f"failed: {reason}"[:500], "failure": failure}
+        return {"status": summary["status"], "failure": failures.failure_of(summary), "train_seconds": None,
+                "superb_score": None, "loss": None, "summary": summary}
+    return {
+        "status": summary.get("status", "failed: no summary"),
+        "failure": failures.failure_of(summary),
+        "train_seconds": summary.get("train_seconds"),
+        "superb_score": summary.get("superb_score"),
+        "loss": (summary.get("final_losses") or {}).get("total"),
+    }
+
+
+def _oneline(err: BaseException) -> str:
+    text = (str(err).strip().splitlines() or [""])[0]
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _run_locked(trial: dict, run_dir: Path, on_log) -> dict:
     tasks = list(trial.get("evaluate") or [])
     runs.write_trial(run_dir, trial)
     if trial.get("threads"):
@@ -68,15 +96,17 @@ def run_trial(
 
         torch.set_num_threads(int(trial["threads"]))
 
-    if not runs.trial_done(run_dir, []):
+    if not runs.trial_done(run_dir, [], retry=trial.get("retry")):
         cfg = from_dict(RunConfig, trial["config"], source=run_dir / "trial.json")
         try:
             from harness.distill import run_distill
 
             run_distill(cfg, run_dir, resume=True, on_log=on_log, sweep=trial["sweep"])
         except Exception as err:  # recorded, and the sweep goes on
-            runs.record_failure(run_dir, trial["run_id"], trial["sweep"], f"failed: {type(err).__name__}: {err}",
-                                traceback.format_exc())
+            reason = str(err) if isinstance(err, failures.NoSpaceError) else (
+                failures.no_space_message(run_dir) if failures.is_no_space(err) else _oneline(err))
+            runs.record_failure(run_dir, trial["run_id"], trial["sweep"], f"failed: {reason}",
+                                traceback.format_exc(), failure=failures.classify(err))
     summary = runs.read_summary(run_dir) or {}
     if summary.get("status") == "ok" and tasks and not runs.trial_done(run_dir, tasks):
         try:
@@ -97,9 +127,4 @@ def run_trial(
             summary = runs.read_summary(run_dir) or summary
             summary["analysis_error"] = f"{type(err).__name__}: {err}"
             runs.write_summary(run_dir, summary)
-    return {
-        "status": summary.get("status", "failed: no summary"),
-        "train_seconds": summary.get("train_seconds"),
-        "superb_score": summary.get("superb_score"),
-        "loss": (summary.get("final_losses") or {}).get("total"),
-    }
+    return summary

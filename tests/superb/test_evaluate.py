@@ -180,6 +180,33 @@ def test_as_baseline_fills_the_memo_trials_read(corpus, tmp_path, monkeypatch, c
     assert main(["evaluate", "fbank", "--as-baseline", "--tasks", "ks"]) == 2  # needs --corpus
 
 
+def test_a_failed_baseline_is_not_memoised_and_is_scored_again(corpus, tmp_path, monkeypatch):
+    """A baseline task that fails (its data broken) is not kept: once the data is fixed the
+    next score computes it, instead of silently dropping that task from the SUPERB score."""
+    import harness.superb.evaluate as ev
+
+    cache, real = tmp_path / "c", ev._run_task
+    args = ("fbank", ["ks"], corpus, "embedded", "cpu", cache, 0, {"ks": {"steps": 20}}, 1, None)
+
+    def broken(up, task, *a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ev, "_run_task", broken)
+    res = ev.baseline_results(*args)
+    assert res["tasks"]["ks"]["status"].startswith("failed: OSError")
+    assert not list((cache / "results").glob("*.json"))  # nothing memoised
+    # an older harness memoised a failed one: it is not trusted either
+    (cache / "results").mkdir(parents=True, exist_ok=True)
+    key_file = cache / "results" / "planted.json"
+    key_file.write_text(json.dumps(res))
+    assert ev._memoised(key_file) is None
+    monkeypatch.setattr(ev, "_run_task", real)
+    res = ev.baseline_results(*args)
+    assert res["tasks"]["ks"]["status"] == "ok"
+    memo = [p for p in (cache / "results").glob("*.json") if p.name != "planted.json"]
+    assert len(memo) == 1 and json.loads(memo[0].read_text())["tasks"]["ks"]["status"] == "ok"
+
+
 def test_a_rebuilt_corpus_gets_fresh_features_and_baselines(tmp_path, fake_corpus):
     """Same utterance ids and paths, another build (corpus.json config_hash): nothing reused."""
     from harness.superb.cache import corpus_tag

@@ -222,3 +222,153 @@ def test_evaluate_seeds_score_only_those_seeds(tmp_path):
     assert tasks["variant=none-w=0.0-s0"] == ["ks", "pr"] and tasks["variant=none-w=0.0-s1"] == []
     everyone = load_sweep(_write(tmp_path, SWEEP + "evaluate: [ks]\n"))
     assert all(p["evaluate"] == ["ks"] for p in trial_payloads(everyone, threads=1))
+
+
+@pytest.fixture
+def flaky_distill(monkeypatch):
+    """A stand-in run: w=0.0 fails on a full disk (environment) until ``state["disk"]`` is
+    freed, w=1.0 fails with a bug (deterministic); the others finish."""
+    import errno
+
+    from harness import runs
+
+    calls, state = [], {"disk": "full"}
+
+    def run_distill(cfg, out_dir, resume=True, on_log=None, sweep=None):
+        calls.append(out_dir.name)
+        runs.write_config(out_dir, cfg)
+        if cfg.loss.w == 0.0 and state["disk"] == "full":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        if cfg.loss.w == 1.0:
+            raise RuntimeError("boom")
+        runs.write_summary(out_dir, {"run_id": out_dir.name, "sweep": sweep, "variant": cfg.stacking.variant,
+                                     "seed": cfg.train.seed, "status": "ok", "tasks": {}, "superb_score": None})
+
+    mod = types.ModuleType("harness.distill")
+    mod.run_distill = run_distill
+    monkeypatch.setitem(sys.modules, "harness.distill", mod)
+    return calls, state
+
+
+def test_failures_are_classified_resume_retries_environment_and_retry_failed_all(tmp_path, flaky_distill, capsys):
+    from harness.cli import main
+    from harness.sweep.run import TrialsFailed
+
+    calls, state = flaky_distill
+    path = _write(tmp_path, SWEEP.replace("[0.0, 0.5]", "[0.0, 0.5, 1.0]").replace("[0, 1]", "[0]")
+                  + "backend: local\n")
+    logs = []
+    with pytest.raises(TrialsFailed) as err:
+        run_sweep(path, log=logs.append, check=True)
+    line = str(err.value)
+    csv = tmp_path / "results/demo/runs.csv"
+    assert line == f"[sweep] demo: 4 of 6 trials failed (2 environment, 2 deterministic): see {csv}"
+    assert logs[-2:] == [line, "[sweep] deterministic failures (NaN, config) are rerun only with --retry-failed; "
+                          "environment ones (disk, memory, input files, killed) with --resume"]
+    assert logs[-3] == f"[sweep] wrote {csv}"  # the line comes after runs.csv is written
+    df = pd.read_csv(csv)
+    assert dict(zip(df["grid.loss.w"], df.failure.fillna(""))) == {0.0: "environment", 0.5: "", 1.0: "deterministic"}
+    assert df[df["grid.loss.w"] == 0.0].status.str.startswith("failed: no space left in ").all()
+    summary = json.loads((tmp_path / "results/demo/variant=none-w=0.0-s0/summary.json").read_text())
+    assert summary["status"].startswith("failed: no space left in") and summary["failure"] == "environment"
+
+    # --resume reruns the environment failures only (still a full disk: they fail again)
+    calls.clear()
+    assert main(["sweep", str(path), "--resume"]) == 1
+    assert sorted(calls) == ["variant=interleaved-w=0.0-s0", "variant=none-w=0.0-s0"]
+    assert capsys.readouterr().out.strip().splitlines()[-2] == line
+    # the disk freed: --resume finishes them; the deterministic failures stay
+    state["disk"] = "freed"
+    calls.clear()
+    assert main(["sweep", str(path), "--resume"]) == 1
+    assert sorted(calls) == ["variant=interleaved-w=0.0-s0", "variant=none-w=0.0-s0"]
+    assert "2 of 6 trials failed (2 deterministic)" in capsys.readouterr().out
+    calls.clear()
+    assert main(["sweep", str(path), "--resume"]) == 1 and calls == []
+    # --retry-failed reruns every failed trial (implies --resume)
+    assert main(["sweep", str(path), "--retry-failed"]) == 1
+    assert sorted(calls) == ["variant=interleaved-w=1.0-s0", "variant=none-w=1.0-s0"]
+
+
+def test_resume_with_other_settings_is_refused_naming_them(tmp_path, flaky_distill):
+    calls, state = flaky_distill
+    state["disk"] = "freed"
+    path = _write(tmp_path, SWEEP.replace("[0.0, 0.5]", "[0.5]").replace("[0, 1]", "[0]") + "backend: local\n")
+    run_sweep(path, log=lambda s: None)
+    calls.clear()
+    with pytest.raises(ConfigError) as err:
+        run_sweep(path, resume=True, overrides=["train.steps=40", "optim.lr=0.01"], log=lambda s: None)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"{tmp_path / 'results/demo'}: 2 of 2 trial(s) were run with other settings")
+    assert "train.steps: 10 -> 40" in msg and "optim.lr: 0.0002 -> 0.01" in msg and "--suffix" in msg
+    assert calls == []
+    run_sweep(path, resume=True, log=lambda s: None)  # the same settings: resumes (nothing to do)
+    assert calls == []
+    # a new suffix is a new folder: runs
+    run_sweep(path, resume=True, overrides=["train.steps=40"], suffix="-40", log=lambda s: None)
+    assert len(calls) == 2
+
+
+def test_a_trial_whose_process_was_killed_is_an_environment_failure(tmp_path, flaky_distill, monkeypatch):
+    """What a Ray worker killed out of memory leaves: trial.json and a 'running' summary."""
+    import harness.sweep.run as sweep_run
+    from harness import runs
+    from harness.sweep.run import TrialsFailed
+
+    calls, state = flaky_distill
+    state["disk"] = "freed"
+
+    def killed(p):
+        runs.write_trial(p["run_dir"], p)
+        runs.write_summary(p["run_dir"], {"run_id": p["run_id"], "status": "running"})
+        return {"status": "running"}
+
+    real = sweep_run.run_trial
+    monkeypatch.setattr(sweep_run, "run_trial", killed)
+    path = _write(tmp_path, SWEEP.replace("[0.0, 0.5]", "[0.5]").replace("[0, 1]", "[0]").replace(
+        "[none, interleaved]", "[none]") + "backend: local\n")
+    with pytest.raises(TrialsFailed, match=r"1 of 1 trials failed \(1 environment\)"):
+        run_sweep(path, log=lambda s: None, check=True)
+    df = pd.read_csv(tmp_path / "results/demo/runs.csv")
+    assert df.status[0].startswith("failed: killed") and df.failure[0] == "environment"
+    run = tmp_path / "results/demo/variant=none-w=0.5-s0"
+    assert json.loads((run / "summary.json").read_text())["status"] == "running"  # resumable
+    monkeypatch.setattr(sweep_run, "run_trial", real)
+    run_sweep(path, resume=True, log=lambda s: None, check=True)
+    assert calls == ["variant=none-w=0.5-s0"]
+
+
+def test_a_full_disk_for_runs_csv_is_one_line_after_the_summary(tmp_path, flaky_distill, monkeypatch):
+    import errno
+
+    from harness import runs
+    from harness.failures import NoSpaceError
+
+    calls, state = flaky_distill
+    path = _write(tmp_path, SWEEP.replace("[0.0, 0.5]", "[0.0, 0.5]").replace("[0, 1]", "[0]") + "backend: local\n")
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(runs, "write_table", full)
+    logs = []
+    with pytest.raises(NoSpaceError) as err:
+        run_sweep(path, log=logs.append, check=True)
+    out = tmp_path / "results/demo"
+    assert str(err.value).startswith(f"no space left in {out} (") and str(err.value).endswith("(runs.csv not written)")
+    assert logs[-1].startswith("[sweep] demo: 2 of 4 trials failed (2 environment)")  # still reported
+    assert len(calls) == 4  # every trial ran
+
+
+def test_resume_says_when_finished_trials_were_run_by_other_code(tmp_path, flaky_distill):
+    from harness import runs
+
+    calls, state = flaky_distill
+    state["disk"] = "freed"
+    path = _write(tmp_path, SWEEP.replace("[0.0, 0.5]", "[0.5]").replace("[0, 1]", "[0]") + "backend: local\n")
+    run_sweep(path, log=lambda s: None)
+    run = tmp_path / "results/demo/variant=none-w=0.5-s0"
+    runs.write_summary(run, {**runs.read_summary(run), "git_commit": "0123456789abcdef"})
+    logs = []
+    run_sweep(path, resume=True, log=logs.append)
+    assert any("finished trials run by other code versions are kept (1 at 0123456789ab;" in m for m in logs), logs
