@@ -326,8 +326,7 @@ def _full_disk_under(folder, monkeypatch, keep=("trial.json",)):
     """Every run-folder write under ``folder`` fails as on a full disk (except ``keep``)."""
     import errno
 
-    import harness.distill as distill_mod
-    from harness import runs
+    from harness import runs, safeload
 
     real = runs.atomic_write
 
@@ -338,7 +337,7 @@ def _full_disk_under(folder, monkeypatch, keep=("trial.json",)):
         return real(path, data, fsync=fsync)
 
     monkeypatch.setattr(runs, "atomic_write", full)
-    monkeypatch.setattr(distill_mod, "atomic_write", full)
+    monkeypatch.setattr(safeload, "atomic_write", full)  # train.pt, student.ckpt
 
 
 def test_a_full_disk_is_one_line_and_an_environment_failure(corpus, tmp_path, monkeypatch, capsys):

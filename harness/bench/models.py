@@ -276,7 +276,7 @@ def make_step(name: str, model: nn.Module, s: ThroughputSettings, batch: dict,
     opt = make_adamw(params, s.lr, s.s3prl_adamw if name == "s3prl" else s.adamw)
     cuda = device.type == "cuda"
     wavs, lengths, pad_mask = batch["wavs"], batch["lengths"], batch["pad_mask"]
-    targets, stacked, layers = batch["targets"], batch["stacked"], batch["layers"]
+    targets, stacked = batch["targets"], batch["stacked"]
 
     def autocast():
         return torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
