@@ -33,10 +33,11 @@ every speaker in every split. Every utterance then goes through a random channel
 six noise types at a random SNR (or none) and a random level (:mod:`harness.data.noise`).
 
 Determinism: the whole job list is drawn from ``seed`` in the parent process; each job
-carries its own seed for synthesis and augmentation, so the manifests are identical for any
-number of workers. The audio is not yet: three 2-worker builds of the embedded profile
-differed in 61-97 of their first 2000 FLACs (same lengths, small sample differences), so
-some eSpeak NG state still carries over between the utterances a worker renders.
+carries its own seed for synthesis and augmentation, and :func:`harness.data.espeak.synthesize`
+renders an utterance the same whatever the process rendered before, so manifests and audio
+are byte-identical for any number of workers. (Format 2 was not: eSpeak NG's wavegen kept
+an automatic gain and a modulation-cycle counter between utterances, and a repeated voice
+was not set again; 10 of 492 tiny-profile FLACs differed between 1 and 2 workers.)
 
 Size: over 500 lines on purpose: the split definitions, the speaker/voice model and the
 build driver share one RNG plan (see "Determinism" above); splitting it would spread that
@@ -65,7 +66,7 @@ from harness.errors import UserError
 from harness.fsio import atomic_write
 from harness.provenance import git_commit, now_iso
 
-FORMAT_VERSION = 2  # bump when the content or layout of a build changes
+FORMAT_VERSION = 3  # bump when the content or layout of a build changes (3: audio independent of --workers)
 SAMPLE_RATE = espeak.SAMPLE_RATE
 KS_SAMPLES = SAMPLE_RATE  # Speech Commands clips are 1 s
 
@@ -196,7 +197,7 @@ def make_speakers(n: int, rng: np.random.Generator, pool: list[str], prefix: str
         span = float(np.exp(rng.normal(0.0, 0.15)))
         lo, hi = info["pitch"]
         p_lo, p_hi = lo * f0, lo * f0 + (hi - lo) * span
-        lines = [f"language variant", f"name {prefix}{i:04d}", f"gender {info['gender']}"]
+        lines = ["language variant", f"name {prefix}{i:04d}", f"gender {info['gender']}"]
         base_text = (espeak.stock_data_path() / "voices" / "!v" / base).read_text(errors="replace")
         body = [l for l in base_text.splitlines() if l.split()[:1] not in (["name"], ["language"], ["gender"])]
         lines += body
