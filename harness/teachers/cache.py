@@ -5,7 +5,9 @@ states (and its front-end output, which a student with a copied frozen front-end
 as input) are computed once and stored as fp16.
 
 Layout of one cache, ``<cache_dir>/<key>/``, where ``key`` hashes the teacher id, the
-manifest's content, the cached layers and whether the front-end output is included:
+manifest's content, the content of every audio file it lists (blake2b of the bytes,
+memoised by path/size/mtime/inode in ``<cache_dir>/audio-digests.json``; see
+:func:`audio_digest`), the cached layers and whether the front-end output is included:
 
 - ``plan.json``: the utterances in storage order (longest first), for each the frame
   offset and count in the flat arrays, the shards (contiguous runs of utterances), the
@@ -143,6 +145,56 @@ def _locked(path: Path) -> Iterator[None]:
 def array_names(layers: Sequence[int], frontend: bool) -> list[str]:
     """Array names in storage order: ``frontend`` (when cached), then ``layer_<k>``."""
     return (["frontend"] if frontend else []) + [f"layer_{k}" for k in layers]
+
+
+AUDIO_MEMO = "audio-digests.json"  # in the cache folder: path -> [size, mtime_ns, inode, digest]
+
+
+def audio_digest(records: list[dict], root: Path, memo_dir: Path, say: Callable[[str], None]) -> str:
+    """One digest of the audio files' content, in manifest order (part of the cache key).
+
+    Each file's digest is a blake2b of its bytes. Hashing costs about a second per GB, so
+    digests are memoised in ``<memo_dir>/audio-digests.json`` by absolute path, size,
+    ``mtime_ns`` and inode: a file whose stat changed (or a copy: a new path and inode,
+    even with ``cp -p``) is hashed again. What the memo cannot see is a file rewritten in
+    place with its size and mtime restored.
+
+    Returns:
+        A blake2b hex digest over every record's id and file digest.
+    """
+    memo_path = memo_dir / AUDIO_MEMO
+    try:
+        memo = json.loads(memo_path.read_text())
+        if not isinstance(memo, dict):
+            memo = {}
+    except (OSError, ValueError):
+        memo = {}
+    total = hashlib.blake2b(digest_size=16)
+    fresh, fresh_bytes = 0, 0
+    for rec in records:
+        path = audio_path(rec, root).resolve()
+        try:
+            st = path.stat()
+        except OSError as err:
+            raise CacheError(f"teacher cache: {path}: cannot read the audio of utterance {rec['id']!r} "
+                             f"({err.strerror or err}); rebuild or re-import the corpus") from None
+        key, stamp = str(path), [st.st_size, st.st_mtime_ns, st.st_ino]
+        hit = memo.get(key)
+        if not (isinstance(hit, list) and hit[:3] == stamp):
+            hit = stamp + [file_digest(path)]
+            memo[key] = hit
+            fresh, fresh_bytes = fresh + 1, fresh_bytes + st.st_size
+        total.update(f"{rec['id']}\0{hit[3]}\n".encode())
+    if fresh:
+        if fresh_bytes > 2**30:
+            say(f"hashed {fresh} audio files ({_gb(fresh_bytes)}) for the cache key")
+        tmp = memo_path.with_name(f"{AUDIO_MEMO}.{os.getpid()}.tmp")
+        try:  # a lost update only costs a re-hash next time: no lock
+            tmp.write_text(json.dumps(memo, separators=(",", ":")))
+            os.replace(tmp, memo_path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+    return total.hexdigest()
 
 
 def cache_key(teacher_id: str, manifest_digest: str, layers: Sequence[int], frontend: bool) -> str:
@@ -517,6 +569,9 @@ def ensure_cache(
 
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
+    # the audio's content, not only the manifest: a copy of a corpus with one file changed
+    # must not reuse the features of the original
+    digest = f"{digest}:audio-{audio_digest(records, manifest_path.parent, cache_dir, say)}"
     key = cache_key(teacher.id, digest, layers, frontend)
     final, building, lock = cache_dir / key, cache_dir / f"{key}.building", cache_dir / f"{key}.lock"
 

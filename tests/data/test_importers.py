@@ -356,3 +356,37 @@ def test_librispeech_hint_for_parent_folder(tmp_path):
 def test_normalize_text():
     assert normalize_text("HE'S TWENTY-ONE.") == "he's twenty one"
     assert normalize_text("  Oh [LAUGHTER] well,  ok\u2019ay <sil>") == "oh well ok'ay"
+
+
+def test_import_refuses_a_folder_holding_another_corpus_and_force_clears_it(tmp_path, capsys):
+    from tests.data.test_synth import MICRO
+
+    from harness.data.synth import build_corpus
+
+    synth = build_corpus(MICRO, tmp_path / "corpus", seed=0, workers=1, verbose=False)
+    before = sorted(p.name for p in synth.glob("*.jsonl"))
+    src = _librispeech(tmp_path)
+    assert main(["data", "import", "librispeech", str(src), "--out", str(synth)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert f"{synth}: holds another corpus (the synthetic micro corpus (seed 0)); pick another --out, or pass --force" in err
+    assert sorted(p.name for p in synth.glob("*.jsonl")) == before and (synth / "audio").is_dir()
+
+    assert main(["data", "import", "librispeech", str(src), "--out", str(synth), "--force"]) == 0
+    out = capsys.readouterr().out
+    assert f"--force: cleared the synthetic micro corpus (seed 0): removed corpus.json, {len(before)} manifest(s), " \
+           "audio/ (" in out
+    # nothing of the synthetic corpus is left to mix with the import
+    assert sorted(p.stem for p in synth.glob("*.jsonl")) == ["asr_dev", "asr_test", "asr_train", "distill"]
+    assert not (synth / "audio").exists()
+    assert json.loads((synth / "corpus.json").read_text())["corpus"] == "librispeech"
+    # another source of the same corpus is another corpus too; a crashed import of the same one is not
+    other = tmp_path / "copy"
+    import shutil
+    shutil.copytree(src, other)
+    with pytest.raises(importers.CorpusFolderError, match="librispeech imported from"):
+        import_corpus("librispeech", other, synth)
+    (synth / "corpus.json").unlink()
+    (synth / ".importing").write_text(json.dumps({"corpus": "librispeech", "source": str(src.resolve())}))
+    import_corpus("librispeech", src, synth)
+    assert (synth / "corpus.json").is_file() and not (synth / ".importing").exists()

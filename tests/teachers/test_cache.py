@@ -86,6 +86,34 @@ def test_key_depends_on_layers_frontend_and_manifest_content(manifest, tmp_path,
     assert d.root != a.root
 
 
+def test_key_includes_the_audio_content_a_cp_p_copy_with_one_file_changed_is_rebuilt(manifest, tmp_path):
+    import shutil
+
+    a = build(manifest, tmp_path / "cache", layers=[2])
+    copy = tmp_path / "copy"
+    shutil.copytree(manifest.parent, copy)  # copy2: like cp -p, keeps every mtime
+    victim = copy / "audio" / "u3.flac"
+    wav, sr = sf.read(victim, dtype="float32")
+    stat = victim.stat()
+    sf.write(victim, np.ascontiguousarray(wav[::-1]), sr)  # same length, other audio
+    os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # and the original's mtime
+    assert (copy / manifest.name).read_bytes() == manifest.read_bytes()
+    b = build(copy / manifest.name, tmp_path / "cache", layers=[2])
+    assert b.root != a.root and b.built_shards == 4
+    assert not np.array_equal(np.array(b.get("u3")["layer_2"]), np.array(a.get("u3")["layer_2"]))
+    assert np.array_equal(np.array(b.get("u1")["layer_2"]), np.array(a.get("u1")["layer_2"]))
+    # an identical copy (another path, same bytes) reuses the cache: the key is the content
+    same = tmp_path / "same"
+    shutil.copytree(manifest.parent, same)
+    assert build(same / manifest.name, tmp_path / "cache", layers=[2]).root == a.root
+    # a file rewritten in place (new mtime) changes the key too
+    sf.write(manifest.parent / "audio" / "u0.flac", np.zeros(len(sf.read(manifest.parent / "audio" / "u0.flac")[0]),
+                                                                np.float32), sr)
+    assert build(manifest, tmp_path / "cache", layers=[2]).root not in (a.root, b.root)
+    memo = json.loads((tmp_path / "cache" / "audio-digests.json").read_text())
+    assert str((copy / "audio" / "u3.flac").resolve()) in memo
+
+
 def test_limit_caches_the_first_utterances_only(manifest, tmp_path):
     full = build(manifest, tmp_path / "cache", layers=[1])
     part = build(manifest, tmp_path / "cache", layers=[1], limit=2)
