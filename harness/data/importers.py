@@ -22,10 +22,11 @@ iemocap          ``er_fold<k>_{train,dev,test}`` (test = Session k), ``er_*`` = 
 Audio is referenced in place by absolute path (nothing is copied), except the
 ``_silence_`` clips of Speech Commands, which are generated under ``<out>/silence/`` and
 referenced relative to ``<out>``. ``num_samples``/``sample_rate`` come from the file
-header (:func:`harness.data.audio.check_audio`, no full decode). A file that cannot be
-opened, is empty or truncated, has another sample rate than 16 kHz or more than one
-channel, or lacks its transcript/label, is a counted skip listed in the summary, never a
-crash. A source folder that is not the expected layout fails with one line naming the path
+header (:func:`harness.data.audio.check_audio`, no full decode except float WAVs). A file
+that cannot be opened, is empty or truncated, has another sample rate than 16 kHz or more
+than one channel, holds NaN or infinite samples, is shorter than
+:data:`~harness.data.audio.MIN_SAMPLES` (25 ms: no 50 Hz frame), or lacks its
+transcript/label, is a counted skip listed in the summary, never a crash. A source folder that is not the expected layout fails with one line naming the path
 and the layout expected.
 
 Text is normalised by :func:`normalize_text`: bracketed annotations removed (IEMOCAP's
@@ -50,7 +51,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
-from harness.data.audio import SAMPLE_RATE, AudioError, check_audio, load_audio, write_wav
+from harness.data.audio import MIN_SAMPLES, SAMPLE_RATE, AudioError, check_audio, load_audio, write_wav
 from harness.data.manifest import (
     CorpusFolderError, SkipLog, clear_corpus, describe_corpus, read_corpus_meta, read_importing, write_manifest,
 )
@@ -119,6 +120,9 @@ def _probe(items: list[tuple[dict, Path]], skips: SkipLog) -> list[dict]:
             frames = check_audio(path, SAMPLE_RATE)
         except AudioError as err:
             return {"_skip": (path, str(err).removeprefix(f"{path}: "))}
+        if frames < MIN_SAMPLES:
+            return {"_skip": (path, f"too short: {frames} samples ({1000 * frames / SAMPLE_RATE:.1f} ms), "
+                                    f"fewer than {MIN_SAMPLES} ({1000 * MIN_SAMPLES // SAMPLE_RATE} ms, one 50 Hz frame)")}
         return {**rec, "path": str(path), "num_samples": frames, "sample_rate": SAMPLE_RATE}
 
     # libsndfile calls release the GIL, so threads overlap the file-system latency

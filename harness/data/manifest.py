@@ -134,9 +134,12 @@ def corpus_stats(corpus: str | Path) -> dict:
         ``{split: {"utterances", "hours", "speakers", "labels": {label: count}}}``.
 
     Raises:
-        ManifestError: if the folder holds no manifest.
+        ManifestError: if the folder is missing or holds no manifest (one line).
     """
     corpus = Path(corpus)
+    if not corpus.is_dir():
+        raise ManifestError(f"{corpus}: no such folder (give a corpus folder written by 'harness data build' "
+                            "or 'harness data import')")
     splits = list_splits(corpus)
     if not splits:
         raise ManifestError(f"{corpus}: no <split>.jsonl manifests here (is this a corpus folder?)")
