@@ -11,7 +11,9 @@ memoised by path/size/mtime/inode in ``<cache_dir>/audio-digests.json``; see
 
 - ``plan.json``: the utterances in storage order (longest first), for each the frame
   offset and count in the flat arrays, the shards (contiguous runs of utterances), the
-  array names and widths;
+  array names and widths, and the forward pieces of the utterances longer than
+  ``max_seconds`` (run in pieces whose frames tile theirs) or too short for one frame
+  (zero-padded to one);
 - ``<name>.f16``: one flat ``(total_frames, D)`` float16 array per name (``frontend``,
   ``layer_<k>``), utterance after utterance;
 - ``shards/<i>.json``: written when shard ``i`` is complete, with a checksum of each
@@ -28,7 +30,7 @@ trials) may ask at once: one builds under an exclusive ``fcntl.flock`` on
 
 Size: over 500 lines on purpose: the layout, its verification (checksums, sizes, markers),
 resumption and the build are one crash-safety contract; :func:`ensure_cache` reads as its
-phases (open if valid, shards to build, disk check, run the teacher, publish).
+phases (open if valid, shards to build, disk and memory checks, run the teacher, publish).
 """
 
 from __future__ import annotations
