@@ -43,6 +43,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -196,12 +197,15 @@ def audio_digest(records: list[dict], root: Path, memo_dir: Path, say: Callable[
     if fresh:
         if fresh_bytes > 2**30:
             say(f"hashed {fresh} audio files ({_gb(fresh_bytes)}) for the cache key")
-        tmp = memo_path.with_name(f"{AUDIO_MEMO}.{os.getpid()}.tmp")
-        try:  # a lost update only costs a re-hash next time: no lock
-            tmp.write_text(json.dumps(memo, separators=(",", ":")))
+        tmp = None
+        try:  # a lost update (two trials at once) only costs a re-hash next time: no lock
+            fd, tmp = tempfile.mkstemp(prefix=f"{AUDIO_MEMO}.", suffix=".tmp", dir=memo_dir)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(json.dumps(memo, separators=(",", ":")))
             os.replace(tmp, memo_path)
         except OSError:
-            tmp.unlink(missing_ok=True)
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
     return total.hexdigest()
 
 
