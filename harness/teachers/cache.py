@@ -316,11 +316,12 @@ def _check_memory(plan: dict, todo: list[int], teacher, samples: list[int], batc
     worst, shape = max((forward_bytes(teacher, b, w, plan["layers"], plan["frontend"]), (b, w)) for b, w in shapes)
     avail, where = available_memory(device)
     b, width = shape
-    say(f"largest forward: {b} x {width / SAMPLE_RATE:.1f} s, about {_gb(worst)} at peak"
+    secs = f"{width / SAMPLE_RATE:.1f}" if width >= SAMPLE_RATE else f"{width / SAMPLE_RATE:.3f}"
+    say(f"largest forward: {b} x {secs} s, about {_gb(worst)} at peak"
         + (f"; {_gb(avail)} {where}" if avail is not None else ""))
     if avail is not None and worst > avail:
         raise CacheError(
-            f"teacher cache for {teacher.id}: one forward of {b} x {width / SAMPLE_RATE:.1f} s needs about "
+            f"teacher cache for {teacher.id}: one forward of {b} x {secs} s needs about "
             f"{_gb(worst)} but only {_gb(avail)} are {where}; lower --max-seconds (now "
             f"{plan['max_samples'] / SAMPLE_RATE:g} s) or --batch-size, or free memory")
     return worst

@@ -410,6 +410,7 @@ def test_a_batch_of_only_too_short_files_is_padded_with_a_line(tmp_path):
     lines = []
     cache = ensure_cache("dummy", manifest, None, cache_dir=tmp_path / "cache", device="cpu", log=lines.append)
     assert "3 utterance(s) shorter than 400 samples (one frame) zero-padded to it" in lines
+    assert any(line.startswith("largest forward: 3 x 0.025 s, about") for line in lines)
     assert all(cache.frames(u) == {n: 1 for n in cache.names} for u in ("s1", "s2", "s3"))
     meta = json.loads((cache.root / "meta.json").read_text())
     assert meta["padded_utterances"] == 3 and meta["split_utterances"] == 0 and meta["min_samples"] == 400
