@@ -14,7 +14,7 @@ CORPORA = ("librispeech", "speech_commands", "fluent_commands", "voxceleb1", "ie
 
 
 def cmd_data_build(args: argparse.Namespace) -> int:
-    build_corpus(args.profile, Path(args.out), seed=args.seed, workers=args.workers)
+    build_corpus(args.profile, Path(args.out), seed=args.seed, workers=args.workers, force=args.force)
     return 0
 
 
@@ -37,6 +37,8 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--out", required=True, help="output folder (audio + JSONL manifests)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=0, help="processes (0 = all cores)")
+    p.add_argument("--force", action="store_true",
+                   help="clear an --out that holds another corpus (another profile or seed, an import) first")
 
     p = command(data, "stats", cmd_data_stats, "hours, utterances, speakers and class balance per split",
                 ["harness data stats data/embedded"])
@@ -48,4 +50,6 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("corpus", choices=CORPORA)
     p.add_argument("src", help="the corpus' root folder, as distributed")
     p.add_argument("--out", required=True)
-    p.add_argument("--force", action="store_true", help="re-import even if <out>/corpus.json says it is done")
+    p.add_argument("--force", action="store_true",
+                   help="re-import even if <out>/corpus.json says it is done; clear an --out that holds another "
+                        "corpus first")

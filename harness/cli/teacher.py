@@ -53,7 +53,7 @@ def cmd_teacher_cache(args: argparse.Namespace) -> int:
     layers = parse_layers(args.layers, teacher.num_layers)
     cache = ensure_cache(teacher, Path(args.manifest), layers, frontend=not args.no_frontend,
                          cache_dir=Path(args.out), batch_size=args.batch_size, shard_size=args.shard_size,
-                         limit=args.limit)
+                         limit=args.limit, max_seconds=args.max_seconds)
     size = sum(p.stat().st_size for p in cache.root.glob("*.f16"))
     print(f"cache   {cache.root}")
     print(f"teacher {cache.teacher_id}  utterances {len(cache)}  arrays {', '.join(cache.names)}")
@@ -99,13 +99,17 @@ def add_parser(sub: Subparsers) -> None:
                     "    --manifest data/librispeech/distill.jsonl --layers 4,8,12 --out /scratch/cache --device cuda",
                 ])
     p.add_argument("--teacher", required=True, help="teacher spec (dummy, embedded:PATH, s3prl:hubert:PATH, hf:DIR)")
-    p.add_argument("--manifest", required=True, help="JSONL manifest; every utterance is cached at full length")
+    p.add_argument("--manifest", required=True, help="JSONL manifest; every utterance is cached at full length "
+                   "(run in pieces of --max-seconds)")
     p.add_argument("--layers", nargs="+", default=["all"],
                    help="hidden-state indices: all (default), 0,4,8, 1-12 (0 = pre-encoder features)")
     p.add_argument("--out", required=True, help="cache folder (the cache goes in a hashed subfolder)")
     p.add_argument("--no-frontend", action="store_true", help="do not cache the front-end output")
     p.add_argument("--limit", type=int, default=0, help="cache only the manifest's first N utterances (what a run with data.max_utterances=N reads)")
     p.add_argument("--batch-size", type=int, default=8, help="utterances per teacher forward")
+    p.add_argument("--max-seconds", type=float, default=40.0,
+                   help="longest audio of one forward (default 40 s, harness.teachers.cache.MAX_SECONDS): longer "
+                        "utterances run in pieces, their frames still cached whole; bounds the forward's memory")
     p.add_argument("--shard-size", type=int, default=256, help="utterances per shard (unit of resumption)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--trust-checkpoint", action="store_true",

@@ -9,7 +9,9 @@ Two entry points:
 
 - :func:`probe_audio` / :func:`check_audio`: cheap, header-level checks (plus a one-sample
   read at the end of the file, which catches truncated compressed files) used by the
-  importers to fill ``num_samples`` and ``sample_rate`` without decoding the whole file.
+  importers to fill ``num_samples`` and ``sample_rate`` without decoding the whole file;
+  only a float WAV (the one format that can hold NaN or inf) is decoded through and
+  refused when a sample is not finite.
 - :func:`load_audio`: decodes samples (optionally a window) as float32 in [-1, 1].
 """
 
@@ -25,6 +27,8 @@ from harness.errors import HarnessError
 from harness.fsio import atomic_write
 
 SAMPLE_RATE = 16000  # Hz; the only rate the harness accepts
+MIN_SAMPLES = 400  # 25 ms: the receptive field of one 50 Hz frame of the conv front-ends
+_FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")  # the only sample formats that can hold NaN or inf
 
 
 class AudioError(ValueError, HarnessError):
@@ -85,8 +89,8 @@ def probe_audio(path: str | Path) -> tuple[int, int, int]:
 
     Raises:
         AudioError: the file is missing, empty (0 bytes or 0 samples), not decodable audio,
-            or truncated. Sample rate and channels are returned, not checked: see
-            :func:`check_audio`.
+            truncated, or (float WAVs, decoded through) holds NaN or infinite samples.
+            Sample rate and channels are returned, not checked: see :func:`check_audio`.
     """
     path = Path(path)
     size = _nonempty_size(path)
@@ -105,6 +109,8 @@ def probe_audio(path: str | Path) -> tuple[int, int, int]:
                     ) from None
                 if last.shape[0] != 1:
                     raise AudioError(f"{path}: truncated (last sample unreadable)")
+                if fh.subtype in _FLOAT_SUBTYPES:
+                    _check_finite(path, fh)
     except (sf.SoundFileError, RuntimeError) as err:  # LibsndfileError and friends
         raise AudioError(f"{path}: not readable audio ({_one_line(err)})") from None
     if frames == 0:
@@ -113,6 +119,20 @@ def probe_audio(path: str | Path) -> tuple[int, int, int]:
     if reason:
         raise AudioError(f"{path}: {reason}")
     return int(rate), int(channels), int(frames)
+
+
+def _check_finite(path: Path, fh: sf.SoundFile, block: int = 1 << 18) -> None:
+    """Decode a float WAV through and refuse NaN/inf samples (integer formats, FLAC
+    included, cannot hold them, so only float files pay for a full read)."""
+    fh.seek(0)
+    done = 0
+    for chunk in fh.blocks(blocksize=block, dtype="float32", always_2d=True):
+        bad = ~np.isfinite(chunk)
+        if bad.any():
+            first = done + int(np.argmax(bad.any(axis=1)))
+            raise AudioError(f"{path}: holds NaN or infinite samples (first at sample {first}, "
+                             f"{first / SAMPLE_RATE:.3f} s)")
+        done += chunk.shape[0]
 
 
 def check_audio(path: str | Path, expected_sr: int = SAMPLE_RATE) -> int:

@@ -14,10 +14,13 @@ What it gives the corpus builder:
 
 eSpeak keeps global state, so this module initialises the library once per process
 (lazily, on first use) and is not thread-safe; the corpus builder uses processes.
-eSpeak NG draws random numbers (its own generator, and the C library's ``rand()`` in
-the Klatt voices): each synthesis reseeds both (``seed`` argument), so the output does
-not depend on what the process synthesised before (needed for determinism across worker
-counts).
+The output of :func:`synthesize` does not depend on what the process synthesised before
+(needed for byte-identical corpora for any number of workers): each call reseeds both
+random generators eSpeak NG draws from (its own, and the C library's ``rand()`` in the
+Klatt voices; ``seed`` argument), sets the voice again, and first renders a short quiet
+utterance that brings wavegen's automatic gain back to unity (:meth:`_Engine.settle`);
+the voice lines :data:`DETERMINISTIC_VOICE_LINES` switch off the features whose state
+survives between messages.
 """
 
 from __future__ import annotations
@@ -60,13 +63,20 @@ PARAMETER_LIMITS = {"rate": (80, 450), "volume": (0, 200), "pitch": (0, 99), "ra
 
 
 # Appended to every variant file in the private data folder. These voice features keep
-# state across utterances inside eSpeak (flutter phase, roughness cycle parity, echo
-# buffer) or draw from a generator that espeak_ng_SetRandSeed does not reset (breath
-# noise), so with them the same call gives different audio depending on what the process
-# synthesised before. Measured: with these four lines, every stock variant gives
-# byte-identical audio on repeated calls; without them 27 of 104 do not.
-DETERMINISTIC_VOICE_LINES = "flutter 0\nroughness 0\necho 0 0\nbreath 0\n"
+# state across utterances inside eSpeak (flutter phase, echo buffer, the pitch-cycle
+# counter of amplitude modulation) or draw from a generator that espeak_ng_SetRandSeed
+# does not reset (breath noise), so with them the same call gives different audio
+# depending on what the process synthesised before. "roughness 8" (not 0): wavegen looks
+# the modulation up in a table with 8 rows (N_ROUGHNESS), and row 0 still modulates the
+# trill phonemes (Scottish /r/) every 2nd or 4th cycle of a process-wide counter; 8 is
+# past the table, no modulation at all. Measured: with "roughness 0", "tree" in
+# en-gb-scotland alternated between two renderings on repeated calls; with these lines
+# every stock variant gives byte-identical audio on repeated calls (without them 27 of
+# 104 do not).
+DETERMINISTIC_VOICE_LINES = "flutter 0\nroughness 8\necho 0 0\nbreath 0\n"
 BASE_VARIANT = "base"  # a neutral variant (eSpeak defaults + the lines above)
+SETTLE_TEXT = "mamama"  # voiced throughout: ~0.4 s, 9000 samples of wavegen cycles (see _Engine.settle)
+SETTLE_PARAMS = {"rate": 175, "pitch": 50, "range": 0, "volume": 20, "wordgap": 0}
 _MAX_VOICE_FILES = 349  # eSpeak NG's N_VOICES_LIST - 1: voice files beyond it are dropped
 
 _DATA_DIR: Path | None = None
@@ -186,11 +196,12 @@ class _Engine:
         return 0
 
     def set_voice(self, voice: str) -> None:
+        # Set every time, even when it is the voice already in use: espeak_SetVoiceByName
+        # also resets wavegen's echo buffer, amplitude and pitch formants, and skipping it
+        # for a repeated voice let the previous utterance change the next one (measured).
         if "+" not in voice:
             # the stock default voice has flutter on (not deterministic): use our neutral variant
             voice = f"{voice}+{BASE_VARIANT}"
-        if voice == self._voice:
-            return
         variant = voice.split("+", 1)[1]
         if not (self.data_path / "voices" / "!v" / variant).is_file():
             # eSpeak would silently fall back to its default voice
@@ -207,6 +218,23 @@ class _Engine:
             value = int(round(min(max(value, lo), hi)))
             if self.lib.espeak_SetParameter(PARAMETERS[key], value, 0) != 0:
                 raise EspeakError(f"eSpeak rejected parameter {key}={value}")
+
+    def settle(self) -> None:
+        """Bring the synthesiser's automatic gain control back to unity.
+
+        Why: eSpeak's wavegen lowers a process-wide gain (``agc``, a static in
+        ``Wavegen()``) when a sample would overflow and raises it again by 1/256 every 8
+        voiced samples; neither a voice change nor ``espeak_Terminate`` resets it, so an
+        utterance rendered right after a loud one started quieter (measured on the tiny
+        profile: samples at 0.73x of a fresh process' for the first ~550 samples of the
+        next utterance; 14 of 492 utterances differed from one-process-per-utterance
+        renders). Rendering :data:`SETTLE_TEXT` quietly (no overflow; ~10 000 voiced
+        samples, more than the ~2 300 the gain needs to climb from 0 to unity) always
+        ends with the gain at unity. Costs one short synthesis per call.
+        """
+        self.set_voice(f"en+{BASE_VARIANT}")
+        self.set_params(SETTLE_PARAMS)
+        self.synth(SETTLE_TEXT, 0)
 
     def synth(self, text: str, seed: int) -> tuple[np.ndarray, list]:
         self._chunks, self._events = [], []
@@ -448,6 +476,7 @@ def synthesize(
         raise EspeakError(f"dtype must be 'int16' or 'float32', not {dtype!r}")
     up, down = resample_ratio(speed)
     eng = engine()
+    eng.settle()  # the audio must not depend on what this process synthesised before
     eng.set_voice(voice)
     eng.set_params({"rate": rate, "pitch": pitch, "range": range, "volume": volume, "wordgap": wordgap})
     native, events = eng.synth(text, seed)

@@ -22,10 +22,11 @@ iemocap          ``er_fold<k>_{train,dev,test}`` (test = Session k), ``er_*`` = 
 Audio is referenced in place by absolute path (nothing is copied), except the
 ``_silence_`` clips of Speech Commands, which are generated under ``<out>/silence/`` and
 referenced relative to ``<out>``. ``num_samples``/``sample_rate`` come from the file
-header (:func:`harness.data.audio.check_audio`, no full decode). A file that cannot be
-opened, is empty or truncated, has another sample rate than 16 kHz or more than one
-channel, or lacks its transcript/label, is a counted skip listed in the summary, never a
-crash. A source folder that is not the expected layout fails with one line naming the path
+header (:func:`harness.data.audio.check_audio`, no full decode except float WAVs). A file
+that cannot be opened, is empty or truncated, has another sample rate than 16 kHz or more
+than one channel, holds NaN or infinite samples, is shorter than
+:data:`~harness.data.audio.MIN_SAMPLES` (25 ms: no 50 Hz frame), or lacks its
+transcript/label, is a counted skip listed in the summary, never a crash. A source folder that is not the expected layout fails with one line naming the path
 and the layout expected.
 
 Text is normalised by :func:`normalize_text`: bracketed annotations removed (IEMOCAP's
@@ -50,8 +51,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
-from harness.data.audio import SAMPLE_RATE, AudioError, check_audio, load_audio, write_wav
-from harness.data.manifest import SkipLog, write_manifest
+from harness.data.audio import MIN_SAMPLES, SAMPLE_RATE, AudioError, check_audio, load_audio, write_wav
+from harness.data.manifest import (
+    CorpusFolderError, SkipLog, clear_corpus, describe_corpus, read_corpus_meta, read_importing, write_manifest,
+)
 from harness.errors import UserError
 from harness.fsio import atomic_write
 from harness.provenance import git_commit, now_iso
@@ -117,6 +120,9 @@ def _probe(items: list[tuple[dict, Path]], skips: SkipLog) -> list[dict]:
             frames = check_audio(path, SAMPLE_RATE)
         except AudioError as err:
             return {"_skip": (path, str(err).removeprefix(f"{path}: "))}
+        if frames < MIN_SAMPLES:
+            return {"_skip": (path, f"too short: {frames} samples ({1000 * frames / SAMPLE_RATE:.1f} ms), "
+                                    f"fewer than {MIN_SAMPLES} ({1000 * MIN_SAMPLES // SAMPLE_RATE} ms, one 50 Hz frame)")}
         return {**rec, "path": str(path), "num_samples": frames, "sample_rate": SAMPLE_RATE}
 
     # libsndfile calls release the GIL, so threads overlap the file-system latency
@@ -536,14 +542,18 @@ def import_corpus(corpus: str, src: str | Path, out: str | Path, force: bool = F
     A rerun with an existing ``corpus.json`` for the same corpus, source and format is a
     no-op (delete ``corpus.json`` or pass ``force`` to re-import). ``corpus.json`` is
     removed first and written last, and each manifest is written atomically, so an
-    interrupted import never leaves a folder a rerun would trust.
+    interrupted import never leaves a folder a rerun would trust. A folder holding another
+    corpus (a synthetic build, another corpus or source, manifests without ``corpus.json``)
+    is refused, so two corpora never mix; ``force`` clears it first
+    (:func:`harness.data.manifest.clear_corpus`) and prints what it removed.
 
     Args:
         corpus: importer name (``librispeech``, ``speech_commands``, ``fluent_commands``,
             ``voxceleb1``, ``iemocap``).
         src: the corpus' root folder, as distributed.
         out: the corpus folder to write (``<split>.jsonl`` + ``corpus.json``).
-        force: re-import even when ``corpus.json`` says it is done.
+        force: re-import even when ``corpus.json`` says it is done; clear a folder that
+            holds another corpus first.
 
     Returns:
         ``out``.
@@ -551,6 +561,7 @@ def import_corpus(corpus: str, src: str | Path, out: str | Path, force: bool = F
     Raises:
         RegistryError: unknown corpus.
         LayoutError: ``src`` is missing or not the corpus' layout, or holds no usable audio.
+        CorpusFolderError: ``out`` holds another corpus and ``force`` is not set.
     """
     prepare = IMPORTERS.get(corpus)
     src = Path(src).expanduser().resolve()
@@ -558,12 +569,16 @@ def import_corpus(corpus: str, src: str | Path, out: str | Path, force: bool = F
     if not src.is_dir():
         raise _layout_error(corpus, src, "no such folder")
     meta_path = out / "corpus.json"
-    old = {}
+    old = read_corpus_meta(out) or read_importing(out) or {}
+    holder = describe_corpus(out)
+    same = old.get("corpus") == corpus and old.get("source") == str(src)
+    if holder and not same and not force:
+        raise CorpusFolderError(f"{out}: holds another corpus ({holder}); pick another --out, "
+                                f"or pass --force to clear it first")
+    if holder and force:
+        print(f"{out}: --force: cleared {holder}: removed {clear_corpus(out)}")
+        old = {}
     if meta_path.is_file():
-        try:
-            old = json.loads(meta_path.read_text())
-        except (json.JSONDecodeError, OSError):
-            old = {}
         if (
             not force
             and old.get("corpus") == corpus
@@ -573,7 +588,10 @@ def import_corpus(corpus: str, src: str | Path, out: str | Path, force: bool = F
         ):
             print(f"{out}: {corpus} already imported from {src} (delete corpus.json or use --force to redo)")
             return out
-        meta_path.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    # marks the folder as this import's until corpus.json is written (a crashed rerun is ours)
+    atomic_write(out / ".importing", json.dumps({"corpus": corpus, "source": str(src)}) + "\n")
+    meta_path.unlink(missing_ok=True)
     t0 = time.time()
     skips, notes = SkipLog(), {}
     splits = {split: _dedupe(recs, skips) for split, recs in prepare(src, out, skips=skips, notes=notes).items()}
@@ -606,6 +624,7 @@ def import_corpus(corpus: str, src: str | Path, out: str | Path, force: bool = F
         "skips": [list(item) for item in skips.items],
     }
     atomic_write(meta_path, json.dumps(meta, indent=1) + "\n")
+    (out / ".importing").unlink(missing_ok=True)
     print(f"imported {corpus} from {src} into {out} in {meta['seconds']:.1f} s")
     for split, recs in splits.items():
         print(_summary_line(split, recs))

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, UserError
 
 REQUIRED_FIELDS = ("id", "path", "num_samples", "sample_rate", "speaker", "text")
 
@@ -134,9 +134,12 @@ def corpus_stats(corpus: str | Path) -> dict:
         ``{split: {"utterances", "hours", "speakers", "labels": {label: count}}}``.
 
     Raises:
-        ManifestError: if the folder holds no manifest.
+        ManifestError: if the folder is missing or holds no manifest (one line).
     """
     corpus = Path(corpus)
+    if not corpus.is_dir():
+        raise ManifestError(f"{corpus}: no such folder (give a corpus folder written by 'harness data build' "
+                            "or 'harness data import')")
     splits = list_splits(corpus)
     if not splits:
         raise ManifestError(f"{corpus}: no <split>.jsonl manifests here (is this a corpus folder?)")
@@ -174,3 +177,101 @@ def format_stats(stats: dict, max_labels: int = 12) -> str:
         if labels and len(labels) <= max_labels:
             lines.append(f"{split}: " + ", ".join(f"{k}={v}" for k, v in labels.items()))
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- corpus folders
+
+SYNTHETIC_NAME = "embedded-synthetic"  # corpus.json "name" of a harness.data.synth build
+
+
+class CorpusFolderError(UserError):
+    """An output folder holds another corpus (one line: the folder, what it holds, the fix)."""
+
+
+def read_corpus_meta(folder: str | Path) -> dict | None:
+    """``<folder>/corpus.json`` as a dict; None when absent, ``{}`` when unreadable."""
+    path = Path(folder) / "corpus.json"
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def read_importing(folder: str | Path) -> dict | None:
+    """``<folder>/.importing`` (corpus and source of an import under way or crashed), or None."""
+    path = Path(folder) / ".importing"
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def describe_corpus(folder: str | Path) -> str | None:
+    """What corpus ``folder`` holds, in words (None when it holds none).
+
+    A corpus is a ``corpus.json`` (synthetic build or import), a crashed synthetic build
+    (``.building``) or import (``.importing``), or ``<split>.jsonl`` manifests without
+    ``corpus.json``.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    meta = read_corpus_meta(folder)
+    if meta is not None:
+        if meta.get("name") == SYNTHETIC_NAME:
+            return f"the synthetic {meta.get('profile', '?')} corpus (seed {meta.get('seed', '?')})"
+        if meta.get("corpus"):
+            return f"{meta['corpus']} imported from {meta.get('source', '?')}"
+        return "a corpus (an unreadable corpus.json)"
+    if (folder / ".building").exists():
+        return "an unfinished synthetic build (.building)"
+    importing = read_importing(folder)
+    if importing is not None:
+        return f"an unfinished import of {importing.get('corpus', '?')} from {importing.get('source', '?')}"
+    n = len(list(folder.glob("*.jsonl")))
+    return f"{n} manifest(s) (*.jsonl) without corpus.json" if n else None
+
+
+def clear_corpus(folder: str | Path) -> str:
+    """Delete the corpus files in ``folder`` (what :func:`describe_corpus` found), keep the rest.
+
+    Removed: ``corpus.json`` (first, so an interrupted clear is never trusted), every
+    ``*.jsonl``, ``.building``/``.importing``, and the audio the corpus generated: ``audio/`` of a
+    synthetic build, ``silence/`` of a Speech Commands import (other imports reference
+    their audio in place, which is never touched).
+
+    Returns:
+        What was removed, e.g. ``"corpus.json, 16 manifest(s), audio/ (492 files)"``.
+    """
+    import shutil
+
+    folder = Path(folder)
+    meta = read_corpus_meta(folder)
+    synthetic = (meta or {}).get("name") == SYNTHETIC_NAME or (folder / ".building").exists()
+    generated = ["audio"] if synthetic else ["silence"] if (meta or {}).get("corpus") == "speech_commands" else []
+    removed = []
+    if meta is not None:
+        (folder / "corpus.json").unlink(missing_ok=True)
+        removed.append("corpus.json")
+    manifests = list(folder.glob("*.jsonl")) + list(folder.glob("*.jsonl.tmp"))
+    for p in manifests:
+        p.unlink()
+    if manifests:
+        removed.append(f"{len(manifests)} manifest(s)")
+    for name in generated:
+        sub = folder / name
+        if sub.is_dir():
+            n = sum(1 for p in sub.rglob("*") if p.is_file())
+            shutil.rmtree(sub)
+            removed.append(f"{name}/ ({n} files)")
+    for marker in (".building", ".importing"):
+        if (folder / marker).exists():
+            (folder / marker).unlink()
+            removed.append(marker)
+    return ", ".join(removed) or "nothing"

@@ -33,10 +33,11 @@ every speaker in every split. Every utterance then goes through a random channel
 six noise types at a random SNR (or none) and a random level (:mod:`harness.data.noise`).
 
 Determinism: the whole job list is drawn from ``seed`` in the parent process; each job
-carries its own seed for synthesis and augmentation, so the manifests are identical for any
-number of workers. The audio is not yet: three 2-worker builds of the embedded profile
-differed in 61-97 of their first 2000 FLACs (same lengths, small sample differences), so
-some eSpeak NG state still carries over between the utterances a worker renders.
+carries its own seed for synthesis and augmentation, and :func:`harness.data.espeak.synthesize`
+renders an utterance the same whatever the process rendered before, so manifests and audio
+are byte-identical for any number of workers. (Format 2 was not: eSpeak NG's wavegen kept
+an automatic gain and a modulation-cycle counter between utterances, and a repeated voice
+was not set again; 10 of 492 tiny-profile FLACs differed between 1 and 2 workers.)
 
 Size: over 500 lines on purpose: the split definitions, the speaker/voice model and the
 build driver share one RNG plan (see "Determinism" above); splitting it would spread that
@@ -60,12 +61,14 @@ from pathlib import Path
 import numpy as np
 
 from harness.data import espeak, noise, phones, text
-from harness.data.manifest import write_manifest
+from harness.data.manifest import (
+    SYNTHETIC_NAME, CorpusFolderError, clear_corpus, describe_corpus, read_corpus_meta, write_manifest,
+)
 from harness.errors import UserError
 from harness.fsio import atomic_write
 from harness.provenance import git_commit, now_iso
 
-FORMAT_VERSION = 2  # bump when the content or layout of a build changes
+FORMAT_VERSION = 3  # bump when the content or layout of a build changes (3: audio independent of --workers)
 SAMPLE_RATE = espeak.SAMPLE_RATE
 KS_SAMPLES = SAMPLE_RATE  # Speech Commands clips are 1 s
 
@@ -196,7 +199,7 @@ def make_speakers(n: int, rng: np.random.Generator, pool: list[str], prefix: str
         span = float(np.exp(rng.normal(0.0, 0.15)))
         lo, hi = info["pitch"]
         p_lo, p_hi = lo * f0, lo * f0 + (hi - lo) * span
-        lines = [f"language variant", f"name {prefix}{i:04d}", f"gender {info['gender']}"]
+        lines = ["language variant", f"name {prefix}{i:04d}", f"gender {info['gender']}"]
         base_text = (espeak.stock_data_path() / "voices" / "!v" / base).read_text(errors="replace")
         body = [l for l in base_text.splitlines() if l.split()[:1] not in (["name"], ["language"], ["gender"])]
         lines += body
@@ -424,18 +427,27 @@ def is_complete(out: Path, chash: str) -> bool:
     return all((out / f"{split}.jsonl").is_file() for split in meta.get("counts", {}))
 
 
-def _prepare_out(out: Path) -> None:
-    """Clear a previous (complete or partial) build; refuse a folder that is not ours."""
+def _prepare_out(out: Path, prof: Profile, seed: int, force: bool, verbose: bool) -> None:
+    """Clear a previous partial build, or an outdated build of the same profile and seed;
+    refuse a folder that holds another corpus (unless ``force``: then clear it) or files
+    that are not a corpus."""
     if out.exists() and not out.is_dir():
         raise SynthError(f"{out}: exists and is not a folder; pick another --out")
     if out.is_dir() and any(out.iterdir()):
-        ours = (out / "corpus.json").exists() or (out / ".building").exists()
-        if not ours:
+        holder = describe_corpus(out)
+        if holder is None:
             raise SynthError(f"{out}: folder is not empty and holds no corpus (no corpus.json); pick an empty or new --out")
+        meta = read_corpus_meta(out)
+        ours = (out / ".building").exists() and meta is None  # our own crashed build
+        if meta and meta.get("name") == SYNTHETIC_NAME:  # same profile and seed: an older format, rebuilt
+            ours = meta.get("profile") == prof.name and meta.get("seed") == seed
+        if not ours and not force:
+            raise CorpusFolderError(f"{out}: holds another corpus ({holder}); this build is the {prof.name} profile "
+                                    f"(seed {seed}): pick another --out, or pass --force to clear it first")
         # corpus.json goes first: from here on no rerun trusts this folder until the end
-        (out / "corpus.json").unlink(missing_ok=True)
-        for p in out.glob("*.jsonl"):
-            p.unlink()
+        removed = clear_corpus(out)
+        if verbose and not ours:
+            print(f"{out}: --force: cleared {holder}: removed {removed}")
         shutil.rmtree(out / "audio", ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     (out / ".building").write_text("a build is in progress or crashed; rerun 'harness data build'\n")
@@ -454,15 +466,19 @@ def resolve_profile(profile: str | Profile) -> Profile:
     return PROFILES[profile]
 
 
-def build_corpus(profile: str | Profile, out: str | Path, seed: int = 0, workers: int = 0, verbose: bool = True) -> Path:
+def build_corpus(profile: str | Profile, out: str | Path, seed: int = 0, workers: int = 0, verbose: bool = True,
+                 force: bool = False) -> Path:
     """Synthesise the embedded corpus into ``out`` (a no-op when already built with this config).
 
     Args:
         profile: ``"tiny"``, ``"embedded"`` or a :class:`Profile`.
-        out: output folder (created; must be empty, or a previous build of this function).
+        out: output folder (created; must be empty, or a build of this function with the
+            same profile and seed: an unfinished or older-format one is rebuilt).
         seed: master seed; the same seed gives identical manifests and audio.
         workers: processes (0 = all CPU cores).
         verbose: print progress and the summary line.
+        force: clear a folder that holds another corpus (another profile or seed, an
+            imported corpus) first, and print what was removed.
 
     Returns:
         ``out`` as a :class:`~pathlib.Path`.
@@ -470,6 +486,7 @@ def build_corpus(profile: str | Profile, out: str | Path, seed: int = 0, workers
     Raises:
         SynthError: unknown profile, unwritable or foreign output folder, full disk, or an
             eSpeak failure; the message names the path, key or voice.
+        CorpusFolderError: ``out`` holds another corpus and ``force`` is not set.
     """
     prof = resolve_profile(profile)
     if workers < 0:
@@ -484,7 +501,7 @@ def build_corpus(profile: str | Profile, out: str | Path, seed: int = 0, workers
         return out
     t0 = time.time()
     try:
-        _prepare_out(out)
+        _prepare_out(out, prof, seed, force, verbose)
     except OSError as err:
         raise SynthError(f"{err.filename or out}: cannot write the output folder ({err.strerror or err})") from None
 
@@ -558,7 +575,7 @@ def build_corpus(profile: str | Profile, out: str | Path, seed: int = 0, workers
 
 def _corpus_meta(prof, seed, chash, speakers, pools, babble_voices, by_split, unknown, seconds) -> dict:
     return {
-        "name": "embedded-synthetic",
+        "name": SYNTHETIC_NAME,
         "format": FORMAT_VERSION,
         "profile": prof.name,
         "seed": seed,

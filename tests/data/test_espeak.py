@@ -85,3 +85,26 @@ def test_too_many_variants_rejected(tmp_path):
     many = {f"v{i}": "language variant\n" for i in range(400)}
     with pytest.raises(espeak.EspeakError, match="limit"):
         espeak.make_data_dir(tmp_path, many, stock_variants=False, english_only=True)
+
+
+def _hello():
+    return espeak.synthesize("hello there, how are you", "en-us", volume=100).audio
+
+
+def _hello_after_a_loud_one():
+    espeak.synthesize("aaah oooh, eeeh aaah", "en-us", volume=200, pitch=99, range=99)  # overflows: lowers agc
+    return _hello()
+
+
+def test_audio_does_not_depend_on_what_the_process_synthesised_before():
+    """The two states of eSpeak's wavegen that outlive an utterance (measured before the fix:
+    both assertions failed): its automatic gain, lowered by a loud utterance, and the
+    modulation-cycle counter of trilled phonemes (Scottish /r/), which alternated "tree"."""
+    import multiprocessing as mp
+
+    with mp.get_context("fork").Pool(1, maxtasksperchild=1) as pool:
+        fresh = pool.apply(_hello)  # a process that synthesised nothing before
+        after = pool.apply(_hello_after_a_loud_one)
+    assert np.array_equal(fresh, after)
+    runs = [espeak.synthesize("tree", "en-gb-scotland").audio for _ in range(3)]
+    assert all(np.array_equal(runs[0], r) for r in runs[1:])

@@ -356,3 +356,77 @@ def test_librispeech_hint_for_parent_folder(tmp_path):
 def test_normalize_text():
     assert normalize_text("HE'S TWENTY-ONE.") == "he's twenty one"
     assert normalize_text("  Oh [LAUGHTER] well,  ok\u2019ay <sil>") == "oh well ok'ay"
+
+
+def test_import_refuses_a_folder_holding_another_corpus_and_force_clears_it(tmp_path, capsys):
+    from tests.data.test_synth import MICRO
+
+    from harness.data.synth import build_corpus
+
+    synth = build_corpus(MICRO, tmp_path / "corpus", seed=0, workers=1, verbose=False)
+    before = sorted(p.name for p in synth.glob("*.jsonl"))
+    src = _librispeech(tmp_path)
+    assert main(["data", "import", "librispeech", str(src), "--out", str(synth)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert f"{synth}: holds another corpus (the synthetic micro corpus (seed 0)); pick another --out, or pass --force" in err
+    assert sorted(p.name for p in synth.glob("*.jsonl")) == before and (synth / "audio").is_dir()
+
+    assert main(["data", "import", "librispeech", str(src), "--out", str(synth), "--force"]) == 0
+    out = capsys.readouterr().out
+    assert f"--force: cleared the synthetic micro corpus (seed 0): removed corpus.json, {len(before)} manifest(s), " \
+           "audio/ (" in out
+    # nothing of the synthetic corpus is left to mix with the import
+    assert sorted(p.stem for p in synth.glob("*.jsonl")) == ["asr_dev", "asr_test", "asr_train", "distill"]
+    assert not (synth / "audio").exists()
+    assert json.loads((synth / "corpus.json").read_text())["corpus"] == "librispeech"
+    # another source of the same corpus is another corpus too; a crashed import of the same one is not
+    other = tmp_path / "copy"
+    import shutil
+    shutil.copytree(src, other)
+    with pytest.raises(importers.CorpusFolderError, match="librispeech imported from"):
+        import_corpus("librispeech", other, synth)
+    (synth / "corpus.json").unlink()
+    (synth / ".importing").write_text(json.dumps({"corpus": "librispeech", "source": str(src.resolve())}))
+    import_corpus("librispeech", src, synth)
+    assert (synth / "corpus.json").is_file() and not (synth / ".importing").exists()
+
+
+def test_nan_inf_short_empty_files_are_counted_skips(tmp_path, capsys):
+    src = tmp_path / "vox"
+    wav = src / "wav" / "id1" / "v"
+    good = _audio(wav / "00001.wav", 3200)
+    sf.write(wav / "00002.wav", np.full(3200, 0.1, np.float32), SR, subtype="FLOAT")  # a finite float WAV: kept
+    x = np.full(3200, 0.1, np.float32)
+    x[1600] = np.nan
+    sf.write(wav / "00003.wav", x, SR, subtype="FLOAT")
+    x[1600] = np.inf
+    sf.write(wav / "00004.wav", x, SR, subtype="DOUBLE")
+    _audio(wav / "00005.wav", 200)  # 12.5 ms: no 50 Hz frame
+    (wav / "00006.wav").write_bytes(b"")
+    _audio(wav / "00007.wav", 3200, sr=8000)
+    _corrupt(wav / "00008.wav")
+    (src / "iden_split.txt").write_text("".join(f"1 id1/v/0000{i}.wav\n" for i in range(1, 9)))
+    out = import_corpus("voxceleb1", src, tmp_path / "out")
+    assert [r["id"] for r in read_manifest(out / "sid_train.jsonl")] == ["id1-v-00001", "id1-v-00002"]
+    skipped = _skipped(out)
+    assert skipped == {
+        "00003.wav": "holds NaN or infinite samples (first at sample 1600, 0.100 s)",
+        "00004.wav": "holds NaN or infinite samples (first at sample 1600, 0.100 s)",
+        "00005.wav": "too short: 200 samples (12.5 ms), fewer than 400 (25 ms, one 50 Hz frame)",
+        "00006.wav": "empty file (0 bytes)",
+        "00007.wav": skipped["00007.wav"], "00008.wav": skipped["00008.wav"],
+    }
+    assert skipped["00007.wav"].startswith("sample rate 8000 Hz, expected 16000 Hz")
+    assert skipped["00008.wav"].startswith("not readable audio")
+    printed = capsys.readouterr().out
+    assert "skipped: 6 file(s)" in printed and f"{wav / '00003.wav'}: holds NaN" in printed
+    assert good.is_file()
+
+
+def test_stats_of_a_folder_without_manifests_is_one_line(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    for folder, message in ((tmp_path / "empty", "no <split>.jsonl manifests here"), (tmp_path / "nope", "no such folder")):
+        assert main(["data", "stats", str(folder)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{folder}: {message}" in err

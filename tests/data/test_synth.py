@@ -1,4 +1,5 @@
 import json
+import os
 import time
 from pathlib import Path
 
@@ -7,7 +8,7 @@ import soundfile as sf
 
 from harness.cli import main
 from harness.data import phones, text
-from harness.data.manifest import audio_path, corpus_stats, format_stats, read_manifest
+from harness.data.manifest import CorpusFolderError, audio_path, corpus_stats, format_stats, read_manifest, write_manifest
 from harness.data.synth import (
     PROFILES, STYLES, Profile, SynthError, build_corpus, config_hash,
 )
@@ -113,7 +114,20 @@ def test_deterministic_across_worker_counts(tmp_path):
     assert config_hash(MICRO, 3) != config_hash(MICRO, 4)
 
 
-def test_crash_leaves_nothing_trusted_and_rebuilds(tmp_path):
+def test_tiny_profile_audio_identical_for_1_and_2_workers(tiny_corpus, tmp_path):
+    # the session corpus is built with --workers 0 (every core); build the other count here.
+    # Format 2 differed in 10 of 492 FLACs (eSpeak state carried between a worker's utterances).
+    fixture_workers = os.cpu_count() or 1
+    other = build_corpus("tiny", tmp_path / "other", seed=0, workers=2 if fixture_workers == 1 else 1, verbose=False)
+    for m in sorted(p.name for p in tiny_corpus.glob("*.jsonl")):
+        assert (tiny_corpus / m).read_bytes() == (other / m).read_bytes(), m
+    flacs = sorted((tiny_corpus / "audio").rglob("*.flac"))
+    assert len(flacs) == sum(json.loads((tiny_corpus / "corpus.json").read_text())["counts"].values())
+    differ = [str(f.relative_to(tiny_corpus)) for f in flacs if f.read_bytes() != (other / f.relative_to(tiny_corpus)).read_bytes()]
+    assert differ == []
+
+
+def test_crash_leaves_nothing_trusted_and_rebuilds(tmp_path, capsys):
     out = build_corpus(MICRO, tmp_path / "c", seed=0, workers=1, verbose=False)
     # simulate a crash after the audio and manifests but before corpus.json
     (out / "corpus.json").unlink()
@@ -122,9 +136,31 @@ def test_crash_leaves_nothing_trusted_and_rebuilds(tmp_path):
     build_corpus(MICRO, out, seed=0, workers=1, verbose=False)
     assert len(read_manifest(out / "distill.jsonl")) == MICRO.distill
     assert not (out / ".building").exists()
-    # a different seed into the same folder rebuilds it (config hash differs)
-    build_corpus(MICRO, out, seed=1, workers=1, verbose=False)
+    # a different seed into the same folder is another corpus: refused, kept; --force replaces it
+    with pytest.raises(CorpusFolderError, match=r"holds another corpus \(the synthetic micro corpus \(seed 0\)\).*--force"):
+        build_corpus(MICRO, out, seed=1, workers=1, verbose=False)
+    assert json.loads((out / "corpus.json").read_text())["seed"] == 0
+    assert len(read_manifest(out / "distill.jsonl")) == MICRO.distill
+    build_corpus(MICRO, out, seed=1, workers=1, verbose=True, force=True)
+    assert "--force: cleared the synthetic micro corpus (seed 0): removed corpus.json, " in capsys.readouterr().out
     assert json.loads((out / "corpus.json").read_text())["seed"] == 1
+
+
+def test_build_refuses_an_imported_corpus_and_force_clears_it(tmp_path, capsys):
+    out = tmp_path / "c"
+    out.mkdir()
+    (out / "corpus.json").write_text(json.dumps({"corpus": "iemocap", "source": "/data/IEMOCAP"}))
+    write_manifest(out / "er_fold1_train.jsonl", [{"id": "a", "path": "/x.flac", "num_samples": 1, "sample_rate": 16000,
+                                             "speaker": "s", "text": ""}])
+    (out / "notes.txt").write_text("mine")
+    assert main(["data", "build", "--profile", "tiny", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "holds another corpus (iemocap imported from /data/IEMOCAP)" in err
+    assert (out / "er_fold1_train.jsonl").is_file()
+    build_corpus(MICRO, out, seed=0, workers=1, verbose=True, force=True)
+    assert "removed corpus.json, 1 manifest(s)" in capsys.readouterr().out
+    assert not (out / "er_fold1_train.jsonl").exists() and (out / "notes.txt").read_text() == "mine"
+    assert json.loads((out / "corpus.json").read_text())["profile"] == "micro"
 
 
 def test_bad_input_one_line_errors(tmp_path, capsys):

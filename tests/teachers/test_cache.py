@@ -86,6 +86,34 @@ def test_key_depends_on_layers_frontend_and_manifest_content(manifest, tmp_path,
     assert d.root != a.root
 
 
+def test_key_includes_the_audio_content_a_cp_p_copy_with_one_file_changed_is_rebuilt(manifest, tmp_path):
+    import shutil
+
+    a = build(manifest, tmp_path / "cache", layers=[2])
+    copy = tmp_path / "copy"
+    shutil.copytree(manifest.parent, copy)  # copy2: like cp -p, keeps every mtime
+    victim = copy / "audio" / "u3.flac"
+    wav, sr = sf.read(victim, dtype="float32")
+    stat = victim.stat()
+    sf.write(victim, np.ascontiguousarray(wav[::-1]), sr)  # same length, other audio
+    os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # and the original's mtime
+    assert (copy / manifest.name).read_bytes() == manifest.read_bytes()
+    b = build(copy / manifest.name, tmp_path / "cache", layers=[2])
+    assert b.root != a.root and b.built_shards == 4
+    assert not np.array_equal(np.array(b.get("u3")["layer_2"]), np.array(a.get("u3")["layer_2"]))
+    assert np.array_equal(np.array(b.get("u1")["layer_2"]), np.array(a.get("u1")["layer_2"]))
+    # an identical copy (another path, same bytes) reuses the cache: the key is the content
+    same = tmp_path / "same"
+    shutil.copytree(manifest.parent, same)
+    assert build(same / manifest.name, tmp_path / "cache", layers=[2]).root == a.root
+    # a file rewritten in place (new mtime) changes the key too
+    sf.write(manifest.parent / "audio" / "u0.flac", np.zeros(len(sf.read(manifest.parent / "audio" / "u0.flac")[0]),
+                                                                np.float32), sr)
+    assert build(manifest, tmp_path / "cache", layers=[2]).root not in (a.root, b.root)
+    memo = json.loads((tmp_path / "cache" / "audio-digests.json").read_text())
+    assert str((copy / "audio" / "u3.flac").resolve()) in memo
+
+
 def test_limit_caches_the_first_utterances_only(manifest, tmp_path):
     full = build(manifest, tmp_path / "cache", layers=[1])
     part = build(manifest, tmp_path / "cache", layers=[1], limit=2)
@@ -284,3 +312,122 @@ def test_caches_a_checkpoint_teacher_on_full_utterances(manifest, tmp_path):
         assert got["layer_2"].shape == (int(frames), 32) and got["frontend"].shape == (int(frames), 16)
         np.testing.assert_allclose(got["layer_2"], states[2][0].numpy(), rtol=2e-3, atol=2e-3)
         np.testing.assert_allclose(got["frontend"], feats[0].numpy(), rtol=2e-3, atol=2e-3)
+
+
+# ----------------------------------------------------------------------------- bounded memory
+
+def _write_corpus(root: Path, lengths: dict[str, int], seed: int = 0) -> Path:
+    """WAVs of the given lengths (samples) and their manifest."""
+    rng = np.random.default_rng(seed)
+    (root / "audio").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for utt, n in lengths.items():
+        t = np.arange(n) / 16000
+        wav = (0.3 * np.sin(2 * np.pi * rng.uniform(100, 900) * t) + 0.05 * rng.standard_normal(n)).astype(np.float32)
+        sf.write(root / "audio" / f"{utt}.wav", wav, 16000, subtype="PCM_16")
+        lines.append(json.dumps({"id": utt, "path": f"audio/{utt}.wav", "num_samples": n, "sample_rate": 16000,
+                                 "speaker": "s", "text": ""}))
+    (root / "distill.jsonl").write_text("\n".join(lines) + "\n")
+    return root / "distill.jsonl"
+
+
+_UNDER_LIMIT = r"""
+import json, resource, sys
+from pathlib import Path
+import torch
+torch.set_num_threads(1)
+from harness.teachers.cache import CacheError, ensure_cache
+from harness.teachers import load_teacher
+teacher = load_teacher("dummy")
+vm = next(int(l.split()[1]) * 1024 for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmSize:"))
+resource.setrlimit(resource.RLIMIT_AS, (vm + int(float(sys.argv[3]) * 2**30), resource.RLIM_INFINITY))
+log = lambda m: print(m, file=sys.stderr)
+try:  # in one forward: refused up front
+    ensure_cache(teacher, sys.argv[1], None, cache_dir=sys.argv[2], batch_size=2, max_seconds=900, log=log)
+    refused = None
+except CacheError as err:
+    refused = str(err)
+building = [p.name for p in Path(sys.argv[2]).glob("*.building")]
+cache = ensure_cache(teacher, sys.argv[1], None, cache_dir=sys.argv[2], batch_size=2, io_threads=1, log=log)
+n = json.loads(Path(sys.argv[1]).read_text().splitlines()[0])["num_samples"]
+print(json.dumps({"frames": cache.frames("long")["layer_4"], "expected": int(teacher.frame_lengths(torch.tensor([n]))[0]),
+                  "meta": json.loads((cache.root / "meta.json").read_text()), "refused": refused, "building": building}))
+"""
+
+
+def test_a_ten_minute_file_is_cached_in_pieces_under_a_memory_limit(tmp_path):
+    """10 min of audio: one forward of the dummy teacher would need ~14 GB (attention over
+    30 000 frames): the memory check refuses it up front with one line; in (default) 40 s
+    pieces the build finishes under a 2.5 GB address-space limit."""
+    manifest = _write_corpus(tmp_path / "corpus", {"long": 600 * 16000, "a": 16000, "b": 8000})
+    script = tmp_path / "under_limit.py"
+    script.write_text(_UNDER_LIMIT)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "2"}
+    run = subprocess.run([sys.executable, str(script), str(manifest), str(tmp_path / "cache"), "2.5"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr[-3000:]
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    msg = got["refused"]
+    assert msg.count("\n") == 0 and "one forward of 1 x 600.0 s needs about" in msg
+    assert "left under the address-space limit (ulimit -v); lower --max-seconds (now 900 s) or --batch-size" in msg
+    assert got["building"] == []  # refused before anything was written
+    assert got["frames"] == got["expected"] == 29999  # the pieces' frames tile the whole file's
+    meta = got["meta"]
+    assert meta["split_utterances"] == 1 and meta["split_pieces"] == 16 and meta["max_seconds"] == 40.0
+    assert "1 utterance(s) longer than max_seconds = 40 s (longest 600.0 s) run in 16 pieces" in run.stderr
+    assert "largest forward: 2 x 37.5 s, about" in run.stderr
+
+
+def test_pieces_tile_the_frames_of_the_whole_utterance(tmp_path):
+    manifest = _write_corpus(tmp_path / "corpus", {"long": 5 * 16000 + 123, "short": 9000})
+    teacher = load_teacher("dummy")
+    cache = ensure_cache(teacher, manifest, [0, 4], cache_dir=tmp_path / "cache", max_seconds=2.0, log=None,
+                         batch_size=2)
+    plan = cache.plan
+    pieces = plan["pieces"][str(cache.ids.index("long"))]
+    assert len(pieces) == 3 and pieces[-1][1] == 5 * 16000 + 123
+    wav, _ = sf.read(manifest.parent / "audio" / "long.wav", dtype="float32")
+    got = cache.get("long")
+    assert got["layer_4"].shape[0] == int(teacher.frame_lengths(torch.tensor([len(wav)]))[0])
+    for s0, s1, _, lo, n in pieces:  # each piece's frames = the teacher run on that window alone
+        x = torch.from_numpy(wav[s0:s1])[None]
+        states, frames = teacher.hidden_states(x, torch.tensor([s1 - s0]))
+        assert int(frames) >= n
+        np.testing.assert_allclose(got["layer_4"][lo:lo + n], states[4][0, :n].numpy(), rtol=2e-3, atol=2e-3)
+        feats, _ = teacher.frontend(x, torch.tensor([s1 - s0]))
+        np.testing.assert_allclose(got["frontend"][lo:lo + n], feats[0, :n].numpy(), rtol=2e-3, atol=2e-3)
+    ok, bad, _ = verify_cache(cache.root)
+    assert ok and not bad
+    # max_seconds is part of the key: another cap is another cache
+    other = ensure_cache(teacher, manifest, [0, 4], cache_dir=tmp_path / "cache", max_seconds=3.0, log=None)
+    assert other.root != cache.root
+    with pytest.raises(CacheError, match="max_seconds must be > 0"):
+        ensure_cache(teacher, manifest, [0, 4], cache_dir=tmp_path / "cache", max_seconds=float("nan"), log=None)
+
+
+def test_a_batch_of_only_too_short_files_is_padded_with_a_line(tmp_path):
+    manifest = _write_corpus(tmp_path / "corpus", {"s1": 120, "s2": 250, "s3": 399})
+    lines = []
+    cache = ensure_cache("dummy", manifest, None, cache_dir=tmp_path / "cache", device="cpu", log=lines.append)
+    assert "3 utterance(s) shorter than 400 samples (one frame) zero-padded to it" in lines
+    assert any(line.startswith("largest forward: 3 x 0.025 s, about") for line in lines)
+    assert all(cache.frames(u) == {n: 1 for n in cache.names} for u in ("s1", "s2", "s3"))
+    meta = json.loads((cache.root / "meta.json").read_text())
+    assert meta["padded_utterances"] == 3 and meta["split_utterances"] == 0 and meta["min_samples"] == 400
+
+
+def test_memory_refusal_is_one_line_and_writes_nothing(manifest, tmp_path, monkeypatch, capsys):
+    import harness.teachers.cache as cache_mod
+    from harness.cli import main
+
+    monkeypatch.setattr(cache_mod, "available_memory", lambda device: (10**6, "available RAM"))
+    args = ["teacher", "cache", "--teacher", "dummy", "--manifest", str(manifest), "--out", str(tmp_path / "c"),
+            "--device", "cpu"]
+    assert main(args) == 2
+    *progress, err = capsys.readouterr().err.strip().split("\n")  # progress lines, then the one error line
+    assert all(line.startswith("[teacher cache] ") for line in progress)
+    assert err.startswith("harness: error: teacher cache for dummy-") and "needs about" in err
+    assert "but only 0.00 GB are available RAM; lower --max-seconds (now 40 s) or --batch-size" in err
+    assert not list((tmp_path / "c").glob("*.building"))
+    assert main(args + ["--max-seconds", "0"]) == 2
+    assert "max_seconds must be > 0, got 0.0" in capsys.readouterr().err
