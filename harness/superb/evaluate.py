@@ -34,7 +34,7 @@ from harness.superb.cache import corpus_tag, split_features
 from harness.superb.data import CLASS_SEED, check_splits, keep_classes, read_split, subsample
 from harness.superb.tasks import Task, parse_tasks
 from harness.superb.train import train_task
-from harness.teachers.base import load_teacher
+from harness.teachers.base import TEACHERS, load_teacher
 
 DEFAULT_CACHE = Path(os.environ.get("HARNESS_CACHE", "cache")) / "superb"
 
@@ -66,7 +66,8 @@ def load_upstream(source: str | Path, device: str | torch.device = "cpu"):
 
     Args:
         source: a run folder (holding ``student.ckpt``), a ``.ckpt`` file, ``fbank``, or a
-            teacher spec (``dummy``, ``embedded:PATH``, ``s3prl:hubert:PATH``, ``hf:DIR``).
+            teacher spec (``dummy``, ``embedded:PATH``, ``s3prl:hubert:PATH``, ``hf:DIR``; its ``KIND:``
+            prefix decides, so ``embedded:x/teacher.ckpt`` is a teacher, not a student file).
         device: where it runs.
 
     Returns:
@@ -82,7 +83,9 @@ def load_upstream(source: str | Path, device: str | torch.device = "cpu"):
     """
     path = Path(str(source))
     run_dir, ckpt = None, None
-    if path.is_dir():
+    if _is_spec(str(source)):  # the prefix decides: embedded:/x/student.ckpt is a teacher spec
+        pass
+    elif path.is_dir():
         run_dir, ckpt = path, path / "student.ckpt"
         if not ckpt.is_file():
             raise FileNotFoundError(f"{path} is not a run folder: it has no student.ckpt")
@@ -111,6 +114,13 @@ def load_upstream(source: str | Path, device: str | torch.device = "cpu"):
     except Exception as err:
         raise UpstreamError(f"cannot load upstream {str(source)!r}: {_oneline(err)}") from None
     return _frozen(upstream), None, _NO_CONFIG
+
+
+def _is_spec(source: str) -> bool:
+    """A teacher spec: ``KIND:ARG`` with a registered teacher kind (``embedded:PATH``,
+    ``s3prl:hubert:PATH``, ``hf:DIR``), whatever its path ends in."""
+    kind, sep, _ = source.partition(":")
+    return bool(sep) and kind in TEACHERS
 
 
 def _frozen(upstream):

@@ -224,3 +224,16 @@ def test_a_rebuilt_corpus_gets_fresh_features_and_baselines(tmp_path, fake_corpu
     assert corpus_tag(corpus) == "format2"
     evaluate("toy:0", "ks", corpus, None, **common)
     assert len(stores()) == 2 * len(first_stores) and len(memo()) == 2 * len(first_memo)
+
+
+def test_a_teacher_spec_ending_in_ckpt_is_a_teacher(tmp_path, capsys):
+    """The spec's prefix decides: ``embedded:/x/student.ckpt`` is the embedded teacher in that
+    file, not a student checkpoint path (which would be "checkpoint ... does not exist")."""
+    from harness.teachers.embedded import EmbeddedSFM, save_embedded, teacher_tiny
+
+    torch.manual_seed(0)
+    path = save_embedded(EmbeddedSFM(teacher_tiny()).eval(), tmp_path / "x" / "student.ckpt")
+    up, run_dir, _ = load_upstream(f"embedded:{path}")
+    assert up.id.startswith("embedded-") and run_dir is None
+    with pytest.raises(FileNotFoundError, match="nope.ckpt"):  # a missing one: the teacher loader's line
+        load_upstream(f"embedded:{tmp_path / 'nope.ckpt'}")
