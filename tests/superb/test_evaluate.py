@@ -237,3 +237,17 @@ def test_a_teacher_spec_ending_in_ckpt_is_a_teacher(tmp_path, capsys):
     assert up.id.startswith("embedded-") and run_dir is None
     with pytest.raises(FileNotFoundError, match="nope.ckpt"):  # a missing one: the teacher loader's line
         load_upstream(f"embedded:{tmp_path / 'nope.ckpt'}")
+
+
+def test_as_baseline_with_a_failed_task_exits_1(tmp_path, fake_corpus, capsys):
+    """run_all.sh scores its baselines with --as-baseline (two in parallel, `wait $pid`): a
+    failed task must stop it with one line naming the task, not exit 0 with a partial memo."""
+    broken = fake_corpus("superb", tmp_path / "broken", tasks=("ks", "ic"))
+    (broken / "audio" / "ic_test_003.flac").write_bytes(b"not a flac")
+    cache = tmp_path / "c"
+    assert main(["evaluate", "fbank", "--as-baseline", "--corpus", str(broken), "--tasks", "ks,ic",
+                 "--set", "ks.steps=20", "--set", "ic.steps=20", "--cache-dir", str(cache), "--quiet"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1, err
+    assert err.startswith("baseline fbank: ic failed (") and "not memoised" in err and "scored: ks" in err
+    assert not list((cache / "results").glob("*.json"))
