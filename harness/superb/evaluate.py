@@ -9,11 +9,13 @@
    learned layer weights, select on dev, score test (:mod:`harness.superb.train`);
    a failing task is recorded with its error and the others still run;
 4. optionally the SUPERB score against fbank and a reference (:mod:`harness.superb.score`);
-5. write ``superb.json`` and, for a run folder, merge the numbers into ``summary.json``.
+5. write ``superb.json`` and, for a run folder, merge the numbers into ``summary.json``
+   (all under the run folder's lock, :mod:`harness.locks`: one writer at a time).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -24,7 +26,7 @@ from typing import Callable
 
 import torch
 
-from harness import runs, safeload
+from harness import locks, runs, safeload
 from harness.config import RunConfig
 from harness.errors import HarnessError
 from harness.provenance import git_commit, hardware
@@ -186,15 +188,24 @@ def evaluate(
     Raises:
         RegistryError: unknown task name. FileNotFoundError: missing corpus or split.
         UpstreamError: the upstream cannot be loaded.
+        FolderLocked: ``upstream`` is a run folder another process writes (a distill, a
+            sweep trial, another evaluate: :mod:`harness.locks`); one line naming it.
     """
+    # a run folder is read (student.ckpt) and written (superb.json, summary.json) under its
+    # lock, so a distill or sweep trial writing it meanwhile is refused, or refuses this
+    # (re-entrant: a sweep trial scoring its own run already holds it)
+    folder = Path(str(upstream))
+    held = (locks.hold(folder, f"harness evaluate {folder.name}", log)
+            if not _is_spec(str(upstream)) and folder.is_dir() else contextlib.nullcontext())
     previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        return _evaluate(upstream, tasks, corpus_dir, out_path, profile, device, cache_dir, seed,
-                         options, baselines, ref, threads, log)
-    finally:
-        torch.set_num_threads(previous)
+    with held:
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            return _evaluate(upstream, tasks, corpus_dir, out_path, profile, device, cache_dir, seed,
+                             options, baselines, ref, threads, log)
+        finally:
+            torch.set_num_threads(previous)
 
 
 def _evaluate(upstream, tasks, corpus_dir, out_path, profile, device, cache_dir, seed, options,
