@@ -110,3 +110,39 @@ def test_shipped_studies_load(name):
     assert objectives == sorted(["ce", "kd", "askd"] * 3)
     assert {t.config.train.seed for t in sweep.trials} == {0, 1, 2}
     assert all(t.config.track == "asr" for t in sweep.trials)
+
+
+def test_failed_runs_are_classified_and_retried_like_a_sweeps(tmp_path, monkeypatch, capsys):
+    """A full disk and a missing file are environment failures (--resume reruns them), a bad
+    value a deterministic one (kept until --retry-failed); the sweep exits 1 with the summary line."""
+    import errno
+
+    import harness.asr.train as train
+
+    (tmp_path / "base.yaml").write_text(f"track: asr\nprofile: tiny\nteacher: {{path: {tmp_path / 't'}}}\n")
+    study = tmp_path / "study.yaml"
+    study.write_text(f"name: f\nbase: base.yaml\ngrid: {{loss.objective: [ce, kd, askd]}}\nseeds: [0]\n"
+                     f"storage: {tmp_path / 'results'}\nbackend: local\n")
+    errors = {"ce": OSError(errno.ENOSPC, "No space left on device"), "kd": ValueError("loss is nan at step 3"),
+              "askd": FileNotFoundError("asr_test.jsonl: no such ASR manifest")}
+    ran = []
+
+    def fake_run(cfg, run_dir, sweep=""):
+        ran.append(cfg.loss.objective)
+        raise errors[cfg.loss.objective]
+
+    monkeypatch.setattr(train, "run_asr_distill", fake_run)
+    assert main(["sweep", str(study)]) == 1
+    out = capsys.readouterr().out
+    assert f"[sweep] f: 3 of 3 trials failed (2 environment, 1 deterministic): see {tmp_path}/results/f/askd.csv" in out
+    assert "deterministic failures (NaN, config) are rerun only with --retry-failed" in out
+    ce = json.loads((tmp_path / "results" / "f" / "objective=ce-s0" / "summary.json").read_text())
+    assert ce["failure"] == "environment" and ce["status"].startswith("failed: no space left in ")
+    assert "free space or point --out elsewhere" in ce["status"]
+    ran.clear()
+    assert main(["sweep", str(study), "--resume"]) == 1
+    assert sorted(ran) == ["askd", "ce"]  # the deterministic one is kept
+    assert "objective=kd-s0: kept: failed: ValueError: loss is nan" in capsys.readouterr().out
+    ran.clear()
+    assert main(["sweep", str(study), "--retry-failed"]) == 1
+    assert sorted(ran) == ["askd", "ce", "kd"]
