@@ -245,10 +245,17 @@ harness teacher cache --teacher "$teacher" --manifest "$data/distill.jsonl" --la
 step "SUPERB baselines: fbank and $teacher"
 tasks=ks,ic,sid,er,pr
 [ "$quick" = 1 ] && tasks=ks,ic
+# A failed task exits 1 with one line naming it (nothing of that baseline is memoised):
+# wait for both, then stop, so the trials never score against a missing baseline.
 harness evaluate fbank --as-baseline --corpus "$data" --tasks "$tasks" --quiet &
 fb_pid=$!
-harness evaluate "$teacher" --as-baseline --corpus "$data" --tasks "$tasks" --quiet
-wait "$fb_pid"
+baseline_rc=0
+harness evaluate "$teacher" --as-baseline --corpus "$data" --tasks "$tasks" --quiet || baseline_rc=$?
+wait "$fb_pid" || baseline_rc=$?
+if [ "$baseline_rc" != 0 ]; then
+  echo "[run_all] a SUPERB baseline failed (its line is above): fix it and rerun ./run_all.sh" >&2
+  exit "$baseline_rc"
+fi
 
 sets=(--set "teacher.spec=$teacher")
 studies=(main)

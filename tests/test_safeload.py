@@ -211,3 +211,21 @@ def test_foreign_and_damaged_student_checkpoints_are_one_line(tmp_path, capsys):
         assert main(["teacher", "cache", "--teacher", f"embedded:{path}", "--manifest", str(tmp_path / "m.jsonl"),
                      "--out", str(tmp_path / "cache")]) == 2
         assert f"{path}: not an embedded-teacher checkpoint" in one_line_error(capsys)
+
+
+def test_sweep_with_a_planted_teacher(corpus, tmp_path, capsys):
+    """`harness sweep --trust-checkpoint` reaches the trials' loader (as the other commands' flag)."""
+    marker = tmp_path / "MARKER"
+    evil = plant(tmp_path / "teacher.pt", marker)
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(f"name: evil\nbase: {TINY}\ngrid: {{stacking.variant: [none]}}\nseeds: [0]\n"
+                     f"storage: {tmp_path / 'results'}\nbackend: local\n")
+    argv = ["sweep", str(sweep), "--set", f"teacher.spec=embedded:{evil}", "--set", f"data.corpus={corpus}",
+            "--set", f"teacher.cache_dir={tmp_path / 'cache'}", "--set", "train.steps=4",
+            "--set", "train.device=cpu", "--set", "data.heldout=0"]
+    assert main(argv) == 1  # the trial failed: the summary line
+    status = json.loads((tmp_path / "results" / "evil" / "variant=none-s0" / "summary.json").read_text())["status"]
+    assert "not a safe checkpoint" in status and not marker.exists()
+    assert main(argv + ["--retry-failed", "--trust-checkpoint"]) == 1  # runs the payload, then: not a teacher
+    assert marker.exists()
+    assert "1 of 1 trials failed" in capsys.readouterr().out

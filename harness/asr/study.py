@@ -3,12 +3,16 @@
 A study file is a sweep file (:mod:`harness.sweep`'s schema: ``name``, ``base``,
 ``overrides``, ``grid``, ``seeds``, ``storage``) whose base config declares ``track:
 asr`` and is an :class:`~harness.asr.train.AsrRunConfig`. ``harness sweep FILE`` hands
-such files to :func:`run_asr_study`, which
+such files to :func:`run_asr_study` (``--seeds``, ``--set``, ``--suffix`` apply as to a
+distillation sweep; ``--tasks`` is refused: there are no SUPERB tasks), which
 
 1. trains the teacher into ``<storage>/<name>/teacher`` when the base config's
    ``teacher.path`` is empty (skipped when already trained);
 2. runs every trial in this process, one after another (so latencies are not distorted by
-   concurrent trials), skipping trials whose ``summary.json`` says ``ok``;
+   concurrent trials); with ``--resume`` it skips trials whose ``summary.json`` says ``ok``
+   and reruns those that failed because of the environment (:mod:`harness.failures`;
+   ``--retry-failed``: every failed one), and refuses a folder whose runs were made with
+   other settings;
 3. writes ``askd.json`` and ``askd.csv`` (:func:`write_study_table`) and the figure
    ``askd_wer_speed.{png,svg}`` (:func:`askd_figure`).
 
@@ -51,10 +55,12 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from harness import runs
-from harness.config import ConfigError, deep_merge, from_dict, load_yaml, parse_overrides
+import yaml
+
+from harness import failures, runs
+from harness.config import ConfigError, from_dict, load_yaml, to_dict
 from harness.provenance import hardware
-from harness.sweep.grid import Sweep, SweepConfig, expand_grid
+from harness.sweep.grid import Sweep, SweepConfig, base_data, expand_grid
 from harness.sweep.tracks import track_of
 
 
@@ -63,53 +69,93 @@ def is_asr_sweep(path: str | Path) -> bool:
     return track_of(path) == "asr"
 
 
-def load_study(path: str | Path):
+def load_study(
+    path: str | Path,
+    seeds: list[int] | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    suffix: str = "",
+    tasks: list[str] | None = None,
+):
     """Load an ASR study file strictly into a :class:`harness.sweep.grid.Sweep` of ASR trials.
 
+    Args:
+        path: the study file.
+        seeds, overrides, suffix: as in :func:`harness.sweep.load_sweep` (``--seeds``,
+            ``--set``, ``--suffix``: a quick pass into its own folder).
+        tasks: must be None: a study scores WER on its own test split, not SUPERB tasks.
+
     Raises:
-        ConfigError: one line naming the file and key.
+        ConfigError: one line naming the file and key (a ``--set`` of a grid key or of
+            ``train.seed`` included), or ``--tasks`` given.
     """
     from harness.asr.train import AsrRunConfig
     path = Path(path)
+    if tasks is not None:
+        raise ConfigError(f"{path}: --tasks does not apply to an ASR study (track: asr): it scores WER on its "
+                          "own test split, not SUPERB tasks; drop --tasks")
     cfg = from_dict(SweepConfig, load_yaml(path), source=path)
-    base_path = (path.parent / cfg.base) if not Path(cfg.base).is_absolute() else Path(cfg.base)
-    base = load_yaml(base_path)
+    if seeds:
+        cfg.seeds = list(seeds)
+    if suffix:
+        cfg.name += suffix
+    base, base_path = base_data(cfg, path, overrides)
+    # checked with the study's and the command line's changes applied, as a distill sweep's
     from_dict(AsrRunConfig, base, source=base_path)
-    base = deep_merge(base, parse_overrides([f"{k}={json.dumps(v)}" for k, v in runs.flatten(cfg.overrides).items()]))
     return Sweep(cfg, path, expand_grid(cfg, base, path, AsrRunConfig))
 
 
-def run_asr_study(path: str | Path, resume: bool = False, log: Callable[[str], None] = print) -> Path:
+def run_asr_study(
+    path: str | Path,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+    seeds: list[int] | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    suffix: str = "",
+    tasks: list[str] | None = None,
+    retry_failed: bool = False,
+) -> Path:
     """Run an ASR study (see the module docstring); returns the path of ``askd.csv``.
 
+    A failed run is recorded (``status: failed: ...`` and its ``failure`` class,
+    :mod:`harness.failures`) and the study goes on; ``resume`` reruns the runs that failed
+    because of the environment, ``retry_failed`` every failed run. ``harness sweep``
+    (:func:`harness.sweep.run_sweep`) then prints the failure summary and exits 1.
+
+    Args:
+        seeds, overrides, suffix, tasks: as in :func:`load_study`.
+
     Raises:
-        ConfigError: a bad study file, or its folder already holds runs and ``resume`` is off.
+        ConfigError: a bad study file; its folder already holds runs and ``resume`` is off;
+            or it holds runs made with other settings (the keys are named).
     """
     from harness.asr.train import run_asr_distill, train_teacher
 
     t0 = time.perf_counter()
-    sweep = load_study(path)
+    sweep = load_study(path, seeds=seeds, overrides=overrides, suffix=suffix, tasks=tasks)
     out = sweep.out_dir
     if out.is_dir() and list(out.glob("*/trial.json")) and not resume:
         raise ConfigError(f"{out} already holds runs of study {sweep.config.name!r}: pass --resume to finish it, "
                           "or remove the folder to start over")
-    out.mkdir(parents=True, exist_ok=True)
     first = sweep.trials[0].config
-    teacher_path = first.teacher.path
-    trained_here = not teacher_path
+    teacher_path = first.teacher.path or str(out / "teacher")
+    trained_here = not first.teacher.path
+    _check_same_settings(sweep, teacher_path)
+    out.mkdir(parents=True, exist_ok=True)
     if trained_here:
-        teacher_path = str(out / "teacher")
         train_teacher(first.profile, teacher_path, first.data.corpus, steps=first.teacher.train_steps,
                       seed=0, batch_size=first.data.batch_size, lr=first.teacher.train_lr,
                       threads=first.train.threads, log=log, **first.teacher.shape)
+    retry = "all" if retry_failed else failures.ENVIRONMENT
     log(f"[asr] study {sweep.config.name}: {len(sweep.trials)} runs -> {out}")
     for t in sweep.trials:
         run_dir = out / t.run_id
         run_dir.mkdir(parents=True, exist_ok=True)
         runs.write_trial(run_dir, {"sweep": sweep.config.name, "run_id": t.run_id,
                                    "overrides": t.overrides, "evaluate": []})
-        if runs.trial_done(run_dir, []) and runs.read_summary(run_dir).get("status") == "ok":
-            log(f"[asr] {t.run_id}: done already")
+        if runs.trial_done(run_dir, [], retry=retry):
+            status = runs.read_summary(run_dir).get("status")
+            log(f"[asr] {t.run_id}: done already" if status == "ok" else
+                f"[asr] {t.run_id}: kept: {status} (--retry-failed reruns it)")
             continue
         cfg = copy.deepcopy(t.config)
         cfg.teacher.path = teacher_path
@@ -118,15 +164,20 @@ def run_asr_study(path: str | Path, resume: bool = False, log: Callable[[str], N
             s = run_asr_distill(cfg, run_dir, sweep=sweep.config.name)
             log(f"[asr] {t.run_id}: WER {s['wer']['greedy']['wer']:.3f} (teacher "
                 f"{s['teacher_wer']['greedy']['wer']:.3f}), speedup x{s['speedup']:.2f} ({time.perf_counter() - t1:.0f} s)")
-        except Exception as err:  # recorded; the study goes on
-            summary = {"run_id": t.run_id, "sweep": sweep.config.name, "track": "asr",
-                       "objective": cfg.loss.objective, "seed": cfg.train.seed,
-                       "status": f"failed: {type(err).__name__}: {err}"[:500]}
-            runs.write_summary(run_dir, summary)
-            log(f"[asr] {t.run_id}: {summary['status']}")
+        except Exception as err:  # recorded with its class; the study goes on
+            _record_failure(run_dir, t.run_id, sweep.config.name, cfg, err, log)
         # the table after every run: an interrupted study still leaves its finished rows
-        write_study_table(out, teacher_path, wall_seconds=time.perf_counter() - t0, trained_here=trained_here)
-    csv = write_study_table(out, teacher_path, wall_seconds=time.perf_counter() - t0, trained_here=trained_here)
+        try:
+            write_study_table(out, teacher_path, wall_seconds=time.perf_counter() - t0, trained_here=trained_here)
+        except OSError as err:  # a full disk: the next run's failure says so; the final table raises
+            if not failures.is_no_space(err):
+                raise
+    try:
+        csv = write_study_table(out, teacher_path, wall_seconds=time.perf_counter() - t0, trained_here=trained_here)
+    except OSError as err:
+        if not failures.is_no_space(err):
+            raise
+        raise failures.NoSpaceError(f"{failures.no_space_message(out)} (askd.csv not written)") from None
     try:
         askd_figure(out / "askd.json", out / "askd_wer_speed")
     except Exception as err:  # a figure problem must not lose the table
@@ -135,10 +186,60 @@ def run_asr_study(path: str | Path, resume: bool = False, log: Callable[[str], N
     return csv
 
 
-def study_dry_run(path: str | Path) -> str:
+def _record_failure(run_dir: Path, run_id: str, sweep: str, cfg, err: Exception, log) -> None:
+    """``summary.json`` of a failed run: ``failed: <reason>`` and its ``failure`` class (a full
+    disk: the one line of :func:`harness.failures.no_space_message`)."""
+    if failures.is_no_space(err):
+        failures.release(err)  # torch's writer still holds its temporary file's blocks
+        reason = failures.no_space_message(run_dir)
+    else:
+        reason = f"{type(err).__name__}: {err}"
+    summary = {"run_id": run_id, "sweep": sweep, "track": "asr", "objective": cfg.loss.objective,
+               "seed": cfg.train.seed, "status": f"failed: {reason}"[:500], "failure": failures.classify(err)}
+    try:
+        runs.write_summary(run_dir, summary)
+    except OSError as werr:  # its summary stays "running": counted as an environment failure
+        if not failures.is_no_space(werr):
+            raise
+    log(f"[asr] {run_id}: {summary['status']}")
+
+
+def _check_same_settings(sweep: Sweep, teacher_path: str) -> None:
+    """Refuse to resume a study whose run folders hold runs made with other settings (a
+    ``--set`` that changed them): their rows would pass for the new settings'."""
+    from harness.asr.train import AsrRunConfig
+
+    changed = {}
+    for t in sweep.trials:
+        path = sweep.out_dir / t.run_id / runs.CONFIG
+        if not path.is_file():
+            continue
+        want = copy.deepcopy(t.config)
+        want.teacher.path = teacher_path
+        new = runs.flatten(to_dict(want), json_lists=True)
+        try:
+            data = yaml.safe_load(path.read_text())
+            old = runs.flatten(to_dict(from_dict(AsrRunConfig, data or {}, source=path)), json_lists=True)
+        except (OSError, yaml.YAMLError, ConfigError, TypeError, ValueError, AttributeError) as err:
+            changed[t.run_id] = [f"its {runs.CONFIG} is not one this harness reads "
+                                 f"({(str(err).strip().splitlines() or [type(err).__name__])[0]})"]
+            continue
+        keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if keys:
+            changed[t.run_id] = [f"{k}: {old.get(k)} -> {new.get(k)}" for k in keys[:6]]
+    if changed:
+        first = next(iter(changed.values()))
+        raise ConfigError(
+            f"{sweep.out_dir}: {len(changed)} of {len(sweep.trials)} run(s) were run with other settings "
+            f"({', '.join(first)}); use a new --suffix, or remove the folder (or those runs' folders) to rerun them"
+        )
+
+
+def study_dry_run(path: str | Path, **kwargs) -> str:
     """List a study's runs and whether each is done (no training, no estimate invented:
-    finished runs' measured seconds are shown when present)."""
-    sweep = load_study(path)
+    finished runs' measured seconds are shown when present); ``kwargs`` as in
+    :func:`load_study`."""
+    sweep = load_study(path, **kwargs)
     lines = [f"ASR study {sweep.config.name}: teacher + {len(sweep.trials)} runs -> {sweep.out_dir}"]
     for t in sweep.trials:
         s = runs.read_summary(sweep.out_dir / t.run_id) or {}

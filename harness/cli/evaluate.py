@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 import typing
 from pathlib import Path
 
@@ -122,7 +123,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _evaluate_as_baseline(args: argparse.Namespace) -> int:
-    """Score an upstream as a SUPERB baseline into the memo that trials read (one line out)."""
+    """Score an upstream as a SUPERB baseline into the memo that trials read (one line out).
+
+    Returns:
+        0, or 1 when a task failed (one line on stderr naming the failed tasks; nothing of
+        this baseline is memoised then).
+    """
     from harness.superb.evaluate import DEFAULT_CACHE, UpstreamError, baseline_results
     from harness.superb.tasks import parse_tasks
 
@@ -137,6 +143,12 @@ def _evaluate_as_baseline(args: argparse.Namespace) -> int:
     except (UpstreamError, ValueError) as err:
         raise UserError(str(err).splitlines()[0]) from None
     vals = ", ".join(f"{n} {r['value']:.4f}" for n, r in res["tasks"].items() if r.get("value") is not None)
+    failed = {n: r.get("status", "failed") for n, r in res["tasks"].items() if r.get("status") != "ok"}
+    if failed:  # not memoised (baseline_results): trials would score it again, or drop the task
+        first = next(iter(failed.values())).removeprefix("failed: ")
+        print(f"baseline {args.upstream}: {', '.join(failed)} failed ({first}); not memoised: fix it and "
+              f"rerun{f' (scored: {vals})' if vals else ''}", file=sys.stderr)
+        return 1
     print(f"baseline {args.upstream}: {vals}")
     return 0
 

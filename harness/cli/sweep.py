@@ -13,6 +13,10 @@ from harness.sweep.run import TrialsFailed
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     check_suffix(args.suffix)
+    if args.trust_checkpoint:  # an environment variable: the trials' Ray workers inherit it
+        from harness.safeload import trust_checkpoints
+
+        trust_checkpoints()
     extra = {"seeds": args.seeds, "overrides": args.set, "suffix": args.suffix,
              "tasks": [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None}
     if args.dry_run:
@@ -33,6 +37,7 @@ def add_parser(sub: Subparsers) -> None:
         "harness sweep sweeps/embedded/main.yaml --resume      # after Ctrl-C or kill -9",
         "harness sweep sweeps/embedded/main.yaml --retry-failed  # rerun failed trials (NaN, config) too",
         "ray start --head && harness sweep sweeps/paper/main.yaml --address auto",
+        "harness sweep sweeps/paper/main.yaml --trust-checkpoint  # an original fairseq teacher .pt",
     ])
     p.add_argument("file", help="sweep YAML")
     p.add_argument("--resume", action="store_true",
@@ -49,3 +54,7 @@ def add_parser(sub: Subparsers) -> None:
                    help="change every trial's run config (repeatable), e.g. --set train.steps=100")
     p.add_argument("--suffix", default="", help="append to the sweep name (results folder), e.g. -quick")
     p.add_argument("--tasks", default=None, help="replace the sweep's evaluate list, e.g. ks,ic,pr")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="also load checkpoints that need pickle (original fairseq files, other tools'): that can "
+                        "run code from the file, so only for files you trust (= HARNESS_TRUST_CHECKPOINT=1, "
+                        "which local Ray workers inherit; on a cluster, set it in the workers' environment)")

@@ -9,11 +9,13 @@
    learned layer weights, select on dev, score test (:mod:`harness.superb.train`);
    a failing task is recorded with its error and the others still run;
 4. optionally the SUPERB score against fbank and a reference (:mod:`harness.superb.score`);
-5. write ``superb.json`` and, for a run folder, merge the numbers into ``summary.json``.
+5. write ``superb.json`` and, for a run folder, merge the numbers into ``summary.json``
+   (all under the run folder's lock, :mod:`harness.locks`: one writer at a time).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -24,7 +26,7 @@ from typing import Callable
 
 import torch
 
-from harness import runs, safeload
+from harness import locks, runs, safeload
 from harness.config import RunConfig
 from harness.errors import HarnessError
 from harness.provenance import git_commit, hardware
@@ -34,7 +36,7 @@ from harness.superb.cache import corpus_tag, split_features
 from harness.superb.data import CLASS_SEED, check_splits, keep_classes, read_split, subsample
 from harness.superb.tasks import Task, parse_tasks
 from harness.superb.train import train_task
-from harness.teachers.base import load_teacher
+from harness.teachers.base import TEACHERS, load_teacher
 
 DEFAULT_CACHE = Path(os.environ.get("HARNESS_CACHE", "cache")) / "superb"
 
@@ -66,7 +68,8 @@ def load_upstream(source: str | Path, device: str | torch.device = "cpu"):
 
     Args:
         source: a run folder (holding ``student.ckpt``), a ``.ckpt`` file, ``fbank``, or a
-            teacher spec (``dummy``, ``embedded:PATH``, ``s3prl:hubert:PATH``, ``hf:DIR``).
+            teacher spec (``dummy``, ``embedded:PATH``, ``s3prl:hubert:PATH``, ``hf:DIR``; its ``KIND:``
+            prefix decides, so ``embedded:x/teacher.ckpt`` is a teacher, not a student file).
         device: where it runs.
 
     Returns:
@@ -82,7 +85,9 @@ def load_upstream(source: str | Path, device: str | torch.device = "cpu"):
     """
     path = Path(str(source))
     run_dir, ckpt = None, None
-    if path.is_dir():
+    if _is_spec(str(source)):  # the prefix decides: embedded:/x/student.ckpt is a teacher spec
+        pass
+    elif path.is_dir():
         run_dir, ckpt = path, path / "student.ckpt"
         if not ckpt.is_file():
             raise FileNotFoundError(f"{path} is not a run folder: it has no student.ckpt")
@@ -111,6 +116,13 @@ def load_upstream(source: str | Path, device: str | torch.device = "cpu"):
     except Exception as err:
         raise UpstreamError(f"cannot load upstream {str(source)!r}: {_oneline(err)}") from None
     return _frozen(upstream), None, _NO_CONFIG
+
+
+def _is_spec(source: str) -> bool:
+    """A teacher spec: ``KIND:ARG`` with a registered teacher kind (``embedded:PATH``,
+    ``s3prl:hubert:PATH``, ``hf:DIR``), whatever its path ends in."""
+    kind, sep, _ = source.partition(":")
+    return bool(sep) and kind in TEACHERS
 
 
 def _frozen(upstream):
@@ -176,15 +188,24 @@ def evaluate(
     Raises:
         RegistryError: unknown task name. FileNotFoundError: missing corpus or split.
         UpstreamError: the upstream cannot be loaded.
+        FolderLocked: ``upstream`` is a run folder another process writes (a distill, a
+            sweep trial, another evaluate: :mod:`harness.locks`); one line naming it.
     """
+    # a run folder is read (student.ckpt) and written (superb.json, summary.json) under its
+    # lock, so a distill or sweep trial writing it meanwhile is refused, or refuses this
+    # (re-entrant: a sweep trial scoring its own run already holds it)
+    folder = Path(str(upstream))
+    held = (locks.hold(folder, f"harness evaluate {folder.name}", log)
+            if not _is_spec(str(upstream)) and folder.is_dir() else contextlib.nullcontext())
     previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        return _evaluate(upstream, tasks, corpus_dir, out_path, profile, device, cache_dir, seed,
-                         options, baselines, ref, threads, log)
-    finally:
-        torch.set_num_threads(previous)
+    with held:
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            return _evaluate(upstream, tasks, corpus_dir, out_path, profile, device, cache_dir, seed,
+                             options, baselines, ref, threads, log)
+        finally:
+            torch.set_num_threads(previous)
 
 
 def _evaluate(upstream, tasks, corpus_dir, out_path, profile, device, cache_dir, seed, options,

@@ -31,7 +31,7 @@ def dry_run(path: str | Path, **kwargs: Any) -> str:
     :func:`harness.sweep.load_sweep`."""
     track = tracks.track_of(path)
     if track != tracks.DISTILL:
-        return tracks.entry(track, "dry_run")(path)
+        return tracks.entry(track, "dry_run")(path, **kwargs)
     sweep = load_sweep(path, **kwargs)
     done_runs = [runs.read_summary(p.parent) for p in sweep.out_dir.glob(f"*/{runs.SUMMARY}")] if sweep.out_dir.is_dir() else []
     measured = [s["train_seconds"] / max(1, sum(st.get("steps", 0) for st in s.get("stages", [])))

@@ -40,7 +40,7 @@ def load_sweep(
     path = Path(path)
     track = tracks.track_of(path)
     if track != tracks.DISTILL:
-        return tracks.entry(track, "load")(path)
+        return tracks.entry(track, "load")(path, seeds=seeds, overrides=overrides, suffix=suffix, tasks=tasks)
     cfg: SweepConfig = from_dict(SweepConfig, load_yaml(path), source=path)
     if seeds:
         cfg.seeds = list(seeds)
@@ -98,12 +98,13 @@ def run_sweep(
         address: an existing Ray cluster (``ray start --head`` on the head node; also
             taken from ``RAY_ADDRESS``); None starts a local Ray instance.
         local: run trials one by one in this process, without Ray.
-        seeds, overrides, suffix: as in :func:`load_sweep`.
+        seeds, overrides, suffix, tasks: as in :func:`load_sweep` (an ASR study takes the
+            first three and refuses ``tasks``: :func:`harness.asr.study.load_study`).
         retry_failed: with ``resume``, rerun every failed trial (deterministic failures too).
         check: raise :class:`TrialsFailed` (after writing runs.csv) when any trial failed.
 
     Returns:
-        The path of ``runs.csv``.
+        The path of ``runs.csv`` (an ASR study: ``askd.csv``).
 
     Raises:
         ConfigError: a bad sweep file; the sweep folder already holds runs and ``resume``
@@ -112,10 +113,15 @@ def run_sweep(
         TrialsFailed: ``check`` and some trial failed (one summary line).
     """
     track = tracks.track_of(path)
+    extra = {"seeds": seeds, "overrides": overrides, "suffix": suffix, "tasks": tasks}
     if track != tracks.DISTILL:  # the ASR track: its own runner, under the same folder lock
-        study = tracks.entry(track, "load")(path)
+        study = tracks.entry(track, "load")(path, **extra)
         with locks.hold(study.out_dir, f"harness sweep {study.config.name}", log):
-            return tracks.entry(track, "run")(path, resume=resume, log=log)
+            table = tracks.entry(track, "run")(path, resume=resume, log=log, retry_failed=retry_failed, **extra)
+            payloads = [{"run_id": t.run_id, "run_dir": str(study.out_dir / t.run_id), "sweep": study.config.name}
+                        for t in study.trials]
+            _report_failures(_failure_line(study, payloads, {}, table), check, log)
+        return table
     sweep = load_sweep(path, seeds=seeds, overrides=overrides, suffix=suffix, tasks=tasks)
     out = sweep.out_dir
     with locks.hold(out, f"harness sweep {sweep.config.name}", log):
@@ -169,14 +175,20 @@ def _run_locked(sweep: Sweep, resume: bool, address, local: bool, log, retry_fai
             log(line)
         raise failures.NoSpaceError(f"{failures.no_space_message(out)} (runs.csv not written)") from None
     log(f"[sweep] wrote {csv}")
-    if line:
-        log(line)
-        if "deterministic" in line:
-            log("[sweep] deterministic failures (NaN, config) are rerun only with --retry-failed; "
-                "environment ones (disk, memory, input files, killed) with --resume")
-        if check:
-            raise TrialsFailed(line)
+    _report_failures(line, check, log)
     return csv
+
+
+def _report_failures(line: str, check: bool, log) -> None:
+    """Log the failure summary line (and what reruns which); raise it with ``check``."""
+    if not line:
+        return
+    log(line)
+    if "deterministic" in line:
+        log("[sweep] deterministic failures (NaN, config) are rerun only with --retry-failed; "
+            "environment ones (disk, memory, input files, killed) with --resume")
+    if check:
+        raise TrialsFailed(line)
 
 
 def _check_same_settings(sweep: Sweep, payloads: list[dict]) -> None:
@@ -214,8 +226,9 @@ def _note_other_code(sweep: Sweep, payloads: list[dict], log) -> None:
             f"now {now[:12]}); remove their folders to rerun them")
 
 
-def _failure_line(sweep: Sweep, payloads: list[dict], known: dict[str, dict]) -> str:
-    """``[sweep] NAME: 2 of 10 trials failed (1 environment, 1 deterministic): see runs.csv``, or "".
+def _failure_line(sweep: Sweep, payloads: list[dict], known: dict[str, dict], table: Path | None = None) -> str:
+    """``[sweep] NAME: 2 of 10 trials failed (1 environment, 1 deterministic): see runs.csv``, or ""
+    (``table``: the table named instead of ``runs.csv``, an ASR study's ``askd.csv``).
 
     A trial that started but left no result (its process was killed: a Ray worker out of
     memory) is added to ``known`` as an environment failure; its folder stays ``running``,
@@ -242,4 +255,4 @@ def _failure_line(sweep: Sweep, payloads: list[dict], known: dict[str, dict]) ->
         return ""
     parts = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
     return (f"[sweep] {sweep.config.name}: {n} of {len(payloads)} trials failed ({parts}): "
-            f"see {sweep.out_dir / runs.RUNS_CSV}")
+            f"see {table or sweep.out_dir / runs.RUNS_CSV}")

@@ -16,7 +16,9 @@ from typing import Any, Callable
 from harness.config import ConfigError, load_yaml
 
 DISTILL = "distill"
-# track -> what the sweep commands call for it: load (-> Sweep), run (-> table path), dry_run (-> text)
+# track -> what the sweep commands call for it: load (-> Sweep), run (-> table path), dry_run (-> text);
+# each takes the sweep file and the command line's seeds=, overrides=, suffix=, tasks= (run also
+# resume=, log=, retry_failed=), honouring them or refusing one with a ConfigError
 TRACKS: dict[str, dict[str, str]] = {
     "asr": {
         "load": "harness.asr.study:load_study",

@@ -11,7 +11,7 @@ from harness.sweep import dry_run, load_sweep, run_sweep
 
 
 @pytest.mark.integration
-def test_study_end_to_end(tmp_path, fake_corpus):
+def test_study_end_to_end(tmp_path, fake_corpus, capsys):
     root = fake_corpus("asr_tones", tmp_path / "corpus", n_train=24, n_test=4)
     (tmp_path / "base.yaml").write_text(f"""
 track: asr
@@ -46,6 +46,39 @@ eval: {{beam: 2, beam_utterances: 2, latency_utterances: 2}}
     run_sweep(study, resume=True, log=msgs.append)
     assert sum("done already" in m for m in msgs) == 3
     assert main(["validate", str(study), str(tmp_path / "base.yaml")]) == 0
+    _quick_pass_and_failures(study, root, tmp_path, capsys)
+
+
+def _quick_pass_and_failures(study, root, tmp_path, capsys):
+    """--seeds, --set, --suffix reach the study (its own folder); a failed run exits 1 with the
+    distill sweeps' summary line; --resume reruns what the environment broke; --tasks is refused."""
+    teacher = tmp_path / "results" / "st" / "teacher"  # trained above: not again
+    argv = ["sweep", str(study), "--seeds", "7", "--suffix=-q", "--set", "train.steps=2",
+            "--set", f"teacher.path={teacher}"]
+    capsys.readouterr()
+    assert main(argv + ["--dry-run"]) == 0
+    listed = capsys.readouterr().out
+    assert "ASR study st-q: teacher + 3 runs" in listed and "objective=kd-s7" in listed and " 2 steps" in listed
+    manifest = root / "asr_train.jsonl"
+    manifest.rename(root / "hidden.jsonl")  # the environment breaks: a missing input file
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    q = tmp_path / "results" / "st-q"
+    assert f"[sweep] st-q: 3 of 3 trials failed (3 environment): see {q / 'askd.csv'}" in out
+    summary = json.loads((q / "objective=ce-s7" / "summary.json").read_text())
+    assert summary["failure"] == "environment" and "no such ASR manifest" in summary["status"]
+    (root / "hidden.jsonl").rename(manifest)
+    assert main(argv + ["--resume"]) == 0  # environment failures are rerun
+    df = pd.read_csv(q / "askd.csv")
+    assert (df["status"] == "ok").all() and set(df["seed"].dropna()) == {7}
+    assert json.loads((q / "objective=ce-s7" / "summary.json").read_text())["steps"] == 2
+    assert len(pd.read_csv(tmp_path / "results" / "st" / "askd.csv")) == 4  # the full study untouched
+    capsys.readouterr()
+    assert main(argv[:-2] + ["--resume", "--set", "train.steps=3", "--set", f"teacher.path={teacher}"]) == 2
+    err = capsys.readouterr().err
+    assert "3 of 3 run(s) were run with other settings (train.steps: 2 -> 3)" in err and err.count("\n") == 1
+    assert main(["sweep", str(study), "--tasks", "ks", "--dry-run"]) == 2
+    assert "--tasks does not apply to an ASR study" in capsys.readouterr().err
 
 
 def test_figure_from_data(tmp_path):
@@ -77,3 +110,39 @@ def test_shipped_studies_load(name):
     assert objectives == sorted(["ce", "kd", "askd"] * 3)
     assert {t.config.train.seed for t in sweep.trials} == {0, 1, 2}
     assert all(t.config.track == "asr" for t in sweep.trials)
+
+
+def test_failed_runs_are_classified_and_retried_like_a_sweeps(tmp_path, monkeypatch, capsys):
+    """A full disk and a missing file are environment failures (--resume reruns them), a bad
+    value a deterministic one (kept until --retry-failed); the sweep exits 1 with the summary line."""
+    import errno
+
+    import harness.asr.train as train
+
+    (tmp_path / "base.yaml").write_text(f"track: asr\nprofile: tiny\nteacher: {{path: {tmp_path / 't'}}}\n")
+    study = tmp_path / "study.yaml"
+    study.write_text(f"name: f\nbase: base.yaml\ngrid: {{loss.objective: [ce, kd, askd]}}\nseeds: [0]\n"
+                     f"storage: {tmp_path / 'results'}\nbackend: local\n")
+    errors = {"ce": OSError(errno.ENOSPC, "No space left on device"), "kd": ValueError("loss is nan at step 3"),
+              "askd": FileNotFoundError("asr_test.jsonl: no such ASR manifest")}
+    ran = []
+
+    def fake_run(cfg, run_dir, sweep=""):
+        ran.append(cfg.loss.objective)
+        raise errors[cfg.loss.objective]
+
+    monkeypatch.setattr(train, "run_asr_distill", fake_run)
+    assert main(["sweep", str(study)]) == 1
+    out = capsys.readouterr().out
+    assert f"[sweep] f: 3 of 3 trials failed (2 environment, 1 deterministic): see {tmp_path}/results/f/askd.csv" in out
+    assert "deterministic failures (NaN, config) are rerun only with --retry-failed" in out
+    ce = json.loads((tmp_path / "results" / "f" / "objective=ce-s0" / "summary.json").read_text())
+    assert ce["failure"] == "environment" and ce["status"].startswith("failed: no space left in ")
+    assert "free space or point --out elsewhere" in ce["status"]
+    ran.clear()
+    assert main(["sweep", str(study), "--resume"]) == 1
+    assert sorted(ran) == ["askd", "ce"]  # the deterministic one is kept
+    assert "objective=kd-s0: kept: failed: ValueError: loss is nan" in capsys.readouterr().out
+    ran.clear()
+    assert main(["sweep", str(study), "--retry-failed"]) == 1
+    assert sorted(ran) == ["askd", "ce", "kd"]

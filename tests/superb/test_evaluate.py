@@ -1,6 +1,9 @@
 import json
+import os
+import subprocess
 import sys
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -224,3 +227,89 @@ def test_a_rebuilt_corpus_gets_fresh_features_and_baselines(tmp_path, fake_corpu
     assert corpus_tag(corpus) == "format2"
     evaluate("toy:0", "ks", corpus, None, **common)
     assert len(stores()) == 2 * len(first_stores) and len(memo()) == 2 * len(first_memo)
+
+
+def test_a_teacher_spec_ending_in_ckpt_is_a_teacher(tmp_path, capsys):
+    """The spec's prefix decides: ``embedded:/x/student.ckpt`` is the embedded teacher in that
+    file, not a student checkpoint path (which would be "checkpoint ... does not exist")."""
+    from harness.teachers.embedded import EmbeddedSFM, save_embedded, teacher_tiny
+
+    torch.manual_seed(0)
+    path = save_embedded(EmbeddedSFM(teacher_tiny()).eval(), tmp_path / "x" / "student.ckpt")
+    up, run_dir, _ = load_upstream(f"embedded:{path}")
+    assert up.id.startswith("embedded-") and run_dir is None
+    with pytest.raises(FileNotFoundError, match="nope.ckpt"):  # a missing one: the teacher loader's line
+        load_upstream(f"embedded:{tmp_path / 'nope.ckpt'}")
+
+
+def test_as_baseline_with_a_failed_task_exits_1(tmp_path, fake_corpus, capsys):
+    """run_all.sh scores its baselines with --as-baseline (two in parallel, `wait $pid`): a
+    failed task must stop it with one line naming the task, not exit 0 with a partial memo."""
+    broken = fake_corpus("superb", tmp_path / "broken", tasks=("ks", "ic"))
+    (broken / "audio" / "ic_test_003.flac").write_bytes(b"not a flac")
+    cache = tmp_path / "c"
+    assert main(["evaluate", "fbank", "--as-baseline", "--corpus", str(broken), "--tasks", "ks,ic",
+                 "--set", "ks.steps=20", "--set", "ic.steps=20", "--cache-dir", str(cache), "--quiet"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1, err
+    assert err.startswith("baseline fbank: ic failed (") and "not memoised" in err and "scored: ks" in err
+    assert not list((cache / "results").glob("*.json"))
+
+
+HOLDER = """
+import sys, time
+from harness import locks
+try:
+    with locks.hold(sys.argv[1], "test writer"):
+        print("held", flush=True)
+        time.sleep(60)
+except locks.FolderLocked as err:
+    print(err, flush=True)
+"""
+
+
+def _writer(run):
+    """Another process taking ``run``'s lock (a distill or sweep trial would): its first line."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    p = subprocess.Popen([sys.executable, "-c", HOLDER, str(run)], stdout=subprocess.PIPE, text=True, env=env)
+    return p, p.stdout.readline().strip()
+
+
+def test_evaluate_holds_the_run_folder_lock(corpus, tmp_path, monkeypatch, capsys):
+    """`harness evaluate RUN` takes RUN's lock around the scoring: refused (one line naming the
+    holder) while another process writes the run, and a writer is refused while it scores."""
+    import harness.superb.evaluate as ev
+    from harness.config import StudentConfig
+    from harness.student import build_student, save_student
+    from harness.teachers.base import load_teacher
+
+    run = tmp_path / "run"
+    run.mkdir()
+    save_student(build_student(StudentConfig(preset="student_tiny", layers=2), load_teacher("dummy")),
+                 run / "student.ckpt", {"run_id": "r"})
+    argv = ["evaluate", str(run), "--corpus", str(corpus), "--tasks", "ks", "--no-score", "--quiet",
+            "--set", "ks.steps=5", "--cache-dir", str(tmp_path / "c")]
+    p, line = _writer(run)
+    try:
+        assert line == "held"
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{run} is being written by pid {p.pid} on " in err and "test writer" in err
+        assert not (run / "superb.json").exists()
+    finally:
+        p.kill()
+        p.wait()
+    seen = []
+    real = ev._evaluate
+
+    def scoring(*a, **k):  # while the scoring runs, another writer tries the folder
+        q, line = _writer(run)
+        q.wait()
+        seen.append(line)
+        return real(*a, **k)
+
+    monkeypatch.setattr(ev, "_evaluate", scoring)
+    assert main(argv) == 0
+    assert seen[0].startswith(f"{run} is being written by pid {os.getpid()} ") and "harness evaluate run" in seen[0]
+    assert json.loads((run / "superb.json").read_text())["tasks"]["ks"]["status"] == "ok"
+    assert main(argv) == 0  # released after: a second evaluate takes it again
