@@ -592,3 +592,37 @@ def test_frontier_labels_do_not_overlap():
     assert not any(boxes[i].overlaps(boxes[j]) for i in range(5) for j in range(i))
     assert all(a.xyann[0] == 8 for a in labels)  # moved vertically only
     plt.close(fig)
+
+
+def test_a_rerender_leaves_no_stale_figure_and_a_failed_one_loses_nothing(tmp_path, monkeypatch):
+    """A figure or table that the new render does not make (an older report's) is gone after
+    it; a render that fails puts the previous report back whole; user files stay."""
+    from harness.report import render as R
+
+    res = tmp_path / "results" / "w"
+    for w in (0.0, 1.0):
+        fabricate.write_run(res, "interleaved", 0, sweep="w", overrides={"loss": {"w": w}},
+                            analysis=False, superb=False)
+    out = tmp_path / "out"
+    render_report([res], out, pdf=False)
+    (out / "figures" / "frontier-ablation-gone.png").write_bytes(b"old")
+    (out / "tables" / "table-gone.md").write_text("old")
+    (out / "NOTES.md").write_text("mine")
+    before = (out / "index.html").read_text()
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("render failed")
+
+    monkeypatch.setattr(R, "build_tables", boom)
+    with pytest.raises(RuntimeError, match="render failed"):
+        render_report([res], out, pdf=False)
+    assert (out / "index.html").read_text() == before
+    assert (out / "figures" / "frontier-ablation-gone.png").read_bytes() == b"old"
+    assert not list(out.glob(".previous-report-*"))
+
+    monkeypatch.undo()
+    render_report([res], out, pdf=False)
+    assert not (out / "figures" / "frontier-ablation-gone.png").exists()
+    assert not (out / "tables" / "table-gone.md").exists()
+    assert (out / "NOTES.md").read_text() == "mine" and (out / "index.html").is_file()
+    assert not list(out.glob(".previous-report-*"))
