@@ -176,7 +176,10 @@ def forest(records: list[dict], sweep: str, folder: Path, fid: str = "difference
             ax.plot(100 * r["estimate"] / den, y, "o", ms=5.5, color=colors[a],
                     mfc=colors[a] if r["resolved"] else "white", mew=1.4)
         arrow = {"higher": "↑ better", "lower": "↓ better"}.get(recs[[x["metric"] for x in recs].index(m)]["direction"], "")
-        ax.set_title(f"{metric_label(m, tasks)} ({arrow})", fontsize=8.5)
+        panel_n = max(x["n"] for x in recs if x["metric"] == m)
+        most_n = max(x["n"] for x in recs)
+        # the row labels give each arm's most pairs; a panel with fewer (SUPERB on fewer seeds) says so
+        ax.set_title(f"{metric_label(m, tasks)} ({arrow}{f', n={panel_n}' if panel_n != most_n else ''})", fontsize=8.5)
         ax.axvline(0, color="0.3", lw=0.9)
         ax.grid(True, axis="x", alpha=0.3)
         ax.tick_params(labelsize=7.5)
@@ -189,7 +192,7 @@ def forest(records: list[dict], sweep: str, folder: Path, fid: str = "difference
                  f"Each arm minus {second}, paired by seed: mean difference (dot) with its 95% t-interval (line), "
                  f"as a percentage of {second}'s mean; one panel per metric, each on its own scale. Filled dot = "
                  "resolved (the interval excludes 0); open = not resolved. No line: one pair, no interval. n = "
-                 "pairs (the most over the panels).")
+                 "pairs (the most over the panels; a panel with fewer gives its n in its title).")
 
 
 def quality_only(records: list[dict], table, folder: Path, fid: str, why: str) -> Figure | str:
