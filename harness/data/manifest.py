@@ -188,9 +188,8 @@ class CorpusFolderError(UserError):
     """An output folder holds another corpus (one line: the folder, what it holds, the fix)."""
 
 
-def read_corpus_meta(folder: str | Path) -> dict | None:
-    """``<folder>/corpus.json`` as a dict; None when absent, ``{}`` when unreadable."""
-    path = Path(folder) / "corpus.json"
+def _read_json_dict(path: Path) -> dict | None:
+    """``path`` as a dict; None when absent, ``{}`` when unreadable or not a mapping."""
     if not path.is_file():
         return None
     try:
@@ -198,18 +197,17 @@ def read_corpus_meta(folder: str | Path) -> dict | None:
     except (OSError, ValueError):
         return {}
     return meta if isinstance(meta, dict) else {}
+
+
+def read_corpus_meta(folder: str | Path) -> dict | None:
+    """``<folder>/corpus.json`` as a dict; None when absent, ``{}`` when unreadable."""
+    return _read_json_dict(Path(folder) / "corpus.json")
 
 
 def read_importing(folder: str | Path) -> dict | None:
-    """``<folder>/.importing`` (corpus and source of an import under way or crashed), or None."""
-    path = Path(folder) / ".importing"
-    if not path.is_file():
-        return None
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return meta if isinstance(meta, dict) else {}
+    """``<folder>/.importing`` (corpus and source of an import under way or crashed), or None
+    (``{}`` when unreadable)."""
+    return _read_json_dict(Path(folder) / ".importing")
 
 
 def describe_corpus(folder: str | Path) -> str | None:
