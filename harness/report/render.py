@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import shutil
-import tempfile
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from harness import stats
+from harness.fsio import restore, set_aside
 from harness.provenance import git_commit, now_iso
 from harness.report import figures as F
 from harness.report import figures_stats as FS
@@ -439,39 +439,17 @@ def render_report(
     results = collect(list(results_dirs), probe=probe)
     bench_data = read_bench(bench) if bench else None
     out.mkdir(parents=True, exist_ok=True)
-    aside = _set_aside(out)
+    aside = set_aside(out, OWNED, prefix=".previous-report-")  # no older figure left as if current
     try:
         report = _render(results, bench_data, out, probe, command, title, pdf, pdf_engine)
     except BaseException:
-        _restore(aside, out)
+        restore(aside, out, OWNED)
         raise
     shutil.rmtree(aside, ignore_errors=True)
     return report
 
 
-# What a render writes: set aside before it, so a figure or table that this render does not
-# make (an arm or study that is gone, a figure now omitted) is not left beside the new ones
-# as if it were current; put back if the render fails, so a failed rerun loses nothing.
 OWNED = ("figures", "tables", "index.html", "report.pdf", "runs.csv", "stats.json")
-
-
-def _set_aside(out: Path) -> Path:
-    aside = Path(tempfile.mkdtemp(prefix=".previous-report-", dir=out))
-    for name in OWNED:
-        if (out / name).exists():
-            (out / name).rename(aside / name)
-    return aside
-
-
-def _restore(aside: Path, out: Path) -> None:
-    for name in OWNED:
-        if (aside / name).exists():
-            if (out / name).is_dir():
-                shutil.rmtree(out / name)
-            elif (out / name).exists():
-                (out / name).unlink()
-            (aside / name).rename(out / name)
-    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _render(results, bench_data, out: Path, probe, command: str, title, pdf: bool, pdf_engine: str) -> Report:
