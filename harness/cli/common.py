@@ -33,3 +33,21 @@ def command(sub: Subparsers, name: str, func: Callable[[argparse.Namespace], int
                             epilog="examples:\n" + "\n".join(f"  {line}" for line in examples))
     parser.set_defaults(func=func)
     return parser
+
+
+TRUST_HELP = ("also load checkpoints that need pickle (original fairseq files, other tools'): that can "
+              "run code from the file, so only for files you trust (= HARNESS_TRUST_CHECKPOINT=1)")
+
+
+def add_trust_option(parser: argparse.ArgumentParser, help: str = TRUST_HELP) -> None:
+    """``--trust-checkpoint``: the one way a command opts into pickle loading (:func:`apply_trust`)."""
+    parser.add_argument("--trust-checkpoint", action="store_true", help=help)
+
+
+def apply_trust(args: argparse.Namespace) -> None:
+    """With ``--trust-checkpoint``, set ``HARNESS_TRUST_CHECKPOINT=1`` for this process and
+    its children (Ray workers inherit it) before anything is loaded."""
+    if args.trust_checkpoint:
+        from harness.safeload import trust_checkpoints
+
+        trust_checkpoints()

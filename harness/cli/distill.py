@@ -8,17 +8,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.cli.common import Subparsers, command
+from harness.cli.common import Subparsers, add_trust_option, apply_trust, command
 from harness.config import load_run_config
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
     from harness.distill import run_distill
 
-    if args.trust_checkpoint:
-        from harness.safeload import trust_checkpoints
-
-        trust_checkpoints()
+    apply_trust(args)
     cfg = load_run_config(args.config, args.overrides)
     summary = run_distill(cfg, Path(args.out), resume=not args.restart)
     losses = summary.get("final_losses") or {}
@@ -38,6 +35,4 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides")
     p.add_argument("--out", required=True, help="run folder (its name is the run id)")
     p.add_argument("--restart", action="store_true", help="ignore a checkpoint in --out and start over")
-    p.add_argument("--trust-checkpoint", action="store_true",
-                   help="also load checkpoints that need pickle (original fairseq files, other tools'): that can "
-                        "run code from the file, so only for files you trust (= HARNESS_TRUST_CHECKPOINT=1)")
+    add_trust_option(p)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from harness.cli.common import Subparsers, command
+from harness.cli.common import Subparsers, add_trust_option, apply_trust, command
 from harness.config import DEVICE_NAMES, SEED_MAX, convert, yaml_load
 from harness.errors import UserError
 from harness.registry import did_you_mean
@@ -95,10 +95,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from harness.superb.evaluate import UpstreamError, evaluate
 
     check_args(args)
-    if args.trust_checkpoint:
-        from harness.safeload import trust_checkpoints
-
-        trust_checkpoints()
+    apply_trust(args)
     if args.as_baseline:
         return _evaluate_as_baseline(args)
     try:
@@ -181,6 +178,4 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads (0 = torch's default)")
     p.add_argument("--quiet", action="store_true")
-    p.add_argument("--trust-checkpoint", action="store_true",
-                   help="also load checkpoints that need pickle (original fairseq files, other tools'): that can "
-                        "run code from the file, so only for files you trust (= HARNESS_TRUST_CHECKPOINT=1)")
+    add_trust_option(p)

@@ -8,17 +8,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.cli.common import Subparsers, command
+from harness.cli.common import Subparsers, add_trust_option, apply_trust, command
 from harness.errors import UserError
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from harness.export import ExportError, describe, export_run
 
-    if args.trust_checkpoint:
-        from harness.safeload import trust_checkpoints
-
-        trust_checkpoints()
+    apply_trust(args)
     try:
         result = export_run(Path(args.run_dir), Path(args.out), fmt=args.format, verify=not args.no_verify)
     except (ExportError, ValueError) as err:  # ValueError: not a harness student checkpoint
@@ -37,6 +34,4 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--out", required=True, help="output checkpoint file")
     p.add_argument("--no-verify", action="store_true",
                    help="skip reloading the file through s3prl to compare hidden states")
-    p.add_argument("--trust-checkpoint", action="store_true",
-                   help="also load checkpoints that need pickle (original fairseq files, other tools'): that can "
-                        "run code from the file, so only for files you trust (= HARNESS_TRUST_CHECKPOINT=1)")
+    add_trust_option(p)

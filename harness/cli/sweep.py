@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.cli.common import Subparsers, command
+from harness.cli.common import TRUST_HELP, Subparsers, add_trust_option, apply_trust, command
 from harness.sweep import dry_run, run_sweep
 from harness.sweep.grid import check_suffix
 from harness.sweep.run import TrialsFailed
@@ -13,10 +13,7 @@ from harness.sweep.run import TrialsFailed
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     check_suffix(args.suffix)
-    if args.trust_checkpoint:  # an environment variable: the trials' Ray workers inherit it
-        from harness.safeload import trust_checkpoints
-
-        trust_checkpoints()
+    apply_trust(args)
     extra = {"seeds": args.seeds, "overrides": args.set, "suffix": args.suffix,
              "tasks": [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None}
     if args.dry_run:
@@ -54,7 +51,5 @@ def add_parser(sub: Subparsers) -> None:
                    help="change every trial's run config (repeatable), e.g. --set train.steps=100")
     p.add_argument("--suffix", default="", help="append to the sweep name (results folder), e.g. -quick")
     p.add_argument("--tasks", default=None, help="replace the sweep's evaluate list, e.g. ks,ic,pr")
-    p.add_argument("--trust-checkpoint", action="store_true",
-                   help="also load checkpoints that need pickle (original fairseq files, other tools'): that can "
-                        "run code from the file, so only for files you trust (= HARNESS_TRUST_CHECKPOINT=1, "
-                        "which local Ray workers inherit; on a cluster, set it in the workers' environment)")
+    add_trust_option(p, TRUST_HELP[:-1] + ", which local Ray workers inherit; on a cluster, set it in the workers' "
+                     "environment)")

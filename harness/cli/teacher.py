@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.cli.common import Subparsers, command, group
+from harness.cli.common import Subparsers, add_trust_option, apply_trust, command, group
 from harness.errors import UserError
 
 
@@ -44,10 +44,7 @@ def cmd_teacher_cache(args: argparse.Namespace) -> int:
 
     if not Path(args.manifest).is_file():
         raise FileNotFoundError(f"--manifest: no such manifest: {args.manifest}")
-    if args.trust_checkpoint:
-        from harness.safeload import trust_checkpoints
-
-        trust_checkpoints()
+    apply_trust(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     teacher = load_teacher(args.teacher, device)
     layers = parse_layers(args.layers, teacher.num_layers)
@@ -76,10 +73,7 @@ def cmd_teacher_pretrain(args: argparse.Namespace) -> int:
 def cmd_teacher_probe(args: argparse.Namespace) -> int:
     from harness.teachers.probe import probe_teacher
 
-    if args.trust_checkpoint:
-        from harness.safeload import trust_checkpoints
-
-        trust_checkpoints()
+    apply_trust(args)
     seeds = tuple(range(args.seeds))
     if not seeds:
         raise UserError("--seeds must be at least 1")
@@ -112,9 +106,7 @@ def add_parser(sub: Subparsers) -> None:
                         "utterances run in pieces, their frames still cached whole; bounds the forward's memory")
     p.add_argument("--shard-size", type=int, default=256, help="utterances per shard (unit of resumption)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--trust-checkpoint", action="store_true",
-                   help="also load checkpoints that need pickle (original fairseq files, other tools'): that can "
-                        "run code from the file, so only for files you trust (= HARNESS_TRUST_CHECKPOINT=1)")
+    add_trust_option(p)
 
     p = command(teacher, "pretrain", cmd_teacher_pretrain,
                 "HuBERT-style pretraining of the embedded SFM (MFCC, feature k-means, then phone targets)", [
@@ -147,6 +139,4 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--max-frames", type=int, default=30000, help="training frames of the phone probe")
     p.add_argument("--no-twin", action="store_true", help="skip the random-init twin")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--trust-checkpoint", action="store_true",
-                   help="also load checkpoints that need pickle (original fairseq files, other tools'): that can "
-                        "run code from the file, so only for files you trust (= HARNESS_TRUST_CHECKPOINT=1)")
+    add_trust_option(p)
