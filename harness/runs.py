@@ -349,13 +349,16 @@ def trial_done(run_dir: str | Path, tasks: Iterable[str], retry: Optional[str] =
     return all(t in scored for t in tasks)
 
 
-def config_changes(run_dir: str | Path, want: dict, limit: int = 6) -> list[str]:
+def config_changes(run_dir: str | Path, want: dict, limit: int = 6,
+                   parse: Optional[Callable[[Any, Path], dict]] = None) -> list[str]:
     """The settings in which the run in ``run_dir`` differs from the config ``want``.
 
     Args:
         run_dir: a run folder (its ``config.yaml``; a folder without one differs in nothing).
         want: the resolved config (as :func:`harness.config.to_dict` gives it).
         limit: at most this many keys are described (then ``... N more``).
+        parse: ``(yaml data, path) -> resolved dict`` for another track's config (the ASR
+            study's); default: a distillation run's, and ``want`` is normalised by it too.
 
     Returns:
         ``["train.steps: 20 -> 40", ...]`` (the folder's value first); empty when equal.
@@ -365,11 +368,11 @@ def config_changes(run_dir: str | Path, want: dict, limit: int = 6) -> list[str]
         return []
     try:
         data = yaml.safe_load(path.read_text())
-        old = to_dict(config_from_dict({} if data is None else data, path).config)
-    except (OSError, yaml.YAMLError, ConfigError, TypeError, ValueError) as err:
+        old = (parse or _parse_run_config)({} if data is None else data, path)
+    except (OSError, yaml.YAMLError, ConfigError, TypeError, ValueError, AttributeError) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         return [f"its {CONFIG} is not one this harness reads ({first})"]
-    new = _normalised_config(want, path)
+    new = want if parse else _normalised_config(want, path)
     if new is None:
         return ["the new config is not valid"]
     a, b = flatten(old, json_lists=True), flatten(new, json_lists=True)
@@ -378,6 +381,21 @@ def config_changes(run_dir: str | Path, want: dict, limit: int = 6) -> list[str]
     if len(keys) > limit:
         out.append(f"... {len(keys) - limit} more")
     return out
+
+
+def refuse_changed(out_dir: Path, changed: dict[str, list[str]], total: int, noun: str = "trial") -> None:
+    """Raise the one-line refusal of a resume whose run folders (``changed``: run id ->
+    :func:`config_changes`) hold runs made with other settings."""
+    if changed:
+        first = next(iter(changed.values()))
+        raise ConfigError(
+            f"{out_dir}: {len(changed)} of {total} {noun}(s) were run with other settings "
+            f"({', '.join(first)}); use a new --suffix, or remove the folder (or those {noun}s' folders) to rerun them"
+        )
+
+
+def _parse_run_config(data: Any, source: Path) -> dict:
+    return to_dict(config_from_dict(data, source).config)
 
 
 def _normalised_config(data: Any, source: Path) -> Optional[dict]:

@@ -55,7 +55,6 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import yaml
 
 from harness import failures, runs
 from harness.config import ConfigError, from_dict, load_yaml, to_dict
@@ -209,30 +208,17 @@ def _check_same_settings(sweep: Sweep, teacher_path: str) -> None:
     ``--set`` that changed them): their rows would pass for the new settings'."""
     from harness.asr.train import AsrRunConfig
 
+    def parse(data, path):
+        return to_dict(from_dict(AsrRunConfig, data, source=path))
+
     changed = {}
     for t in sweep.trials:
-        path = sweep.out_dir / t.run_id / runs.CONFIG
-        if not path.is_file():
-            continue
         want = copy.deepcopy(t.config)
         want.teacher.path = teacher_path
-        new = runs.flatten(to_dict(want), json_lists=True)
-        try:
-            data = yaml.safe_load(path.read_text())
-            old = runs.flatten(to_dict(from_dict(AsrRunConfig, data or {}, source=path)), json_lists=True)
-        except (OSError, yaml.YAMLError, ConfigError, TypeError, ValueError, AttributeError) as err:
-            changed[t.run_id] = [f"its {runs.CONFIG} is not one this harness reads "
-                                 f"({(str(err).strip().splitlines() or [type(err).__name__])[0]})"]
-            continue
-        keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        if keys:
-            changed[t.run_id] = [f"{k}: {old.get(k)} -> {new.get(k)}" for k in keys[:6]]
-    if changed:
-        first = next(iter(changed.values()))
-        raise ConfigError(
-            f"{sweep.out_dir}: {len(changed)} of {len(sweep.trials)} run(s) were run with other settings "
-            f"({', '.join(first)}); use a new --suffix, or remove the folder (or those runs' folders) to rerun them"
-        )
+        diff = runs.config_changes(sweep.out_dir / t.run_id, to_dict(want), parse=parse)
+        if diff:
+            changed[t.run_id] = diff
+    runs.refuse_changed(sweep.out_dir, changed, len(sweep.trials), noun="run")
 
 
 def study_dry_run(path: str | Path, **kwargs) -> str:

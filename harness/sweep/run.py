@@ -193,17 +193,8 @@ def _report_failures(line: str, check: bool, log) -> None:
 
 def _check_same_settings(sweep: Sweep, payloads: list[dict]) -> None:
     """Refuse to resume a sweep whose run folders hold runs made with other settings."""
-    changed = {}
-    for p in payloads:
-        diff = runs.config_changes(p["run_dir"], p["config"])
-        if diff:
-            changed[p["run_id"]] = diff
-    if changed:
-        first = next(iter(changed.values()))
-        raise ConfigError(
-            f"{sweep.out_dir}: {len(changed)} of {len(payloads)} trial(s) were run with other settings "
-            f"({', '.join(first)}); use a new --suffix, or remove the folder (or those trials' folders) to rerun them"
-        )
+    changed = {p["run_id"]: runs.config_changes(p["run_dir"], p["config"]) for p in payloads}
+    runs.refuse_changed(sweep.out_dir, {k: v for k, v in changed.items() if v}, len(payloads))
 
 
 def _note_other_code(sweep: Sweep, payloads: list[dict], log) -> None:
