@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 
 usage() {
   cat <<'USAGE'
-usage: ./run_all.sh [--quick] [--profile embedded|paper] [options]
+usage: ./run_all.sh [--quick | --all] [--profile embedded|paper] [options]
        ./run_all.sh test [PYTEST_ARGS...]
        ./run_all.sh lock | repair
 
@@ -17,9 +17,10 @@ when the lock changes or the installed packages drift from it, then smoke-checke
 runs the main job: the reproduction of the paper's tables.
 
   (no command)   embedded profile, end to end: synthesise the corpus (eSpeak NG, no
-                 downloads), take the shipped embedded teacher, probe its layers, run the
-                 studies under sweeps/embedded/ (distill + SUPERB scoring per trial, Ray
-                 Tune), write the report under reports/embedded/ and print its path
+                 downloads), take the shipped embedded teacher, run the main study
+                 (sweeps/embedded/main.yaml: 5 arms x 5 paired seeds, distill + held-out
+                 metrics + SUPERB scoring per trial, Ray Tune), write the report under
+                 reports/embedded/ and print its path (the 60-minute budget on 2 cores)
   test           the test suite (pytest; extra arguments are passed on)
   lock           re-resolve pyproject.toml's ranges into requirements.lock (uv, with
                  hashes): after changing a dependency, or to take upstream releases
@@ -34,6 +35,9 @@ Profiles:
 
 Options:
   --quick              the main table only: one seed, 150 steps, KS and IC scoring plus the held-out loss and phone probe
+  --all                the main study and the others under sweeps/embedded/: the single-seed
+                       ablations (extra arms, schedule, loss weight, layer map x init) and
+                       the ASKD study (about 25 minutes more); the report covers them all
   --retrain-teacher    pretrain the embedded teacher here instead of using the shipped one
   --profile P          tiny | embedded | paper (default: embedded)
   --librispeech DIR    paper profile: LibriSpeech root (train-*/dev-clean/test-clean)
@@ -123,6 +127,7 @@ die() { echo "run_all.sh: $*" >&2; exit 2; }
 cmd=main
 profile=embedded
 quick=0
+all=0
 retrain=0
 librispeech=""
 teacher_spec=""
@@ -140,6 +145,7 @@ if [ "$cmd" = main ]; then
     case "$1" in
       -h|--help) usage; exit 0 ;;
       --quick) quick=1; shift ;;
+      --all) all=1; shift ;;
       --retrain-teacher) retrain=1; shift ;;
       --profile) profile="${2:?--profile needs a value}"; shift 2 ;;
       --librispeech) librispeech="${2:?--librispeech needs a directory}"; shift 2 ;;
@@ -151,6 +157,7 @@ if [ "$cmd" = main ]; then
     tiny|embedded|paper) ;;
     *) die "unknown profile '$profile' (tiny | embedded | paper)" ;;
   esac
+  [ "$quick" = 1 ] && [ "$all" = 1 ] && die "--quick and --all exclude each other (--quick: the main table only)"
   # Check the paper profile's inputs before anything long starts.
   if [ "$profile" = paper ]; then
     [ -n "$librispeech" ] || die "--profile paper needs --librispeech DIR"
@@ -183,7 +190,7 @@ if [ "$profile" = paper ]; then
   harness data import librispeech "$librispeech" --out "$data"
   sets=(--set "teacher.spec=$teacher_spec" --set "data.corpus=$data")
   studies=(main)
-  [ "$quick" = 1 ] || studies=(main extra_arms schedule loss_weight layer_map_init)
+  [ "$all" = 1 ] && studies=(main extra_arms schedule loss_weight layer_map_init)
   for s in "${studies[@]}"; do
     step "study sweeps/paper/$s.yaml"
     harness sweep "sweeps/paper/$s.yaml" "${sweep_args[@]}" "${sets[@]}"
@@ -235,7 +242,7 @@ fi
 
 # Teacher features of the distill split, built once with both cores before the trials
 # (each trial then reads them; the sweep would otherwise build them inside one 1-CPU trial).
-limit=0
+limit=4500  # = data.max_utterances of sweeps/base/embedded.yaml (tests/test_run_all_sizes.py)
 [ "$quick" = 1 ] && limit=1200
 step "teacher features of $data/distill.jsonl (cached once, shared by every trial)"
 harness teacher cache --teacher "$teacher" --manifest "$data/distill.jsonl" --layers 1-8 --out cache/teacher --limit "$limit"
@@ -258,8 +265,11 @@ if [ "$baseline_rc" != 0 ]; then
 fi
 
 sets=(--set "teacher.spec=$teacher")
+# The default run is the main study: what the 60-minute budget on 2 cores allows once it
+# resolves its comparisons (docs/benchmarks.md, "Sizing the default study"); --all adds the
+# single-seed ablations and the ASKD study (a rerun of ./run_all.sh --all reuses the main study)
 studies=(main)
-[ "$quick" = 1 ] || studies=(main extra_arms schedule loss_weight layer_map_init askd)
+[ "$all" = 1 ] && studies=(main extra_arms schedule loss_weight layer_map_init askd)
 # --quick: 150 steps of 8 utterances read each of the first 1200 distill utterances about
 # once, so only those are cached (the teacher cache of the whole split takes minutes; the
 # first 128 are the held-out set), and the students are scored on KS and IC only (the

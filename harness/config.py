@@ -398,6 +398,9 @@ class DataConfig:
     # the first `heldout` utterances of the split (after max_utterances' cut) are the fixed
     # held-out set every run of a profile evaluates on (harness.heldout); never trained on
     heldout: int = 0  # 0 = no held-out evaluation
+    # each held-out utterance is cut to its first `heldout_seconds` (0 = max_seconds, the
+    # training crop): longer than the crop gives the probe more frames and the loss more context
+    heldout_seconds: float = 0.0
 
     def validate(self) -> None:
         if self.heldout < 0:
@@ -407,6 +410,8 @@ class DataConfig:
                               "no utterance would be left to train on")
         if self.max_seconds <= 0:
             raise ConfigError(f"max_seconds must be > 0, got {self.max_seconds}")
+        if self.heldout_seconds < 0:
+            raise ConfigError(f"heldout_seconds must be >= 0 (0 = max_seconds), got {self.heldout_seconds}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.num_workers < 0 or self.max_utterances < 0:

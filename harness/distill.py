@@ -455,7 +455,8 @@ def setup(cfg: RunConfig, out_dir: Path, sweep: Optional[str], started: str) -> 
     run = Run(cfg, out_dir, sweep, started, device, amp_dtype, stages, teacher, cache,
               data=data, loss_fn=OBJECTIVES.get(cfg.loss.objective), read_layers=layers)
     if held_ids:
-        run.holdout = heldout.build(held_ids, manifest, teacher, cache, max_seconds=cfg.data.max_seconds)
+        run.holdout = heldout.build(held_ids, manifest, teacher, cache,
+                                    max_seconds=cfg.data.heldout_seconds or cfg.data.max_seconds)
 
     torch.manual_seed(cfg.train.seed)  # here: loading the teacher may have drawn numbers
     run.student, run.opt = build_student_and_optimizer(run)

@@ -69,8 +69,8 @@ def _phone_index(records: list[dict]) -> dict[str, int]:
 
 def build(ids: list[str], manifest: Path, teacher, cache=None, max_seconds: Optional[float] = None) -> HeldoutSet:
     """Batch the held-out utterances ``ids`` (from ``cache`` when given, else their audio),
-    each cut to its first ``max_seconds`` (the training crop length: the evaluation sees
-    what training sees, at a fixed offset; ``None`` = whole utterances).
+    each cut to its first ``max_seconds`` (``data.heldout_seconds``, by default the training
+    crop length: a fixed offset, never a random one; ``None`` = whole utterances).
 
     Without ``phones`` on every held-out record (an imported corpus without alignments)
     the set has no probe labels and :func:`evaluate` measures the losses only.

@@ -162,3 +162,17 @@ def test_tensorboard_scalars_include_the_heldout_curve(corpus, tmp_path):
         for v in ev.summary.value:
             tags.setdefault(v.tag, []).append(ev.step)
     assert tags["heldout_loss"] == [10, 20] and tags["loss"] == [5, 10, 15, 20]
+
+
+def test_heldout_seconds_sets_the_heldout_crop_apart_from_the_training_crop(corpus, tmp_path):
+    """``data.heldout_seconds`` cuts the held-out utterances (0 = the training crop, max_seconds)."""
+    frames = {}
+    for sec in (0.0, 0.5):
+        run = setup(cfg_for(corpus, f"data.heldout_seconds={sec}"), tmp_path / f"r{sec}", None, "now")
+        rate = run.teacher.frame_rate
+        lengths = [int(n) for b in run.holdout.batches for n in b["frame_lengths"]]
+        frames[sec] = lengths
+        assert max(lengths) <= int((sec or 1.0) * rate)  # the crop: max_seconds=1.0 unless set
+    assert sum(frames[0.5]) < sum(frames[0.0])
+    with pytest.raises(ConfigError, match="heldout_seconds must be >= 0"):
+        cfg_for(corpus, "data.heldout_seconds=-1")
