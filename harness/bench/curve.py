@@ -130,3 +130,24 @@ def format_lr_pilot(report: dict) -> str:
         probe = "n/a" if r["heldout_probe_best"] is None else f"{r['heldout_probe_best']:.4f}"
         lines.append(f"| {r['variant']} | {r['lr']:g} | {r['steps']} | {loss} | {probe} | {r['status']} |")
     return "\n".join(lines)
+
+
+SIZING_PAIRS = (("interleaved", "none"), ("interleaved", "none_cm"), ("top", "interleaved"), ("middle", "interleaved"))
+
+
+def format_sizing(report: dict) -> str:
+    """The design pilots (``docs/benchmarks/sizing-pilots-embedded.json``) as a markdown
+    table: per design and held-out set, the paired 95% half-widths of the main comparisons
+    (loss: relative to ``none``'s mean loss; probe: in accuracy points; ``-`` = arm not run)."""
+    lines = ["| design (training) | held-out set | none's loss | loss half-width / none's loss: int - none, "
+             "int - none_cm, top - int, middle - int | probe half-width, points: the same four |",
+             "| --- | --- | ---: | --- | --- |"]
+    for d in report["designs"]:
+        by = {(c["metric"], tuple(c["arms"])): c for c in d["comparisons"]}
+        loss = [f"{100 * by['output_loss', k]['half_width_rel_none_loss']:.2f} %" if ("output_loss", k) in by else "-"
+                for k in SIZING_PAIRS]
+        probe = [f"{100 * by['probe_best', k]['half_width']:.2f}" if ("probe_best", k) in by else "-"
+                 for k in SIZING_PAIRS]
+        lines.append(f"| {d['design']} | {d['heldout']} | {d['none_output_loss']:.4f} | {', '.join(loss)} | "
+                     f"{', '.join(probe)} |")
+    return "\n".join(lines)

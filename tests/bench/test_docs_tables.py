@@ -4,7 +4,7 @@ committed JSON files: a doc number that drifts from its result file fails here."
 import json
 from pathlib import Path
 
-from harness.bench.curve import format_curve, format_lr_pilot
+from harness.bench.curve import format_curve, format_lr_pilot, format_sizing
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -15,6 +15,8 @@ def test_sizing_tables_match_their_json():
     lr = json.loads((ROOT / "docs" / "benchmarks" / "lr-pilot-embedded.json").read_text())
     assert format_curve(curve) in doc
     assert format_lr_pilot(lr) in doc
+    sizing = json.loads((ROOT / "docs" / "benchmarks" / "sizing-pilots-embedded.json").read_text())
+    assert format_sizing(sizing) in doc
     assert (ROOT / "docs" / "benchmarks" / "curve-embedded-none.png").is_file()
     # the default budget the docs mark is the shipped base config's
     from harness.config import load_run_config
