@@ -1,8 +1,13 @@
 """Collect the sizing pilots of docs/benchmarks.md ("Sizing the default study") into one JSON:
 per design, per arm and seed, the held-out output loss and probe, and the paired 95%
-half-widths (scipy.stats.t) of the main comparisons."""
-import json, sys, glob, platform, subprocess
-from pathlib import Path
+half-widths (scipy.stats.t) of the main comparisons.
+
+The paths below are the run folders and re-evaluation files of the session that measured
+them (not in the repository); `python docs/benchmarks/sizing_pilots.py OUT.json` rebuilds
+the JSON from them. The re-evaluations (`probe_*.json`) score each run's student.ckpt with
+harness.heldout.evaluate on the first 512 distill utterances cut to 3 s."""
+import json, sys, glob, platform
+
 import numpy as np, scipy.stats as ss
 
 ARMS = {"none": "none", "none_cm": "none-compute_matched=True", "interleaved": "interleaved", "top": "top", "middle": "middle"}
@@ -51,8 +56,6 @@ spec = [
 ]
 for name, train, runs_dir, probe, heldout in spec:
     vals = from_runs(runs_dir) if runs_dir else from_probe(probe)
-    if probe:  # the training seconds come from the runs
-        pass
     designs.append({"design": name, "training": train, "heldout": heldout, "values": vals, **stats(vals)})
 json.dump({"what": __doc__, "machine": platform.node(), "date": "2026-12-01",
            "notes": ["every design: lr 3e-3, warmup 5%, linear decay, batch 8, 1 torch thread a trial, 2 trials at a time on the 2-core VM",
