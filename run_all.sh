@@ -35,9 +35,9 @@ Profiles:
 
 Options:
   --quick              the main table only: one seed, 150 steps, KS and IC scoring plus the held-out loss and phone probe
-  --all                the main study and the others under sweeps/embedded/: the single-seed
-                       ablations (extra arms, schedule, loss weight, layer map x init) and
-                       the ASKD study (about 25 minutes more); the report covers them all
+  --all                the main study and the others under sweeps/<profile>/: the single-seed
+                       ablations (extra arms, schedule, loss weight, layer map x init) and,
+                       embedded, the ASKD study (about 25 minutes more); the report covers them all
   --retrain-teacher    pretrain the embedded teacher here instead of using the shipped one
   --profile P          tiny | embedded | paper (default: embedded)
   --librispeech DIR    paper profile: LibriSpeech root (train-*/dev-clean/test-clean)
@@ -272,7 +272,7 @@ studies=(main)
 [ "$all" = 1 ] && studies=(main extra_arms schedule loss_weight layer_map_init askd)
 # --quick: 150 steps of 8 utterances read each of the first 1200 distill utterances about
 # once, so only those are cached (the teacher cache of the whole split takes minutes; the
-# first 128 are the held-out set), and the students are scored on KS and IC only (the
+# first 512 are the held-out set), and the students are scored on KS and IC only (the
 # held-out phone probe stands in for PR, the costliest head): the 10-minute budget on 2 cores
 if [ "$quick" = 1 ]; then
   sets+=(--set train.steps=150 --set data.max_utterances=1200)

@@ -400,7 +400,7 @@ def _parse_run_config(data: Any, source: Path) -> dict:
 
 def _normalised_config(data: Any, source: Path) -> Optional[dict]:
     try:
-        return to_dict(config_from_dict(data, source).config)
+        return _parse_run_config(data, source)
     except (ConfigError, TypeError, ValueError):
         return None
 

@@ -55,7 +55,6 @@ import time
 from pathlib import Path
 from typing import Callable
 
-
 from harness import failures, runs
 from harness.config import ConfigError, from_dict, load_yaml, to_dict
 from harness.provenance import hardware
