@@ -14,7 +14,8 @@ CORPORA = ("librispeech", "speech_commands", "fluent_commands", "voxceleb1", "ie
 
 
 def cmd_data_build(args: argparse.Namespace) -> int:
-    build_corpus(args.profile, Path(args.out), seed=args.seed, workers=args.workers, force=args.force)
+    build_corpus(args.profile, Path(args.out), seed=args.seed, workers=args.workers, force=args.force,
+                 only=args.only)
     return 0
 
 
@@ -32,13 +33,17 @@ def add_parser(sub: Subparsers) -> None:
     data = group(sub, "data", "build, import and inspect corpora")
     p = command(data, "build", cmd_data_build, "synthesise the embedded corpus with eSpeak NG",
                 ["harness data build --profile tiny --out data/tiny",
-                 "harness data build --profile embedded --out data/embedded --workers 2"])
+                 "harness data build --profile embedded --out data/embedded --workers 2",
+                 "harness data build --profile embedded --out data/embedded-quick --only distill:1200,ks,ic,asr_test"])
     p.add_argument("--profile", choices=("tiny", "embedded"), required=True)
     p.add_argument("--out", required=True, help="output folder (audio + JSONL manifests)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=0, help="processes (0 = all cores)")
     p.add_argument("--force", action="store_true",
                    help="clear an --out that holds another corpus (another profile or seed, an import) first")
+    p.add_argument("--only", metavar="SPLIT[:N],...",
+                   help="render part of the corpus, the same audio as the full build's: a task (ks = ks_train, "
+                        "ks_dev, ks_test) or a split, optionally its first N utterances, e.g. distill:1200,ks,ic")
 
     p = command(data, "stats", cmd_data_stats, "hours, utterances, speakers and class balance per split",
                 ["harness data stats data/embedded"])

@@ -413,8 +413,65 @@ def config_hash(profile: Profile, seed: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def is_complete(out: Path, chash: str) -> bool:
-    """True when ``out/corpus.json`` records ``chash`` and all its manifests exist."""
+# every split a build plans (``_plan``): one per task and part, and the distillation split
+SPLITS = tuple(f"{t}_{p}" for t in ("ks", "ic", "er", "asr", "sid") for p in ("train", "dev", "test")) + ("distill",)
+
+
+def parse_only(spec: str | None) -> dict[str, int | None] | None:
+    """``--only`` as ``{group: count or None}``: ``"distill:4500,ks,ic"`` renders the first
+    4500 distill utterances and every KS and IC split (a group is a split name, or a task
+    prefix: ``ks`` = ``ks_train``, ``ks_dev``, ``ks_test``). ``None``/empty: everything.
+
+    Raises:
+        SynthError: an empty name or a count that is not a positive integer.
+    """
+    if not spec:
+        return None
+    only: dict[str, int | None] = {}
+    for part in spec.split(","):
+        name, _, count = part.strip().partition(":")
+        if not name or (count and not (count.isdigit() and int(count) > 0)):
+            raise SynthError(f"--only {spec!r}: {part.strip()!r} is not SPLIT or SPLIT:N (N >= 1), e.g. distill:4500,ks,ic")
+        only[name] = int(count) if count else None
+    unknown = [g for g in only if not any(sp == g or sp.startswith(g + "_") for sp in SPLITS)]
+    if unknown:
+        raise SynthError(f"--only {spec!r}: no split or task {', '.join(map(repr, unknown))} "
+                         f"(tasks: distill, ks, ic, er, asr, sid; or a split such as ks_train)")
+    return only
+
+
+def _select(jobs: dict[str, list[dict]], only: dict[str, int | None] | None) -> dict[str, list[dict]]:
+    """The planned jobs ``only`` asks for (each job is seeded on its own, so a subset's audio
+    is byte-identical to the full build's)."""
+    if only is None:
+        return jobs
+    picked = {}
+    for sp, js in jobs.items():
+        groups = [g for g in only if sp == g or sp.startswith(g + "_")]
+        if groups:
+            n = only[groups[0]]
+            picked[sp] = js if n is None else js[:n]
+    return picked
+
+
+def _covers(built: dict | None, only: dict[str, int | None] | None) -> bool:
+    """True when a build made with ``--only built`` (``None``: everything) holds all that
+    ``only`` asks for."""
+    if built is None:
+        return True
+    if only is None:
+        return False
+
+    def held(g: str, n: int | None) -> bool:  # a built group that is g, or g's task (ks holds ks_train)
+        return any((g == b or g.startswith(b + "_")) and (m is None or (n is not None and n <= m))
+                   for b, m in built.items())
+
+    return all(held(g, n) for g, n in only.items())
+
+
+def is_complete(out: Path, chash: str, only: dict[str, int | None] | None = None) -> bool:
+    """True when ``out/corpus.json`` records ``chash``, all its manifests exist, and it holds
+    what ``only`` asks for (a full build holds every subset)."""
     meta_path = out / "corpus.json"
     if not meta_path.is_file():
         return False
@@ -422,7 +479,7 @@ def is_complete(out: Path, chash: str) -> bool:
         meta = json.loads(meta_path.read_text())
     except (OSError, json.JSONDecodeError):
         return False
-    if meta.get("config_hash") != chash:
+    if meta.get("config_hash") != chash or not _covers(meta.get("only"), only):
         return False
     return all((out / f"{split}.jsonl").is_file() for split in meta.get("counts", {}))
 
@@ -467,7 +524,7 @@ def resolve_profile(profile: str | Profile) -> Profile:
 
 
 def build_corpus(profile: str | Profile, out: str | Path, seed: int = 0, workers: int = 0, verbose: bool = True,
-                 force: bool = False) -> Path:
+                 force: bool = False, only: str | None = None) -> Path:
     """Synthesise the embedded corpus into ``out`` (a no-op when already built with this config).
 
     Args:
@@ -479,6 +536,9 @@ def build_corpus(profile: str | Profile, out: str | Path, seed: int = 0, workers
         verbose: print progress and the summary line.
         force: clear a folder that holds another corpus (another profile or seed, an
             imported corpus) first, and print what was removed.
+        only: render part of the plan (:func:`parse_only`, e.g. ``"distill:1200,ks,ic"``):
+            the same audio as the full build's, in fewer minutes. A folder that holds a
+            full build (or a larger subset) is up to date; a smaller one is rebuilt.
 
     Returns:
         ``out`` as a :class:`~pathlib.Path`.
@@ -495,7 +555,8 @@ def build_corpus(profile: str | Profile, out: str | Path, seed: int = 0, workers
         raise SynthError(f"--seed must be >= 0, not {seed}")
     out = Path(out)
     chash = config_hash(prof, seed)
-    if is_complete(out, chash):
+    subset = parse_only(only)
+    if is_complete(out, chash, subset):
         if verbose:
             print(f"{out}: up to date (profile {prof.name}, seed {seed}, config {chash}); nothing to do")
         return out
@@ -518,7 +579,7 @@ def build_corpus(profile: str | Profile, out: str | Path, seed: int = 0, workers
         "test": [speakers[i] for i in sorted(order[h : 2 * h])],
         "train": [speakers[i] for i in sorted(order[2 * h :])],
     }
-    jobs = _plan(prof, seed, speakers, pools)
+    jobs = _select(_plan(prof, seed, speakers, pools), subset)
 
     global _BABBLE, _OUT
     old_dir = espeak._DATA_DIR
@@ -562,6 +623,7 @@ def build_corpus(profile: str | Profile, out: str | Path, seed: int = 0, workers
         for split, recs in by_split.items():
             write_manifest(out / f"{split}.jsonl", recs)
         meta = _corpus_meta(prof, seed, chash, speakers, pools, babble_voices, by_split, unknown, time.time() - t0)
+        meta["only"] = subset  # None: the whole plan
         atomic_write(out / "corpus.json", json.dumps(meta, indent=1))
         (out / ".building").unlink(missing_ok=True)
     except OSError as err:

@@ -183,3 +183,34 @@ def test_bad_input_one_line_errors(tmp_path, capsys):
     assert msg.count("\n") == 0 and str(blocker) in msg
     assert main(["data", "build", "--profile", "tiny", "--out", str(blocker)]) == 2
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_only_renders_a_subset_identical_to_the_full_build(tiny_corpus, tmp_path, capsys):
+    sub = build_corpus("tiny", tmp_path / "sub", seed=0, workers=1, verbose=False, only="distill:7,ks,asr_test")
+    meta = json.loads((sub / "corpus.json").read_text())
+    assert meta["only"] == {"distill": 7, "ks": None, "asr_test": None}
+    assert sorted(p.stem for p in sub.glob("*.jsonl")) == ["asr_test", "distill", "ks_dev", "ks_test", "ks_train"]
+    full_distill = _records(tiny_corpus, "distill")
+    assert [r["id"] for r in _records(sub, "distill")] == [r["id"] for r in full_distill[:7]]
+    for m in ("ks_train", "ks_test", "asr_test"):
+        assert (sub / f"{m}.jsonl").read_bytes() == (tiny_corpus / f"{m}.jsonl").read_bytes(), m
+    for f in sorted((sub / "audio").rglob("*.flac")):  # each job is seeded on its own
+        assert f.read_bytes() == (tiny_corpus / f.relative_to(sub)).read_bytes(), f
+    # a smaller subset, or the same one, is up to date; a full build holds every subset
+    before = (sub / "corpus.json").stat().st_mtime_ns
+    build_corpus("tiny", sub, seed=0, workers=1, verbose=False, only="distill:5,ks_train")
+    assert (sub / "corpus.json").stat().st_mtime_ns == before
+    full_before = (tiny_corpus / "corpus.json").stat().st_mtime_ns
+    build_corpus("tiny", tiny_corpus, seed=0, workers=1, verbose=False, only="distill:7,ks")
+    assert (tiny_corpus / "corpus.json").stat().st_mtime_ns == full_before
+    # more than the folder holds: rebuilt with what is asked
+    build_corpus("tiny", sub, seed=0, workers=1, verbose=False, only="distill,ks")
+    assert json.loads((sub / "corpus.json").read_text())["only"] == {"distill": None, "ks": None}
+    assert not (sub / "asr_test.jsonl").exists()
+    assert len(_records(sub, "distill")) == len(full_distill)
+    # bad specs: one line, before anything is written
+    for spec, msg in (("distill:0", "SPLIT:N"), ("distill:x", "SPLIT:N"), (",ks", "SPLIT:N"), ("kws", "no split or task 'kws'")):
+        assert main(["data", "build", "--profile", "tiny", "--out", str(tmp_path / "bad"), "--only", spec]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and msg in err, (spec, err)
+    assert not (tmp_path / "bad").exists()
