@@ -18,7 +18,7 @@ runs the main job: the reproduction of the paper's tables.
 
   (no command)   embedded profile, end to end: synthesise the corpus (eSpeak NG, no
                  downloads), take the shipped embedded teacher, run the main study
-                 (sweeps/embedded/main.yaml: 5 arms x 5 paired seeds, distill + held-out
+                 (sweeps/embedded/main.yaml: 5 arms x 7 paired seeds, distill + held-out
                  metrics + SUPERB scoring per trial, Ray Tune), write the report under
                  reports/embedded/ and print its path (the 60-minute budget on 2 cores)
   test           the test suite (pytest; extra arguments are passed on)
@@ -204,8 +204,23 @@ if [ "$profile" = paper ]; then
 fi
 
 data="data/$profile"
-step "corpus: $data"
-harness data build --profile "$profile" --out "$data"
+# The distill utterances the studies train on (and hold out): the teacher cache's --limit
+# and the corpus build's distill count; = data.max_utterances of sweeps/base/embedded.yaml
+# (tests/test_run_all_sizes.py). --quick: 150 steps of 8 utterances read each of the first
+# 1200 about once (the first 512 are the held-out set).
+limit=4500
+[ "$quick" = 1 ] && limit=1200
+# The embedded build renders only what the run reads (the same audio as the full build's:
+# every utterance is seeded on its own): the distill pool and the scored tasks' splits
+# (--quick: KS, IC, and asr_test for the CKA figures); pretraining a teacher reads all of it.
+only=""
+if [ "$profile" = embedded ] && [ "$retrain" = 0 ]; then
+  only="--only=distill:$limit,ks,ic,sid,er,asr"
+  [ "$quick" = 1 ] && only="--only=distill:$limit,ks,ic,asr_test"
+fi
+step "corpus: $data${only:+ ($only)}"
+# shellcheck disable=SC2086
+harness data build --profile "$profile" --out "$data" $only
 harness data stats "$data"
 
 teacher=embedded
@@ -242,8 +257,6 @@ fi
 
 # Teacher features of the distill split, built once with both cores before the trials
 # (each trial then reads them; the sweep would otherwise build them inside one 1-CPU trial).
-limit=4500  # = data.max_utterances of sweeps/base/embedded.yaml (tests/test_run_all_sizes.py)
-[ "$quick" = 1 ] && limit=1200
 step "teacher features of $data/distill.jsonl (cached once, shared by every trial)"
 harness teacher cache --teacher "$teacher" --manifest "$data/distill.jsonl" --layers 1-8 --out cache/teacher --limit "$limit"
 
@@ -270,10 +283,9 @@ sets=(--set "teacher.spec=$teacher")
 # single-seed ablations and the ASKD study (a rerun of ./run_all.sh --all reuses the main study)
 studies=(main)
 [ "$all" = 1 ] && studies=(main extra_arms schedule loss_weight layer_map_init askd)
-# --quick: 150 steps of 8 utterances read each of the first 1200 distill utterances about
-# once, so only those are cached (the teacher cache of the whole split takes minutes; the
-# first 512 are the held-out set), and the students are scored on KS and IC only (the
-# held-out phone probe stands in for PR, the costliest head): the 10-minute budget on 2 cores
+# --quick: 150 steps on the first 1200 distill utterances (the only ones built and cached),
+# and the students are scored on KS and IC only (the held-out phone probe stands in for
+# PR, the costliest head): the 10-minute budget on 2 cores
 if [ "$quick" = 1 ]; then
   sets+=(--set train.steps=150 --set data.max_utterances=1200)
   sweep_args+=(--tasks "$tasks")
