@@ -3,7 +3,8 @@
 - :mod:`~harness.bench.stacking`: how much of stacking's theoretical saving turns into
   time (per-depth step costs, a fitted cost model, end-to-end runs; with
   :mod:`~harness.bench.stepcost` and :mod:`~harness.bench.datacost`), and what the
-  teacher-feature cache saves (``bench stacking``, ``bench teacher-cache``);
+  teacher-feature cache saves (``bench stacking``; ``bench teacher-cache``:
+  :mod:`~harness.bench.teachercache`);
 - :mod:`~harness.bench.throughput` (with :mod:`~harness.bench.models` and
   :mod:`~harness.bench.memory`): our student's training step against s3prl's
   ``DistillerModel`` (``bench throughput``);
@@ -19,12 +20,11 @@ from harness.bench.stacking import (
     VARIANTS,
     StackingSettings,
     bench_stacking,
-    bench_teacher_cache,
     format_stacking,
-    format_teacher_cache,
     quality_key,
     time_to_quality,
 )
+from harness.bench.teachercache import bench_teacher_cache, format_teacher_cache
 
 __all__ = ["VARIANTS", "StackingSettings", "bench_stacking", "bench_teacher_cache", "format_stacking", "format_teacher_cache",
            "quality_key", "time_to_quality"]

@@ -1,4 +1,4 @@
-"""``harness bench stacking`` / ``teacher-cache``: how much of stacking's theoretical saving turns into time.
+"""``harness bench stacking``: how much of stacking's theoretical saving turns into time.
 
 Every figure is measured side by side in one process (never against a remembered
 number), after the teacher-feature cache is built and warm-up runs have paid the one-time
@@ -13,8 +13,8 @@ short table.
   round, with their spread) and ``ratio_cpu_fitted``; the same theories with a live
   teacher; what every arm reads from the cache per step (:mod:`harness.bench.datacost`);
   time-to-quality.
-- :func:`bench_teacher_cache`: distillation step time with the live teacher and with the
-  cache, their ratio, and what the cache saves a sweep of K trials.
+
+``harness bench teacher-cache`` is :mod:`harness.bench.teachercache`.
 """
 
 from __future__ import annotations
@@ -121,8 +121,9 @@ class StackingSettings:
 
     Attributes:
         variants: stacking variants (``none``, the baseline, is always added first).
-        repeats: end-to-end runs per variant (round-robin, reversed every other round),
-            and rounds of the per-depth step costs.
+        repeats: rounds: end-to-end runs per variant (each between two ``none`` runs,
+            the variants' order reversed every other round), and rounds of the
+            per-depth step costs.
         cost_steps: timed steps per depth and round of the per-depth step costs.
         cost_warmup: untimed steps per depth first.
         live: also run every variant end to end with the live teacher.
@@ -166,8 +167,8 @@ def bench_stacking(
     3. One short untimed run per variant (warm-up; it also records which cached arrays
        each arm reads per step: :mod:`harness.bench.datacost`).
     4. ``repeats`` rounds, each a round of per-depth step costs, then every variant end to
-       end (``run_distill``, teacher cached), round-robin, so that drift hits every arm
-       and the step costs alike.
+       end (``run_distill``, teacher cached) between two ``none`` runs, so that each
+       speedup is paired with the baseline runs next to it in time (:func:`_end_to_end`).
     5. The fit ``cost(depth) = a * depth + b`` of the CPU and of the wall-clock time per
        step; the positional conv, the live teacher's forward and each growth timed on
        their own.
@@ -290,26 +291,42 @@ def _probe(cfg: RunConfig, stages, cache, run_dir: Path) -> dict:
 
 def _end_to_end(vcfgs: dict, modes: tuple[str, ...], repeats: int, tmp: Path, log: Callable[[str], None],
                 depth_costs: Optional[stepcost.DepthCosts] = None) -> dict:
-    """``repeats`` rounds of every variant (and mode), order reversed every other round;
-    each round starts with a round of ``depth_costs``, so the per-depth costs and the end
-    -to-end runs are spread over the same stretch of time (and the same drift)."""
-    order = [(m, v) for m in modes for v in vcfgs]
-    runs: dict[tuple[str, str], list[dict]] = {k: [] for k in order}
+    """``repeats`` rounds; in each, every variant runs between two ``none`` runs (``none,
+    v1, none, v2, ..., none``, the variants' order reversed every other round), so that
+    each speedup is taken against the ``none`` runs on either side of it, a minute apart,
+    and the host's drift over a round (this VM's speed moves by 10-40 % over minutes to
+    hours) cancels. Each round starts with a round of ``depth_costs``, so the per-depth
+    costs and the end-to-end runs are spread over the same stretch of time."""
+    others = [v for v in vcfgs if v != "none"]
+    runs: dict[tuple[str, str], list[dict]] = {(m, v): [] for m in modes for v in vcfgs}
+
+    def one(mode: str, v: str, r: int, k: int) -> dict:
+        run_dir = tmp / f"{mode}-{v}-{r}-{k}"
+        s = _run(_with(vcfgs[v], teacher={"cache": mode == "cached"}), run_dir)
+        s["metrics"] = read_metrics(run_dir)[0]
+        runs[mode, v].append(s)
+        log(f"  {mode:<6} {v:<12} repeat {r}: {s['train_seconds']:.2f} s ({s['train_cpu_seconds']:.2f} s CPU)")
+        return s
+
     for r in range(repeats):
         if depth_costs is not None:
             depth_costs.round(r, log)
-        for mode, v in (order if r % 2 == 0 else order[::-1]):
-            run_dir = tmp / f"{mode}-{v}-{r}"
-            s = _run(_with(vcfgs[v], teacher={"cache": mode == "cached"}), run_dir)
-            s["metrics"] = read_metrics(run_dir)[0]
-            runs[mode, v].append(s)
-            log(f"  {mode:<6} {v:<12} repeat {r}: {s['train_seconds']:.2f} s ({s['train_cpu_seconds']:.2f} s CPU)")
+        for mode in modes:
+            one(mode, "none", r, 0)
+            for k, v in enumerate(others if r % 2 == 0 else others[::-1], 1):
+                s = one(mode, v, r, k)
+                before = len(runs[mode, "none"]) - 1
+                one(mode, "none", r, k)
+                s["none_pair"] = [before, before + 1]  # indices into the none runs
     return runs
 
 
 def _paired(none: list[dict], arm: list[dict], key: str) -> list[float]:
-    """Per-round speedups ``none / arm`` (round r's runs ran next to each other)."""
-    return [n[key] / a[key] for n, a in zip(none, arm)]
+    """Per-run speedups: the mean of the two ``none`` runs beside the arm's run over the
+    arm's (``none`` against itself: 1)."""
+    if arm is none:
+        return [1.0] * len(none)
+    return [statistics.mean(none[i][key] for i in a["none_pair"]) / a[key] for a in arm]
 
 
 def _compare(mode: str, v: str, st, runs: dict, cost: dict, data: dict) -> dict:
@@ -334,6 +351,8 @@ def _compare(mode: str, v: str, st, runs: dict, cost: dict, data: dict) -> dict:
         "theory_flop_live": flop["live"], "theory_fitted_live": fitted["live"],
         "speedup_wall": statistics.median(wall), "speedup_wall_spread": [min(wall), max(wall)], "speedup_wall_runs": wall,
         "speedup_cpu": statistics.median(cpu), "speedup_cpu_spread": [min(cpu), max(cpu)], "speedup_cpu_runs": cpu,
+        # per run: the two none runs (indices into none's *_runs) on either side of it
+        "none_pairs": None if v == "none" else [s["none_pair"] for s in vr],
         "ratio_cpu_fitted": statistics.median(cpu) / fitted[mode],
         "ratio_wall_fitted": statistics.median(wall) / theory_wall,
         "train_seconds": statistics.median(s["train_seconds"] for s in vr),
@@ -419,78 +438,3 @@ def format_stacking(report: dict) -> str:
             f"{d.get('arrays_per_step', float('nan')):>6.1f} {_median_text(r['grown_over_fresh_cpu']):>11} "
             f"{r['final_quality_loss']:>9.4f}")
     return "\n".join(lines)
-
-
-def bench_teacher_cache(
-    profile: str,
-    out: str | Path,
-    overrides: list[str] | tuple[str, ...] = (),
-    trials: tuple[int, ...] = (1, 5, 15),
-    work_dir: str | Path | None = None,
-    log: Callable[[str], None] = print,
-) -> dict:
-    """Distillation step time with the live teacher vs the cache, in one process.
-
-    Both runs use the same config (the base config's variant and schedule) and differ only
-    in ``teacher.cache``. The sweep-level saving of K trials is
-    ``K * steps * (live - cached step time) - cache build time``.
-
-    Returns:
-        The JSON content (``machine``, ``versions``, ``settings``, ``results``).
-    """
-    cfg = _with(base_config(profile, overrides), train={"ckpt_every": 0})
-    with scratch(work_dir, "bench-cache-") as tmp:
-        cached_cfg = _with(cfg, teacher={"cache": True})
-        live_cfg = _with(cfg, teacher={"cache": False})
-        # the build is timed on its own, from empty, into this benchmark's folder
-        build_cfg = _with(cached_cfg, teacher={"cache_dir": str(tmp / "cache")})
-        cache_seconds, _ = ensure_teacher_cache(build_cfg)
-        cached_cfg = build_cfg
-        warm = {"steps": max(4, cfg.stacking.stages)}
-        _run(_with(live_cfg, train=warm), tmp / "warmup-live")
-        _run(_with(cached_cfg, train=warm), tmp / "warmup-cached")
-        live = _run(live_cfg, tmp / "live")
-        cached = _run(cached_cfg, tmp / "cached")
-    steps = cfg.train.steps
-    live_step = live["train_seconds"] / steps
-    cached_step = cached["train_seconds"] / steps
-    live_cpu, cached_cpu = live["train_cpu_seconds"] / steps, cached["train_cpu_seconds"] / steps
-    results = {
-        "steps": steps,
-        "live_step_seconds": live_step,
-        "cached_step_seconds": cached_step,
-        "ratio_live_over_cached": live_step / cached_step,
-        "live_step_cpu_seconds": live_cpu,
-        "cached_step_cpu_seconds": cached_cpu,
-        "cpu_ratio_live_over_cached": live_cpu / cached_cpu,
-        "cache_build_seconds": cache_seconds,
-        "sweep_saving_seconds": {
-            str(k): k * steps * (live_step - cached_step) - cache_seconds for k in trials
-        },
-    }
-    report = {
-        **report_header("teacher-cache"),
-        "settings": {"profile": profile, "overrides": list(overrides), "config": to_dict(cfg)},
-        "results": results,
-    }
-    write_json(out, report)
-    log(format_teacher_cache(report))
-    return report
-
-
-def format_teacher_cache(report: dict) -> str:
-    """The teacher-cache benchmark as a short table."""
-    r = report["results"]
-    lines = [
-        f"teacher-cache benchmark, profile {report['settings']['profile']}, "
-        f"{report['machine'].get('device')}, {r['steps']} steps per run",
-        f"{'teacher':<8} {'step ms':>9} {'cpu ms':>9}",
-        f"{'live':<8} {1000 * r['live_step_seconds']:>9.2f} {1000 * r['live_step_cpu_seconds']:>9.2f}",
-        f"{'cached':<8} {1000 * r['cached_step_seconds']:>9.2f} {1000 * r['cached_step_cpu_seconds']:>9.2f}",
-        f"live / cached = {r['ratio_live_over_cached']:.2f}x wall-clock, "
-        f"{r['cpu_ratio_live_over_cached']:.2f}x CPU; cache build {r['cache_build_seconds']:.1f} s",
-        "sweep saving (s): " + ", ".join(f"K={k}: {v:.1f}" for k, v in r["sweep_saving_seconds"].items()),
-    ]
-    return "\n".join(lines)
-
-

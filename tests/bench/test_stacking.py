@@ -35,13 +35,17 @@ def test_bench_stacking_reports_every_variant(corpus, tmp_path):
     assert json.loads(out.read_text()) == json.loads(json.dumps(report, default=str))
     rows = {(r["teacher"], r["variant"]): r for r in report["results"]}
     assert list(rows) == [("cached", "none"), ("cached", "interleaved"), ("live", "none"), ("live", "interleaved")]
-    for (mode, _), r in rows.items():
+    for (mode, v), r in rows.items():
         none = rows[mode, "none"]
         assert CONTRACT <= set(r)
-        assert len(r["train_seconds_runs"]) == len(r["speedup_cpu_runs"]) == 2
+        # each round: none, interleaved, none; the speedup against the none runs either side
+        assert len(r["train_seconds_runs"]) == len(r["speedup_cpu_runs"]) == (4 if v == "none" else 2)
         assert r["ratio_cpu_fitted"] == pytest.approx(r["speedup_cpu"] / r["theory_fitted"])
-        assert r["speedup_cpu_runs"] == pytest.approx(
-            [n / v for n, v in zip(none["train_cpu_seconds_runs"], r["train_cpu_seconds_runs"])])
+        if v != "none":
+            assert r["none_pairs"] == [[0, 1], [2, 3]]
+            cpu = none["train_cpu_seconds_runs"]
+            assert r["speedup_cpu_runs"] == pytest.approx(
+                [(cpu[i] + cpu[j]) / 2 / t for (i, j), t in zip(r["none_pairs"], r["train_cpu_seconds_runs"])])
         assert r["speedup_wall_spread"][0] <= r["speedup_wall"] <= r["speedup_wall_spread"][1]
         assert r["speedup_cpu_spread"][0] <= r["speedup_cpu"] <= r["speedup_cpu_spread"][1]
     assert rows["cached", "none"]["speedup_cpu"] == 1.0 and rows["cached", "none"]["theory_flop"] == 1.0
