@@ -302,10 +302,17 @@ def _read_superb(run_dir: Path, row: dict, tasks: list[dict], problems: list[Pro
             for trow in tasks:
                 if trow["task"] == task and isinstance(t, dict) and math.isnan(trow["dev_value"]):
                     trow["dev_value"] = _num(t.get("dev_value"))
-    elif row["ok"]:
+    elif row["ok"] and not (why == "missing" and _not_scored_by_design(run_dir)):
         problems.append(Problem(str(run_dir / "superb.json"), "missing" if why == "missing" else "unreadable",
                                 "no layer weights" if why == "missing" else why))
     return weights
+
+
+def _not_scored_by_design(run_dir: Path) -> bool:
+    """The sweep asked this trial for no SUPERB task (``evaluate_seeds`` left its seed out):
+    no superb.json is expected, so none is missing."""
+    trial = runs.read_trial(run_dir)
+    return isinstance(trial, dict) and trial.get("evaluate") == []
 
 
 def read_probe(path: str | Path) -> dict:

@@ -626,3 +626,17 @@ def test_a_rerender_leaves_no_stale_figure_and_a_failed_one_loses_nothing(tmp_pa
     assert not (out / "tables" / "table-gone.md").exists()
     assert (out / "NOTES.md").read_text() == "mine" and (out / "index.html").is_file()
     assert not list(out.glob(".previous-report-*"))
+
+
+def test_superb_json_missing_only_when_the_sweep_asked_for_tasks(tmp_path):
+    """evaluate_seeds leaves some seeds unscored: their runs have no superb.json by design
+    and are not listed as missing; a run that was asked for tasks and has none is."""
+    sweep_dir = tmp_path / "results" / "main"
+    fabricate.write_run(sweep_dir, "none", 0, sweep="main", superb=True)
+    unscored = fabricate.write_run(sweep_dir, "none", 3, sweep="main", superb=False)
+    trial = json.loads((unscored / "trial.json").read_text())
+    (unscored / "trial.json").write_text(json.dumps({**trial, "evaluate": []}))
+    asked = fabricate.write_run(sweep_dir, "none", 4, sweep="main", superb=False)
+    res = collect([sweep_dir])
+    missing = [p.path for p in res.problems if p.path.endswith("superb.json")]
+    assert missing == [str(asked / "superb.json")]
