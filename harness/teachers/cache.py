@@ -209,6 +209,15 @@ def audio_digest(records: list[dict], root: Path, memo_dir: Path, say: Callable[
     return total.hexdigest()
 
 
+def exact_batches(teacher) -> bool:
+    """True unless the teacher declares ``padding_invariant``: its states of an utterance
+    then depend on what else is in the batch (a group-norm front-end normalising over the
+    padded length, an unmasked positional conv or attention: transformers' and s3prl's
+    HuBERT Base), so the cache runs it on batches of equal-length pieces only, and each
+    utterance's features equal the teacher run on that utterance alone."""
+    return not bool(getattr(teacher, "padding_invariant", False))
+
+
 def cache_key(teacher_id: str, manifest_digest: str, layers: Sequence[int], frontend: bool) -> str:
     """The folder name of a cache: a hash of what determines its content."""
     h = hashlib.blake2b(digest_size=10)
@@ -502,6 +511,7 @@ def _make_plan(teacher, records: list[dict], layers: list[int], frontend: bool, 
         "names": names, "dims": dims, "frame_rate": float(teacher.frame_rate),
         "total_frames": {"layers": h_off, "frontend": f_off}, "shards": shards, "utts": utts,
         "max_samples": int(max_samples), "min_samples": int(min_samples), "pieces": pieces,
+        "exact_batches": exact_batches(teacher),
     }
 
 
@@ -587,17 +597,20 @@ def verify_cache(folder: str | Path, full: bool = True) -> tuple[bool, list[int]
 def _batches(plan: dict, shard: int, samples: list[int], batch_size: int, max_batch_samples: int):
     """The forward pieces of a shard as batches ``[(i, piece, whole), ...]`` (``whole``: the
     piece is the whole utterance): longest first, capped in count and in padded size (``B x``
-    the longest piece's width, samples)."""
+    the longest piece's width, samples). With ``plan["exact_batches"]`` (a teacher whose
+    output depends on padding) a batch holds pieces of one width only: no padding at all."""
     start, stop = plan["shards"][shard]
     items = []
     for i in range(start, stop):
         pieces = _pieces(plan, i, samples[i])
         items += [(i, pc, len(pieces) == 1) for pc in pieces]
     items.sort(key=lambda it: -it[1][2])  # stable: storage order within one width
+    exact = bool(plan.get("exact_batches"))
     batch: list = []
     for item in items:
         # sorted longest first, so the first of a batch sets its padded length
-        if batch and (len(batch) >= batch_size or (len(batch) + 1) * batch[0][1][2] > max_batch_samples):
+        if batch and (len(batch) >= batch_size or (len(batch) + 1) * batch[0][1][2] > max_batch_samples
+                      or (exact and item[1][2] != batch[0][1][2])):
             yield batch
             batch = []
         batch.append(item)
@@ -803,6 +816,8 @@ def ensure_cache(
     # the audio's content, not only the manifest: a copy of a corpus with one file changed
     # must not reuse the features of the original
     digest = f"{digest}:audio-{audio_digest(records, manifest_path.parent, cache_dir, say)}:max{max_samples}"
+    if exact_batches(teacher):  # a cache built from padded batches (before this) is not reused
+        digest += ":exact-batches"
     key = cache_key(teacher.id, digest, layers, frontend)
     final, building, lock = cache_dir / key, cache_dir / f"{key}.building", cache_dir / f"{key}.lock"
 

@@ -30,6 +30,11 @@ class DummyTeacher(nn.Module):
         seed: weight seed (the global RNG is left untouched).
     """
 
+    # its states of an utterance do not depend on the padding around it in a batch (masked
+    # front-end and attention; tests/teachers/test_cache.py measures it): the teacher cache
+    # may batch utterances of different lengths
+    padding_invariant = True
+
     def __init__(self, num_layers: int = 4, width: int = 64, heads: int = 4, conv_dim: int = 32,
                  seed: int = SEED) -> None:
         super().__init__()

@@ -99,6 +99,11 @@ class EmbeddedSFM(nn.Module):
         cfg: the architecture.
     """
 
+    # its states of an utterance do not depend on the padding around it in a batch (masked
+    # front-end and attention; tests/teachers/test_cache.py measures it): the teacher cache
+    # may batch utterances of different lengths
+    padding_invariant = True
+
     def __init__(self, cfg: EmbeddedConfig) -> None:
         super().__init__()
         if cfg.width % cfg.heads or cfg.width % cfg.pos_groups:

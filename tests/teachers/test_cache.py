@@ -17,6 +17,7 @@ import torch
 
 from harness.teachers import load_teacher
 from harness.teachers.cache import CacheError, FeatureCache, ensure_cache, verify_cache
+from harness.data.manifest import read_manifest
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[2]
@@ -312,6 +313,61 @@ def test_caches_a_checkpoint_teacher_on_full_utterances(manifest, tmp_path):
         assert got["layer_2"].shape == (int(frames), 32) and got["frontend"].shape == (int(frames), 16)
         np.testing.assert_allclose(got["layer_2"], states[2][0].numpy(), rtol=2e-3, atol=2e-3)
         np.testing.assert_allclose(got["frontend"], feats[0].numpy(), rtol=2e-3, atol=2e-3)
+
+
+def test_padding_dependent_teacher_is_cached_from_unpadded_batches(manifest, tmp_path):
+    """HuBERT Base's group-norm front-end normalises over the padded length: in a padded
+    batch an utterance's states differ from the utterance run alone. The cache batches such
+    a teacher's pieces by equal width only (default batch size), so every cached utterance
+    equals its single-utterance forward; the embedded and dummy teachers declare
+    ``padding_invariant`` and are measured to be so."""
+    import transformers
+
+    from harness.teachers.cache import exact_batches
+
+    cfg = transformers.HubertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                    intermediate_size=64, conv_dim=(16,) * 7, num_conv_pos_embeddings=16,
+                                    num_conv_pos_embedding_groups=4, feat_extract_norm="group")
+    torch.manual_seed(0)
+    transformers.HubertModel(cfg).save_pretrained(tmp_path / "hf")
+    teacher = load_teacher(f"hf:{tmp_path / 'hf'}")
+    assert exact_batches(teacher)
+    wavs = {}
+    for rec in read_manifest(manifest):
+        wavs[rec["id"]] = torch.from_numpy(sf.read(manifest.parent / rec["path"], dtype="float32")[0])
+    assert len({len(w) for w in wavs.values()}) > 1  # lengths differ: padding would happen
+
+    def alone(t, w):
+        states, frames = t.hidden_states(w[None], torch.tensor([len(w)]))
+        return [x[0, : int(frames[0])] for x in states]
+
+    def rel(a, b):
+        return float(np.linalg.norm(np.asarray(a, np.float32) - np.asarray(b, np.float32)) / np.linalg.norm(b))
+
+    # the test can fail: the shortest utterance padded to the longest's length moves its states
+    short, long_ = min(wavs, key=lambda u: len(wavs[u])), max(wavs, key=lambda u: len(wavs[u]))
+    x = torch.zeros(2, len(wavs[long_]))
+    x[0], x[1, : len(wavs[short])] = wavs[long_], wavs[short]
+    padded, frames = teacher.hidden_states(x, torch.tensor([len(wavs[long_]), len(wavs[short])]))
+    n = int(frames[1])
+    assert rel(padded[2][1, :n], alone(teacher, wavs[short])[2]) > 0.01
+
+    cache = ensure_cache(teacher, manifest, [1, 2], cache_dir=tmp_path / "cache", log=None)  # batch size 8
+    assert cache.plan["exact_batches"] is True
+    for utt, w in wavs.items():
+        ref, got = alone(teacher, w), cache.get(utt)
+        feats, _ = teacher.frontend(w[None], torch.tensor([len(w)]))
+        assert rel(got["layer_2"], ref[2]) < 2e-3 and rel(got["layer_1"], ref[1]) < 2e-3, utt
+        assert rel(got["frontend"], feats[0]) < 2e-3, utt
+    # padding-invariant teachers (as declared) batch across lengths and lose nothing
+    for spec in ("dummy", "embedded"):
+        t = load_teacher(spec)
+        assert not exact_batches(t)
+        x = torch.zeros(2, len(wavs[long_]))
+        x[0], x[1, : len(wavs[short])] = wavs[long_], wavs[short]
+        padded, frames = t.hidden_states(x, torch.tensor([len(wavs[long_]), len(wavs[short])]))
+        n = int(frames[1])
+        assert all(rel(p[1, :n], a) < 1e-4 for p, a in zip(padded, alone(t, wavs[short]))), spec
 
 
 # ----------------------------------------------------------------------------- bounded memory
