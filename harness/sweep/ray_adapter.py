@@ -21,12 +21,16 @@ from harness.sweep.trials import run_trial
 
 
 def _ray_trainable(config: dict) -> None:
+    import ray
     from ray import tune
+
+    ctx = ray.get_runtime_context()  # where the trial ran: trial.json "node" (one IP can hold several nodes)
+    node = {"id": ctx.get_node_id(), "ip": ray.util.get_node_ip_address()}
 
     def on_log(metrics: dict) -> None:
         tune.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
 
-    result = run_trial(config["trial"], on_log=on_log)
+    result = run_trial({**config["trial"], "node": node}, on_log=on_log)
     memo = result.pop("summary", None)  # a failure its run folder could not take (a full disk)
     if memo is not None:
         result["memo_status"], result["memo_failure"] = memo["status"], memo.get("failure")

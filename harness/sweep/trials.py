@@ -90,7 +90,7 @@ def _oneline(err: BaseException) -> str:
 
 def _run_locked(trial: dict, run_dir: Path, on_log) -> dict:
     tasks = list(trial.get("evaluate") or [])
-    runs.write_trial(run_dir, trial)
+    runs.write_trial(run_dir, trial, **({"node": trial["node"]} if trial.get("node") else {}))
     if trial.get("threads"):
         import torch
 

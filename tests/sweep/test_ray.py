@@ -1,6 +1,8 @@
 """Sweeps end to end on the tiny profile: through Ray Tune, and killed with kill -9 then resumed."""
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -76,3 +78,69 @@ def test_kill_9_then_resume_matches_an_uninterrupted_sweep(tiny_corpus, tmp_path
         assert (runs / name / "student.ckpt").stat().st_mtime == mtime
     timing = ["train_seconds", "run_dir"]
     assert df.drop(columns=timing).equals(ref.drop(columns=timing))
+
+
+def _ray(*args, env):
+    return subprocess.run([str(Path(sys.executable).parent / "ray"), *args], env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def _stop_nodes(*marks: str) -> None:
+    """Kill this test's Ray processes only (not `ray stop`, which stops every Ray on the
+    machine): those whose command line names one of ``marks``, and their descendants (the
+    agents rename themselves)."""
+    def procs():
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit():
+                try:
+                    cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                    ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, ValueError, IndexError):
+                    continue
+                yield int(d.name), ppid, cmd
+
+    table = list(procs())
+    doomed = {pid for pid, _, cmd in table if any(m in cmd for m in marks)} - {os.getpid()}
+    grew = True
+    while grew:
+        more = {pid for pid, ppid, _ in table if ppid in doomed} - doomed - {os.getpid()}
+        doomed |= more
+        grew = bool(more)
+    for pid in doomed:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.mark.integration
+def test_sweep_on_a_two_node_cluster_runs_trials_on_both_nodes(tiny_corpus, tmp_path):
+    """A real cluster on one machine: a head and a second node (own CPU, own temp dir),
+    joined by `harness sweep --address`; each trial records the node it ran on."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    head_tmp, node_tmp = Path(f"/tmp/hr{port}h"), Path(f"/tmp/hr{port}w")  # short: unix socket paths
+    address = f"127.0.0.1:{port}"
+    try:
+        started = _ray("start", "--head", f"--port={port}", "--num-cpus=1", f"--temp-dir={head_tmp}",
+                       "--include-dashboard=false", "--disable-usage-stats", env=env)
+        assert started.returncode == 0, started.stderr[-2000:]
+        joined = _ray("start", f"--address={address}", "--num-cpus=1", f"--temp-dir={node_tmp}", env=env)
+        assert joined.returncode == 0, joined.stderr[-2000:]
+        path = _sweep(tmp_path, tiny_corpus, "two", "[none, top, middle, interleaved]", steps=8,
+                      extra="resources: {cpu: 1}\n")
+        proc = subprocess.run([sys.executable, "-m", "harness.cli", "sweep", str(path), "--address", address],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        df = pd.read_csv(tmp_path / "results/two/runs.csv")
+        assert len(df) == 4 and (df.status == "ok").all()
+        nodes = {json.loads((Path(d) / "trial.json").read_text())["node"]["id"] for d in df.run_dir}
+        assert len(nodes) == 2, nodes  # one CPU per node: four trials cannot all run on one
+    finally:
+        _stop_nodes(str(head_tmp), str(node_tmp), address)
+        shutil.rmtree(head_tmp, ignore_errors=True)
+        shutil.rmtree(node_tmp, ignore_errors=True)
