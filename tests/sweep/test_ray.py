@@ -1,4 +1,5 @@
-"""Sweeps end to end on the tiny profile: through Ray Tune, and killed with kill -9 then resumed."""
+"""Sweeps end to end on the tiny profile: through Ray Tune (local, and a two-node cluster on one
+machine that loses a node mid-sweep), and killed with kill -9 then resumed."""
 
 import json
 import os
@@ -113,15 +114,34 @@ def _stop_nodes(*marks: str) -> None:
             pass
 
 
+def _raylet_node_id(temp_dir: Path) -> str:
+    """The node id of the raylet started with ``temp_dir`` (from its command line)."""
+    for d in Path("/proc").iterdir():
+        try:
+            args = (d / "cmdline").read_bytes().split(b"\0") if d.name.isdigit() else []
+        except OSError:
+            continue
+        args = [a.decode(errors="replace") for a in args]
+        if args and args[0].endswith("raylet") and f"--temp_dir={temp_dir}" in args:
+            return next(a.split("=", 1)[1] for a in args if a.startswith("--node_id="))
+    raise AssertionError(f"no raylet with --temp_dir={temp_dir}")
+
+
 @pytest.mark.integration
-def test_sweep_on_a_two_node_cluster_runs_trials_on_both_nodes(tiny_corpus, tmp_path):
-    """A real cluster on one machine: a head and a second node (own CPU, own temp dir),
-    joined by `harness sweep --address`; each trial records the node it ran on."""
+def test_two_node_cluster_uses_both_nodes_and_survives_losing_one(tiny_corpus, tmp_path):
+    """A real cluster on one machine: a head and a second node (one CPU each, own temp
+    dirs) joined by `harness sweep --address`. Trials run on both nodes (each records its
+    node). Killing the second node while one of its trials trains fails that trial only;
+    the finished trials stay as they are, and `--resume` on the head alone completes the
+    sweep with the results of an uninterrupted in-process sweep."""
     import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    variants = "[none, top, middle, interleaved]"
+    ref = pd.read_csv(run_sweep(_sweep(tmp_path / "a", tiny_corpus, "k", variants, steps=120, extra="backend: local\n"),
+                                log=lambda s: None))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
     head_tmp, node_tmp = Path(f"/tmp/hr{port}h"), Path(f"/tmp/hr{port}w")  # short: unix socket paths
     address = f"127.0.0.1:{port}"
@@ -131,15 +151,39 @@ def test_sweep_on_a_two_node_cluster_runs_trials_on_both_nodes(tiny_corpus, tmp_
         assert started.returncode == 0, started.stderr[-2000:]
         joined = _ray("start", f"--address={address}", "--num-cpus=1", f"--temp-dir={node_tmp}", env=env)
         assert joined.returncode == 0, joined.stderr[-2000:]
-        path = _sweep(tmp_path, tiny_corpus, "two", "[none, top, middle, interleaved]", steps=8,
-                      extra="resources: {cpu: 1}\n")
-        proc = subprocess.run([sys.executable, "-m", "harness.cli", "sweep", str(path), "--address", address],
-                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        df = pd.read_csv(tmp_path / "results/two/runs.csv")
-        assert len(df) == 4 and (df.status == "ok").all()
-        nodes = {json.loads((Path(d) / "trial.json").read_text())["node"]["id"] for d in df.run_dir}
-        assert len(nodes) == 2, nodes  # one CPU per node: four trials cannot all run on one
+        head_id, worker_id = _raylet_node_id(head_tmp), _raylet_node_id(node_tmp)
+        path = _sweep(tmp_path / "b", tiny_corpus, "k", variants, steps=120, extra="resources: {cpu: 1}\n")
+        cmd = [sys.executable, "-m", "harness.cli", "sweep", str(path), "--address", address]
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        runs = tmp_path / "b/results/k"
+        seen, victim, deadline = {}, None, time.time() + 300
+        while time.time() < deadline and victim is None and proc.poll() is None:
+            for t in runs.glob("*/trial.json"):
+                try:
+                    node = json.loads(t.read_text()).get("node") or {}
+                except ValueError:  # being written
+                    continue
+                seen[t.parent.name] = node.get("id")
+                summary = t.parent / "summary.json"
+                running = (t.parent / "metrics.jsonl").exists() and (
+                    not summary.exists() or '"status": "running"' in summary.read_text())
+                if node.get("id") == worker_id and running:
+                    victim = t.parent.name
+            time.sleep(0.1)
+        assert victim is not None, f"no trial was caught training on the second node: {seen}"
+        _stop_nodes(str(node_tmp))  # the second node dies mid-trial
+        assert proc.wait(timeout=300) != 0  # its trial failed; the sweep says so
+        assert head_id in seen.values()  # both nodes ran trials (the victim was on the second)
+        finished = {p.parent.name: p.read_bytes() for p in runs.glob("*/student.ckpt")
+                    if '"status": "ok"' in (p.parent / "summary.json").read_text()}
+        assert victim not in finished
+        resumed = subprocess.run(cmd + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        for name, blob in finished.items():  # finished trials were kept, not rerun
+            assert (runs / name / "student.ckpt").read_bytes() == blob
+        df = pd.read_csv(runs / "runs.csv")
+        timing = ["train_seconds", "run_dir"]
+        assert df.drop(columns=timing).equals(ref.drop(columns=timing))
     finally:
         _stop_nodes(str(head_tmp), str(node_tmp), address)
         shutil.rmtree(head_tmp, ignore_errors=True)
