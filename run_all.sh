@@ -11,6 +11,7 @@ usage() {
 usage: ./run_all.sh [--quick | --all] [--profile embedded|paper] [options]
        ./run_all.sh test [PYTEST_ARGS...]
        ./run_all.sh lock | repair
+       ./run_all.sh gpu [OUT.json]
 
 Sets up .venv from requirements.lock (Python >= 3.10; created when missing, reinstalled
 when the lock changes or the installed packages drift from it, then smoke-checked), then
@@ -25,6 +26,9 @@ runs the main job: the reproduction of the paper's tables.
   lock           re-resolve pyproject.toml's ranges into requirements.lock (uv, with
                  hashes): after changing a dependency, or to take upstream releases
   repair         delete .venv and install it again from requirements.lock
+  gpu            the GPU checks as one short script, for a machine with CUDA: the
+                 gpu-marked tests, then harness bench gpu (JSON to OUT.json, default
+                 docs/benchmarks/gpu.json); refuses in one line without a CUDA device
 
 Profiles:
   tiny       a few hundred synthetic utterances and the dummy teacher: a smoke run
@@ -133,7 +137,7 @@ librispeech=""
 teacher_spec=""
 results=results
 case "${1:-}" in
-  test|lock|repair) cmd=$1; shift ;;
+  test|lock|repair|gpu) cmd=$1; shift ;;
 esac
 if [ "$cmd" = lock ]; then make_lock; exit 0; fi
 if [ "$cmd" = repair ]; then
@@ -173,6 +177,16 @@ setup_venv
 if [ "$cmd" = repair ]; then echo "[run_all] .venv matches $LOCK and loads"; exit 0; fi
 if [ "$cmd" = test ]; then
   exec .venv/bin/python -m pytest "$@"
+fi
+if [ "$cmd" = gpu ]; then
+  .venv/bin/python -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' \
+    || die "gpu: torch sees no CUDA device (check nvidia-smi and CUDA_VISIBLE_DEVICES); nothing was run"
+  gpu_out="${1:-docs/benchmarks/gpu.json}"
+  step() { echo "[run_all] $*"; }
+  step "gpu-marked tests"
+  .venv/bin/python -m pytest -q -m gpu
+  step "harness bench gpu -> $gpu_out"
+  exec .venv/bin/harness bench gpu --out "$gpu_out"
 fi
 
 start=$(date +%s)
