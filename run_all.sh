@@ -182,10 +182,9 @@ if [ "$cmd" = gpu ]; then
   .venv/bin/python -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' \
     || die "gpu: torch sees no CUDA device (check nvidia-smi and CUDA_VISIBLE_DEVICES); nothing was run"
   gpu_out="${1:-docs/benchmarks/gpu.json}"
-  step() { echo "[run_all] $*"; }
-  step "gpu-marked tests"
+  echo "[run_all] gpu-marked tests"
   .venv/bin/python -m pytest -q -m gpu
-  step "harness bench gpu -> $gpu_out"
+  echo "[run_all] harness bench gpu -> $gpu_out"
   exec .venv/bin/harness bench gpu --out "$gpu_out"
 fi
 

@@ -417,6 +417,12 @@ def config_hash(profile: Profile, seed: int) -> str:
 SPLITS = tuple(f"{t}_{p}" for t in ("ks", "ic", "er", "asr", "sid") for p in ("train", "dev", "test")) + ("distill",)
 
 
+def _in_group(split: str, group: str) -> bool:
+    """``split`` is the ``--only`` group ``group``: the split itself, or its task (``ks``
+    holds ``ks_train``)."""
+    return split == group or split.startswith(group + "_")
+
+
 def parse_only(spec: str | None) -> dict[str, int | None] | None:
     """``--only`` as ``{group: count or None}``: ``"distill:4500,ks,ic"`` renders the first
     4500 distill utterances and every KS and IC split (a group is a split name, or a task
@@ -433,7 +439,7 @@ def parse_only(spec: str | None) -> dict[str, int | None] | None:
         if not name or (count and not (count.isdigit() and int(count) > 0)):
             raise SynthError(f"--only {spec!r}: {part.strip()!r} is not SPLIT or SPLIT:N (N >= 1), e.g. distill:4500,ks,ic")
         only[name] = int(count) if count else None
-    unknown = [g for g in only if not any(sp == g or sp.startswith(g + "_") for sp in SPLITS)]
+    unknown = [g for g in only if not any(_in_group(sp, g) for sp in SPLITS)]
     if unknown:
         raise SynthError(f"--only {spec!r}: no split or task {', '.join(map(repr, unknown))} "
                          f"(tasks: distill, ks, ic, er, asr, sid; or a split such as ks_train)")
@@ -447,7 +453,7 @@ def _select(jobs: dict[str, list[dict]], only: dict[str, int | None] | None) -> 
         return jobs
     picked = {}
     for sp, js in jobs.items():
-        groups = [g for g in only if sp == g or sp.startswith(g + "_")]
+        groups = [g for g in only if _in_group(sp, g)]
         if groups:
             n = only[groups[0]]
             picked[sp] = js if n is None else js[:n]
@@ -462,9 +468,8 @@ def _covers(built: dict | None, only: dict[str, int | None] | None) -> bool:
     if only is None:
         return False
 
-    def held(g: str, n: int | None) -> bool:  # a built group that is g, or g's task (ks holds ks_train)
-        return any((g == b or g.startswith(b + "_")) and (m is None or (n is not None and n <= m))
-                   for b, m in built.items())
+    def held(g: str, n: int | None) -> bool:  # a built group that is g, or g's task
+        return any(_in_group(g, b) and (m is None or (n is not None and n <= m)) for b, m in built.items())
 
     return all(held(g, n) for g, n in only.items())
 

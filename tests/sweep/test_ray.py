@@ -86,22 +86,24 @@ def _ray(*args, env):
                           text=True, timeout=120)
 
 
+def _procs():
+    """``(pid, ppid, argv)`` of every process this user can see (from /proc)."""
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                argv = [a.decode(errors="replace") for a in (d / "cmdline").read_bytes().split(b"\0") if a]
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            yield int(d.name), ppid, argv
+
+
 def _stop_nodes(*marks: str) -> None:
     """Kill this test's Ray processes only (not `ray stop`, which stops every Ray on the
     machine): those whose command line names one of ``marks``, and their descendants (the
     agents rename themselves)."""
-    def procs():
-        for d in Path("/proc").iterdir():
-            if d.name.isdigit():
-                try:
-                    cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                    ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                except (OSError, ValueError, IndexError):
-                    continue
-                yield int(d.name), ppid, cmd
-
-    table = list(procs())
-    doomed = {pid for pid, _, cmd in table if any(m in cmd for m in marks)} - {os.getpid()}
+    table = list(_procs())
+    doomed = {pid for pid, _, argv in table if any(m in " ".join(argv) for m in marks)} - {os.getpid()}
     grew = True
     while grew:
         more = {pid for pid, ppid, _ in table if ppid in doomed} - doomed - {os.getpid()}
@@ -116,12 +118,7 @@ def _stop_nodes(*marks: str) -> None:
 
 def _raylet_node_id(temp_dir: Path) -> str:
     """The node id of the raylet started with ``temp_dir`` (from its command line)."""
-    for d in Path("/proc").iterdir():
-        try:
-            args = (d / "cmdline").read_bytes().split(b"\0") if d.name.isdigit() else []
-        except OSError:
-            continue
-        args = [a.decode(errors="replace") for a in args]
+    for _, _, args in _procs():
         if args and args[0].endswith("raylet") and f"--temp_dir={temp_dir}" in args:
             return next(a.split("=", 1)[1] for a in args if a.startswith("--node_id="))
     raise AssertionError(f"no raylet with --temp_dir={temp_dir}")
