@@ -39,9 +39,11 @@ Each file is written by one small helper (section "run-folder files").
 Data: with ``teacher.cache: true`` the teacher's hidden states *and its front-end output*
 come from the feature cache (``harness.teachers.cache``), so a step costs only the
 student's encoder; the student's front-end is frozen (a copy of the teacher's). Without
-the cache the live teacher runs on every waveform batch. In both cases step ``k``'s batch
-is a pure function of ``(seed, k)`` (``harness.data.loader``), which is what makes a
-resumed run identical.
+the cache the live teacher computes the same arrays on every step's utterances
+(:func:`live_inputs`): one target semantics, the teacher on each whole utterance and the
+crop taken afterwards, in frames, with the same draws (docs/architecture.md, "Targets").
+In both cases step ``k``'s batch is a pure function of ``(seed, k)``
+(``harness.data.loader``), which is what makes a resumed run identical.
 
 Timing: each stage's wall-clock is measured between device synchronisations and excludes
 checkpoint writes; the growth itself counts in the stage it starts.
@@ -64,13 +66,14 @@ import torch
 
 from harness import failures, heldout, locks, runs, safeload, stacking
 from harness.config import ConfigError, RunConfig, to_dict, validate_tree
-from harness.data.loader import AudioDataset, CachedBatches, WaveBatches
+from harness.data.loader import AudioDataset, CachedBatches, WaveBatches, crop_stack, restore_rng
 from harness.data.manifest import read_manifest
 from harness.losses import OBJECTIVES, EmaTeacher, askd_alpha
 from harness.provenance import git_commit, hardware, now_iso
 from harness.student import build_student, save_student
 from harness.teachers.base import load_teacher
 from harness.teachers.cache import ensure_cache
+from harness.teachers.features import frontend_crops, utterance_features
 
 CKPT_NAME = "train.pt"
 # after a 'zero' growth of a post-LN student, the new layers' MSG masks rise 0 -> 1 over
@@ -272,12 +275,14 @@ def final_losses(metrics_path: Path) -> Optional[dict]:
     return {k: v for k, v in row.items() if k not in skip}
 
 
-def cost_model(cfg: RunConfig, student, teacher):
+def cost_model(cfg: RunConfig, student, teacher, whole_frames: Optional[float] = None):
     """The run's per-step FLOPs model (``harness.stacking.CostModel``).
 
     Frames per sequence = the crop length (``data.max_seconds``); with the cache, the
     front-end and the teacher cost nothing per step. A live teacher's forward is counted
-    as 2 FLOPs per parameter per frame (its encoder) plus its conv front-end's exact count.
+    as 2 FLOPs per parameter per frame (its encoder) plus its conv front-end's exact count,
+    over the whole utterances it runs on (``whole_frames``: their mean frame count, from
+    :func:`live_frames`; default the crop length), scaled to the crop's frames.
     """
     frames = max(1, int(cfg.data.max_seconds * teacher.frame_rate))
     fe_flops = teacher_flops = 0.0
@@ -288,9 +293,21 @@ def cost_model(cfg: RunConfig, student, teacher):
         fe_params = {id(p) for p in teacher.frontend.parameters()}
         encoder = sum(p.numel() for p in teacher.parameters() if id(p) not in fe_params) \
             if isinstance(teacher, torch.nn.Module) else 0
-        teacher_flops = 2.0 * encoder + fe_flops  # the teacher runs its own front-end too
+        whole = (whole_frames or frames) / frames  # the teacher sees whole utterances, the student crops
+        teacher_flops = (2.0 * encoder + fe_flops) * whole  # the teacher runs its own front-end too
+        fe_flops *= whole
     return stacking.CostModel.for_student(student, seq_frames=frames, frames_per_step=cfg.data.batch_size * frames,
                                           frontend_flops=fe_flops, teacher_flops=teacher_flops)
+
+
+def live_frames(run) -> Optional[float]:
+    """Mean frames of the whole utterances a live teacher runs on (None with the cache)."""
+    if run.cache is not None:
+        return None
+    data = run.data
+    records = [data.dataset.records[i] for i in data.indices] if hasattr(data, "indices") else data.records
+    lengths = torch.tensor([int(r["num_samples"]) for r in records], dtype=torch.int64)
+    return float(run.teacher.frame_lengths(lengths).double().mean()) if len(lengths) else None
 
 
 # ----------------------------------------------------------------------------- the run
@@ -492,7 +509,8 @@ def match_compute(run: Run) -> None:
     cfg = run.cfg
     grown = dataclasses.replace(cfg, stacking=dataclasses.replace(cfg.stacking, variant="interleaved"))
     sched = stacking.plan_stages(grown)
-    speedup = stacking.theoretical_speedup(sched.depths, sched.steps, cost_model(cfg, run.student, run.teacher))
+    cost = cost_model(cfg, run.student, run.teacher, live_frames(run))
+    speedup = stacking.theoretical_speedup(sched.depths, sched.steps, cost)
     steps = max(1, round(cfg.train.steps / speedup))
     run.stages = stacking.Stages([run.stages.depths[-1]], [steps])
     run.compute_matched = {"steps": steps, "of_steps": cfg.train.steps, "speedup": speedup,
@@ -615,30 +633,53 @@ def stage_batches(run: Run, steps: range) -> torch.utils.data.DataLoader:
     """
     cfg = run.cfg
     if run.cache is not None:
-        max_frames = max(1, int(cfg.data.max_seconds * run.teacher.frame_rate))
-        ds = CachedBatches(run.cache, run.data, run.read_layers, cfg.data.batch_size, max_frames, cfg.train.seed,
-                           steps)
+        ds = CachedBatches(run.cache, run.data, run.read_layers, cfg.data.batch_size, max_frames(run),
+                           cfg.train.seed, steps)
     else:
-        ds = WaveBatches(run.data, cfg.data.batch_size, int(cfg.data.max_seconds * 16000), cfg.train.seed, steps)
+        ds = WaveBatches(run.data, cfg.data.batch_size, cfg.train.seed, steps)
     return torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False, num_workers=cfg.data.num_workers,
                                        pin_memory=run.device.type == "cuda")
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
-    """A batch's tensors on ``device``: cached ``feats``/``frame_lengths``/``targets``, or
-    live ``wavs``/``lengths``."""
-    if "feats" in batch:
-        return {"feats": batch["feats"].to(device, non_blocking=True),
-                "frame_lengths": batch["frame_lengths"].to(device),
-                "targets": {j: x.to(device, non_blocking=True) for j, x in batch["targets"].items()}}
-    return {"wavs": batch["wavs"].to(device, non_blocking=True), "lengths": batch["lengths"].to(device)}
+    """A cached batch's tensors (``feats``/``frame_lengths``/``targets``) on ``device``."""
+    return {"feats": batch["feats"].to(device, non_blocking=True),
+            "frame_lengths": batch["frame_lengths"].to(device),
+            "targets": {j: x.to(device, non_blocking=True) for j, x in batch["targets"].items()}}
+
+
+def live_inputs(run: Run, batch: dict) -> dict:
+    """A live batch (:class:`WaveBatches`) as a cached one: the teacher and its front-end on
+    each whole utterance (:func:`harness.teachers.features.utterance_features`, the cache's
+    computation), cropped with the step's draws (:func:`harness.data.loader.crop_stack`).
+    With a trainable front-end the student's own front-end runs on the whole waveforms in
+    :func:`encode`, cropped at the same ``offsets``."""
+    arrays = utterance_features(run.teacher, batch["wavs"], run.read_layers, frontend=True, device=run.device)
+    keys = ["frontend"] + [f"layer_{j}" for j in run.read_layers]
+    x, offsets, lengths = crop_stack(arrays, keys, restore_rng(batch["rng_state"]), max_frames(run))
+    inputs = {"feats": x["frontend"], "frame_lengths": torch.tensor(lengths, dtype=torch.int64, device=run.device),
+              "targets": {j: x[f"layer_{j}"] for j in run.read_layers}}
+    if run.student.shape.frontend_trainable:
+        inputs.update(wavs=batch["wavs"], offsets=offsets)
+    return inputs
+
+
+def max_frames(run: Run) -> int:
+    """The training crop in frames (``data.max_seconds`` at the teacher's frame rate)."""
+    return max(1, int(run.cfg.data.max_seconds * run.teacher.frame_rate))
 
 
 def encode(model, inputs: dict) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Hidden states ``(B, T, D)`` of the student (or its EMA copy) and valid frames ``(B,)``."""
-    if "feats" in inputs:
-        return model.forward_features(inputs["feats"], inputs["frame_lengths"]), inputs["frame_lengths"]
-    return model.hidden_states(inputs["wavs"], inputs["lengths"])
+    """Hidden states ``(B, T, D)`` of the student (or its EMA copy) and valid frames ``(B,)``.
+
+    The input is the (cached or live) front-end output, except for a trainable front-end
+    (live only): the model's own front-end then runs on the whole waveforms and its output
+    is cropped where the targets were (``inputs["offsets"]``)."""
+    flen = inputs["frame_lengths"]
+    if "wavs" in inputs and model.frontend is not None:
+        feats = frontend_crops(model.frontend, inputs["wavs"], inputs["offsets"], flen.tolist(), flen.device)
+        return model.forward_features(feats, flen), flen
+    return model.forward_features(inputs["feats"], flen), flen
 
 
 def matched_outputs(run: Run, inputs: dict, matched: list[int]):
@@ -648,11 +689,7 @@ def matched_outputs(run: Run, inputs: dict, matched: list[int]):
         ``(preds, targets, frame_mask, t)``: ``L`` tensors ``(B, t, D_teacher)``, teacher
         states by index ``{j: (B, t, D_teacher)}``, ``(B, t)`` bool, the frame count.
     """
-    targets = inputs.get("targets")
-    if targets is None:  # live teacher
-        with torch.no_grad():
-            t_states, _ = run.teacher.hidden_states(inputs["wavs"], inputs["lengths"])
-        targets = {j: t_states[j] for j in matched}
+    targets = inputs["targets"]
     states, frame_lengths = encode(run.student, inputs)
     # front-end and teacher frame counts can differ by one: use the common part
     t = min(states[-1].shape[1], next(iter(targets.values())).shape[1])
@@ -694,8 +731,10 @@ def train_step(run: Run, batch: dict, matched: list[int], lr: float):
     if run.ramp and run.stage > 0:
         start, steps = run.stages.starts[run.stage], run.stages.steps[run.stage]
         stacking.ramp_masks(run.student, run.step - start, int(RAMP_FRAC * steps))
+    # the live teacher runs as the cache's build does: full precision, outside autocast
+    inputs = live_inputs(run, batch) if "rng_state" in batch else to_device(batch, run.device)
     with autocast(run):
-        loss, parts = STEP_LOSSES[run.cfg.loss.objective](run, to_device(batch, run.device), matched)
+        loss, parts = STEP_LOSSES[run.cfg.loss.objective](run, inputs, matched)
     loss_value = float(loss.detach())  # the NaN guard's (only) per-step sync
     if not math.isfinite(loss_value):
         return None
@@ -864,7 +903,7 @@ def finish(run: Run, status: str) -> dict:
     if status == "ok":
         save_student(student, run.out_dir / "student.ckpt", extra={"run_id": run.out_dir.name, "config": to_dict(cfg)})
         (run.out_dir / CKPT_NAME).unlink(missing_ok=True)  # the finished student supersedes it
-    cost = cost_model(cfg, student, run.teacher)
+    cost = cost_model(cfg, student, run.teacher, live_frames(run))
     summary = {
         "run_id": run.out_dir.name,
         "sweep": run.sweep,

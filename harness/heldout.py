@@ -16,9 +16,11 @@ student agree to the last bit on the same machine):
   utterances and scored on the odd-numbered ones; ``probe_best`` is the best layer's
   accuracy.
 
-Inputs come from the teacher-feature cache when the run uses it (front-end output and
-teacher states, read once into memory as float16), else from the audio, with the live
-teacher run at each evaluation.
+Inputs are the teacher's front-end output and states of each whole held-out utterance,
+cut to its first frames and held in memory as float16: read from the teacher-feature cache
+when the run uses it, else computed once by the live teacher at the start of the run, the
+same computation (:mod:`harness.teachers.features`), so cached and live runs are measured
+on the same targets.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import torch
 
 from harness.analysis import frame_phone_labels, train_probe
 from harness.config import ConfigError
+from harness.data.audio import load_audio
 from harness.data.manifest import audio_path, read_manifest
 from harness.losses import mse
 
@@ -68,9 +71,10 @@ def _phone_index(records: list[dict]) -> dict[str, int]:
 
 
 def build(ids: list[str], manifest: Path, teacher, cache=None, max_seconds: Optional[float] = None) -> HeldoutSet:
-    """Batch the held-out utterances ``ids`` (from ``cache`` when given, else their audio),
-    each cut to its first ``max_seconds`` (``data.heldout_seconds``, by default the training
-    crop length: a fixed offset, never a random one; ``None`` = whole utterances).
+    """Batch the held-out utterances ``ids`` (from ``cache`` when given, else computed by the
+    live teacher), the teacher having seen each whole utterance, cut to its first
+    ``max_seconds`` of frames (``data.heldout_seconds``, by default the training crop
+    length: a fixed offset, never a random one; ``None`` = whole utterances).
 
     Without ``phones`` on every held-out record (an imported corpus without alignments)
     the set has no probe labels and :func:`evaluate` measures the losses only.
@@ -83,15 +87,13 @@ def build(ids: list[str], manifest: Path, teacher, cache=None, max_seconds: Opti
     index = _phone_index(records) if all(r.get("phones") for r in records) else {}
     hop = int(round(16000 / teacher.frame_rate))
     max_frames = int(max_seconds * teacher.frame_rate) if max_seconds else None
-    max_samples = int(max_seconds * 16000) if max_seconds else None
     order = sorted(range(len(records)), key=lambda i: records[i]["num_samples"])  # less padding
     batches, labels, frames = [], [], 0
     for s in range(0, len(order), BATCH):
         recs = [records[i] for i in order[s: s + BATCH]]
         batch = _cached_batch(recs, cache, teacher.num_layers, max_frames) if cache is not None \
-            else _wave_batch(recs, manifest, max_samples)
-        n = batch["frame_lengths"].tolist() if "frame_lengths" in batch else \
-            teacher.frame_lengths(batch["lengths"]).tolist()
+            else _live_batch(recs, manifest, teacher, max_frames)
+        n = batch["frame_lengths"].tolist()
         for r, k in zip(recs, n):
             labels.append(frame_phone_labels(r, int(k), index, hop=hop))
             frames += int(k)
@@ -104,6 +106,11 @@ def _cached_batch(recs: list[dict], cache, num_layers: int, max_frames: Optional
         arrays = [cache.get(r["id"]) for r in recs]
     except KeyError as err:
         raise ConfigError(f"data.heldout: {err.args[0]}; rebuild the cache with the held-out utterances") from None
+    return _stack_first(arrays, num_layers, max_frames)
+
+
+def _stack_first(arrays: list[dict], num_layers: int, max_frames: Optional[int]) -> dict:
+    """The first ``max_frames`` frames of each utterance's arrays, zero-padded, as float16."""
     keys = ["frontend"] + [f"layer_{j}" for j in range(1, num_layers + 1) if f"layer_{j}" in arrays[0]]
     lengths = [min([a[k].shape[0] for k in keys] + ([max_frames] if max_frames else [])) for a in arrays]
     t = max(lengths)
@@ -111,22 +118,27 @@ def _cached_batch(recs: list[dict], cache, num_layers: int, max_frames: Optional
     def stack(key: str) -> torch.Tensor:
         out = np.zeros((len(arrays), t, arrays[0][key].shape[1]), dtype=np.float16)
         for b, a in enumerate(arrays):
-            out[b, : lengths[b]] = a[key][: lengths[b]]
+            out[b, : lengths[b]] = np.asarray(a[key][: lengths[b]], dtype=np.float16)
         return torch.from_numpy(out)
 
     return {"feats": stack("frontend"), "frame_lengths": torch.tensor(lengths, dtype=torch.int64),
             "targets": {int(k.split("_")[1]): stack(k) for k in keys[1:]}}
 
 
-def _wave_batch(recs: list[dict], manifest: Path, max_samples: Optional[int]) -> dict:
-    import soundfile as sf
+def _live_batch(recs: list[dict], manifest: Path, teacher, max_frames: Optional[int]) -> dict:
+    """What :func:`_cached_batch` reads from the cache, computed by the live teacher now
+    (once: the held-out set is fixed): the teacher on each whole utterance, then the first
+    ``max_frames`` frames, stored as float16 like the cache. The whole waveforms are kept
+    for a student with a trainable front-end (:func:`_forward`)."""
+    from harness.teachers.features import utterance_features
 
-    wavs = [sf.read(str(audio_path(r, manifest.parent)), dtype="float32")[0][:max_samples] for r in recs]
-    lengths = torch.tensor([len(w) for w in wavs], dtype=torch.int64)
-    x = torch.zeros(len(wavs), int(lengths.max()))
-    for b, w in enumerate(wavs):
-        x[b, : len(w)] = torch.from_numpy(w)
-    return {"wavs": x, "lengths": lengths}
+    wavs = [torch.from_numpy(load_audio(audio_path(r, manifest.parent), expected_len=r["num_samples"]))
+            for r in recs]
+    layers = list(range(1, teacher.num_layers + 1))
+    arrays = [{k: v.cpu().numpy() for k, v in a.items()} for a in utterance_features(teacher, wavs, layers)]
+    batch = _stack_first(arrays, teacher.num_layers, max_frames)
+    batch["wavs"] = wavs
+    return batch
 
 
 def output_index(targets: list[int]) -> int:
@@ -189,14 +201,15 @@ def evaluate(student, teacher, hs: HeldoutSet, device: torch.device, probe: bool
 
 def _forward(student, teacher, batch: dict, device: torch.device):
     """Student states, valid frames, and the teacher's states ``{j: (B, T, D)}``."""
-    if "feats" in batch:
-        flen = batch["frame_lengths"]
-        states = student.forward_features(batch["feats"].to(device, torch.float32), flen)
-        return states, flen, {j: x.to(device) for j, x in batch["targets"].items()}
-    wavs, lengths = batch["wavs"].to(device), batch["lengths"].to(device)
-    t_states, _ = teacher.hidden_states(wavs, lengths)
-    states, flen = student.hidden_states(wavs, lengths)
-    return states, flen, {j: t_states[j] for j in range(1, len(t_states))}
+    flen = batch["frame_lengths"]
+    if "wavs" in batch and student.shape.frontend_trainable and student.frontend is not None:
+        from harness.teachers.features import frontend_crops
+
+        feats = frontend_crops(student.frontend, batch["wavs"], [0] * len(flen), flen.tolist(), device)
+    else:
+        feats = batch["feats"].to(device, torch.float32)
+    states = student.forward_features(feats, flen)
+    return states, flen, {j: x.to(device) for j, x in batch["targets"].items()}
 
 
 def phone_probe(states_by_layer: list[list[np.ndarray]], hs: HeldoutSet) -> dict:

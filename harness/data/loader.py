@@ -157,13 +157,54 @@ def _pick(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
     return rng.choice(n, size=k, replace=n < k)
 
 
+def crop_stack(arrays: Sequence[dict], keys: Sequence[str], rng: np.random.Generator, max_frames: int,
+               pad_dtype=np.float32) -> tuple[dict[str, torch.Tensor], list[int], list[int]]:
+    """Crop each utterance's arrays at one random frame offset and zero-pad them into a batch.
+
+    The one crop rule of distillation batches, cached and live alike: utterance ``b`` has
+    ``t`` frames (the fewest of its arrays: front-end and layer frame counts can differ by
+    one), its crop is ``n = min(t, max_frames)`` frames from ``o = rng.integers(0, t - n +
+    1)``, drawn in batch order.
+
+    Args:
+        arrays: per utterance ``{key: (T, D)}`` (numpy arrays or tensors).
+        keys: the arrays to crop (all are cropped at the same offset).
+        rng: the step's generator, after the utterances were picked.
+        max_frames: crop length in frames.
+
+    Returns:
+        ``({key: (B, T_max, D) float32 tensor}, offsets, lengths)`` (frames).
+    """
+    offsets, lengths = [], []
+    for a in arrays:
+        t = min(a[k].shape[0] for k in keys)
+        n = min(t, max_frames)
+        offsets.append(int(rng.integers(0, t - n + 1)))
+        lengths.append(n)
+    t_max = max(lengths)
+    out = {}
+    for k in keys:
+        first = arrays[0][k]
+        if isinstance(first, torch.Tensor):
+            x = torch.zeros(len(arrays), t_max, first.shape[1], dtype=torch.float32, device=first.device)
+            for b, (a, o, n) in enumerate(zip(arrays, offsets, lengths)):
+                x[b, :n] = a[k][o:o + n]
+        else:
+            buf = np.zeros((len(arrays), t_max, first.shape[1]), dtype=pad_dtype)
+            for b, (a, o, n) in enumerate(zip(arrays, offsets, lengths)):
+                buf[b, :n] = a[k][o:o + n]
+            x = torch.from_numpy(buf)
+        out[k] = x
+    return out, offsets, lengths
+
+
 class CachedBatches(Dataset):
     """Step ``k`` -> a batch of cached front-end features and teacher states.
 
     Each utterance's cached arrays (``frontend`` and ``layer_<j>``, all ``(T, D)`` at the
     front-end's frame rate) are cropped at the same random offset to at most
-    ``max_frames`` frames, so the features and the targets stay aligned; the utterances
-    and offsets of step ``k`` depend only on ``(seed, k)``.
+    ``max_frames`` frames (:func:`crop_stack`), so the features and the targets stay
+    aligned; the utterances and offsets of step ``k`` depend only on ``(seed, k)``.
 
     Args:
         cache: a teacher-feature cache (``harness.teachers.cache``; ``get(id)`` -> arrays).
@@ -187,48 +228,34 @@ class CachedBatches(Dataset):
         return len(self.steps)
 
     def __getitem__(self, i: int) -> dict:
-        step = self.steps[i]
-        rng = np.random.default_rng([self.seed, step])
+        rng = np.random.default_rng([self.seed, self.steps[i]])
         keys = ["frontend"] + [f"layer_{j}" for j in self.layers]
-        crops = []
-        for idx in _pick(rng, len(self.ids), self.batch_size):
-            arrays = self.cache.get(self.ids[idx])
-            t = min(arrays[k].shape[0] for k in keys)  # guard against off-by-one frame counts
-            n = min(t, self.max_frames)
-            o = int(rng.integers(0, t - n + 1))
-            crops.append({k: arrays[k][o:o + n] for k in keys})
-        lengths = [c["frontend"].shape[0] for c in crops]
-        t_max = max(lengths)
-
-        def stack(key: str) -> torch.Tensor:
-            out = np.zeros((len(crops), t_max, crops[0][key].shape[1]), dtype=np.float32)
-            for b, c in enumerate(crops):
-                out[b, : c[key].shape[0]] = c[key]
-            return torch.from_numpy(out)
-
-        return {
-            "feats": stack("frontend"),
-            "frame_lengths": torch.tensor(lengths, dtype=torch.int64),
-            "targets": {j: stack(f"layer_{j}") for j in self.layers},
-        }
+        arrays = [self.cache.get(self.ids[idx]) for idx in _pick(rng, len(self.ids), self.batch_size)]
+        x, _, lengths = crop_stack(arrays, keys, rng, self.max_frames)
+        return {"feats": x["frontend"], "frame_lengths": torch.tensor(lengths, dtype=torch.int64),
+                "targets": {j: x[f"layer_{j}"] for j in self.layers}}
 
 
 class WaveBatches(Dataset):
-    """Step ``k`` -> a batch of waveforms (live teacher), each cropped to ``max_samples``
-    at an offset drawn from ``(seed, k)``, zero-padded by :func:`collate`.
+    """Step ``k`` -> the whole waveforms of the utterances :class:`CachedBatches` would
+    pick for step ``k`` (live teacher), and the step's generator right after the pick.
+
+    The crop is not taken here: the live teacher runs on each whole utterance
+    (:func:`harness.teachers.features.utterance_features`), then :func:`crop_stack`
+    crops its outputs with the generator restored from ``rng_state``, exactly as the
+    cache's arrays are cropped (one target semantics; docs/architecture.md, "Targets").
 
     Args:
         dataset: an uncropped :class:`AudioDataset` (or a ``Subset`` of one).
         batch_size: utterances per batch.
-        max_samples: crop length in samples at 16 kHz.
         seed: the run's seed.
         steps: the global steps this dataset serves.
 
-    Items: ``{"wavs": (B, S) float32 at 16 kHz, "lengths": (B,) int64 samples}``.
+    Items: ``{"wavs": [B x (S_b,) float32 at 16 kHz], "rng_state": dict}``.
     """
 
-    def __init__(self, dataset, batch_size: int, max_samples: int, seed: int, steps: range):
-        self.dataset, self.batch_size, self.max_samples = dataset, batch_size, max_samples
+    def __init__(self, dataset, batch_size: int, seed: int, steps: range):
+        self.dataset, self.batch_size = dataset, batch_size
         self.seed, self.steps = seed, steps
 
     def __len__(self) -> int:
@@ -236,12 +263,12 @@ class WaveBatches(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         rng = np.random.default_rng([self.seed, self.steps[i]])
-        items = []
-        for idx in _pick(rng, len(self.dataset), self.batch_size):
-            item = self.dataset[int(idx)]
-            wav = np.asarray(item["wav"], dtype=np.float32)
-            n = min(len(wav), self.max_samples)
-            o = int(rng.integers(0, len(wav) - n + 1))
-            items.append({"id": item["id"], "wav": torch.from_numpy(wav[o:o + n]), "offset": o})
-        batch = collate(items)
-        return {"wavs": batch.wavs, "lengths": batch.lengths}
+        wavs = [self.dataset[int(idx)]["wav"] for idx in _pick(rng, len(self.dataset), self.batch_size)]
+        return {"wavs": wavs, "rng_state": rng.bit_generator.state}
+
+
+def restore_rng(state: dict) -> np.random.Generator:
+    """The generator a :class:`WaveBatches` item's ``rng_state`` describes."""
+    rng = np.random.default_rng()
+    rng.bit_generator.state = state
+    return rng

@@ -668,6 +668,22 @@ def _prefetched(fn, items: list, pool: Optional[ThreadPoolExecutor], depth: int 
         yield pending.popleft().result()
 
 
+def forward_arrays(teacher, x: torch.Tensor, lengths: torch.Tensor, layers: Sequence[int],
+                   frontend: bool) -> dict[str, torch.Tensor]:
+    """One teacher forward of a batch of pieces: ``{"layer_<k>": (B, T, D), "frontend":
+    (B, T_f, C)}`` (what the cache stores, before the fp16 cast); the cache's build and the
+    live teacher (:mod:`harness.teachers.features`) both call it."""
+    with torch.inference_mode():
+        out: dict[str, torch.Tensor] = {}
+        if layers:
+            states, _ = teacher.hidden_states(x, lengths)
+            for k in layers:
+                out[f"layer_{k}"] = states[k]
+        if frontend:
+            out["frontend"], _ = teacher.frontend(x, lengths)
+    return out
+
+
 def _build_shard(folder: Path, plan: dict, shard: int, teacher, records: dict, root: Path,
                  device: torch.device, batch_size: int, max_batch_samples: int,
                  pool: Optional[ThreadPoolExecutor] = None) -> None:
@@ -679,15 +695,7 @@ def _build_shard(folder: Path, plan: dict, shard: int, teacher, records: dict, r
     try:
         for batch, (x, lengths) in zip(batches, _prefetched(lambda b: _read_batch(b, utts, records, root),
                                                             batches, pool)):
-            x, lengths_dev = x.to(device), lengths.to(device)
-            with torch.inference_mode():
-                out: dict[str, torch.Tensor] = {}
-                if layers:
-                    states, _ = teacher.hidden_states(x, lengths_dev)
-                    for k in layers:
-                        out[f"layer_{k}"] = states[k]
-                if plan["frontend"]:
-                    out["frontend"], _ = teacher.frontend(x, lengths_dev)
+            out = forward_arrays(teacher, x.to(device), lengths.to(device), layers, plan["frontend"])
             for name in names:
                 d = plan["dims"][name]
                 arr = out[name].float().clamp(-FP16_MAX, FP16_MAX).to(torch.float16).cpu().numpy()

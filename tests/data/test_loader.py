@@ -64,18 +64,18 @@ def test_step_batches_are_functions_of_seed_and_step(ramps):
     (a resumed run restarts mid-stage), and another seed reads another batch."""
     man = ramps([4000, 9000, 20000, 3000])
     ds = AudioDataset(man)
-    whole = WaveBatches(ds, 3, 8000, seed=1, steps=range(0, 10))
-    tail = WaveBatches(ds, 3, 8000, seed=1, steps=range(6, 10))
+    whole = WaveBatches(ds, 3, seed=1, steps=range(0, 10))
+    tail = WaveBatches(ds, 3, seed=1, steps=range(6, 10))
     for i in range(4):
         a, b = whole[6 + i], tail[i]
-        assert torch.equal(a["wavs"], b["wavs"]) and torch.equal(a["lengths"], b["lengths"])
+        assert all(torch.equal(x, y) for x, y in zip(a["wavs"], b["wavs"])) and a["rng_state"] == b["rng_state"]
     item = whole[0]
-    assert item["wavs"].shape == (3, int(item["lengths"].max())) and item["wavs"].dtype == torch.float32
-    assert int(item["lengths"].max()) <= 8000 and item["lengths"].dtype == torch.int64
-    for b, n in enumerate(item["lengths"].tolist()):  # zero past each crop's end
-        assert torch.all(item["wavs"][b, n:] == 0)
-    other = WaveBatches(ds, 3, 8000, seed=2, steps=range(0, 10))
-    assert [whole[i]["wavs"].sum().item() for i in range(10)] != [other[i]["wavs"].sum().item() for i in range(10)]
+    # whole utterances (the live teacher sees each one entire; the crop comes afterwards)
+    assert len(item["wavs"]) == 3 and all(w.dtype == torch.float32 for w in item["wavs"])
+    assert {w.shape[0] for w in item["wavs"]} <= {4000, 9000, 20000, 3000}
+    other = WaveBatches(ds, 3, seed=2, steps=range(0, 10))
+    assert [[w.sum().item() for w in whole[i]["wavs"]] for i in range(10)] != \
+        [[w.sum().item() for w in other[i]["wavs"]] for i in range(10)]
 
     class Cache:  # the feature cache's interface: id -> {"frontend", "layer_j"} (T, D)
         def get(self, uid):
@@ -93,6 +93,34 @@ def test_step_batches_are_functions_of_seed_and_step(ramps):
         assert torch.equal(c["feats"][b, :n, 0] + 0.5, c["targets"][1][b, :n, 0])
 
 
+def test_live_draws_are_the_cached_draws(ramps):
+    """WaveBatches picks the utterances CachedBatches picks for the same (seed, step), and
+    its generator, restored, crops arrays of those utterances at the same frame offsets."""
+    from harness.data.loader import crop_stack, restore_rng
+
+    lengths = [4000, 9000, 20000, 3000, 15000]
+    man = ramps(lengths)
+    ds = AudioDataset(man)
+    ids = [r["id"] for r in ds.records]
+
+    def arrays(n):  # frame k holds k: the crop offset can be read back
+        base = np.arange(n // FRAME_HOP, dtype=np.float32)[:, None]
+        return {"frontend": np.repeat(base, 2, 1), "layer_1": np.repeat(base, 3, 1)}
+
+    class Cache:
+        def get(self, uid):
+            return arrays(lengths[ids.index(uid)])
+
+    cached = CachedBatches(Cache(), ids, [1], 3, 20, seed=4, steps=range(12))
+    live = WaveBatches(ds, 3, seed=4, steps=range(12))
+    for k in range(12):
+        c, w = cached[k], live[k]
+        x, offsets, n = crop_stack([arrays(len(v)) for v in w["wavs"]], ["frontend", "layer_1"],
+                                   restore_rng(w["rng_state"]), 20)
+        assert torch.equal(x["frontend"], c["feats"]) and torch.equal(x["layer_1"], c["targets"][1])
+        assert n == c["frame_lengths"].tolist() and offsets == [int(v) for v in c["feats"][:, 0, 0]]
+
+
 def test_corrupt_file_surfaces_as_audio_error(tmp_path, ramps):
     man = ramps([4000, 4000])
     bad = tmp_path / "audio" / "u1.wav"
@@ -103,7 +131,7 @@ def test_corrupt_file_surfaces_as_audio_error(tmp_path, ramps):
         ds[1]
     assert str(bad) in str(err.value) and "\n" not in str(err.value)
     with pytest.raises(AudioError, match="u1.wav"):
-        list(WaveBatches(ds, 2, 4000, seed=0, steps=range(4)))  # both items, in some step
+        list(WaveBatches(ds, 2, seed=0, steps=range(4)))  # both items, in some step
     # a file replaced by one of another length no longer matches its manifest record
     sf.write(bad, np.zeros(5000, np.float32), SR)
     with pytest.raises(AudioError, match="holds 5000 samples, the manifest says 4000"):
