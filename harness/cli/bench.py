@@ -72,6 +72,19 @@ def cmd_bench_throughput(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_paper_smoke(args: argparse.Namespace) -> int:
+    from harness.bench.papersmoke import bench_paper_smoke
+
+    counts = dict(zip(("train-clean-100", "dev-clean", "test-clean"), args.utterances))
+    try:
+        bench_paper_smoke(args.out, work_dir=args.work_dir, steps=args.steps, counts=counts,
+                          seconds=tuple(args.seconds), task_steps=args.task_steps, threads=args.threads,
+                          overrides=args.overrides)
+    except (ValueError, RuntimeError) as err:
+        raise UserError(str(err)) from None
+    return 0
+
+
 def cmd_bench_gpu(args: argparse.Namespace) -> int:
     import torch
 
@@ -126,6 +139,28 @@ def add_parser(sub: Subparsers) -> None:
 
     _add_throughput(bench)
     _add_gpu(bench)
+    _add_paper_smoke(bench)
+
+
+def _add_paper_smoke(bench: Subparsers) -> None:
+    p = command(bench, "paper-smoke", cmd_bench_paper_smoke,
+                "the paper profile end to end at its real shapes on CPU: fabricated LibriSpeech, random HuBERT Base, "
+                "cache, 12 x 384 grown 3->6->9->12, export, PR + ASR, report", [
+                    "harness bench paper-smoke --out docs/benchmarks/paper-smoke-cpu.json",
+                    "harness bench paper-smoke --steps 4 --utterances 8 4 4 --seconds 2 4 --out /tmp/ps.json "
+                    "data.batch_size=2 data.max_seconds=2",
+                ])
+    p.add_argument("--out", help="JSON file")
+    p.add_argument("--steps", type=int, default=8, help="distillation steps (>= 4: every stage trains) (default: 8)")
+    p.add_argument("--utterances", type=int, nargs=3, default=[48, 8, 8], metavar=("TRAIN", "DEV", "TEST"),
+                   help="fabricated utterances in train-clean-100, dev-clean, test-clean (default: 48 8 8)")
+    p.add_argument("--seconds", type=float, nargs=2, default=[8.0, 16.0], metavar=("MIN", "MAX"),
+                   help="length range of the fabricated utterances (default: 8 16, LibriSpeech-like)")
+    p.add_argument("--task-steps", type=int, default=4, help="PR and ASR head steps (default: 4)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads per command (default: 0 = every core)")
+    p.add_argument("--work-dir", help="keep the fabricated corpus, caches and run here (default: a temporary folder)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="changes to sweeps/base/paper.yaml (default: none: the paper's batch and crop)")
 
 
 def _add_curve(bench: Subparsers) -> None:
