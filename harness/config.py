@@ -532,14 +532,22 @@ class AskdConfig:
     decay: Literal["linear", "cosine", "exp", "step"] = "cosine"
     alpha_start: float = 1.0
     alpha_end: float = 0.0
-    ema: float = 0.999  # EMA decay of the self-teacher
+    ema: float = 0.999  # EMA decay of the self-teacher per step (when horizon is 0)
     start_frac: float = 0.0  # fraction of training before the decay starts
+    # the self-teacher (harness.losses.SelfTeacher): an EMA of the student, or a snapshot of it,
+    # following the student until start_frac; horizon > 0 ties its memory to the run length:
+    # the EMA's time constant (decay 1 - 1/(horizon x steps)) or the snapshot's refresh interval
+    self_teacher: Literal["ema", "snapshot"] = "ema"
+    horizon: float = 0.0
 
     def validate(self) -> None:
-        for name in ("alpha_start", "alpha_end", "ema", "start_frac"):
+        for name in ("alpha_start", "alpha_end", "ema", "start_frac", "horizon"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ConfigError(f"askd.{name} must be in [0, 1], got {v}")
+        if self.self_teacher == "snapshot" and self.horizon <= 0:
+            raise ConfigError("askd.self_teacher: 'snapshot' needs askd.horizon > 0 (its refresh interval "
+                              "as a share of the run, e.g. 0.1)")
 
 
 @dataclass

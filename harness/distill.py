@@ -68,7 +68,7 @@ from harness import failures, heldout, locks, runs, safeload, stacking
 from harness.config import ConfigError, RunConfig, to_dict, validate_tree
 from harness.data.loader import AudioDataset, CachedBatches, WaveBatches, crop_stack, restore_rng
 from harness.data.manifest import read_manifest
-from harness.losses import OBJECTIVES, EmaTeacher, askd_alpha
+from harness.losses import OBJECTIVES, EmaTeacher, SelfTeacher, askd_alpha
 from harness.provenance import git_commit, hardware, now_iso
 from harness.student import build_student, save_student
 from harness.teachers.base import load_teacher
@@ -479,7 +479,7 @@ def setup(cfg: RunConfig, out_dir: Path, sweep: Optional[str], started: str) -> 
     run.student, run.opt = build_student_and_optimizer(run)
     if cfg.train.compute_matched:
         match_compute(run)
-    run.ema = EmaTeacher(run.student, cfg.loss.askd.ema) if cfg.loss.objective == "askd_l2l" else None
+    run.ema = SelfTeacher(run.student, cfg.loss.askd, run.total) if cfg.loss.objective == "askd_l2l" else None
     run.ramp = cfg.stacking.init == "zero" and not run.student.layer_norm_first
     run.clock = StageClock(device, len(run.stages))
     return run

@@ -331,6 +331,68 @@ class EmaTeacher:
         self.module.load_state_dict(state["module"])
 
 
+class SelfTeacher(EmaTeacher):
+    """ASKD's self-teacher over a run of ``total`` steps, its memory tied to the run length.
+
+    Until ``start`` (the step where the teacher weight alpha starts to fall,
+    ``askd.start_frac x total``) the self-teacher follows the student exactly (decay 0), so
+    the untrained initialisation never enters it. From then on:
+
+    - ``kind="ema"``: an exponential moving average with decay ``1 - 1 / (horizon x
+      total)`` per step (``askd.horizon`` > 0; a time constant of that share of the run),
+      or the fixed per-step ``askd.ema`` when ``horizon`` is 0;
+    - ``kind="snapshot"``: a frozen copy of the student, re-taken every ``horizon x total``
+      steps (``horizon`` must be > 0).
+
+    :meth:`init_weight` is the weight the student of step ``start`` still has in the EMA at
+    the end of the run (``decay ** (total - start)``), recorded in the run's summary.
+    """
+
+    def __init__(self, model: nn.Module, askd, total: int) -> None:
+        kind = getattr(askd, "self_teacher", "ema")
+        horizon = float(getattr(askd, "horizon", 0.0))
+        self.total, self.kind = int(total), kind
+        self.start = int(round(askd.start_frac * total))
+        self.every = max(1, int(round(horizon * total))) if horizon > 0 else 0
+        if kind == "snapshot" and not self.every:
+            raise ValueError("askd.self_teacher 'snapshot' needs askd.horizon > 0 (the refresh interval)")
+        decay = (1.0 - 1.0 / self.every) if (kind == "ema" and self.every) else float(askd.ema)
+        super().__init__(model, decay if kind == "ema" else 0.0)
+        self.ema_decay = decay if kind == "ema" else None
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """One step: follow the student until ``start``, then EMA or snapshot."""
+        self.updates += 1
+        step = self.updates  # the student has taken this many steps
+        if step <= self.start:
+            self.decay = 0.0
+        elif self.kind == "snapshot":
+            self.decay = 0.0 if (step - self.start) % self.every == 0 else 1.0
+        else:
+            self.decay = self.ema_decay
+        super().update(model)
+
+    def init_weight(self) -> float:
+        """Weight of the step-``start`` student in the self-teacher at the end of the run."""
+        if self.kind == "snapshot":
+            return 0.0 if self.total - self.start >= self.every else 1.0
+        return float(self.ema_decay ** max(0, self.total - self.start))
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "start_step": self.start, "decay": self.ema_decay,
+                "refresh_every": self.every if self.kind == "snapshot" else None,
+                "init_weight_at_end": self.init_weight()}
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.updates = int(state.get("updates", 0))
+
+
 def askd_combine(teacher_term: torch.Tensor, self_term: torch.Tensor, alpha: float) -> torch.Tensor:
     """``alpha * teacher_term + (1 - alpha) * self_term`` (a term with zero weight is
     skipped, so it may be a placeholder)."""

@@ -142,6 +142,50 @@ def test_ema_teacher_update_value():
     assert torch.equal(ema.module.weight, bigger.weight)
 
 
+def test_self_teacher_follows_the_student_until_the_decay_starts_then_has_a_run_length_memory():
+    """The untrained initialisation never enters the self-teacher: until start_frac x total
+    it equals the student; then an EMA whose time constant is horizon x total steps."""
+    from harness.config import AskdConfig
+
+    model = nn.Linear(1, 1, bias=False)
+    total = 100
+    st = L.SelfTeacher(model, AskdConfig(start_frac=0.2, horizon=0.1), total)
+    assert st.start == 20 and st.ema_decay == pytest.approx(0.9)
+    values = []
+    for step in range(1, total + 1):
+        with torch.no_grad():
+            model.weight.fill_(float(step))
+        st.update(model)
+        values.append(float(st.module.weight))
+    assert values[:20] == [float(k) for k in range(1, 21)]  # follows the student exactly
+    expect = 20.0
+    for step in range(21, total + 1):
+        expect = 0.9 * expect + 0.1 * step
+    assert values[-1] == pytest.approx(expect)
+    assert st.init_weight() == pytest.approx(0.9 ** 80) and st.describe()["init_weight_at_end"] < 1e-3
+    # without a horizon: the fixed per-step decay, from step 0 (the feature track's default)
+    old = L.SelfTeacher(model, AskdConfig(ema=0.99), total)
+    assert old.start == 0 and old.ema_decay == 0.99 and old.init_weight() == pytest.approx(0.99 ** 100)
+
+
+def test_snapshot_self_teacher_refreshes_every_horizon():
+    from harness.config import AskdConfig, ConfigError
+
+    model = nn.Linear(1, 1, bias=False)
+    st = L.SelfTeacher(model, AskdConfig(self_teacher="snapshot", start_frac=0.1, horizon=0.25), 40)
+    seen = []
+    for step in range(1, 41):
+        with torch.no_grad():
+            model.weight.fill_(float(step))
+        st.update(model)
+        seen.append(float(st.module.weight))
+    assert seen[:4] == [1.0, 2.0, 3.0, 4.0]  # start = 4: follows the student
+    assert seen[4:13] == [4.0] * 9 and seen[13] == 14.0 and seen[22] == 14.0 and seen[23] == 24.0  # every 10
+    assert st.init_weight() == 0.0
+    with pytest.raises(ConfigError, match="snapshot"):
+        AskdConfig(self_teacher="snapshot").validate()
+
+
 def test_askd_l2l_blends_teacher_and_self():
     t = {1: torch.zeros(1, 2, 1), 2: torch.zeros(1, 2, 1)}
     student = [torch.full((1, 2, 1), 1.0), torch.full((1, 2, 1), 2.0)]

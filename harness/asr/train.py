@@ -121,7 +121,8 @@ class AsrLossConfig:
     ce_weight: float = 0.8  # Distil-Whisper's 0.8 x CE + 1.0 x KL
     kd_weight: float = 1.0
     pseudo_labels: bool = False  # train on the teacher's greedy transcripts instead of references
-    askd: AskdConfig = field(default_factory=lambda: AskdConfig(decay="cosine", ema=0.99))
+    # the self-teacher's memory is a tenth of the run (harness.losses.SelfTeacher), from start_frac on
+    askd: AskdConfig = field(default_factory=lambda: AskdConfig(decay="cosine", ema=0.99, horizon=0.1))
 
     def validate(self) -> None:
         if self.temperature <= 0 or self.ce_weight < 0 or self.kd_weight < 0:
@@ -247,7 +248,8 @@ def fit(
         ``{"steps", "train_seconds", "first": {loss parts at step 0}, "final": {mean loss
         parts over the last logging window}}``.
     """
-    from harness.asr.objectives import EmaTeacher, askd_alpha, student_loss
+    from harness.asr.objectives import askd_alpha, student_loss
+    from harness.losses import SelfTeacher
 
     obj = loss_cfg.objective
     if (obj != "ce" or loss_cfg.pseudo_labels) and teacher is None:
@@ -275,7 +277,7 @@ def fit(
         ctc_head = torch.nn.Linear(model.config.d_model, model.config.vocab_size)
         model.add_module("_ctc_head", ctc_head)  # joins the optimiser; removed after training
     params, opt, sched = make_opt(0)
-    ema = EmaTeacher(model, loss_cfg.askd.ema) if obj == "askd" else None
+    ema = SelfTeacher(model, loss_cfg.askd, steps) if obj == "askd" else None
     if teacher is not None:
         teacher.model.eval()
     pseudo: dict[str, list[int]] = {}
@@ -336,7 +338,8 @@ def fit(
         if ctc_head is not None:
             del model._ctc_head
     model.eval()
-    return {"steps": steps, "train_seconds": time.perf_counter() - t0, "first": first, "final": final}
+    return {"steps": steps, "train_seconds": time.perf_counter() - t0, "first": first, "final": final,
+            "self_teacher": ema.describe() if ema is not None else None}
 
 
 def _teacher_side(teacher, student, b, loss_cfg: AsrLossConfig, pseudo: dict[str, list[int]]):
@@ -471,6 +474,8 @@ def run_asr_distill(cfg: AsrRunConfig, out_dir: str | Path, sweep: str = "",
     summary.update(
         status="ok", ended=now_iso(), teacher=cfg.teacher.path, train_seconds=res["train_seconds"],
         steps=res["steps"], first_losses=res["first"], final_losses=res["final"],
+        self_teacher=res["self_teacher"],
+        encoder_layers=student.model.config.encoder_layers,
         student_params=count_params(student), teacher_params=count_params(teacher),
         decoder_layers=student.model.config.decoder_layers,
         wer={"greedy": s_greedy, "beam": s_beam}, teacher_wer=t_eval,
