@@ -308,9 +308,56 @@ def write_study_table(study_dir: str | Path, teacher_path: str, wall_seconds: fl
         "latency_ratio": statistics.mean(r["speedup"] for r in ok_rows) if ok_rows else None,
         "token_latency_ratio": statistics.mean(r["token_speedup"] for r in ok_rows) if ok_rows else None,
         "wall_seconds": wall_seconds, "teacher_trained_here": trained_here,
+        "stats": study_stats(rows, teacher.get("wer")),
     }
     runs.write_json(study_dir / "askd.json", data)
     return runs.write_table(study_dir / "askd.csv", data["rows"], COLUMNS, extra=False)
+
+
+# the paired differences a study reports (first minus second), when both objectives ran
+DIFFERENCES = (("askd", "kd"), ("askd", "ce"), ("kd", "ce"))
+
+
+def study_stats(rows: list[dict], teacher_wer) -> dict:
+    """The study's statistics (as the stacking study's, :mod:`harness.stats`): each
+    objective's greedy WER, mean and 95% t-interval over its seeds; the paired differences
+    of :data:`DIFFERENCES` over the seeds both ran, and each objective minus the teacher
+    (the teacher is one fixed model: the interval is that of the student's WER, shifted);
+    a difference is ``resolved`` only when its interval excludes zero. ``verdicts``: one
+    sentence per difference, saying "not resolved" with the interval otherwise.
+    """
+    from harness import stats
+
+    by_obj: dict[str, dict[int, float]] = {}
+    for r in rows:
+        if r["status"] == "ok" and r.get("wer") is not None and r.get("seed") is not None:
+            by_obj.setdefault(r["objective"], {})[int(r["seed"])] = float(r["wer"])
+    out: dict = {"level": stats.LEVEL, "wer": {o: stats.mean_ci(v.values()) for o, v in sorted(by_obj.items())},
+                 "differences": [], "verdicts": []}
+    pairs = [(a, b) for a, b in DIFFERENCES if a in by_obj and b in by_obj]
+    if teacher_wer is not None:
+        pairs += [(o, "teacher") for o in sorted(by_obj)]
+    for a, b in pairs:
+        second = by_obj[b] if b != "teacher" else {sd: float(teacher_wer) for sd in by_obj[a]}
+        rec = {"first": a, "second": b, "metric": "wer", **stats.paired(by_obj[a], second)}
+        out["differences"].append(rec)
+        out["verdicts"].append(_verdict(rec))
+    return out
+
+
+def _verdict(rec: dict) -> str:
+    """One sentence: the difference in WER points with its interval, resolved or not."""
+    a, b = rec["first"], rec["second"]
+    if rec["estimate"] is None:
+        return f"{a} - {b}: no run of both"
+    est = 100 * rec["estimate"]
+    if rec["ci_low"] is None:
+        return f"{a} - {b}: {est:+.2f} WER points from {rec['n']} seed(s): no interval (not resolved)"
+    ci = f"[{100 * rec['ci_low']:+.2f}, {100 * rec['ci_high']:+.2f}]"
+    if not rec["resolved"]:
+        return f"{a} - {b}: {est:+.2f} WER points, 95% CI {ci} over {rec['n']} seeds: not resolved"
+    word = "lower" if est < 0 else "higher"
+    return f"{a} - {b}: {est:+.2f} WER points, 95% CI {ci} over {rec['n']} seeds: {a}'s WER is {word} (resolved)"
 
 
 def askd_figure(askd_json: str | Path | dict, out_stem: str | Path) -> list[Path]:

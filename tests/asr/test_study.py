@@ -146,3 +146,35 @@ def test_failed_runs_are_classified_and_retried_like_a_sweeps(tmp_path, monkeypa
     ran.clear()
     assert main(["sweep", str(study), "--retry-failed"]) == 1
     assert sorted(ran) == ["askd", "ce", "kd"]
+
+
+def test_study_stats_pair_seeds_and_state_only_resolved_differences(tmp_path):
+    """askd.json's stats: each objective's WER with its 95% interval over its seeds, the
+    paired differences over the seeds both ran (a failed run drops its seed from its pairs
+    only), each objective minus the teacher, and a verdict per difference that says "not
+    resolved" unless the interval excludes zero."""
+    import json
+
+    from harness import stats
+    from tests.support import fabricate
+
+    study = fabricate.fabricate_askd(tmp_path / "results", seeds=(0, 1, 2, 3, 4), failed=("kd", 2), missing=None)
+    data = json.loads((study / "askd.json").read_text())
+    st = data["stats"]
+    rows = [r for r in data["rows"] if r["objective"] != "teacher" and r["status"] == "ok"]
+    for obj in ("ce", "kd", "askd"):
+        wers = [r["wer"] for r in rows if r["objective"] == obj]
+        assert st["wer"][obj] == stats.mean_ci(wers)
+    diffs = {(d["first"], d["second"]): d for d in st["differences"]}
+    assert set(diffs) == {("askd", "kd"), ("askd", "ce"), ("kd", "ce"), ("ce", "teacher"), ("kd", "teacher"),
+                          ("askd", "teacher")}
+    ak = diffs[("askd", "kd")]
+    assert ak["seeds"] == [0, 1, 3, 4]  # kd seed 2 failed
+    by = {(r["objective"], r["seed"]): r["wer"] for r in rows}
+    assert ak == {**ak, **stats.paired({s: by[("askd", s)] for s in (0, 1, 2, 3, 4)},
+                                       {s: by[("kd", s)] for s in (0, 1, 3, 4)})}
+    assert len(st["verdicts"]) == len(st["differences"])
+    for d, v in zip(st["differences"], st["verdicts"]):
+        assert ("(resolved)" in v) == d["resolved"] and ("not resolved" in v) == (not d["resolved"])
+    # the fabricated objectives are 3-7 WER points apart with ~1 point of seed noise: resolved
+    assert diffs[("askd", "ce")]["resolved"] and diffs[("askd", "ce")]["estimate"] < 0
