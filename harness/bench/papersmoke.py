@@ -22,8 +22,9 @@ limit, through the same commands they would type:
    steps limited (``--task-steps``);
 7. ``harness report`` over the run.
 
-Each command runs in its own process; its wall-clock and peak resident memory
-(``os.wait4``'s ``ru_maxrss``) are recorded. The JSON also carries the measured step times
+Each command runs in its own process; its wall-clock and peak resident memory (the
+process' own ``VmHWM`` at exit, read by :func:`_peak_main`: ``ru_maxrss`` would also count
+the pages of the parent it was forked from) are recorded. The JSON also carries the measured step times
 and the **extrapolated** cost of the paper's study (arithmetic from the CPU step time, one
 device's worth, labelled as such until ``harness bench gpu`` measures a GPU).
 """
@@ -126,29 +127,49 @@ def save_hubert_base(path: Path, seed: int = 0) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def timed(cmd: Sequence[str], log: Callable[[str], None], env: Optional[dict] = None) -> dict:
-    """Run one command in its own process: its wall-clock seconds and peak RSS (MiB).
+def timed(args: Sequence[str], log: Callable[[str], None], env: Optional[dict] = None) -> dict:
+    """Run ``harness ARGS...`` in its own process: its wall-clock seconds and peak RSS (MiB).
 
     Raises:
         RuntimeError: the command failed (its last output lines in the message).
     """
-    log("  $ " + " ".join(shlex.quote(c) for c in cmd))
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, **(env or {})}, cwd=ROOT)
-    output = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    seconds = time.perf_counter() - t0
+    import tempfile
+
+    shown = "harness " + " ".join(shlex.quote(c) for c in args)
+    log(f"  $ {shown}")
+    with tempfile.NamedTemporaryFile("r", suffix=".peak") as peak:
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "harness.bench.papersmoke", peak.name, *args],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env={**os.environ, **(env or {})}, cwd=ROOT)
+        seconds = time.perf_counter() - t0
+        kib = peak.read().strip()
     if proc.returncode != 0:
-        tail = "\n".join(output.strip().splitlines()[-8:])
-        raise RuntimeError(f"paper smoke: `{' '.join(cmd[:4])} ...` exited {proc.returncode}:\n{tail}")
-    return {"command": " ".join(shlex.quote(c) for c in cmd), "seconds": round(seconds, 2),
-            "peak_rss_mib": round(usage.ru_maxrss / 1024, 1), "output_tail": output.strip().splitlines()[-3:]}
+        tail = "\n".join(proc.stdout.strip().splitlines()[-8:])
+        raise RuntimeError(f"paper smoke: `{shown[:80]} ...` exited {proc.returncode}:\n{tail}")
+    return {"command": shown, "seconds": round(seconds, 2),
+            "peak_rss_mib": round(int(kib) / 1024, 1) if kib.isdigit() else None,
+            "output_tail": proc.stdout.strip().splitlines()[-3:]}
+
+
+def _peak_main(argv: list[str]) -> int:
+    """``python -m harness.bench.papersmoke PEAKFILE ARGS...``: ``harness ARGS...``, then its
+    peak resident memory (``VmHWM``, KiB) written to PEAKFILE, also on an error exit."""
+    import atexit
+
+    def write_peak() -> None:
+        hwm = next((ln.split()[1] for ln in Path("/proc/self/status").read_text().splitlines()
+                    if ln.startswith("VmHWM:")), "")
+        Path(argv[0]).write_text(hwm)
+
+    atexit.register(write_peak)
+    from harness.cli import main
+
+    return main(argv[1:])
 
 
 def _harness(*args: str) -> list[str]:
-    return [sys.executable, "-m", "harness.cli", *args]
+    return list(args)
 
 
 def bench_paper_smoke(out: Optional[str | Path], work_dir: Optional[str | Path] = None, steps: int = 8,
@@ -179,7 +200,13 @@ def bench_paper_smoke(out: Optional[str | Path], work_dir: Optional[str | Path] 
         rows = fabricate_librispeech(tmp / "LibriSpeech", counts, seconds)
         phases["fabricate"] = {"seconds": round(time.perf_counter() - t0, 2), "utterances": counts}
         log("[paper smoke] saving a randomly initialised HuBERT Base (HubertConfig())")
-        teacher_params = save_hubert_base(tmp / "hubert_base")
+        # in a child process: this one stays small, so nothing it holds is counted in a command's memory
+        made = subprocess.run([sys.executable, "-c", "import sys; from harness.bench.papersmoke import "
+                               "save_hubert_base as s; print(s(sys.argv[1]))", str(tmp / "hubert_base")],
+                              capture_output=True, text=True, cwd=ROOT)
+        if made.returncode != 0:
+            raise RuntimeError(f"paper smoke: saving the HuBERT Base checkpoint failed: {made.stderr.strip()[-300:]}")
+        teacher_params = int(made.stdout.strip().splitlines()[-1])
         corpus, run = tmp / "librispeech", tmp / "results" / "paper-smoke" / "run"
         env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         phases["import"] = timed(_harness("data", "import", "librispeech", str(tmp / "LibriSpeech"),
@@ -291,3 +318,37 @@ def _conv_flops() -> float:
     from harness.stacking import conv_frontend_flops
 
     return float(conv_frontend_flops([[512, 10, 5]] + [[512, 3, 2]] * 4 + [[512, 2, 2]] * 2))
+
+
+def format_paper_smoke(res: dict) -> str:
+    """The markdown tables of docs/benchmarks.md "Paper-shape smoke" (tested against the JSON)."""
+    s, c, x = res["settings"], res["cache"], res["extrapolated_paper_cost"]
+    lines = [f"Batch {s['batch_size']} x {s['max_seconds']:g} s crops, {s['steps']} steps, {s['threads']} threads; "
+             f"teacher {s['teacher_params'] / 1e6:.1f} M parameters, student {s['student_params'] / 1e6:.1f} M "
+             f"(depths {' -> '.join(str(d) for d in s['depths'])}).", "",
+             "| command | wall-clock s | peak RSS MiB |", "|---|---|---|"]
+    for name, ph in res["phases"].items():
+        if "peak_rss_mib" in ph:
+            lines.append(f"| {name} | {ph['seconds']:.1f} | {ph['peak_rss_mib']:.0f} |")
+    lines += ["", "| stage depth | steps | s / step (wall) | CPU s / step |", "|---|---|---|---|"]
+    for st in res["stages"]:
+        lines.append(f"| {st['depth']} | {st['steps']} | {st['seconds_per_step']:.2f} | "
+                     f"{st['cpu_seconds_per_step']:.2f} |")
+    gb = c["bytes_per_audio_hour"] / 1e9
+    lines += ["", f"Teacher cache (13 arrays: front-end + 12 layers, fp16): {gb:.2f} GB per hour of audio "
+              f"({c['bytes_for']['train-clean-100'] / 1e9:.0f} GB for train-clean-100, "
+              f"{c['bytes_for']['960 h'] / 1e12:.2f} TB for 960 h); built at "
+              f"{c['seconds_per_audio_hour'] / 60:.1f} CPU-minutes per hour of audio.", "",
+              f"Extrapolated, **arithmetic** ({x['runs_in_main_study']} runs of {PAPER_STEPS} steps): "
+              f"{x['cpu_hours_per_run']:.0f} h per run on this CPU "
+              f"({x['cpu_days_main_study']:.0f} days for the main study).", "",
+              "| assumed MFU (A100 bf16, 312 TFLOP/s) | h / run | 960 h cache pass, h | main study, days, 1 GPU "
+              "| main study, days, 8 GPUs |", "|---|---|---|---|---|"]
+    for key, g in x["gpu"].items():
+        lines.append(f"| {key.split('_', 1)[1]} | {g['hours_per_run']:.2f} | {g['cache_960h_hours_one_gpu']:.2f} | "
+                     f"{g['main_study_days_one_gpu']:.2f} | {g['main_study_days_eight_gpus']:.2f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(_peak_main(sys.argv[1:]))
