@@ -7,13 +7,14 @@ dotted key, and the nearest valid key. A float must be finite (``.nan`` and ``.i
 refused for every float key) and an int key named ``seed`` must be in [0, 2**32).
 Cross-field checks live in each class' ``validate()``, called after construction.
 :func:`parse_overrides` takes ``key=value`` strings (``stacking.variant=top``), parsed as
-YAML scalars.
+YAML scalars; :func:`from_dict_with_overrides` applies them, and an error an override
+causes (``trian.steps=5``) names the override and the command line, not the YAML file.
 
 YAML is read with :func:`yaml_load`: ``yaml.safe_load`` plus YAML 1.2's float syntax, so
 ``1e-3``, ``1E5`` and ``-2.5e-4`` are numbers (YAML 1.1, which PyYAML implements, reads
 them as strings), in files and in ``key=value`` overrides alike.
 
-Size: about 660 lines: the strict-loading machinery (types, files, YAML numbers) and the
+Size: about 720 lines: the strict-loading machinery (types, files, YAML numbers) and the
 run config's dataclasses, whose field lists and range checks are most of it.
 """
 
@@ -354,6 +355,70 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict:
     return out
 
 
+def check_override_keys(cls: type, overrides: list[str] | tuple[str, ...], label: str = "override") -> dict:
+    """Parse ``key=value`` overrides and check each one alone against ``cls``' schema.
+
+    Each override is built on top of ``cls``' defaults (no file), so an unknown key, a
+    wrong type or an out-of-range seed is reported as the command line's, naming the
+    override, not blamed on the YAML file it is applied to. Cross-field checks
+    (``validate()``) need the merged config: :func:`from_dict_with_overrides`.
+
+    Args:
+        cls: the config dataclass the overrides apply to (e.g. :class:`RunConfig`).
+        overrides: ``["train.steps=5", ...]``.
+        label: how the message names an override (``"override"``, ``"--set"``).
+
+    Returns:
+        The overrides as one nested mapping (:func:`parse_overrides`).
+
+    Raises:
+        ConfigError: ``"override 'trian.steps=5' (command line): unknown key 'trian';
+            did you mean 'train'?"`` and the like.
+    """
+    for item in overrides:
+        try:
+            _build(cls, parse_overrides([item]), "")
+        except ConfigError as err:
+            msg = str(err)
+            if msg.startswith(f"override {item!r}"):  # parse_overrides' own message names it already
+                msg = msg[len(f"override {item!r}"):].lstrip(": ")
+            raise ConfigError(f"{label} {item!r} (command line): {msg}") from None
+    return parse_overrides(overrides)
+
+
+def blame_override(err: ConfigError, overrides: list[str] | tuple[str, ...], source: str | Path,
+                   label: str = "override") -> ConfigError:
+    """The error of a merged config, re-attributed to the override that set its key.
+
+    A ``validate()`` message starts with the dotted key it checks (``data.max_seconds must
+    be > 0``); when an override set that key (or a key inside it, or one holding it), the
+    message names the override instead of ``source``. Any other error is ``err`` as it is.
+    """
+    msg = str(err)
+    prefix = f"{source}: "
+    body = msg[len(prefix):] if msg.startswith(prefix) else msg
+    match = re.match(r"[A-Za-z_][A-Za-z0-9_.]*", body)
+    key = match.group(0).rstrip(".") if match else ""
+    for item in overrides:
+        dotted = item.split("=", 1)[0].strip()
+        if key and (key == dotted or key.startswith(dotted + ".") or dotted.startswith(key + ".")):
+            return ConfigError(f"{label} {item!r} (command line): {body}")
+    return err
+
+
+def from_dict_with_overrides(cls: type, data: dict, overrides: list[str] | tuple[str, ...],
+                             source: str | Path, label: str = "override") -> Any:
+    """:func:`from_dict` of ``data`` with command-line ``overrides`` merged in; an error
+    an override caused names the override (:func:`check_override_keys`,
+    :func:`blame_override`), any other names ``source``."""
+    if overrides:
+        data = deep_merge(data, check_override_keys(cls, overrides, label))
+    try:
+        return from_dict(cls, data, source=source)
+    except ConfigError as err:
+        raise blame_override(err, overrides, source, label) from None
+
+
 def deep_merge(base: dict, update: dict) -> dict:
     """Recursively merge ``update`` into a copy of ``base`` (mappings merge, others replace)."""
     out = dict(base)
@@ -677,6 +742,4 @@ def load_run_config(path: str | Path | None, overrides: list[str] | tuple[str, .
         ConfigError: one line naming the file and key.
     """
     data = load_yaml(path) if path is not None else {}
-    if overrides:
-        data = deep_merge(data, parse_overrides(overrides))
-    return from_dict(RunConfig, data, source=path or "<defaults>")
+    return from_dict_with_overrides(RunConfig, data, overrides, source=path or "<defaults>")

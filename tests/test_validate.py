@@ -70,6 +70,67 @@ def test_sweep_grid_points_get_the_same_checks(tmp_path, capsys):
     assert err.count("\n") == 0 and "stacking.offset=0" in err and "'stacking.offset': 1" in err, err
 
 
-def test_every_shipped_config_still_validates(capsys):
-    files = sorted(str(p) for p in (ROOT / "sweeps").rglob("*.yaml") if "paper" not in str(p))  # paper: placeholders
-    assert main(["validate", *files]) == 0
+# --------------------------------------------------- many files, overrides, placeholders (issue 20)
+
+
+def test_every_file_is_checked_and_every_error_printed(tmp_path, capsys):
+    (tmp_path / "a_bad.yaml").write_text("loss:\n  ww: 0.5\n")
+    (tmp_path / "b_good.yaml").write_text("train:\n  steps: 5\n")
+    (tmp_path / "c_bad.yaml").write_text("train:\n  steps: abc\n")
+    files = sorted(str(p) for p in tmp_path.glob("*.yaml"))
+    assert main(["validate", *files]) == 2
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("harness: error: ") for line in lines), err
+    assert str(tmp_path / "a_bad.yaml") in lines[0] and "unknown key 'loss.ww'; did you mean 'loss.w'" in lines[0]
+    assert str(tmp_path / "c_bad.yaml") in lines[1] and "train.steps: expected an integer, got 'abc'" in lines[1]
+    assert f"ok     {tmp_path / 'b_good.yaml'}" in out  # checked although the file before it failed
+    assert "3 files: 1 ok, 0 valid but needing values (placeholders), 2 with errors" in out
+
+
+def test_a_quoted_glob_is_expanded_and_the_paper_placeholders_are_needs_not_errors(capsys):
+    assert main(["validate", f"{ROOT}/sweeps/**/*.yaml"]) == 0  # the shell did not expand it
+    out, err = capsys.readouterr()
+    assert err == ""
+    shipped = sorted((ROOT / "sweeps").rglob("*.yaml"))
+    listed = [line for line in out.splitlines() if line.startswith(("ok ", "needs "))]
+    assert len(listed) == len(shipped)
+    needs = [line for line in listed if line.startswith("needs ")]
+    # the paper base and every paper distillation study (askd's base holds no placeholder)
+    assert {line.split()[1] for line in needs} == {
+        str(p) for p in shipped if p.parent.name == "paper" and p.stem != "askd" or p.name == "paper.yaml"}
+    for line in needs:
+        assert ("teacher.spec is a placeholder ('s3prl:hubert:<HUBERT_BASE_CKPT>' in "
+                f"{ROOT / 'sweeps/base/paper.yaml'}): set your teacher checkpoint, e.g. "
+                "teacher.spec=s3prl:hubert:/data/hubert_base_ls960.pt") in line, line
+
+
+def test_strict_and_a_filled_placeholder(capsys):
+    paper = [str(ROOT / "sweeps/base/paper.yaml"), str(ROOT / "sweeps/paper/main.yaml")]
+    assert main(["validate", *paper, "--strict"]) == 3
+    assert main(["validate", *paper, "teacher.spec=s3prl:hubert:/data/hubert.pt", "--strict"]) == 0
+    out = capsys.readouterr().out.split("validate: 2 files")[-1]
+    assert "2 ok, 0 valid but needing values" in out
+
+
+def test_overrides_apply_to_every_file_and_their_errors_name_the_override(tmp_path, capsys):
+    good = tmp_path / "run.yaml"
+    good.write_text("train:\n  steps: 5\n")
+    sweep = _sweep(tmp_path, "grid:\n  stacking.variant: [top]\n")
+    assert main(["validate", str(good), str(sweep), "train.steps=40"]) == 0
+    assert main(["validate", str(good), str(sweep), "train.steps=0"]) == 2  # the override reached both files
+    err = capsys.readouterr().err.strip()
+    assert err == ("harness: error: override 'train.steps=0' (command line): train.steps must be >= 1, got 0 "
+                   f"(applied to {good}, {sweep})")  # one line for the one override
+    assert main(["validate", str(good), str(sweep), "trian.steps=5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("harness: error: override 'trian.steps=5' (command line): unknown key 'trian'; did you mean "
+                   f"'train'? (applied to {good}, {sweep})")
+
+
+def test_a_pattern_that_matches_nothing_is_an_error_after_the_others(tmp_path, capsys):
+    good = tmp_path / "run.yaml"
+    good.write_text("{}\n")
+    assert main(["validate", str(tmp_path / "nope" / "*.yaml"), str(good)]) == 2
+    out, err = capsys.readouterr()
+    assert "no file matches this pattern" in err and f"ok     {good}" in out

@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Callable
 
 from harness import failures, runs
-from harness.config import ConfigError, from_dict, load_yaml, to_dict
+from harness.config import ConfigError, blame_override, from_dict, load_yaml, to_dict
 from harness.provenance import hardware
 from harness.sweep.grid import Sweep, SweepConfig, base_data, expand_grid
 from harness.sweep.tracks import track_of
@@ -96,9 +96,12 @@ def load_study(
         cfg.seeds = list(seeds)
     if suffix:
         cfg.name += suffix
-    base, base_path = base_data(cfg, path, overrides)
+    base, base_path = base_data(cfg, path, overrides, AsrRunConfig)
     # checked with the study's and the command line's changes applied, as a distill sweep's
-    from_dict(AsrRunConfig, base, source=base_path)
+    try:
+        from_dict(AsrRunConfig, base, source=base_path)
+    except ConfigError as err:
+        raise blame_override(err, overrides or (), base_path, "--set") from None
     return Sweep(cfg, path, expand_grid(cfg, base, path, AsrRunConfig))
 
 

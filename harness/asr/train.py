@@ -22,7 +22,7 @@ from typing import Callable, Literal, Optional
 import torch
 
 from harness import runs
-from harness.config import AskdConfig, ConfigError, deep_merge, from_dict, load_yaml, parse_overrides, to_dict
+from harness.config import AskdConfig, ConfigError, from_dict_with_overrides, load_yaml, to_dict
 from harness.data.manifest import read_manifest
 from harness.provenance import git_commit, hardware, now_iso
 
@@ -188,9 +188,7 @@ class AsrRunConfig:
 def load_asr_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> AsrRunConfig:
     """Load an ASR run config (YAML + ``key=value`` overrides), strictly."""
     data = load_yaml(path) if path is not None else {}
-    if overrides:
-        data = deep_merge(data, parse_overrides(overrides))
-    return from_dict(AsrRunConfig, data, source=path or "<defaults>")
+    return from_dict_with_overrides(AsrRunConfig, data, overrides, source=path or "<defaults>")
 
 
 # ----------------------------------------------------------------------------- training

@@ -48,11 +48,12 @@ def add_parser(sub: Subparsers) -> None:
                     "harness asr train-teacher --profile tiny --out results/asr-teacher-tiny",
                     "harness asr train-teacher --profile embedded --corpus data/embedded --out results/asr-teacher",
                 ])
-    p.add_argument("--profile", choices=("tiny", "embedded"), required=True)
+    p.add_argument("--profile", choices=("tiny", "embedded"), required=True,
+                   help="the teacher's size and recipe, and the default corpus data/<profile>")
     p.add_argument("--out", required=True, help="checkpoint folder (save_pretrained + tokenizer files)")
     p.add_argument("--corpus", default=None, help="corpus folder (default: data/<profile>)")
     p.add_argument("--steps", type=int, default=0, help="training steps (0 = the profile's default)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the batch order")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
 
     p = command(asr, "distill", cmd_asr_distill, "distil one student (ce | kd | askd) and score it against its teacher", [
@@ -69,9 +70,9 @@ def add_parser(sub: Subparsers) -> None:
     ])
     p.add_argument("checkpoint", help="Whisper checkpoint folder (local; never downloaded)")
     p.add_argument("--corpus", required=True, help="corpus folder with <split>.jsonl")
-    p.add_argument("--split", default="asr_test")
+    p.add_argument("--split", default="asr_test", help="the split decoded, <corpus>/<split>.jsonl")
     p.add_argument("--beam", type=int, default=0, help="also decode with this beam width")
-    p.add_argument("--max-utterances", type=int, default=0)
-    p.add_argument("--teacher", default=None, help="time this teacher side by side (speedup)")
+    p.add_argument("--max-utterances", type=int, default=0, help="decode the first N utterances (0 = all)")
+    p.add_argument("--teacher", default=None, help="time this teacher side by side (speedup; default: none)")
     p.add_argument("--latency", type=int, default=0, help="utterances to time (0 = no timing)")
-    p.add_argument("--json", default=None, help="also write the result here")
+    p.add_argument("--json", default=None, help="also write the result here (default: print it only)")

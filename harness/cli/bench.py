@@ -110,7 +110,8 @@ def add_parser(sub: Subparsers) -> None:
                     "--out docs/benchmarks/stacking-embedded-cpu.json train.steps=120",
                     "harness bench stacking --profile tiny --out /tmp/s.json --variants interleaved --live",
                 ])
-    p.add_argument("--profile", choices=("tiny", "embedded"), required=True)
+    p.add_argument("--profile", choices=("tiny", "embedded"), required=True,
+                   help="the base config sweeps/base/<profile>.yaml (and its corpus)")
     p.add_argument("--out", required=True, help="JSON file")
     p.add_argument("--variants", default="", help="comma-separated (default: all; none is always run)")
     p.add_argument("--repeats", type=int, default=3,
@@ -124,7 +125,8 @@ def add_parser(sub: Subparsers) -> None:
     p = command(bench, "teacher-cache", cmd_bench_teacher_cache,
                 "distillation step time with a live teacher vs the feature cache",
                 ["harness bench teacher-cache --profile tiny --out results/bench/cache-tiny.json"])
-    p.add_argument("--profile", choices=("tiny", "embedded"), required=True)
+    p.add_argument("--profile", choices=("tiny", "embedded"), required=True,
+                   help="the base config sweeps/base/<profile>.yaml (and its corpus)")
     p.add_argument("--out", required=True, help="JSON file")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="changes to sweeps/base/<profile>.yaml")
 
@@ -135,7 +137,7 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--repeats", type=int, default=7, help="interleaved repeats per path and shape")
     p.add_argument("--calls", type=int, default=5, help="calls per repeat")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
-    p.add_argument("--out", help="JSON file")
+    p.add_argument("--out", help="JSON file (default: print the results only)")
 
     _add_throughput(bench)
     _add_gpu(bench)
@@ -170,7 +172,8 @@ def _add_curve(bench: Subparsers) -> None:
                     "--out docs/benchmarks/curve-embedded-none.json train.threads=1",
                     "harness bench curve --profile tiny --steps 200 --eval-every 20 --out /tmp/curve.json",
                 ])
-    p.add_argument("--profile", choices=("tiny", "embedded"), required=True)
+    p.add_argument("--profile", choices=("tiny", "embedded"), required=True,
+                   help="the base config sweeps/base/<profile>.yaml (and its corpus)")
     p.add_argument("--steps", type=int, required=True, help="training steps of the reference run")
     p.add_argument("--eval-every", type=int, required=True, help="held-out evaluation every N steps")
     p.add_argument("--variant", default="none", help="stacking variant of the run (default: none)")
@@ -187,25 +190,26 @@ def _add_throughput(bench: Subparsers) -> None:
                     "# 12 x 384, FFN 1536, batch 2, 4 s",
                     "harness bench throughput --device cuda --batch 8 --out results/bench/throughput-cuda.json",
                 ])
-    p.add_argument("--layers", type=int, default=12)
-    p.add_argument("--width", type=int, default=384)
-    p.add_argument("--heads", type=int, default=12)
-    p.add_argument("--ffn", type=int, default=1536)
+    p.add_argument("--layers", type=int, default=12, help="transformer layers of both models")
+    p.add_argument("--width", type=int, default=384, help="model width")
+    p.add_argument("--heads", type=int, default=12, help="attention heads")
+    p.add_argument("--ffn", type=int, default=1536, help="feed-forward width")
     p.add_argument("--batch", type=int, default=2, help="utterances per step")
     p.add_argument("--seconds", type=float, default=4.0, help="audio per utterance (all full length)")
     p.add_argument("--steps", type=int, default=2, help="timed steps per repeat")
     p.add_argument("--repeats", type=int, default=5, help="interleaved repeats per model")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps per model first")
     p.add_argument("--device", default="cpu", help="cpu, or cuda (bf16 autocast)")
-    p.add_argument("--frontend", choices=("frozen", "trainable"), default="frozen")
+    p.add_argument("--frontend", choices=("frozen", "trainable"), default="frozen",
+                   help="whether the conv front-end is trained (frozen: no gradient through it)")
     p.add_argument("--target", choices=("pred_heads", "l2l"), default="pred_heads",
                    help="DistilHuBERT prediction heads or per-layer L2L projections (loss l1_cos)")
     p.add_argument("--conv-dim", type=int, default=512, help="conv front-end channels")
     p.add_argument("--conv-pos", type=int, default=128, help="positional conv kernel")
-    p.add_argument("--conv-pos-groups", type=int, default=16)
-    p.add_argument("--teacher-width", type=int, default=768)
+    p.add_argument("--conv-pos-groups", type=int, default=16, help="positional conv groups")
+    p.add_argument("--teacher-width", type=int, default=768, help="width of the teacher layers the heads predict")
     p.add_argument("--pred-layers", type=int, nargs="+", default=[4, 8, 12], help="teacher layers of the heads")
-    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--dropout", type=float, default=0.0, help="dropout of both models")
     p.add_argument("--adamw", choices=("default", "foreach", "fused"), default="default",
                    help="torch AdamW implementation for our student (same algorithm)")
     p.add_argument("--s3prl-adamw", choices=("default", "foreach", "fused"), default="default",
@@ -214,7 +218,8 @@ def _add_throughput(bench: Subparsers) -> None:
     p.add_argument("--no-memory", action="store_true", help="skip the CPU peak-memory subprocesses")
     p.add_argument("--no-cached-row", action="store_true",
                    help="skip ours_cached (the student fed precomputed front-end features, frozen front-end only)")
-    p.add_argument("--out", help="JSON file with machine, versions, settings and every figure")
+    p.add_argument("--out", help="JSON file with machine, versions, settings and every figure "
+                   "(default: print the results only)")
 
 
 def _add_gpu(bench: Subparsers) -> None:
@@ -223,13 +228,13 @@ def _add_gpu(bench: Subparsers) -> None:
                     "harness bench gpu --out results/bench/gpu.json",
                     "harness bench gpu --batch 16 --workers 4 --peak-tflops 989 --out results/bench/gpu-b16.json",
                 ])
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--seconds", type=float, default=4.0)
+    p.add_argument("--batch", type=int, default=8, help="utterances per step")
+    p.add_argument("--seconds", type=float, default=4.0, help="audio per utterance (all the same length)")
     p.add_argument("--utterances", type=int, default=64, help="fabricated utterances in the cache")
-    p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--steps", type=int, default=50, help="timed steps")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers")
     p.add_argument("--peak-tflops", type=float, default=0.0, help="device peak (0 = from the built-in table)")
-    p.add_argument("--device", default="cuda")
+    p.add_argument("--device", default="cuda", help="a CUDA device: cuda or cuda:N")
     p.add_argument("--work-dir", help="keep the fabricated data and cache here (default: a temporary folder)")
-    p.add_argument("--out", help="JSON file")
+    p.add_argument("--out", help="JSON file (default: print the results only)")

@@ -13,9 +13,27 @@ from typing import Callable
 Subparsers = argparse._SubParsersAction  # what add_subparsers() returns (argparse has no public name)
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the examples' line breaks and shows every option's default.
+
+    Like ``argparse.ArgumentDefaultsHelpFormatter``, but only where a default says
+    something: a help text that names its default already (``(default: the run's
+    profile)``), a required option, a flag (off unless given) and an empty default
+    (``None``, ``""``, ``[]``, which the help text explains) get nothing appended.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("(default" in text or not action.option_strings or action.required
+                or isinstance(default, bool) or default in (None, "", [], argparse.SUPPRESS)):
+            return text
+        return f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
+
+
 def formatter(prog: str) -> argparse.HelpFormatter:
-    """Keep the examples' line breaks; wide enough for the options' names."""
-    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+    """Keep the examples' line breaks and show the defaults; wide enough for the options' names."""
+    return _Formatter(prog, max_help_position=32)
 
 
 def group(sub: Subparsers, name: str, help: str) -> Subparsers:

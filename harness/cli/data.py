@@ -35,15 +35,18 @@ def add_parser(sub: Subparsers) -> None:
                 ["harness data build --profile tiny --out data/tiny",
                  "harness data build --profile embedded --out data/embedded --workers 2",
                  "harness data build --profile embedded --out data/embedded-quick --only distill:1200,ks,ic,asr_test"])
-    p.add_argument("--profile", choices=("tiny", "embedded"), required=True)
+    p.add_argument("--profile", choices=("tiny", "embedded"), required=True,
+                   help="corpus size: tiny (492 utterances, tests) or embedded (24 300, every task)")
     p.add_argument("--out", required=True, help="output folder (audio + JSONL manifests)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="corpus seed: speakers, texts, noises (the same seed gives the same bytes)")
     p.add_argument("--workers", type=int, default=0, help="processes (0 = all cores)")
     p.add_argument("--force", action="store_true",
                    help="clear an --out that holds another corpus (another profile or seed, an import) first")
     p.add_argument("--only", metavar="SPLIT[:N],...",
                    help="render part of the corpus, the same audio as the full build's: a task (ks = ks_train, "
-                        "ks_dev, ks_test) or a split, optionally its first N utterances, e.g. distill:1200,ks,ic")
+                        "ks_dev, ks_test) or a split, optionally its first N utterances, e.g. distill:1200,ks,ic "
+                        "(default: the whole corpus)")
 
     p = command(data, "stats", cmd_data_stats, "hours, utterances, speakers and class balance per split",
                 ["harness data stats data/embedded"])
@@ -52,9 +55,9 @@ def add_parser(sub: Subparsers) -> None:
     p = command(data, "import", cmd_data_import, "convert a real corpus' on-disk layout into manifests",
                 ["harness data import librispeech /data/LibriSpeech --out data/librispeech",
                  "harness data import speech_commands /data/speech_commands_v0.01 --out data/ks"])
-    p.add_argument("corpus", choices=CORPORA)
+    p.add_argument("corpus", choices=CORPORA, help="which corpus SRC holds (its layout: README.md, Real corpora)")
     p.add_argument("src", help="the corpus' root folder, as distributed")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="output folder (JSONL manifests; the audio stays in SRC)")
     p.add_argument("--force", action="store_true",
                    help="re-import even if <out>/corpus.json says it is done; clear an --out that holds another "
                         "corpus first")

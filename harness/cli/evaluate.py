@@ -172,10 +172,11 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--no-score", action="store_true", help="skip the SUPERB score (no baselines)")
     p.add_argument("--set", action="append", default=[], metavar="TASK.OPTION=VALUE",
                    help="override a task option (steps, lr, batch_size, max_utts, hidden, ...); "
-                        "type and range are checked before anything runs")
-    p.add_argument("--device", default="cpu")
+                        "type and range are checked before anything runs (repeatable; default: the profile's "
+                        "task settings)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
     p.add_argument("--cache-dir", default=None, help="feature store (default: cache/superb)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the task subsets, head init and batch order")
     p.add_argument("--threads", type=int, default=1, help="torch threads (0 = torch's default)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="print only the result, not each task's progress")
     add_trust_option(p)

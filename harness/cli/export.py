@@ -30,7 +30,8 @@ def add_parser(sub: Subparsers) -> None:
         "# then: S3PRLUpstream('distiller_local', path_or_url='distiller.ckpt')",
     ])
     p.add_argument("run_dir", help="a finished run folder (with student.ckpt), or the checkpoint itself")
-    p.add_argument("--format", choices=("s3prl",), default="s3prl")
+    p.add_argument("--format", choices=("s3prl",), default="s3prl",
+                   help="checkpoint layout: s3prl = s3prl's distiller upstream")
     p.add_argument("--out", required=True, help="output checkpoint file")
     p.add_argument("--no-verify", action="store_true",
                    help="skip reloading the file through s3prl to compare hidden states")

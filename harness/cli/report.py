@@ -26,6 +26,7 @@ def _command_line(args: argparse.Namespace) -> str:
         words += ["--title", args.title] if args.title else []
         words += ["--no-pdf"] if args.no_pdf else []
         words += ["--pdf-engine", args.pdf_engine] if args.pdf_engine != "auto" else []
+        words += ["--overwrite"] if args.overwrite else []
     return "harness " + " ".join(shlex.quote(w) for w in words)
 
 
@@ -34,7 +35,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     rep = render_report(
         args.results, Path(args.out), probe=args.probe, command=_command_line(args), title=args.title,
-        pdf=not args.no_pdf, pdf_engine=args.pdf_engine, bench=args.bench,
+        pdf=not args.no_pdf, pdf_engine=args.pdf_engine, bench=args.bench, overwrite=args.overwrite,
     )
     failed = sum(p.kind in ("failed", "incomplete", "unreadable") for p in rep.problems)
     print(f"report: {rep.html}")
@@ -53,17 +54,28 @@ def add_parser(sub: Subparsers) -> None:
     p = command(sub, "report", cmd_report, "HTML + PDF report (tables, frontier, curves, CKA) from results folders", [
         "harness report results/main --out reports/main",
         "harness report results/main results/ablation_w --probe results/teacher/probe.json "
-        "--out reports/embedded",
-        "harness report results/main results/askd --out reports/embedded   # with the ASKD study",
+        "--out reports/embedded-run",
+        "harness report results/main results/askd --out reports/embedded-run   # with the ASKD study",
         "harness report results/main --bench results/bench/stacking.json --out reports/main   # clean speed ratios",
+        "harness report results/embedded-main --out reports/embedded --overwrite   # refresh the committed reference",
     ])
+    p.description = (
+        "Write the report folder --out: index.html, report.pdf, stats.json, tables/, figures/ and run_table.csv "
+        "(one row per run; a sweep folder's runs.csv is its own table, one row per run x task). A folder whose "
+        "report files are tracked by git (`git ls-files` in that folder: the reference report reports/embedded/) "
+        "is a committed result and is refused unless --overwrite is given; a folder in no repository, or on a "
+        "machine without git, counts as not committed.")
     p.add_argument("results", nargs="+", metavar="RESULTS_DIR",
                    help="results/<sweep>/ folders (one folder per run), ASKD study folders (with askd.json), "
                    "or results/ itself")
     p.add_argument("--out", required=True, help="report folder, e.g. reports/NAME")
-    p.add_argument("--probe", help="teacher probe JSON (per-layer phone/speaker accuracy, layer CKA)")
+    p.add_argument("--probe", help="teacher probe JSON (per-layer phone/speaker accuracy, layer CKA; default: none)")
     p.add_argument("--bench", help="`harness bench stacking` JSON: speed table, theory-vs-measured figure and "
-                   "speed findings (sweep trials run two at a time, so their times are not clean ratios)")
+                   "speed findings (sweep trials run two at a time, so their times are not clean ratios; "
+                   "default: none)")
     p.add_argument("--title", help="page title (default: the --out folder's name)")
-    p.add_argument("--no-pdf", action="store_true", help="skip report.pdf")
-    p.add_argument("--pdf-engine", choices=("auto", "weasyprint", "matplotlib"), default="auto")
+    p.add_argument("--no-pdf", action="store_true", help="skip report.pdf (default: write it)")
+    p.add_argument("--pdf-engine", choices=("auto", "weasyprint", "matplotlib"), default="auto",
+                   help="how report.pdf is made: auto = WeasyPrint, else matplotlib (default: auto)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a committed report: one whose files in --out git tracks (default: refuse it)")

@@ -46,10 +46,13 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--address", default=None, help="existing Ray cluster (default: $RAY_ADDRESS or a local one)")
     p.add_argument("--local", action="store_true", help="run trials in this process, without Ray")
     p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=None,
-                   help="replace the file's seeds, e.g. 0 or 0,1")
+                   help="replace the file's seeds, e.g. 0 or 0,1 (default: the file's seeds)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="change every trial's run config (repeatable), e.g. --set train.steps=100")
-    p.add_argument("--suffix", default="", help="append to the sweep name (results folder), e.g. -quick")
-    p.add_argument("--tasks", default=None, help="replace the sweep's evaluate list, e.g. ks,ic,pr")
+                   help="change every trial's run config (repeatable), e.g. --set train.steps=100 "
+                   "(default: none)")
+    p.add_argument("--suffix", default="",
+                   help="append to the sweep name (results folder), e.g. -quick (default: none)")
+    p.add_argument("--tasks", default=None,
+                   help="replace the sweep's evaluate list, e.g. ks,ic,pr (default: the file's)")
     add_trust_option(p, TRUST_HELP[:-1] + ", which local Ray workers inherit; on a cluster, set it in the workers' "
                      "environment)")

@@ -119,7 +119,8 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--profile", choices=("tiny", "embedded"), default="embedded",
                    help="the base recipe: model size and time budgets (default embedded)")
     p.add_argument("--config", help="pretraining YAML on top of the profile (keys of PretrainConfig, e.g. "
-                   "harness/assets/pretrain_embedded.yaml, the shipped teacher's recipe)")
+                   "harness/assets/pretrain_embedded.yaml, the shipped teacher's recipe; default: the profile's "
+                   "settings alone)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="dotted overrides, e.g. minutes1=2 k1=50 model.post_ln=false init=CKPT threads=1")
     p.add_argument("--out", required=True, help="checkpoint file (fp16); logs go next to it (.log.tsv, .json)")
@@ -138,5 +139,5 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--speaker-utts", type=int, default=0, help="sid_train utterances (test: half as many; 0 = all)")
     p.add_argument("--max-frames", type=int, default=30000, help="training frames of the phone probe")
     p.add_argument("--no-twin", action="store_true", help="skip the random-init twin")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2, help="torch threads")
     add_trust_option(p)

@@ -6,13 +6,13 @@
     report.pdf          the same page through WeasyPrint (matplotlib PdfPages if unavailable)
     tables/<id>.{md,tex,csv}     table-askd[-<study>] for each ASKD study folder given
     figures/<id>.{png,svg}       askd_wer_speed[-<study>] likewise
-    runs.csv            one row per run (every run, failed ones included)
+    run_table.csv       one row per run, failed ones included (runs.csv: a sweep's, per run x task)
     stats.json          the paired comparisons and means with 95% CIs (:mod:`harness.stats`)
 
-The page, top to bottom: about these numbers (data, ER proxy, teacher, student,
-convergence, the paper's published figures beside ours), findings (from ``stats.json``
-only), provenance, speed from the bench file (``--bench``), tables (mean ± 95% CI),
-paired comparisons, figures, the ASKD section, failed/missing runs, all runs.
+The page, top to bottom: about these numbers (data, ER proxy, teacher, student, convergence, the
+paper's published figures beside ours), findings (from ``stats.json`` only), provenance, speed from
+the bench file (``--bench``), tables (mean ± 95% CI), paired comparisons, figures, the ASKD
+section, failed/missing runs, all runs. A committed report folder is refused: :mod:`.output`.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from harness.report.about import about_items, paper_rows
 from harness.report.collect import Problem, Results, collect, varying_keys
 from harness.report.evidence import all_records, metric_label, reference_row, same_compute
 from harness.report.findings import _units, findings
+from harness.report.output import OWNED, RUN_TABLE, refuse_committed
 from harness.report.published import PAPER
 from harness.report.speed import bench_rows, read_bench
 from harness.report.askd_tables import askd_runs, build_askd_table
@@ -121,11 +122,7 @@ def _askd_provenance(results: Results) -> list[tuple[str, str]]:
 def provenance(results: Results, command: str) -> list[tuple[str, str]]:
     """(label, value) pairs: where the numbers come from and what they cost."""
     runs = results.runs
-    head = [
-        ("Command", command),
-        ("Generated", now_iso()),
-        ("Report code commit", git_commit()),
-    ]
+    head = [("Command", command), ("Generated", now_iso()), ("Report code commit", git_commit())]
     askd_wall = sum(float(st.data["wall_seconds"]) for st in results.askd
                     if isinstance(st.data.get("wall_seconds"), (int, float)))
     if runs.empty:  # ASKD studies only
@@ -418,6 +415,7 @@ def render_report(
     pdf: bool = True,
     pdf_engine: str = "auto",
     bench: str | Path | None = None,
+    overwrite: bool = False,
 ) -> Report:
     """Collect results and write the whole report folder.
 
@@ -430,12 +428,15 @@ def render_report(
         pdf: write ``report.pdf``.
         pdf_engine: ``auto`` (WeasyPrint, else matplotlib), ``weasyprint`` or ``matplotlib``.
         bench: optional ``harness bench stacking`` JSON: the speed table, figure and findings.
+        overwrite: also replace a committed report (:func:`harness.report.output.refuse_committed`).
 
     Raises:
         FileNotFoundError: a results folder (or the probe or bench file) does not exist or is empty.
         ConfigError: the probe or bench file is not what it should be.
+        UserError: ``out`` holds a report whose files git tracks, and not ``overwrite``.
     """
     out = Path(out)
+    refuse_committed(out, overwrite)
     results = collect(list(results_dirs), probe=probe)
     bench_data = read_bench(bench) if bench else None
     out.mkdir(parents=True, exist_ok=True)
@@ -449,15 +450,12 @@ def render_report(
     return report
 
 
-OWNED = ("figures", "tables", "index.html", "report.pdf", "runs.csv", "stats.json")
-
-
 def _render(results, bench_data, out: Path, probe, command: str, title, pdf: bool, pdf_engine: str) -> Report:
     tables = build_tables(results)
     records, stats_path = _stacking_stats(results, tables, out)
     for t in tables:
         t.write(out / "tables")
-    runs_frame(results).to_csv(out / "runs.csv", index=False)
+    runs_frame(results).to_csv(out / RUN_TABLE, index=False)
     if results.runs.empty:  # ASKD studies only: no stacking figure to draw or to list as missing
         figs, skipped = [], {}
         if probe:

@@ -463,7 +463,7 @@ def build_tables(results: Results) -> list[Table]:
 
 
 def runs_frame(results: Results) -> pd.DataFrame:
-    """One row per run with each task's value as ``<task>.<metric>``: the report's runs.csv."""
+    """One row per run with each task's value as ``<task>.<metric>``: the report's run_table.csv."""
     cols = ["sweep", "run_id", "variant", "seed", "status", "train_seconds", "student_params", "superb_score",
             "run_dir"]
     extra = ["arm", "train_cpu_seconds", "heldout_output_loss", "heldout_probe_best"]  # after the original columns

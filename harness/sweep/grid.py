@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 from harness import runs
-from harness.config import ConfigError, RunConfig, deep_merge, from_dict, load_yaml, parse_overrides
+from harness.config import (
+    ConfigError,
+    RunConfig,
+    check_override_keys,
+    deep_merge,
+    from_dict,
+    load_yaml,
+    parse_overrides,
+)
 
 # -------------------------------------------------------------------------- the sweep file
 
@@ -257,19 +265,22 @@ def check_overrides(cfg: SweepConfig, path: Path, keys: Any, what: str, fix: str
                                       f"point: {fix} or edit the points")
 
 
-def base_data(cfg: SweepConfig, path: Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[dict, Path]:
+def base_data(cfg: SweepConfig, path: Path, overrides: list[str] | tuple[str, ...] = (),
+              config_cls: type = RunConfig) -> tuple[dict, Path]:
     """The sweep's base run config as a mapping, with the sweep's ``overrides`` and then
-    ``overrides`` (``key=value``) applied; and the base file's path.
+    ``overrides`` (``key=value``, the command line's ``--set``) applied; and the base file's path.
 
     Raises:
-        ConfigError: the base file cannot be read, or an override sets a key the grid, a
+        ConfigError: the base file cannot be read; a ``--set`` names no key of
+            ``config_cls`` or has the wrong type (named as the command line's:
+            :func:`harness.config.check_override_keys`); or it sets a key the grid, a
             point or the seeds set (it would be ignored: :func:`check_overrides`).
     """
     base_path = (path.parent / cfg.base) if not Path(cfg.base).is_absolute() else Path(cfg.base)
     base = load_yaml(base_path)
     base = deep_merge(base, parse_overrides([f"{k}={json.dumps(v)}" for k, v in runs.flatten(cfg.overrides).items()]))
     if overrides:
-        extra = parse_overrides(list(overrides))
+        extra = check_override_keys(config_cls, list(overrides), "--set")
         check_overrides(cfg, path, runs.flatten(extra), "a --set of {key}", "drop it")
         base = deep_merge(base, extra)
     return base, base_path

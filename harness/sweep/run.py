@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from harness import failures, locks, runs
-from harness.config import ConfigError, RunConfig, from_dict, load_yaml
+from harness.config import ConfigError, RunConfig, blame_override, from_dict, load_yaml
 from harness.errors import HarnessError
 from harness.sweep import tracks
 from harness.sweep.grid import Sweep, SweepConfig, base_data, expand_grid
@@ -51,8 +51,12 @@ def load_sweep(
         cfg.evaluate = list(tasks)
     base, base_path = base_data(cfg, path, overrides)
     # The base is checked with the sweep's and the command line's changes applied, so a
-    # placeholder in it (the paper profile's checkpoint path) can be filled by --set.
-    from_dict(RunConfig, base, source=base_path)
+    # placeholder in it (the paper profile's checkpoint path) can be filled by --set; an
+    # error a --set caused names that --set, not the base file
+    try:
+        from_dict(RunConfig, base, source=base_path)
+    except ConfigError as err:
+        raise blame_override(err, overrides or (), base_path, "--set") from None
     if cfg.evaluate:
         _check_tasks(cfg.evaluate, path)
 

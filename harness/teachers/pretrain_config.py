@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from harness.config import ConfigError, deep_merge, from_dict, load_yaml, parse_overrides, to_dict
+from harness.config import ConfigError, deep_merge, from_dict_with_overrides, load_yaml, to_dict
 from harness.teachers.embedded import EmbeddedConfig, teacher_embedded, teacher_tiny
 
 
@@ -177,6 +177,4 @@ def load_pretrain_config(profile: str = "embedded", path: str | Path | None = No
     data = to_dict(profile_config(profile))
     if path is not None:
         data = deep_merge(data, load_yaml(path))
-    if overrides:
-        data = deep_merge(data, parse_overrides(overrides))
-    return from_dict(PretrainConfig, data, source=path or f"<profile {profile}>")
+    return from_dict_with_overrides(PretrainConfig, data, overrides, source=path or f"<profile {profile}>")

@@ -93,3 +93,50 @@ def test_the_cli_starts_without_importing_torch():
     code = "import sys, harness.cli; print(sorted(m for m in ('torch', 'transformers', 's3prl', 'ray') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def _commands(parser, name="harness"):
+    """Every (command name, parser) below ``parser``, the groups' commands included."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_name, sub in action.choices.items():
+                yield f"{name} {sub_name}", sub
+                yield from _commands(sub, f"{name} {sub_name}")
+
+
+def test_every_option_has_help_and_shows_its_default():
+    """Each argument of each command has a help text, and the --help of each option with a
+    default (not a flag, not required) says it: '(default: 0)' appended, or the text's own."""
+    import argparse
+
+    from harness.cli import build_parser
+
+    missing, no_default = [], []
+    for name, parser in _commands(build_parser()):
+        text = parser.format_help()
+        for action in parser._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+                continue
+            if not action.help:
+                missing.append(f"{name} {action.dest}")
+            shown = parser._get_formatter()._get_help_string(action)
+            if action.option_strings and not action.required and not isinstance(action.default, bool) \
+                    and "(default" not in shown and "default:" not in shown:
+                no_default.append(f"{name} {action.option_strings[0]}")
+        assert "%(" not in text, name
+    assert not missing, missing
+    assert not no_default, no_default
+
+
+def test_help_shows_defaults(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--seed SEED seed of the task subsets, head init and batch order (default: 0)" in out
+    assert "--device DEVICE cpu, cuda, cuda:N or mps (default: cpu)" in out
+    assert "--threads THREADS torch threads (0 = torch's default) (default: 1)" in out
+    assert "--quiet print only the result" in out and "(default: False)" not in out  # flags: off unless given

@@ -53,8 +53,32 @@ def test_binary_or_empty_config_file(tmp_path, capsys, content, fragment, comman
 def test_distill_refuses_bad_values_before_running(tmp_path, capsys, override, fragment):
     out = tmp_path / "run"
     err = one_line_error(capsys, ["distill", "--config", str(TINY), override, "--out", str(out)])
-    assert str(TINY) in err and fragment in err
+    # the command line's value is at fault: the message names the override, not the file
+    assert f"override {override!r} (command line): " in err and fragment in err and str(TINY) not in err
     assert not out.exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize("argv_tail, expected", [
+    (["trian.steps=5"], "override 'trian.steps=5' (command line): unknown key 'trian'; did you mean 'train'?"),
+    (["train.stpes=5"], "override 'train.stpes=5' (command line): unknown key 'train.stpes'; "
+                        "did you mean 'train.steps'"),
+    (["train.steps=abc"], "override 'train.steps=abc' (command line): train.steps: expected an integer, got 'abc'"),
+])
+def test_an_override_typo_is_the_command_lines_not_the_files(tmp_path, capsys, argv_tail, expected):
+    out = tmp_path / "run"
+    err = one_line_error(capsys, ["distill", "--config", str(TINY), *argv_tail, "--out", str(out)])
+    assert expected in err and str(TINY) not in err, err
+    assert not out.exists()
+
+
+def test_a_sweep_set_typo_names_the_set(tmp_path, capsys):
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(f"name: s\nbase: {TINY}\ngrid:\n  loss.w: [0.1]\nstorage: {tmp_path / 'results'}\n")
+    err = one_line_error(capsys, ["sweep", str(sweep), "--dry-run", "--set", "trian.steps=5"])
+    assert "--set 'trian.steps=5' (command line): unknown key 'trian'; did you mean 'train'?" in err, err
+    err = one_line_error(capsys, ["sweep", str(sweep), "--dry-run", "--set", "data.max_seconds=0"])
+    assert "--set 'data.max_seconds=0' (command line): data.max_seconds must be > 0" in err, err
+    assert str(TINY) not in err
 
 
 def test_exponent_floats_are_accepted_in_files_and_overrides(tmp_path, capsys):

@@ -179,7 +179,8 @@ def test_failed_and_broken_runs_listed(rendered):
     assert "variant=top-s2" in html and "CUDA out of memory (fabricated)" in html
     assert "summary.json" in html and "not valid JSON" in html and str(rendered["broken"]) in html
     assert "analysis.json in" in html and "variant=bottom-s1" in html  # missing optional file, listed
-    runs = pd.read_csv(rendered["out"] / "runs.csv")
+    assert not (rendered["out"] / "runs.csv").exists()  # that name is the sweep folder's (one row per task)
+    runs = pd.read_csv(rendered["out"] / "run_table.csv")
     assert len(runs) == 5 * 3 + 3 + 1 + 4 * 2  # every run folder (none_cm included), none dropped
     assert list(runs.columns[:9]) == ["sweep", "run_id", "variant", "seed", "status", "train_seconds",
                                       "student_params", "superb_score", "run_dir"]  # naming unchanged
