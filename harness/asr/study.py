@@ -8,11 +8,15 @@ distillation sweep; ``--tasks`` is refused: there are no SUPERB tasks), which
 
 1. trains the teacher into ``<storage>/<name>/teacher`` when the base config's
    ``teacher.path`` is empty (skipped when already trained);
-2. runs every trial in this process, one after another (so latencies are not distorted by
-   concurrent trials); with ``--resume`` it skips trials whose ``summary.json`` says ``ok``
-   and reruns those that failed because of the environment (:mod:`harness.failures`;
-   ``--retry-failed``: every failed one), and refuses a folder whose runs were made with
-   other settings;
+2. runs every unfinished trial as a sweep runs its trials (:func:`study_payloads` ->
+   :func:`harness.sweep.trials.run_trial`): through Ray Tune (``backend: ray``, the
+   study's ``resources`` per trial; ``--address`` joins a cluster) or in this process
+   (``backend: local`` or ``--local``). Each run measures its latencies itself, teacher and
+   student interleaved on the same utterances, batch 1, one thread, so concurrent trials on
+   other cores slow both sides of a ratio alike. With ``--resume`` it skips trials whose
+   ``summary.json`` says ``ok`` and reruns those that failed because of the environment
+   (a killed worker included: :mod:`harness.failures`; ``--retry-failed``: every failed
+   one), and refuses a folder whose runs were made with other settings;
 3. writes ``askd.json`` and ``askd.csv`` (:func:`write_study_table`) and the figure
    ``askd_wer_speed.{png,svg}`` (:func:`askd_figure`).
 
@@ -114,6 +118,8 @@ def run_asr_study(
     suffix: str = "",
     tasks: list[str] | None = None,
     retry_failed: bool = False,
+    address: str | None = None,
+    local: bool = False,
 ) -> Path:
     """Run an ASR study (see the module docstring); returns the path of ``askd.csv``.
 
@@ -129,7 +135,8 @@ def run_asr_study(
         ConfigError: a bad study file; its folder already holds runs and ``resume`` is off;
             or it holds runs made with other settings (the keys are named).
     """
-    from harness.asr.train import run_asr_distill, train_teacher
+    from harness.asr.train import train_teacher
+    from harness.sweep.trials import run_trial
 
     t0 = time.perf_counter()
     sweep = load_study(path, seeds=seeds, overrides=overrides, suffix=suffix, tasks=tasks)
@@ -147,32 +154,29 @@ def run_asr_study(
                       seed=0, batch_size=first.data.batch_size, lr=first.teacher.train_lr,
                       threads=first.train.threads, log=log, **first.teacher.shape)
     retry = "all" if retry_failed else failures.ENVIRONMENT
-    log(f"[asr] study {sweep.config.name}: {len(sweep.trials)} runs -> {out}")
-    for t in sweep.trials:
-        run_dir = out / t.run_id
-        run_dir.mkdir(parents=True, exist_ok=True)
-        runs.write_trial(run_dir, {"sweep": sweep.config.name, "run_id": t.run_id,
-                                   "overrides": t.overrides, "evaluate": []})
-        if runs.trial_done(run_dir, [], retry=retry):
-            status = runs.read_summary(run_dir).get("status")
-            log(f"[asr] {t.run_id}: done already" if status == "ok" else
-                f"[asr] {t.run_id}: kept: {status} (--retry-failed reruns it)")
-            continue
-        cfg = copy.deepcopy(t.config)
-        cfg.teacher.path = teacher_path
-        t1 = time.perf_counter()
-        try:
-            s = run_asr_distill(cfg, run_dir, sweep=sweep.config.name)
-            log(f"[asr] {t.run_id}: WER {s['wer']['greedy']['wer']:.3f} (teacher "
-                f"{s['teacher_wer']['greedy']['wer']:.3f}), speedup x{s['speedup']:.2f} ({time.perf_counter() - t1:.0f} s)")
-        except Exception as err:  # recorded with its class; the study goes on
-            _record_failure(run_dir, t.run_id, sweep.config.name, cfg, err, log)
-        # the table after every run: an interrupted study still leaves its finished rows
-        try:
-            write_study_table(out, teacher_path, wall_seconds=time.perf_counter() - t0, trained_here=trained_here)
-        except OSError as err:  # a full disk: the next run's failure says so; the final table raises
-            if not failures.is_no_space(err):
-                raise
+    payloads = study_payloads(sweep, teacher_path, retry)
+    todo = [p for p in payloads if not runs.trial_done(Path(p["run_dir"]), [], retry=retry)]
+    for p in payloads:
+        if p not in todo:
+            status = (runs.read_summary(Path(p["run_dir"])) or {}).get("status")
+            log(f"[asr] {p['run_id']}: done already" if status == "ok" else
+                f"[asr] {p['run_id']}: kept: {status} (--retry-failed reruns it)")
+    backend = "local" if local or sweep.config.backend == "local" else "ray"
+    log(f"[asr] study {sweep.config.name}: {len(payloads)} runs, {len(payloads) - len(todo)} done, "
+        f"{len(todo)} to run ({backend}) -> {out}")
+    if todo and backend == "local":
+        for p in todo:
+            t1 = time.perf_counter()
+            s = run_trial(p)
+            _log_run(p["run_id"], s, time.perf_counter() - t1, log)
+            _table_now(out, teacher_path, t0, trained_here)  # an interrupted study keeps its finished rows
+    elif todo:
+        from harness.sweep.ray_adapter import run_ray
+
+        res = sweep.config.resources.resolve()
+        run_ray(sweep, todo, res, address, log)
+        for p in todo:
+            _log_run(p["run_id"], runs.read_summary(Path(p["run_dir"])) or {}, None, log)
     try:
         csv = write_study_table(out, teacher_path, wall_seconds=time.perf_counter() - t0, trained_here=trained_here)
     except OSError as err:
@@ -187,7 +191,39 @@ def run_asr_study(
     return csv
 
 
-def _record_failure(run_dir: Path, run_id: str, sweep: str, cfg, err: Exception, log) -> None:
+def study_payloads(sweep: Sweep, teacher_path: str, retry: str) -> list[dict]:
+    """Each run of an ASR study as the plain payload :func:`harness.sweep.trials.run_trial`
+    takes (``track: asr``; it crosses to Ray workers as a distillation trial's does). One
+    thread per run unless ``train.threads`` says otherwise: latencies are measured batch 1,
+    greedy, on one thread, teacher and student interleaved in the same process."""
+    out = []
+    for t in sweep.trials:
+        cfg = copy.deepcopy(t.config)
+        cfg.teacher.path = teacher_path  # relative to the payload's cwd, like the corpus
+        out.append({"track": "asr", "sweep": sweep.config.name, "run_id": t.run_id,
+                    "run_dir": str(sweep.out_dir / t.run_id), "config": to_dict(cfg), "overrides": t.overrides,
+                    "evaluate": [], "threads": cfg.train.threads or 1, "cwd": str(Path.cwd()), "retry": retry})
+    return out
+
+
+def _log_run(run_id: str, s: dict, seconds, log) -> None:
+    took = f" ({seconds:.0f} s)" if seconds is not None else ""
+    if s.get("status") == "ok":
+        log(f"[asr] {run_id}: WER {s['wer']['greedy']['wer']:.3f} (teacher {s['teacher_wer']['greedy']['wer']:.3f}), "
+            f"speedup x{s['speedup']:.2f}{took}")
+    else:
+        log(f"[asr] {run_id}: {s.get('status', 'no result')}{took}")
+
+
+def _table_now(out: Path, teacher_path: str, t0: float, trained_here: bool) -> None:
+    try:
+        write_study_table(out, teacher_path, wall_seconds=time.perf_counter() - t0, trained_here=trained_here)
+    except OSError as err:  # a full disk: the next run's failure says so; the final table raises
+        if not failures.is_no_space(err):
+            raise
+
+
+def record_failure(run_dir: Path, run_id: str, sweep: str, cfg, err: Exception, log) -> None:
     """``summary.json`` of a failed run: ``failed: <reason>`` and its ``failure`` class (a full
     disk: the one line of :func:`harness.failures.no_space_message`)."""
     if failures.is_no_space(err):

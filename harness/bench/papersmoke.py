@@ -256,15 +256,22 @@ def _measurements(tmp: Path, corpus: Path, cache_dir: Path, run: Path, teacher_p
     stages = [{"depth": s["depth"], "steps": s["steps"], "seconds_per_step": s["seconds"] / max(1, s["steps"]),
                "cpu_seconds_per_step": s["cpu_seconds"] / max(1, s["steps"])} for s in summary["stages"]]
     full = stages[-1]["seconds_per_step"]
-    per_run = [s["seconds_per_step"] * PAPER_STEPS * s["steps"] / steps for s in stages]
     cfg = summary["config"]
+    # the paper run's own schedule: its stage steps at 200k steps (proportional: ~ depth)
+    from harness import stacking
+    from harness.config import RunConfig, from_dict
+
+    paper_cfg = from_dict(RunConfig, {**cfg, "train": {**cfg["train"], "steps": PAPER_STEPS}}, source="paper smoke")
+    paper_steps = list(stacking.plan_stages(paper_cfg).steps)
+    per_run = [st["seconds_per_step"] * n for st, n in zip(stages, paper_steps)]
     exported = next((json.loads(line) for line in phases["export"]["output_tail"] if line.startswith("{")), {})
     caches = [p for p in cache_dir.iterdir() if (p / "COMPLETE.json").is_file()]
     per_hour = cache_bytes / (distill_secs / 3600)
     # arithmetic: the FLOP model's count (summary["flops"], student only: the teacher is
     # cached) scaled to the paper's steps, and the cache pass (2 FLOPs per teacher parameter
     # per frame, 50 frames/s, plus its conv front-end) over the audio, at an assumed MFU
-    run_flops = summary["flops"] * PAPER_STEPS / steps
+    run_flops = sum(stacking.CostModel(**summary["cost_model"]).per_step(d) * n
+                    for d, n in zip(summary_depths(summary), paper_steps))
     teacher_flops_hour = (2.0 * teacher_params + _conv_flops()) * 50 * 3600
 
     def gpu_hours(flops: float, mfu: float) -> float:
@@ -299,12 +306,12 @@ def _measurements(tmp: Path, corpus: Path, cache_dir: Path, run: Path, teacher_p
                    "report": (tmp / "report" / "index.html").is_file()},
         "extrapolated_paper_cost": {
             "label": "ARITHMETIC, not a measurement: this machine's CPU step time per stage x the paper's "
-                     f"{PAPER_STEPS} steps (stage shares as in this run); one device; a GPU's figure needs "
+                     f"{PAPER_STEPS} steps in the paper schedule's stages; one device; a GPU's figure needs "
                      "`harness bench gpu`",
             "cpu_hours_per_run": sum(per_run) / 3600,
             "cpu_hours_per_run_full_depth": full * PAPER_STEPS / 3600,
             "cpu_days_main_study": PAPER_RUNS * sum(per_run) / 86400,
-            "runs_in_main_study": PAPER_RUNS,
+            "runs_in_main_study": PAPER_RUNS, "paper_stage_steps": paper_steps,
             "flops_per_run": run_flops, "teacher_flops_per_audio_hour": teacher_flops_hour,
             "gpu_label": f"ARITHMETIC: FLOPs / ({A100_BF16_TFLOPS:g} TFLOP/s A100 bf16 peak x an ASSUMED MFU of "
                          f"{ASSUMED_MFU[0]:g} or {ASSUMED_MFU[1]:g}); `harness bench gpu` measures the MFU",
@@ -338,7 +345,7 @@ def format_paper_smoke(res: dict) -> str:
     lines += ["", f"Teacher cache (13 arrays: front-end + 12 layers, fp16): {gb:.2f} GB per hour of audio "
               f"({c['bytes_for']['train-clean-100'] / 1e9:.0f} GB for train-clean-100, "
               f"{c['bytes_for']['960 h'] / 1e12:.2f} TB for 960 h); built at "
-              f"{c['seconds_per_audio_hour'] / 60:.1f} CPU-minutes per hour of audio.", "",
+              f"{c['seconds_per_audio_hour'] / 60:.1f} minutes of wall-clock per hour of audio ({s['threads']} threads).", "",
               f"Extrapolated, **arithmetic** ({x['runs_in_main_study']} runs of {PAPER_STEPS} steps): "
               f"{x['cpu_hours_per_run']:.0f} h per run on this CPU "
               f"({x['cpu_days_main_study']:.0f} days for the main study).", "",
@@ -352,3 +359,8 @@ def format_paper_smoke(res: dict) -> str:
 
 if __name__ == "__main__":
     sys.exit(_peak_main(sys.argv[1:]))
+
+
+def summary_depths(summary: dict) -> list[int]:
+    """The depth of each stage of a run's ``summary.json``."""
+    return [int(st["depth"]) for st in summary["stages"]]

@@ -121,7 +121,8 @@ def run_sweep(
     if track != tracks.DISTILL:  # the ASR track: its own runner, under the same folder lock
         study = tracks.entry(track, "load")(path, **extra)
         with locks.hold(study.out_dir, f"harness sweep {study.config.name}", log):
-            table = tracks.entry(track, "run")(path, resume=resume, log=log, retry_failed=retry_failed, **extra)
+            table = tracks.entry(track, "run")(path, resume=resume, log=log, retry_failed=retry_failed,
+                                                  address=address, local=local, **extra)
             payloads = [{"run_id": t.run_id, "run_dir": str(study.out_dir / t.run_id), "sweep": study.config.name}
                         for t in study.trials]
             _report_failures(_failure_line(study, payloads, {}, table), check, log)

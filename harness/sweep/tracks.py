@@ -1,7 +1,7 @@
 """Which track a sweep file belongs to, chosen in one place.
 
 A sweep whose base config declares ``track: asr`` is an ASKD study of
-:mod:`harness.asr.study` (its trials are ASR runs, run in-process, not Ray); every other
+:mod:`harness.asr.study` (its trials are ASR runs, through Ray or in-process like any sweep's); every other
 sweep is a distillation sweep (:mod:`harness.sweep.run`). The ASR track's entry points are
 lazy ``"module:object"`` names, resolved only when such a sweep is run, so that the sweep
 package never imports the ASR track (which itself builds on :mod:`harness.sweep.grid`).
@@ -18,7 +18,7 @@ from harness.config import ConfigError, load_yaml
 DISTILL = "distill"
 # track -> what the sweep commands call for it: load (-> Sweep), run (-> table path), dry_run (-> text);
 # each takes the sweep file and the command line's seeds=, overrides=, suffix=, tasks= (run also
-# resume=, log=, retry_failed=), honouring them or refusing one with a ConfigError
+# resume=, log=, retry_failed=, address=, local=), honouring them or refusing one with a ConfigError
 TRACKS: dict[str, dict[str, str]] = {
     "asr": {
         "load": "harness.asr.study:load_study",

@@ -88,6 +88,22 @@ def _oneline(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
+def _run_asr(trial: dict, run_dir: Path, on_log) -> dict:
+    """An ASR study's trial (``track: asr``): one student, distilled and scored by
+    :func:`harness.asr.train.run_asr_distill`; a failure is recorded, not raised."""
+    from harness.asr.train import AsrRunConfig, run_asr_distill
+
+    if not runs.trial_done(run_dir, [], retry=trial.get("retry")):
+        cfg = from_dict(AsrRunConfig, trial["config"], source=run_dir / "trial.json")
+        try:
+            run_asr_distill(cfg, run_dir, sweep=trial["sweep"], on_log=on_log)
+        except Exception as err:
+            from harness.asr.study import record_failure
+
+            record_failure(run_dir, trial["run_id"], trial["sweep"], cfg, err, lambda msg: None)
+    return runs.read_summary(run_dir) or {}
+
+
 def _run_locked(trial: dict, run_dir: Path, on_log) -> dict:
     tasks = list(trial.get("evaluate") or [])
     runs.write_trial(run_dir, trial, **({"node": trial["node"]} if trial.get("node") else {}))
@@ -95,6 +111,8 @@ def _run_locked(trial: dict, run_dir: Path, on_log) -> dict:
         import torch
 
         torch.set_num_threads(int(trial["threads"]))
+    if trial.get("track") == "asr":
+        return _run_asr(trial, run_dir, on_log)
 
     if not runs.trial_done(run_dir, [], retry=trial.get("retry")):
         cfg = from_dict(RunConfig, trial["config"], source=run_dir / "trial.json")

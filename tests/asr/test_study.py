@@ -178,3 +178,61 @@ def test_study_stats_pair_seeds_and_state_only_resolved_differences(tmp_path):
         assert ("(resolved)" in v) == d["resolved"] and ("not resolved" in v) == (not d["resolved"])
     # the fabricated objectives are 3-7 WER points apart with ~1 point of seed noise: resolved
     assert diffs[("askd", "ce")]["resolved"] and diffs[("askd", "ce")]["estimate"] < 0
+
+
+@pytest.mark.integration
+def test_study_through_ray_resumes_after_kill_9_without_rerunning_finished_students(tmp_path, fake_corpus):
+    """`harness sweep STUDY` runs the students as Ray Tune trials; kill -9 of the sweep (its
+    process group: the driver and its Ray workers) mid-study, then --resume: the finished
+    students are not rerun (their files untouched) and the study completes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = fake_corpus("asr_tones", tmp_path / "corpus", n_train=24, n_test=4)
+    shape = "{d_model: 32, ffn: 64, n_mels: 16, max_target_positions: 24}"
+    (tmp_path / "base.yaml").write_text(f"""
+track: asr
+profile: tiny
+data: {{corpus: {root}, batch_size: 8}}
+teacher: {{train_steps: 10, shape: {shape}}}
+student: {{decoder_layers: 1}}
+train: {{steps: 40, log_every: 5, threads: 1}}
+eval: {{beam: 0, latency_utterances: 2}}
+""")
+    study = tmp_path / "study.yaml"
+    study.write_text(f"name: rk\nbase: base.yaml\ngrid: {{loss.objective: [ce, kd, askd]}}\nseeds: [0, 1]\n"
+                     f"storage: {tmp_path / 'results'}\nbackend: ray\nresources: {{cpu: 1}}\n")
+    out = tmp_path / "results" / "rk"
+    root_dir = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "sweep", str(study)], cwd=root_dir,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:
+            done = [p for p in out.glob("*/summary.json") if '"status": "ok"' in p.read_text()]
+            running = [p for p in out.glob("*/summary.json") if '"status": "running"' in p.read_text()]
+            if done and running:
+                break
+            assert proc.poll() is None, "the study ended before it could be killed"
+            time.sleep(0.2)
+        else:
+            raise AssertionError("no finished and running students within 300 s")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # kill -9: the driver and the Ray processes it started
+        proc.wait()
+    finished = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/student/model.safetensors")
+                if '"status": "ok"' in (p.parent.parent / "summary.json").read_text()}
+    assert finished and len(finished) < 6
+    msgs = []
+    csv = run_sweep(study, resume=True, log=msgs.append)
+    df = pd.read_csv(csv)
+    assert (df["status"] == "ok").all() and len(df) == 7  # the teacher and 6 students
+    for run, mtime in finished.items():  # not rerun
+        assert (out / run / "student" / "model.safetensors").stat().st_mtime_ns == mtime
+    assert sum("done already" in m for m in msgs) == len(finished)
+    trial = json.loads((out / "objective=kd-s1" / "trial.json").read_text())
+    assert trial.get("node"), "the trial ran as a Ray Tune trial (trial.json names its node)"

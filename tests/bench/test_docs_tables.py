@@ -23,3 +23,13 @@ def test_sizing_tables_match_their_json():
 
     base = load_run_config(ROOT / "sweeps" / "base" / "embedded.yaml")
     assert curve["settings"]["default_steps"] == base.train.steps
+
+
+def test_paper_smoke_tables_match_their_json():
+    from harness.bench.papersmoke import format_paper_smoke
+
+    doc = (ROOT / "docs" / "benchmarks.md").read_text()
+    res = json.loads((ROOT / "docs" / "benchmarks" / "paper-smoke-cpu.json").read_text())
+    assert format_paper_smoke(res) in doc
+    assert res["checks"]["status"] == "ok" and res["settings"]["batch_size"] == 24  # the paper's batch
+    assert res["settings"]["depths"] == [3, 6, 9, 12] and "ARITHMETIC" in res["extrapolated_paper_cost"]["label"]
