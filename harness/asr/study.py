@@ -167,7 +167,8 @@ def run_asr_study(
     if todo and backend == "local":
         for p in todo:
             t1 = time.perf_counter()
-            s = run_trial(p)
+            result = run_trial(p)
+            s = result.get("summary") or runs.read_summary(Path(p["run_dir"])) or {}
             _log_run(p["run_id"], s, time.perf_counter() - t1, log)
             _table_now(out, teacher_path, t0, trained_here)  # an interrupted study keeps its finished rows
     elif todo:

@@ -35,9 +35,9 @@ from harness.data.audio import SAMPLE_RATE
 # narrower so that the embedded study (teacher + 9 students) fits 20 minutes on 2 cores.
 TEACHER_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(d_model=64, encoder_layers=2, decoder_layers=2, heads=2, ffn=256, n_mels=40,
-                 hop_length=320, max_target_positions=160, chunk_seconds=0),
+                 hop_length=320, max_target_positions=160, chunk_seconds=0, dropout=0.0),
     "embedded": dict(d_model=96, encoder_layers=2, decoder_layers=3, heads=4, ffn=384, n_mels=80,
-                     hop_length=320, max_target_positions=160, chunk_seconds=4),
+                     hop_length=320, max_target_positions=160, chunk_seconds=4, dropout=0.0),
 }
 # chunk_seconds: the fixed input length (0 = the longest utterance of the corpus, rounded
 # up). Whisper has no input mask, so every utterance costs the full chunk. The embedded
@@ -81,14 +81,14 @@ class AsrModel:
         return sum(p.numel() for p in self.model.parameters())
 
 
-def whisper_config(profile: str, vocab_size: int, chunk_seconds: int, **shape: Any):
+def whisper_config(profile: str, vocab_size: int, default_chunk: int = 0, **shape: Any):
     """A ``WhisperConfig`` for a teacher preset (``shape`` overrides preset entries).
 
     Args:
         profile: ``tiny`` or ``embedded``.
         vocab_size: tokenizer size.
-        chunk_seconds: fixed input length in seconds (Whisper has no input mask), used
-            when the preset's ``chunk_seconds`` is 0.
+        default_chunk: fixed input length in seconds (Whisper has no input mask), used
+            when the preset's (or ``shape``'s) ``chunk_seconds`` is 0.
 
     Returns:
         ``(WhisperConfig, WhisperFeatureExtractor)``.
@@ -98,7 +98,9 @@ def whisper_config(profile: str, vocab_size: int, chunk_seconds: int, **shape: A
     if profile not in TEACHER_PRESETS:
         raise ValueError(f"no ASR teacher preset for profile {profile!r}; choose from {', '.join(TEACHER_PRESETS)}")
     p = {**TEACHER_PRESETS[profile], **shape}
-    chunk = int(p["chunk_seconds"] or chunk_seconds)
+    chunk = int(p["chunk_seconds"] or default_chunk)
+    if chunk < 1:
+        raise ValueError("the input length is unset: give chunk_seconds (preset or shape) or default_chunk")
     fe = WhisperFeatureExtractor(feature_size=p["n_mels"], sampling_rate=16000, hop_length=p["hop_length"],
                                  chunk_length=chunk, n_fft=400)
     # conv1 keeps the frame rate, conv2 halves it: encoder positions = frames / 2.
@@ -109,20 +111,21 @@ def whisper_config(profile: str, vocab_size: int, chunk_seconds: int, **shape: A
         encoder_ffn_dim=p["ffn"], decoder_ffn_dim=p["ffn"],
         max_source_positions=fe.nb_max_frames // 2, max_target_positions=p["max_target_positions"],
         pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1,
-        suppress_tokens=None, begin_suppress_tokens=None, dropout=0.0,
+        suppress_tokens=None, begin_suppress_tokens=None, dropout=float(p["dropout"]),
+        attention_dropout=float(p["dropout"]), activation_dropout=float(p["dropout"]),
         tie_word_embeddings=True,
     )
     return cfg, fe
 
 
-def new_char_model(profile: str, chunk_seconds: int, seed: int = 0, **shape: Any) -> AsrModel:
+def new_char_model(profile: str, default_chunk: int = 0, seed: int = 0, **shape: Any) -> AsrModel:
     """A freshly initialised character-level Whisper for a profile (seeded)."""
     from transformers import WhisperForConditionalGeneration
 
     from harness.asr.tokenizer import build_char_tokenizer
 
     tok = build_char_tokenizer()
-    cfg, fe = whisper_config(profile, len(tok), chunk_seconds, **shape)
+    cfg, fe = whisper_config(profile, len(tok), default_chunk, **shape)
     torch.manual_seed(seed)
     model = WhisperForConditionalGeneration(cfg)
     return AsrModel(model, tok, fe, [tok.bos_token_id], tok.eos_token_id, name=f"char-whisper-{profile}")
@@ -174,7 +177,7 @@ def load_asr_model(path: str | Path, device: str | torch.device = "cpu") -> AsrM
         raise FileNotFoundError(f"{folder}/preprocessor_config.json: missing; save the WhisperFeatureExtractor "
                                 "with the checkpoint")
     model = WhisperForConditionalGeneration.from_pretrained(str(folder), local_files_only=True)
-    model.to(device).eval()
+    model.to(device).float().eval()  # a shipped fp16 checkpoint (harness/assets) runs in float32
     tok = load_tokenizer(folder)
     fe = WhisperFeatureExtractor.from_pretrained(str(folder), local_files_only=True)
     meta_path = folder / META_FILE

@@ -378,8 +378,10 @@ TEACHER_STEPS = {"tiny": 150, "embedded": 1500}
 
 def train_teacher(profile: str, out: str | Path, corpus: str | Path, steps: int = 0, seed: int = 0,
                   batch_size: int = 16, lr: float = 2e-3, threads: int = 0, ctc_weight: float = 0.5,
-                  log: Callable[[str], None] = print, **shape) -> Path:
-    """Train the profile's character-level Whisper teacher on ``<corpus>/asr_train.jsonl``.
+                  log: Callable[[str], None] = print, split: str = "asr", **shape) -> Path:
+    """Train the profile's character-level Whisper teacher on ``<corpus>/<split>_train.jsonl``
+    (``split``: ``asr``, the read sentences, or ``ic``, the spoken commands: any split
+    family whose records carry ``text``).
 
     Skipped when ``out`` already holds a finished teacher (``harness_asr.json``).
     ``shape`` overrides entries of the profile's preset (``d_model``, ``decoder_layers``...).
@@ -397,14 +399,14 @@ def train_teacher(profile: str, out: str | Path, corpus: str | Path, steps: int 
     if threads:
         torch.set_num_threads(threads)
     recs = []
-    for part in ("asr_train", "asr_dev", "asr_test"):
+    for part in (f"{split}_train", f"{split}_dev", f"{split}_test"):
         p = corpus / f"{part}.jsonl"
         if not p.is_file():
             raise FileNotFoundError(f"{p}: no such ASR manifest (build the corpus: harness data build "
                                     f"--profile {profile} --out {corpus})")
         recs += read_manifest(p)
     asr = new_char_model(profile, chunk_seconds_for(recs), seed=seed, **shape)
-    split = AsrSplit(corpus / "asr_train.jsonl", asr)
+    family, split = split, AsrSplit(corpus / f"{split}_train.jsonl", asr)
     steps = steps or TEACHER_STEPS.get(profile, 1000)
     started = now_iso()
     log(f"[asr] training {asr.name} ({asr.num_params() / 1e6:.2f} M params) for {steps} steps on {len(split)} utterances")
@@ -416,7 +418,7 @@ def train_teacher(profile: str, out: str | Path, corpus: str | Path, steps: int 
               ctc_weight=ctc_weight,
               on_log=lambda r: log(f"[asr] teacher step {r['step']}: loss {r['total']:.3f}") if r["step"] % max(1, steps // 10) == 0 else None)
     save_asr_model(asr, out, extra={
-        "profile": profile, "corpus": str(corpus), "steps": steps, "seed": seed, "batch_size": batch_size, "lr": lr,
+        "profile": profile, "corpus": str(corpus), "split": family, "shape": shape, "steps": steps, "seed": seed, "batch_size": batch_size, "lr": lr,
         "ctc_weight": ctc_weight,
         "train_seconds": res["train_seconds"], "final_loss": res["final"], "params": asr.num_params(),
         "skipped": len(split.skips), "started": started, "finished": now_iso(), "git_commit": git_commit(),

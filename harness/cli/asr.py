@@ -9,14 +9,25 @@ import argparse
 import json
 from pathlib import Path
 
+from harness.errors import UserError
 from harness.cli.common import Subparsers, command, group
 
 
 def cmd_asr_train_teacher(args: argparse.Namespace) -> int:
     from harness.asr.train import train_teacher
 
+    from harness.asr.teacher import TEACHER_PRESETS
+    from harness.config import yaml_load
+
     corpus = Path(args.corpus or f"data/{args.profile}")
-    train_teacher(args.profile, Path(args.out), corpus, steps=args.steps, seed=args.seed, threads=args.threads)
+    shape = {}
+    for item in args.shape:
+        key, sep, raw = item.partition("=")
+        if not sep or key not in TEACHER_PRESETS[args.profile]:
+            raise UserError(f"--shape {item!r}: expected KEY=VALUE with KEY one of {', '.join(TEACHER_PRESETS[args.profile])}")
+        shape[key] = yaml_load(raw)
+    train_teacher(args.profile, Path(args.out), corpus, steps=args.steps, seed=args.seed, threads=args.threads,
+                  split=args.split, lr=args.lr, ctc_weight=args.ctc_weight, batch_size=args.batch_size, **shape)
     return 0
 
 
@@ -55,6 +66,14 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--steps", type=int, default=0, help="training steps (0 = the profile's default)")
     p.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the batch order")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    p.add_argument("--split", default="asr", help="split family read: <split>_{train,dev,test} (asr: read "
+                   "sentences; ic: spoken commands)")
+    p.add_argument("--shape", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="changes to the profile's model preset (d_model, encoder_layers, decoder_layers, heads, ffn, "
+                   "n_mels, hop_length, max_target_positions, chunk_seconds, dropout)")
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
+    p.add_argument("--ctc-weight", type=float, default=0.5, help="weight of the auxiliary CTC loss on the encoder")
+    p.add_argument("--batch-size", type=int, default=16, help="utterances per step")
 
     p = command(asr, "distill", cmd_asr_distill, "distil one student (ce | kd | askd) and score it against its teacher", [
         "harness asr distill --config sweeps/base/asr_embedded.yaml --out results/askd-demo "

@@ -127,7 +127,7 @@ def test_failed_runs_are_classified_and_retried_like_a_sweeps(tmp_path, monkeypa
               "askd": FileNotFoundError("asr_test.jsonl: no such ASR manifest")}
     ran = []
 
-    def fake_run(cfg, run_dir, sweep=""):
+    def fake_run(cfg, run_dir, sweep="", on_log=None):
         ran.append(cfg.loss.objective)
         raise errors[cfg.loss.objective]
 
@@ -200,7 +200,7 @@ profile: tiny
 data: {{corpus: {root}, batch_size: 8}}
 teacher: {{train_steps: 10, shape: {shape}}}
 student: {{decoder_layers: 1}}
-train: {{steps: 40, log_every: 5, threads: 1}}
+train: {{steps: 20, log_every: 5, threads: 1}}
 eval: {{beam: 0, latency_utterances: 2}}
 """)
     study = tmp_path / "study.yaml"
@@ -224,7 +224,7 @@ eval: {{beam: 0, latency_utterances: 2}}
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # kill -9: the driver and the Ray processes it started
         proc.wait()
-    finished = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/student/model.safetensors")
+    finished = {p.parent.parent.name: p.stat().st_mtime_ns for p in out.glob("*/student/model.safetensors")
                 if '"status": "ok"' in (p.parent.parent / "summary.json").read_text()}
     assert finished and len(finished) < 6
     msgs = []
