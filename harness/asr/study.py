@@ -47,7 +47,9 @@ n               test utterances scored (greedy)
 "by_objective": {objective: {"runs", "wer_mean", "wer_std", "wer_rel_mean",
 "speedup_mean", "speedup_std", "token_speedup_mean", "params"}}, "latency_ratio" (mean
 speedup over ok runs), "token_latency_ratio" (mean token_speedup),
-"wall_seconds" (the whole study, teacher included), "teacher_trained_here"}``.
+"wall_seconds" (the whole study, teacher included), "teacher_trained_here", "stats"
+(:func:`study_stats`: each objective's WER mean with its 95% interval over seeds, the
+paired differences with ``resolved`` and one verdict each)}``.
 """
 
 from __future__ import annotations
