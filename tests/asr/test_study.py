@@ -204,7 +204,7 @@ train: {{steps: 20, log_every: 5, threads: 1}}
 eval: {{beam: 0, latency_utterances: 2}}
 """)
     study = tmp_path / "study.yaml"
-    study.write_text(f"name: rk\nbase: base.yaml\ngrid: {{loss.objective: [ce, kd, askd]}}\nseeds: [0, 1]\n"
+    study.write_text(f"name: rk\nbase: base.yaml\ngrid: {{loss.objective: [ce, kd, askd]}}\nseeds: [0]\n"
                      f"storage: {tmp_path / 'results'}\nbackend: ray\nresources: {{cpu: 1}}\n")
     out = tmp_path / "results" / "rk"
     root_dir = Path(__file__).resolve().parents[2]
@@ -226,13 +226,13 @@ eval: {{beam: 0, latency_utterances: 2}}
         proc.wait()
     finished = {p.parent.parent.name: p.stat().st_mtime_ns for p in out.glob("*/student/model.safetensors")
                 if '"status": "ok"' in (p.parent.parent / "summary.json").read_text()}
-    assert finished and len(finished) < 6
+    assert finished and len(finished) < 3
     msgs = []
     csv = run_sweep(study, resume=True, log=msgs.append)
     df = pd.read_csv(csv)
-    assert (df["status"] == "ok").all() and len(df) == 7  # the teacher and 6 students
+    assert (df["status"] == "ok").all() and len(df) == 4  # the teacher and 3 students
     for run, mtime in finished.items():  # not rerun
         assert (out / run / "student" / "model.safetensors").stat().st_mtime_ns == mtime
     assert sum("done already" in m for m in msgs) == len(finished)
-    trial = json.loads((out / "objective=kd-s1" / "trial.json").read_text())
+    trial = json.loads((out / "objective=askd-s0" / "trial.json").read_text())
     assert trial.get("node"), "the trial ran as a Ray Tune trial (trial.json names its node)"
