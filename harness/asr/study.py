@@ -226,24 +226,6 @@ def _table_now(out: Path, teacher_path: str, t0: float, trained_here: bool) -> N
             raise
 
 
-def record_failure(run_dir: Path, run_id: str, sweep: str, cfg, err: Exception, log) -> None:
-    """``summary.json`` of a failed run: ``failed: <reason>`` and its ``failure`` class (a full
-    disk: the one line of :func:`harness.failures.no_space_message`)."""
-    if failures.is_no_space(err):
-        failures.release(err)  # torch's writer still holds its temporary file's blocks
-        reason = failures.no_space_message(run_dir)
-    else:
-        reason = f"{type(err).__name__}: {err}"
-    summary = {"run_id": run_id, "sweep": sweep, "track": "asr", "objective": cfg.loss.objective,
-               "seed": cfg.train.seed, "status": f"failed: {reason}"[:500], "failure": failures.classify(err)}
-    try:
-        runs.write_summary(run_dir, summary)
-    except OSError as werr:  # its summary stays "running": counted as an environment failure
-        if not failures.is_no_space(werr):
-            raise
-    log(f"[asr] {run_id}: {summary['status']}")
-
-
 def _check_same_settings(sweep: Sweep, teacher_path: str) -> None:
     """Refuse to resume a study whose run folders hold runs made with other settings (a
     ``--set`` that changed them): their rows would pass for the new settings'."""

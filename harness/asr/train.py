@@ -280,8 +280,7 @@ def fit(
         teacher.model.eval()
     pseudo: dict[str, list[int]] = {}
     batches = split.epochs(batch_size, seed)
-    window: list[dict] = []
-    first: dict = {}
+    window, first = [], {}
     fh = open(metrics_path, "a") if metrics_path else None
     t0 = time.perf_counter()
     try:
@@ -318,8 +317,7 @@ def fit(
             if ema is not None:
                 ema.update(model)
             row = {k: float(v.detach()) for k, v in parts.items()}
-            if step == 0:
-                first = dict(row)
+            first = first or dict(row)
             window.append(row)
             if (step + 1) % log_every == 0 or step + 1 == steps:
                 final = {k: sum(r[k] for r in window) / len(window) for k in window[0]}

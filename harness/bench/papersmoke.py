@@ -23,7 +23,7 @@ limit, through the same commands they would type:
 7. ``harness report`` over the run.
 
 Each command runs in its own process; its wall-clock and peak resident memory (the
-process' own ``VmHWM`` at exit, read by :func:`_peak_main`: ``ru_maxrss`` would also count
+process' own ``VmHWM`` at exit, written by ``python -m harness.cli.peak``: ``ru_maxrss`` would also count
 the pages of the parent it was forked from) are recorded. The JSON also carries the measured step times
 and the **extrapolated** cost of the paper's study (arithmetic from the CPU step time, one
 device's worth, labelled as such until ``harness bench gpu`` measures a GPU).
@@ -139,7 +139,7 @@ def timed(args: Sequence[str], log: Callable[[str], None], env: Optional[dict] =
     log(f"  $ {shown}")
     with tempfile.NamedTemporaryFile("r", suffix=".peak") as peak:
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "harness.bench.papersmoke", peak.name, *args],
+        proc = subprocess.run([sys.executable, "-m", "harness.cli.peak", peak.name, *args],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               env={**os.environ, **(env or {})}, cwd=ROOT)
         seconds = time.perf_counter() - t0
@@ -150,22 +150,6 @@ def timed(args: Sequence[str], log: Callable[[str], None], env: Optional[dict] =
     return {"command": shown, "seconds": round(seconds, 2),
             "peak_rss_mib": round(int(kib) / 1024, 1) if kib.isdigit() else None,
             "output_tail": proc.stdout.strip().splitlines()[-3:]}
-
-
-def _peak_main(argv: list[str]) -> int:
-    """``python -m harness.bench.papersmoke PEAKFILE ARGS...``: ``harness ARGS...``, then its
-    peak resident memory (``VmHWM``, KiB) written to PEAKFILE, also on an error exit."""
-    import atexit
-
-    def write_peak() -> None:
-        hwm = next((ln.split()[1] for ln in Path("/proc/self/status").read_text().splitlines()
-                    if ln.startswith("VmHWM:")), "")
-        Path(argv[0]).write_text(hwm)
-
-    atexit.register(write_peak)
-    from harness.cli import main
-
-    return main(argv[1:])
 
 
 def _harness(*args: str) -> list[str]:
@@ -356,9 +340,6 @@ def format_paper_smoke(res: dict) -> str:
                      f"{g['main_study_days_one_gpu']:.2f} | {g['main_study_days_eight_gpus']:.2f} |")
     return "\n".join(lines)
 
-
-if __name__ == "__main__":
-    sys.exit(_peak_main(sys.argv[1:]))
 
 
 def summary_depths(summary: dict) -> list[int]:

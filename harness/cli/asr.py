@@ -70,7 +70,7 @@ def add_parser(sub: Subparsers) -> None:
                    "sentences; ic: spoken commands)")
     p.add_argument("--shape", nargs="*", default=[], metavar="KEY=VALUE",
                    help="changes to the profile's model preset (d_model, encoder_layers, decoder_layers, heads, ffn, "
-                   "n_mels, hop_length, max_target_positions, chunk_seconds, dropout)")
+                   "n_mels, hop_length, max_target_positions, chunk_seconds, dropout) (default: none: the preset)")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
     p.add_argument("--ctc-weight", type=float, default=0.5, help="weight of the auxiliary CTC loss on the encoder")
     p.add_argument("--batch-size", type=int, default=16, help="utterances per step")

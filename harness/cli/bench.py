@@ -73,15 +73,16 @@ def cmd_bench_throughput(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_paper_smoke(args: argparse.Namespace) -> int:
-    from harness.bench.papersmoke import bench_paper_smoke
+    from harness.bench.papersmoke import bench_paper_smoke, format_paper_smoke
 
     counts = dict(zip(("train-clean-100", "dev-clean", "test-clean"), args.utterances))
     try:
-        bench_paper_smoke(args.out, work_dir=args.work_dir, steps=args.steps, counts=counts,
+        res = bench_paper_smoke(args.out, work_dir=args.work_dir, steps=args.steps, counts=counts,
                           seconds=tuple(args.seconds), task_steps=args.task_steps, threads=args.threads,
                           overrides=args.overrides)
     except (ValueError, RuntimeError) as err:
         raise UserError(str(err)) from None
+    print(format_paper_smoke(res))
     return 0
 
 
@@ -152,7 +153,7 @@ def _add_paper_smoke(bench: Subparsers) -> None:
                     "harness bench paper-smoke --steps 4 --utterances 8 4 4 --seconds 2 4 --out /tmp/ps.json "
                     "data.batch_size=2 data.max_seconds=2",
                 ])
-    p.add_argument("--out", help="JSON file")
+    p.add_argument("--out", help="JSON file (default: none: the result is printed only)")
     p.add_argument("--steps", type=int, default=8, help="distillation steps (>= 4: every stage trains) (default: 8)")
     p.add_argument("--utterances", type=int, nargs=3, default=[48, 8, 8], metavar=("TRAIN", "DEV", "TEST"),
                    help="fabricated utterances in train-clean-100, dev-clean, test-clean (default: 48 8 8)")

@@ -91,6 +91,7 @@ def _oneline(err: BaseException) -> str:
 def _run_asr(trial: dict, run_dir: Path, on_log) -> dict:
     """An ASR study's trial (``track: asr``): one student, distilled and scored by
     :func:`harness.asr.train.run_asr_distill`; a failure is recorded, not raised."""
+    from harness.asr.failed import record_failure
     from harness.asr.train import AsrRunConfig, run_asr_distill
 
     if not runs.trial_done(run_dir, [], retry=trial.get("retry")):
@@ -98,8 +99,6 @@ def _run_asr(trial: dict, run_dir: Path, on_log) -> dict:
         try:
             run_asr_distill(cfg, run_dir, sweep=trial["sweep"], on_log=on_log)
         except Exception as err:
-            from harness.asr.study import record_failure
-
             record_failure(run_dir, trial["run_id"], trial["sweep"], cfg, err, lambda msg: None)
     return runs.read_summary(run_dir) or {}
 

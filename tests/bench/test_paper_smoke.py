@@ -44,5 +44,7 @@ def test_paper_profile_end_to_end_at_real_shapes(tmp_path):
     assert res["checks"]["export_max_abs_diff"] is not None and res["checks"]["export_max_abs_diff"] < 1e-4
     assert set(res["checks"]["tasks"]) == {"pr", "asr"}
     assert res["cache"]["caches"] == 1  # the run read the cache `harness teacher cache` built
-    assert all(p["peak_rss_mib"] > 100 for k, p in res["phases"].items() if k not in ("fabricate",))
+    peaks = {k: p["peak_rss_mib"] for k, p in res["phases"].items() if k != "fabricate"}
+    assert all(v is not None and v > 10 for v in peaks.values()), peaks  # each command's own VmHWM
+    assert min(peaks["cache"], peaks["distill"]) > 500 > peaks["import"]  # torch + HuBERT Base vs a manifest pass
     assert "ARITHMETIC" in res["extrapolated_paper_cost"]["label"]
