@@ -168,7 +168,7 @@ def evaluate(student, teacher, hs: HeldoutSet, device: torch.device, probe: bool
     states_by_layer: list[list[np.ndarray]] = []
     try:
         for batch in hs.batches:
-            states, flen, tstates = _forward(student, teacher, batch, device)
+            states, flen, tstates = _forward(student, batch, device)
             t = min(states[-1].shape[1], next(iter(tstates.values())).shape[1])
             mask = torch.arange(t, device=device)[None, :] < flen.to(device)[:, None]
             preds = student.project([x[:, :t] for x in states])
@@ -199,7 +199,7 @@ def evaluate(student, teacher, hs: HeldoutSet, device: torch.device, probe: bool
     return res
 
 
-def _forward(student, teacher, batch: dict, device: torch.device):
+def _forward(student, batch: dict, device: torch.device):
     """Student states, valid frames, and the teacher's states ``{j: (B, T, D)}``."""
     flen = batch["frame_lengths"]
     if "wavs" in batch and student.shape.frontend_trainable and student.frontend is not None:

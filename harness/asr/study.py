@@ -138,7 +138,7 @@ def run_asr_study(
             or it holds runs made with other settings (the keys are named).
     """
     from harness.asr.train import train_teacher
-    from harness.sweep.trials import run_trial
+    from harness.sweep.run import run_payloads
 
     t0 = time.perf_counter()
     sweep = load_study(path, seeds=seeds, overrides=overrides, suffix=suffix, tasks=tasks)
@@ -166,20 +166,12 @@ def run_asr_study(
     backend = "local" if local or sweep.config.backend == "local" else "ray"
     log(f"[asr] study {sweep.config.name}: {len(payloads)} runs, {len(payloads) - len(todo)} done, "
         f"{len(todo)} to run ({backend}) -> {out}")
-    if todo and backend == "local":
-        for p in todo:
-            t1 = time.perf_counter()
-            result = run_trial(p)
-            s = result.get("summary") or runs.read_summary(Path(p["run_dir"])) or {}
-            _log_run(p["run_id"], s, time.perf_counter() - t1, log)
-            _table_now(out, teacher_path, t0, trained_here)  # an interrupted study keeps its finished rows
-    elif todo:
-        from harness.sweep.ray_adapter import run_ray
 
-        res = sweep.config.resources.resolve()
-        run_ray(sweep, todo, res, address, log)
-        for p in todo:
-            _log_run(p["run_id"], runs.read_summary(Path(p["run_dir"])) or {}, None, log)
+    def after_each(p: dict, summary: dict) -> None:
+        _log_run(p["run_id"], summary, log)
+        _table_now(out, teacher_path, t0, trained_here)  # an interrupted study keeps its finished rows
+
+    run_payloads(sweep, todo, sweep.config.resources.resolve(), address, local, log, after_each)
     try:
         csv = write_study_table(out, teacher_path, wall_seconds=time.perf_counter() - t0, trained_here=trained_here)
     except OSError as err:
@@ -209,13 +201,12 @@ def study_payloads(sweep: Sweep, teacher_path: str, retry: str) -> list[dict]:
     return out
 
 
-def _log_run(run_id: str, s: dict, seconds, log) -> None:
-    took = f" ({seconds:.0f} s)" if seconds is not None else ""
+def _log_run(run_id: str, s: dict, log) -> None:
     if s.get("status") == "ok":
         log(f"[asr] {run_id}: WER {s['wer']['greedy']['wer']:.3f} (teacher {s['teacher_wer']['greedy']['wer']:.3f}), "
-            f"speedup x{s['speedup']:.2f}{took}")
+            f"speedup x{s['speedup']:.2f}")
     else:
-        log(f"[asr] {run_id}: {s.get('status', 'no result')}{took}")
+        log(f"[asr] {run_id}: {s.get('status', 'no result')}")
 
 
 def _table_now(out: Path, teacher_path: str, t0: float, trained_here: bool) -> None:

@@ -157,8 +157,8 @@ def _pick(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
     return rng.choice(n, size=k, replace=n < k)
 
 
-def crop_stack(arrays: Sequence[dict], keys: Sequence[str], rng: np.random.Generator, max_frames: int,
-               pad_dtype=np.float32) -> tuple[dict[str, torch.Tensor], list[int], list[int]]:
+def crop_stack(arrays: Sequence[dict], keys: Sequence[str], rng: np.random.Generator,
+               max_frames: int) -> tuple[dict[str, torch.Tensor], list[int], list[int]]:
     """Crop each utterance's arrays at one random frame offset and zero-pad them into a batch.
 
     The one crop rule of distillation batches, cached and live alike: utterance ``b`` has
@@ -190,7 +190,7 @@ def crop_stack(arrays: Sequence[dict], keys: Sequence[str], rng: np.random.Gener
             for b, (a, o, n) in enumerate(zip(arrays, offsets, lengths)):
                 x[b, :n] = a[k][o:o + n]
         else:
-            buf = np.zeros((len(arrays), t_max, first.shape[1]), dtype=pad_dtype)
+            buf = np.zeros((len(arrays), t_max, first.shape[1]), dtype=np.float32)
             for b, (a, o, n) in enumerate(zip(arrays, offsets, lengths)):
                 buf[b, :n] = a[k][o:o + n]
             x = torch.from_numpy(buf)

@@ -157,19 +157,7 @@ def _run_locked(sweep: Sweep, resume: bool, address, local: bool, log, retry_fai
         todo = [p for p in todo if not runs.reuse_identical_run(p, sources, log)]
     log(f"[sweep] {sweep.config.name}: {len(payloads)} trials, {len(payloads) - len(todo)} already done, "
         f"{len(todo)} to run -> {out}")
-    known: dict[str, dict] = {}  # failures that could not be written (a full disk)
-    if todo:
-        if local or sweep.config.backend == "local":
-            for p in todo:
-                t0 = time.time()
-                result = run_trial(p)
-                if "summary" in result:
-                    known[p["run_id"]] = {"trial": p, "summary": result["summary"]}
-                log(f"[sweep] {p['run_id']}: {result['status']} ({time.time() - t0:.0f} s)")
-        else:
-            for p, result in zip(todo, run_ray(sweep, todo, res, address, log)):
-                if "summary" in result:
-                    known[p["run_id"]] = {"trial": p, "summary": result["summary"]}
+    known = run_payloads(sweep, todo, res, address, local, log)
     line = _failure_line(sweep, payloads, known)
     try:
         csv = runs.write_runs_csv(out, known)
@@ -182,6 +170,42 @@ def _run_locked(sweep: Sweep, resume: bool, address, local: bool, log, retry_fai
     log(f"[sweep] wrote {csv}")
     _report_failures(line, check, log)
     return csv
+
+
+def run_payloads(sweep: Sweep, todo: list[dict], res: dict, address: str | None, local: bool, log: Callable,
+                 after_each: Callable[[dict, dict], None] | None = None) -> dict[str, dict]:
+    """Run trial payloads (:func:`harness.sweep.trials.run_trial`) one by one in this
+    process (``local``, or the sweep's ``backend: local``) or as Ray Tune trials; a
+    distillation sweep and an ASR study both run theirs here.
+
+    Args:
+        res: per-trial resources (``ResourcesConfig.resolve()``), for Ray.
+        after_each: called with ``(payload, summary)`` after each trial (after all of them
+            with Ray, in order); ``summary`` is the run folder's, or the failure that could
+            not be written there.
+
+    Returns:
+        ``{run_id: {"trial", "summary"}}`` for the failures that could not be written to
+        their run folders (a full disk), reported from memory.
+    """
+    known: dict[str, dict] = {}
+
+    def finished(p: dict, result: dict) -> None:
+        if "summary" in result:
+            known[p["run_id"]] = {"trial": p, "summary": result["summary"]}
+        if after_each:
+            after_each(p, result.get("summary") or runs.read_summary(Path(p["run_dir"])) or {})
+
+    if local or sweep.config.backend == "local":
+        for p in todo:
+            t0 = time.time()
+            result = run_trial(p)
+            log(f"[sweep] {p['run_id']}: {result['status']} ({time.time() - t0:.0f} s)")
+            finished(p, result)
+    elif todo:
+        for p, result in zip(todo, run_ray(sweep, todo, res, address, log)):
+            finished(p, result)
+    return known
 
 
 def _report_failures(line: str, check: bool, log) -> None:
