@@ -8,7 +8,10 @@ uses, so the two tracks' WERs are comparable.)
 
 **Decoding** runs the encoder once, then the decoder token by token with its key/value
 cache, from the model's prompt until ``</s>`` or the decoder's position limit. Greedy
-takes the arg-max; beam search keeps ``beam`` hypotheses per utterance and returns the
+takes the arg-max, with the lean decoding loop of :mod:`harness.asr.fastdecode` (the
+``transformers`` forward's arithmetic without its per-call overhead, which at these sizes
+cost more than a decoder layer; :func:`greedy_decode_hf` is the reference it is tested
+against); beam search keeps ``beam`` hypotheses per utterance and returns the
 best by log-probability divided by length (tokens, ``</s>`` included).
 
 **Latency** (:func:`measure_latency`): models are timed in one process on the same
@@ -19,6 +22,8 @@ shared machine hits both alike. Real-time factor = processing seconds / audio se
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import time
 from pathlib import Path
@@ -36,12 +41,22 @@ def _encode(asr, features: torch.Tensor) -> torch.Tensor:
     return asr.model.model.encoder(features).last_hidden_state
 
 
+@functools.lru_cache(maxsize=1)
+def _cache_arg() -> str:
+    """The forward's cache argument: ``cache`` (transformers >= 5.24), ``past_key_values`` before."""
+    from transformers import WhisperForConditionalGeneration
+
+    return "cache" if "cache" in inspect.signature(WhisperForConditionalGeneration.forward).parameters \
+        else "past_key_values"
+
+
 def _step(asr, enc: torch.Tensor, ids: torch.Tensor, cache):
     from transformers.modeling_outputs import BaseModelOutput
 
     out = asr.model(encoder_outputs=BaseModelOutput(last_hidden_state=enc), decoder_input_ids=ids,
-                    past_key_values=cache, use_cache=True)
-    return torch.log_softmax(out.logits[:, -1].float(), dim=-1), out.past_key_values
+                    use_cache=True, **{_cache_arg(): cache})
+    new = getattr(out, "cache", None)
+    return torch.log_softmax(out.logits[:, -1].float(), dim=-1), new if new is not None else out.past_key_values
 
 
 def _max_new(asr) -> int:
@@ -51,7 +66,8 @@ def _max_new(asr) -> int:
 @torch.no_grad()
 def greedy_decode(asr, features: torch.Tensor, encoder_states: torch.Tensor | None = None,
                   max_new: int = 0) -> list[list[int]]:
-    """Greedy transcripts as token ids (prompt and ``</s>`` removed).
+    """Greedy transcripts as token ids (prompt and ``</s>`` removed), with the lean loop
+    (:func:`harness.asr.fastdecode.lean_greedy`).
 
     Args:
         asr: an :class:`~harness.asr.teacher.AsrModel`.
@@ -59,6 +75,17 @@ def greedy_decode(asr, features: torch.Tensor, encoder_states: torch.Tensor | No
         encoder_states: ``(B, T, D)`` encoder output, if already computed.
         max_new: token limit (0 = up to the decoder's position limit).
     """
+    from harness.asr.fastdecode import lean_greedy
+
+    asr.model.eval()
+    enc = encoder_states if encoder_states is not None else _encode(asr, features)
+    return lean_greedy(asr, enc, max_new)
+
+
+@torch.no_grad()
+def greedy_decode_hf(asr, features: torch.Tensor, encoder_states: torch.Tensor | None = None,
+                     max_new: int = 0) -> list[list[int]]:
+    """:func:`greedy_decode` through ``transformers``' forward and cache (the reference)."""
     asr.model.eval()
     enc = encoder_states if encoder_states is not None else _encode(asr, features)
     b = enc.shape[0]
@@ -159,10 +186,10 @@ def evaluate_wer(asr, split, method: str = "greedy", beam: int = 4, max_utteranc
 
 
 def teacher_eval(teacher, folder: Path, split, ev) -> dict:
-    """The teacher's greedy (and beam) WER on ``split``, memoised in ``<folder>/eval.json``
+    """The teacher's greedy (and beam) WER on ``split``, memoised in ``<folder>/teacher_eval.json``
     (keyed by split file and utterance counts), so a study scores its teacher once."""
     key = f"{split.manifest.resolve()}|{ev.max_utterances}|{ev.beam}|{ev.beam_utterances}"
-    memo_path = Path(folder) / "eval.json"
+    memo_path = Path(folder) / "teacher_eval.json"
     try:
         memo = json.loads(memo_path.read_text())
     except (OSError, json.JSONDecodeError):
