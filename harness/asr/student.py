@@ -51,13 +51,18 @@ def _remap(state: dict, prefix: str, src: list[int]) -> dict:
     return out
 
 
-def shrink(teacher: AsrModel, decoder_layers: int = 2, encoder_layers: int = 0) -> AsrModel:
+def shrink(teacher: AsrModel, decoder_layers: int = 2, encoder_layers: int = 0, d_model: int = 0,
+           ffn_dim: int = 0, calib_batches=None) -> AsrModel:
     """Build a student from a teacher (see the module docstring).
 
     Args:
         teacher: the loaded teacher.
         decoder_layers: student decoder depth ``n``.
         encoder_layers: student encoder depth (0 = the teacher's, copied whole).
+        d_model: student width (0 = the teacher's). A narrower student keeps the teacher's
+            most active channels (:mod:`harness.asr.narrow`), measured on ``calib_batches``.
+        ffn_dim: student feed-forward width (0 = the teacher's, scaled like ``d_model``).
+        calib_batches: training batches for the channel importances (needed when narrowing).
 
     Returns:
         A new :class:`AsrModel` sharing the teacher's tokenizer, features and prompt.
@@ -79,9 +84,39 @@ def shrink(teacher: AsrModel, decoder_layers: int = 2, encoder_layers: int = 0) 
     bad = [k for k in missing if not k.startswith("proj_out")] + list(unexpected)
     if bad:
         raise RuntimeError(f"student/teacher state mismatch: {bad[:5]}")
+    name = f"student-dec{len(dec_src)}-enc{len(enc_src)}"
+    if d_model and d_model != tcfg.d_model:
+        student = _narrowed(teacher, student, enc_src, dec_src, d_model, ffn_dim, calib_batches)
+        name += f"-d{d_model}"
     student.to(next(teacher.model.parameters()).device)
-    return AsrModel(student, teacher.tokenizer, teacher.features, list(teacher.prompt), teacher.eos_id,
-                    name=f"student-dec{len(dec_src)}-enc{len(enc_src)}")
+    return AsrModel(student, teacher.tokenizer, teacher.features, list(teacher.prompt), teacher.eos_id, name=name)
+
+
+def _narrowed(teacher: AsrModel, cut, enc_src: list[int], dec_src: list[int], d_model: int, ffn_dim: int,
+              calib_batches):
+    """The depth-cut student ``cut`` narrowed to ``d_model`` (:mod:`harness.asr.narrow`)."""
+    from transformers import WhisperForConditionalGeneration
+
+    from harness.asr.narrow import calibrate, choose, narrow_state, rename_stats
+
+    tcfg = teacher.model.config
+    if not calib_batches:
+        raise ValueError("a narrower student needs calibration batches (training utterances)")
+    if not 0 < d_model < tcfg.d_model:
+        raise ValueError(f"student d_model {d_model} must be between 1 and the teacher's {tcfg.d_model}")
+    ffn = ffn_dim or max(1, round(tcfg.encoder_ffn_dim * d_model / tcfg.d_model))
+    if ffn > min(tcfg.encoder_ffn_dim, tcfg.decoder_ffn_dim):
+        raise ValueError(f"student ffn_dim {ffn} exceeds the teacher's {tcfg.encoder_ffn_dim}")
+    stats = rename_stats(calibrate(teacher, calib_batches), enc_src, dec_src)
+    idx = choose(cut, stats, d_model, ffn)
+    cfg = copy.deepcopy(cut.config)
+    cfg.d_model, cfg.encoder_ffn_dim, cfg.decoder_ffn_dim = d_model, ffn, ffn
+    model = WhisperForConditionalGeneration(cfg)
+    missing, unexpected = model.load_state_dict(narrow_state(cut.state_dict(), idx), strict=False)
+    bad = [k for k in missing if not k.startswith("proj_out")] + list(unexpected)
+    if bad:
+        raise RuntimeError(f"narrowed student state mismatch: {bad[:5]}")
+    return model
 
 
 def grow_decoder(asr: AsrModel, plan: list[int], seed: int = 0) -> None:

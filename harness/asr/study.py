@@ -24,7 +24,8 @@ distillation sweep; ``--tasks`` is refused: there are no SUPERB tasks), which
 
 =============== =====================================================================
 model           ``teacher`` or the run id
-objective       ``teacher`` | ``ce`` | ``kd`` | ``askd``
+objective       ``teacher`` | ``ce`` | ``kd`` | ``askd``; in a study whose grid varies other
+                keys too (an ablation), the arm: ``askd (decay=step, self_teacher=ema)``
 seed            training seed of the student (empty for the teacher)
 status          ``ok`` or ``failed: reason``
 wer             corpus WER on the test split, greedy decoding (fraction)
@@ -47,7 +48,8 @@ n               test utterances scored (greedy)
 "by_objective": {objective: {"runs", "wer_mean", "wer_std", "wer_rel_mean",
 "speedup_mean", "speedup_std", "token_speedup_mean", "params"}}, "latency_ratio" (mean
 speedup over ok runs), "token_latency_ratio" (mean token_speedup),
-"wall_seconds" (the whole study, teacher included), "teacher_trained_here", "stats"
+"wall_seconds" (the whole study, teacher included), "teacher_trained_here", "reference"
+(an ablation's reference arm: the first grid point), "stats"
 (:func:`study_stats`: each objective's WER mean with its 95% interval over seeds, the
 paired differences with ``resolved`` and one verdict each)}``.
 """
@@ -157,6 +159,7 @@ def run_asr_study(
                       threads=first.train.threads, log=log, **first.teacher.shape)
     retry = "all" if retry_failed else failures.ENVIRONMENT
     payloads = study_payloads(sweep, teacher_path, retry)
+    _prepare(payloads, out, log)
     todo = [p for p in payloads if not runs.trial_done(Path(p["run_dir"]), [], retry=retry)]
     for p in payloads:
         if p not in todo:
@@ -167,13 +170,17 @@ def run_asr_study(
     log(f"[asr] study {sweep.config.name}: {len(payloads)} runs, {len(payloads) - len(todo)} done, "
         f"{len(todo)} to run ({backend}) -> {out}")
 
+    # the first grid point is the reference setting an ablation's arms are compared with
+    reference = arm_label(first.loss.objective, {"overrides": sweep.trials[0].overrides})
+
     def after_each(p: dict, summary: dict) -> None:
         _log_run(p["run_id"], summary, log)
-        _table_now(out, teacher_path, t0, trained_here)  # an interrupted study keeps its finished rows
+        _table_now(out, teacher_path, t0, trained_here, reference)  # an interrupted study keeps its finished rows
 
     run_payloads(sweep, todo, sweep.config.resources.resolve(), address, local, log, after_each)
     try:
-        csv = write_study_table(out, teacher_path, wall_seconds=time.perf_counter() - t0, trained_here=trained_here)
+        csv = write_study_table(out, teacher_path, wall_seconds=time.perf_counter() - t0, trained_here=trained_here,
+                                reference=reference)
     except OSError as err:
         if not failures.is_no_space(err):
             raise
@@ -184,6 +191,20 @@ def run_asr_study(
         log(f"[asr] figure not written: {type(err).__name__}: {err}")
     log(f"[asr] wrote {csv}")
     return csv
+
+
+def _prepare(payloads: list[dict], out: Path, log) -> None:
+    """The teacher's shared results (logit cache, test WER) computed once here, before the
+    runs start, rather than by two concurrent runs at once."""
+    from harness.asr.train import AsrRunConfig, prepare_teacher
+
+    cfgs = sorted((p["config"] for p in payloads), key=lambda c: c["loss"]["objective"] == "ce")
+    if not cfgs:
+        return
+    try:  # a kd/askd run's config first: it needs the cache
+        prepare_teacher(from_dict(AsrRunConfig, cfgs[0], source=out / "trial.json"), out, log=log)
+    except (OSError, ValueError) as err:  # each run tries again, and records its own failure
+        log(f"[asr] the teacher's shared results were not prepared ({err}); each run will try")
 
 
 def study_payloads(sweep: Sweep, teacher_path: str, retry: str) -> list[dict]:
@@ -209,9 +230,10 @@ def _log_run(run_id: str, s: dict, log) -> None:
         log(f"[asr] {run_id}: {s.get('status', 'no result')}")
 
 
-def _table_now(out: Path, teacher_path: str, t0: float, trained_here: bool) -> None:
+def _table_now(out: Path, teacher_path: str, t0: float, trained_here: bool, reference: str | None) -> None:
     try:
-        write_study_table(out, teacher_path, wall_seconds=time.perf_counter() - t0, trained_here=trained_here)
+        write_study_table(out, teacher_path, wall_seconds=time.perf_counter() - t0, trained_here=trained_here,
+                          reference=reference)
     except OSError as err:  # a full disk: the next run's failure says so; the final table raises
         if not failures.is_no_space(err):
             raise
@@ -249,6 +271,16 @@ def study_dry_run(path: str | Path, **kwargs) -> str:
     return "\n".join(lines)
 
 
+def arm_label(objective, trial: dict | None) -> str | None:
+    """A run's arm in the study table: its objective, plus the other grid settings of its
+    trial when the study's grid has any (an ablation: ``askd (decay=step, self_teacher=ema)``)."""
+    extra = {k: v for k, v in ((trial or {}).get("overrides") or {}).items()
+             if k not in ("loss.objective", "train.seed")}
+    if objective is None or not extra:
+        return objective
+    return f"{objective} (" + ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in sorted(extra.items())) + ")"
+
+
 def _rows(study_dir: Path, teacher_path: str) -> tuple[dict, list[dict]]:
     tmeta_path = Path(teacher_path) / "harness_asr.json"
     tmeta = json.loads(tmeta_path.read_text()) if tmeta_path.is_file() else {}
@@ -257,7 +289,8 @@ def _rows(study_dir: Path, teacher_path: str) -> tuple[dict, list[dict]]:
         s = runs.read_summary(summ_path.parent)
         if s is None or s.get("track") != "asr":  # a malformed one: read_askd lists the run as missing
             continue
-        row = {"model": s.get("run_id", summ_path.parent.name), "objective": s.get("objective"),
+        row = {"model": s.get("run_id", summ_path.parent.name),
+               "objective": arm_label(s.get("objective"), runs.read_trial(summ_path.parent)),
                "seed": s.get("seed"), "status": s.get("status")}
         if s.get("status") == "ok":
             tw = s["teacher_wer"]["greedy"]["wer"]
@@ -292,8 +325,9 @@ COLUMNS = ["model", "objective", "seed", "status", "wer", "wer_beam", "wer_delta
 
 
 def write_study_table(study_dir: str | Path, teacher_path: str, wall_seconds: float | None = None,
-                      trained_here: bool = False) -> Path:
-    """Write ``askd.json`` and ``askd.csv`` from the run folders (see the module docstring)."""
+                      trained_here: bool = False, reference: str | None = None) -> Path:
+    """Write ``askd.json`` and ``askd.csv`` from the run folders (see the module docstring);
+    ``reference``: an ablation's reference arm (:func:`study_stats`)."""
     study_dir = Path(study_dir)
     teacher, rows = _rows(study_dir, teacher_path)
     if teacher:
@@ -322,8 +356,8 @@ def write_study_table(study_dir: str | Path, teacher_path: str, wall_seconds: fl
         "rows": ([teacher] if teacher else []) + rows, "by_objective": by_obj,
         "latency_ratio": statistics.mean(r["speedup"] for r in ok_rows) if ok_rows else None,
         "token_latency_ratio": statistics.mean(r["token_speedup"] for r in ok_rows) if ok_rows else None,
-        "wall_seconds": wall_seconds, "teacher_trained_here": trained_here,
-        "stats": study_stats(rows, teacher.get("wer")),
+        "wall_seconds": wall_seconds, "teacher_trained_here": trained_here, "reference": reference,
+        "stats": study_stats(rows, teacher.get("wer"), reference),
     }
     runs.write_json(study_dir / "askd.json", data)
     return runs.write_table(study_dir / "askd.csv", data["rows"], COLUMNS, extra=False)
@@ -333,13 +367,15 @@ def write_study_table(study_dir: str | Path, teacher_path: str, wall_seconds: fl
 DIFFERENCES = (("askd", "kd"), ("askd", "ce"), ("kd", "ce"))
 
 
-def study_stats(rows: list[dict], teacher_wer) -> dict:
+def study_stats(rows: list[dict], teacher_wer, reference: str | None = None) -> dict:
     """The study's statistics (as the stacking study's, :mod:`harness.stats`): each
     objective's greedy WER, mean and 95% t-interval over its seeds; the paired differences
     of :data:`DIFFERENCES` over the seeds both ran, and each objective minus the teacher
     (the teacher is one fixed model: the interval is that of the student's WER, shifted);
     a difference is ``resolved`` only when its interval excludes zero. ``verdicts``: one
-    sentence per difference, saying "not resolved" with the interval otherwise.
+    sentence per difference, saying "not resolved" with the interval otherwise. In an
+    ablation (arms labelled by :func:`arm_label`) every arm is also compared with
+    ``reference``, the arm of the base config's own settings.
     """
     from harness import stats
 
@@ -350,6 +386,8 @@ def study_stats(rows: list[dict], teacher_wer) -> dict:
     out: dict = {"level": stats.LEVEL, "wer": {o: stats.mean_ci(v.values()) for o, v in sorted(by_obj.items())},
                  "differences": [], "verdicts": []}
     pairs = [(a, b) for a, b in DIFFERENCES if a in by_obj and b in by_obj]
+    ref = reference if reference in by_obj else None  # an ablation: every arm against its reference setting
+    pairs += [(a, ref) for a in sorted(by_obj) if ref and a != ref and (a, ref) not in pairs]
     if teacher_wer is not None:
         pairs += [(o, "teacher") for o in sorted(by_obj)]
     for a, b in pairs:

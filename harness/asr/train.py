@@ -7,7 +7,10 @@ student side by side. ``train_teacher`` uses the same :func:`fit` with ``ce`` on
 character-level Whisper.
 
 Run folder: ``config.yaml`` (resolved), ``metrics.jsonl`` (one line per logged step),
-``student/`` (``save_pretrained`` + tokenizer + preprocessor config), ``summary.json``.
+``tensorboard/`` (the same scalars, then the scores), ``student/`` (``save_pretrained`` +
+tokenizer + preprocessor config), ``summary.json``; in a study the teacher's shared files
+(``teacher_logits-*.npz``, ``teacher_eval.json``) are in the study folder, else here. The
+config classes are :mod:`harness.asr.config`'s.
 """
 
 from __future__ import annotations
@@ -15,181 +18,19 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal, Optional
+from typing import Callable, Optional
 
 import torch
 
 from harness import runs
-from harness.config import AskdConfig, ConfigError, from_dict_with_overrides, load_yaml, to_dict
+from harness.asr.config import (  # noqa: F401  (re-exported: harness.asr.train is where users look)
+    AsrDataConfig, AsrEvalConfig, AsrLossConfig, AsrOptimConfig, AsrRunConfig, AsrStudentConfig, AsrTeacherConfig,
+    AsrTrainConfig, load_asr_config,
+)
+from harness.config import ConfigError, to_dict
 from harness.data.manifest import read_manifest
-from harness.provenance import git_commit, hardware, now_iso
-
-# ----------------------------------------------------------------------------- config
-
-
-@dataclass
-class AsrDataConfig:
-    """Corpus folder and splits (``<corpus>/<split>.jsonl``)."""
-
-    corpus: str = "data/tiny"
-    train_split: str = "asr_train"
-    test_split: str = "asr_test"
-    max_train: int = 0  # 0 = every usable utterance
-    batch_size: int = 16
-
-    def validate(self) -> None:
-        if self.batch_size < 1 or self.max_train < 0:
-            raise ConfigError("batch_size must be >= 1 and max_train >= 0")
-
-
-@dataclass
-class AsrTeacherConfig:
-    """The teacher checkpoint folder (``harness asr train-teacher`` or a local Whisper).
-
-    In a study, an empty ``path`` means: train the profile's character-level teacher into
-    ``<study folder>/teacher`` first (``train_steps``, 0 = the profile's default).
-    """
-
-    path: str = ""
-    train_steps: int = 0
-    train_lr: float = 2e-3
-    shape: dict[str, int] = field(default_factory=dict)  # preset overrides, e.g. {d_model: 128}
-
-    def __post_init__(self) -> None:
-        from harness.asr.teacher import TEACHER_PRESETS
-
-        known = set(TEACHER_PRESETS["tiny"])
-        bad = [k for k in self.shape if k not in known]
-        if bad:
-            raise ConfigError(f"teacher.shape: unknown key {bad[0]!r}; choose from {', '.join(sorted(known))}")
-
-    def validate(self) -> None:
-        if self.train_steps < 0 or self.train_lr <= 0:
-            raise ConfigError("train_steps must be >= 0 and train_lr > 0")
-
-
-@dataclass
-class AsrStudentConfig:
-    """Distil-Whisper-style shrinking (see :mod:`harness.asr.student`)."""
-
-    decoder_layers: int = 2
-    encoder_layers: int = 0  # 0 = the teacher's encoder, whole
-    freeze_encoder: bool = True  # Distil-Whisper freezes the copied encoder
-    # Optional depth growth of the decoder with a stacking variant of harness.stacking:
-    # start at decoder_layers - (grow_stages - 1) * grow_add layers, grow at equal steps.
-    grow_variant: str = "none"
-    grow_stages: int = 1
-    grow_add: int = 1
-
-    def validate(self) -> None:
-        if self.decoder_layers < 1 or self.encoder_layers < 0:
-            raise ConfigError("decoder_layers must be >= 1 and encoder_layers >= 0")
-        if self.grow_stages < 1 or self.grow_add < 1:
-            raise ConfigError("grow_stages and grow_add must be >= 1")
-        if self.grow_variant != "none" and self.decoder_layers - (self.grow_stages - 1) * self.grow_add < 1:
-            raise ConfigError(f"decoder_layers {self.decoder_layers} cannot grow in {self.grow_stages} stages "
-                              f"of {self.grow_add} layers (the first stage would have < 1 layer)")
-
-    def growth(self, steps: int) -> tuple[int, dict[int, list[int]]]:
-        """``(first depth, {step: stacking plan})`` for the decoder (``harness.stacking.plan``).
-
-        Raises:
-            ConfigError: growth asked for but ``harness.stacking`` is not available.
-        """
-        if self.grow_variant == "none" or self.grow_stages == 1:
-            return self.decoder_layers, {}
-        try:
-            from harness.stacking import plan
-        except ImportError as err:
-            raise ConfigError(f"student.grow_variant {self.grow_variant!r} needs harness.stacking ({err})") from None
-        depth = self.decoder_layers - (self.grow_stages - 1) * self.grow_add
-        first, at = depth, {}
-        for stage in range(1, self.grow_stages):
-            at[stage * steps // self.grow_stages] = list(plan(self.grow_variant, depth, self.grow_add))
-            depth += self.grow_add
-        return first, at
-
-
-@dataclass
-class AsrLossConfig:
-    """``ce`` | ``kd`` | ``askd`` (:mod:`harness.asr.objectives`)."""
-
-    objective: Literal["ce", "kd", "askd"] = "kd"
-    temperature: float = 2.0
-    ce_weight: float = 0.8  # Distil-Whisper's 0.8 x CE + 1.0 x KL
-    kd_weight: float = 1.0
-    pseudo_labels: bool = False  # train on the teacher's greedy transcripts instead of references
-    # the self-teacher's memory is a tenth of the run (harness.losses.SelfTeacher), from start_frac on
-    askd: AskdConfig = field(default_factory=lambda: AskdConfig(decay="cosine", ema=0.99, horizon=0.1))
-
-    def validate(self) -> None:
-        if self.temperature <= 0 or self.ce_weight < 0 or self.kd_weight < 0:
-            raise ConfigError("temperature must be > 0 and the weights >= 0")
-
-
-@dataclass
-class AsrOptimConfig:
-    """AdamW, linear warmup then cosine decay to zero."""
-
-    lr: float = 1e-3
-    warmup_frac: float = 0.1
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-
-    def validate(self) -> None:
-        if self.lr <= 0 or not 0 <= self.warmup_frac < 1:
-            raise ConfigError("lr must be > 0 and warmup_frac in [0, 1)")
-
-
-@dataclass
-class AsrTrainConfig:
-    steps: int = 100
-    seed: int = 0
-    threads: int = 0  # torch intra-op threads; 0 = torch's default
-    log_every: int = 10
-
-    def validate(self) -> None:
-        if self.steps < 1 or self.log_every < 1 or self.threads < 0:
-            raise ConfigError("steps and log_every must be >= 1, threads >= 0")
-
-
-@dataclass
-class AsrEvalConfig:
-    """Test-set scoring and timing. Beam search is costly on CPU, so it can use a subset."""
-
-    max_utterances: int = 0  # greedy WER on the first N test utterances (0 = all)
-    beam: int = 4  # beam width (0 = no beam search)
-    beam_utterances: int = 100  # beam WER on the first N test utterances (0 = all)
-    latency_utterances: int = 24  # utterances timed, one at a time, teacher and student interleaved
-    batch_size: int = 16
-
-    def validate(self) -> None:
-        if min(self.max_utterances, self.beam, self.beam_utterances, self.latency_utterances) < 0:
-            raise ConfigError("eval counts must be >= 0")
-
-
-@dataclass
-class AsrRunConfig:
-    """One ASR distillation run (``track: asr`` tells sweeps to use this config)."""
-
-    track: Literal["asr"] = "asr"
-    profile: Literal["tiny", "embedded", "paper"] = "tiny"
-    data: AsrDataConfig = field(default_factory=AsrDataConfig)
-    teacher: AsrTeacherConfig = field(default_factory=AsrTeacherConfig)
-    student: AsrStudentConfig = field(default_factory=AsrStudentConfig)
-    loss: AsrLossConfig = field(default_factory=AsrLossConfig)
-    optim: AsrOptimConfig = field(default_factory=AsrOptimConfig)
-    train: AsrTrainConfig = field(default_factory=AsrTrainConfig)
-    eval: AsrEvalConfig = field(default_factory=AsrEvalConfig)
-
-
-def load_asr_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> AsrRunConfig:
-    """Load an ASR run config (YAML + ``key=value`` overrides), strictly."""
-    data = load_yaml(path) if path is not None else {}
-    return from_dict_with_overrides(AsrRunConfig, data, overrides, source=path or "<defaults>")
-
+from harness.provenance import git_commit, hardware, load_average, now_iso, run_load
 
 # ----------------------------------------------------------------------------- training
 
@@ -221,7 +62,7 @@ def fit(
     batch_size: int = 16, seed: int = 0, teacher=None, freeze_encoder: bool = True,
     log_every: int = 10, metrics_path: Optional[Path] = None,
     on_log: Optional[Callable[[dict], None]] = None, grow_at: Optional[dict[int, list[int]]] = None,
-    ctc_weight: float = 0.0,
+    ctc_weight: float = 0.0, teacher_logits=None,
 ) -> dict:
     """Train ``student`` in place for ``steps`` steps.
 
@@ -241,6 +82,9 @@ def fit(
             makes a small encoder-decoder learn to align to the audio in far fewer steps
             instead of decoding from its language model alone. The head is training-only
             (not part of the saved Whisper checkpoint).
+        teacher_logits: a :class:`~harness.asr.logitcache.TeacherLogits` of ``split``: the
+            teacher's logits are read from it instead of computed (not with pseudo-labels or
+            a shared frozen encoder, which need the live teacher).
 
     Returns:
         ``{"steps", "train_seconds", "first": {loss parts at step 0}, "final": {mean loss
@@ -262,6 +106,7 @@ def fit(
         enc.eval()
     shared_enc = (teacher is not None and freeze_encoder
                   and teacher.model.config.encoder_layers == model.config.encoder_layers)
+    cached = teacher_logits if not (shared_enc or loss_cfg.pseudo_labels) else None
     def make_opt(offset: int):
         ps = [p for p in model.parameters() if p.requires_grad]
         o = torch.optim.AdamW(ps, lr=optim_cfg.lr, weight_decay=optim_cfg.weight_decay, betas=(0.9, 0.98))
@@ -293,14 +138,9 @@ def fit(
                     ema.update(model)  # a changed architecture is re-copied (harness.losses.EmaTeacher)
                 params, opt, sched = make_opt(step)
             b = split.batch(student, next(batches))
-            t_enc, dec, labels, t_logits = _teacher_side(teacher, student, b, loss_cfg, pseudo)
-            if shared_enc:
-                s_enc = t_enc
-            elif freeze_encoder:
-                with torch.no_grad():
-                    s_enc = enc(b.features).last_hidden_state
-            else:
-                s_enc = enc(b.features).last_hidden_state
+            t_enc, dec, labels, t_logits = _teacher_side(teacher, student, b, loss_cfg, pseudo, shared_enc, cached)
+            with torch.set_grad_enabled(not freeze_encoder):  # a frozen encoder runs without gradients
+                s_enc = t_enc if shared_enc else enc(b.features).last_hidden_state
             alpha = askd_alpha(step / max(1, steps - 1), loss_cfg.askd.decay, loss_cfg.askd.alpha_start,
                                loss_cfg.askd.alpha_end, loss_cfg.askd.start_frac) if obj == "askd" else 1.0
             parts = student_loss(model, ema, s_enc, dec, labels, t_logits, alpha, loss_cfg)
@@ -338,10 +178,12 @@ def fit(
             "self_teacher": ema.describe() if ema is not None else None}
 
 
-def _teacher_side(teacher, student, b, loss_cfg: AsrLossConfig, pseudo: dict[str, list[int]]):
-    """The frozen teacher's part of a step, without gradients: its encoder states, the
-    decoder inputs and labels (the teacher's greedy pseudo-labels when asked for, decoded
-    once per utterance into ``pseudo``) and, for ``kd``/``askd``, its logits.
+def _teacher_side(teacher, student, b, loss_cfg: AsrLossConfig, pseudo: dict[str, list[int]],
+                  shared_enc: bool = False, cached=None):
+    """The frozen teacher's part of a step, without gradients: its encoder states (when the
+    student shares them or pseudo-labels need them), the decoder inputs and labels (the
+    teacher's greedy pseudo-labels when asked for, decoded once per utterance into
+    ``pseudo``) and, for ``kd``/``askd``, its logits (from ``cached`` when given).
 
     Returns:
         ``(t_enc or None, decoder_input, labels, t_logits or None)``.
@@ -352,8 +194,12 @@ def _teacher_side(teacher, student, b, loss_cfg: AsrLossConfig, pseudo: dict[str
     from harness.asr.evaluate import greedy_decode
 
     dec, labels = b.decoder_input, b.labels
+    need_logits = loss_cfg.objective != "ce"
+    if cached is not None and need_logits:
+        return None, dec, labels, cached.batch(b.ids, dec.shape[1])
     with torch.no_grad():
-        t_enc = teacher.model.model.encoder(b.features).last_hidden_state if teacher is not None else None
+        need_enc = teacher is not None and (shared_enc or loss_cfg.pseudo_labels or need_logits)
+        t_enc = teacher.model.model.encoder(b.features).last_hidden_state if need_enc else None
         if loss_cfg.pseudo_labels:
             todo = [i for i, u in enumerate(b.ids) if u not in pseudo]
             if todo:
@@ -362,7 +208,7 @@ def _teacher_side(teacher, student, b, loss_cfg: AsrLossConfig, pseudo: dict[str
                     pseudo[b.ids[i]] = h[: student.max_target_positions - len(student.prompt) - 1]
             dec, labels = make_targets(student, [pseudo[u] for u in b.ids])
         t_logits = None
-        if loss_cfg.objective != "ce":
+        if need_logits:
             t_logits = teacher.model(encoder_outputs=BaseModelOutput(last_hidden_state=t_enc),
                                      decoder_input_ids=dec).logits
     return t_enc, dec, labels, t_logits
@@ -429,37 +275,75 @@ def train_teacher(profile: str, out: str | Path, corpus: str | Path, steps: int 
 # ----------------------------------------------------------------------------- one run
 
 
+def prepare_teacher(cfg: AsrRunConfig, folder: Path, teacher=None, log: Callable[[str], None] = print):
+    """What every run of a study shares, computed once into ``folder`` (the study's, or a
+    lone run's own): the teacher's logit cache (kd/askd with ``teacher.cache_logits``) and
+    its WER on the test split (``teacher_eval.json``). Returns ``(teacher, train split, cache or None, teacher WER)``."""
+    from harness.asr.data import AsrSplit
+    from harness.asr.evaluate import teacher_eval
+    from harness.asr.logitcache import ensure_logit_cache
+    from harness.asr.teacher import load_asr_model
+
+    if not cfg.teacher.path:
+        raise ConfigError("teacher.path must name a Whisper checkpoint folder (harness asr train-teacher --out DIR)")
+    teacher = teacher or load_asr_model(cfg.teacher.path)
+    corpus = Path(cfg.data.corpus)
+    split = AsrSplit(corpus / f"{cfg.data.train_split}.jsonl", teacher, cfg.data.max_train)
+    cache = None
+    if cfg.teacher.cache_logits and cfg.loss.objective != "ce" and not cfg.loss.pseudo_labels:
+        cache = ensure_logit_cache(teacher, cfg.teacher.path, split, folder, cfg.data.batch_size, log=log)
+    test = AsrSplit(corpus / f"{cfg.data.test_split}.jsonl", teacher)
+    return teacher, split, cache, teacher_eval(teacher, folder, test, cfg.eval)
+
+
 def run_asr_distill(cfg: AsrRunConfig, out_dir: str | Path, sweep: str = "",
                     on_log: Optional[Callable[[dict], None]] = None) -> dict:
     """Distil one student and score it; writes the run folder (see the module docstring).
+    In a study (``sweep`` given) the teacher's shared results live in the study folder
+    (:func:`prepare_teacher`), else in the run folder.
 
     Returns:
         The summary (also written to ``summary.json``).
     """
     from harness.asr.data import AsrSplit
-    from harness.asr.evaluate import count_params, evaluate_wer, measure_latency, teacher_eval
+    from harness.asr.evaluate import count_params, evaluate_wer, measure_latency
     from harness.asr.student import shrink
-    from harness.asr.teacher import load_asr_model, save_asr_model
+    from harness.asr.teacher import save_asr_model
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     runs.write_config(out, cfg)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    if not cfg.teacher.path:
-        raise ConfigError("teacher.path must name a Whisper checkpoint folder (harness asr train-teacher --out DIR)")
     summary: dict = {"run_id": out.name, "sweep": sweep, "track": "asr", "objective": cfg.loss.objective,
                      "seed": cfg.train.seed, "status": "running", "started": now_iso()}
+    load0 = load_average()
     runs.write_summary(out, summary)
-    teacher = load_asr_model(cfg.teacher.path)
+    teacher, split, cache, t_eval = prepare_teacher(cfg, out.parent if sweep else out, log=lambda m: None)
     first_depth, grow_at = cfg.student.growth(cfg.train.steps)
-    student = shrink(teacher, first_depth, cfg.student.encoder_layers)
     corpus = Path(cfg.data.corpus)
-    split = AsrSplit(corpus / f"{cfg.data.train_split}.jsonl", teacher, cfg.data.max_train)
+    sc, bs = cfg.student, cfg.data.batch_size
+    calib = ([split.batch(teacher, list(range(i, min(len(split), i + bs))))
+              for i in range(0, min(len(split), sc.calib_batches * bs), bs)] if sc.d_model else None)
+    student = shrink(teacher, first_depth, sc.encoder_layers, sc.d_model, sc.ffn_dim, calib)
     (out / "metrics.jsonl").unlink(missing_ok=True)
-    res = fit(student, split, cfg.train.steps, cfg.loss, cfg.optim, cfg.data.batch_size, cfg.train.seed,
-              teacher=teacher, freeze_encoder=cfg.student.freeze_encoder, log_every=cfg.train.log_every,
-              metrics_path=out / "metrics.jsonl", on_log=on_log, grow_at=grow_at)
+    tb = _tensorboard(out)  # the same scalars as metrics.jsonl, then the scores (a rerun starts over)
+
+    def logged(row: dict) -> None:
+        for k, v in row.items():
+            if k != "step" and isinstance(v, (int, float)):
+                tb.add_scalar(f"train/{k}", v, row["step"])
+        if on_log:
+            on_log(row)
+
+    try:
+        res = fit(student, split, cfg.train.steps, cfg.loss, cfg.optim, cfg.data.batch_size, cfg.train.seed,
+                  teacher=teacher, freeze_encoder=cfg.student.freeze_encoder, log_every=cfg.train.log_every,
+                  metrics_path=out / "metrics.jsonl", on_log=logged, grow_at=grow_at, teacher_logits=cache,
+                  ctc_weight=cfg.loss.ctc_weight)
+    except BaseException:
+        tb.close()
+        raise
     save_asr_model(student, out / "student", extra={"teacher": cfg.teacher.path, "objective": cfg.loss.objective})
 
     test = AsrSplit(corpus / f"{cfg.data.test_split}.jsonl", teacher)
@@ -467,21 +351,36 @@ def run_asr_distill(cfg: AsrRunConfig, out_dir: str | Path, sweep: str = "",
     s_greedy = evaluate_wer(student, test, "greedy", max_utterances=ev.max_utterances, batch_size=ev.batch_size)
     s_beam = (evaluate_wer(student, test, "beam", beam=ev.beam, max_utterances=ev.beam_utterances,
                            batch_size=ev.batch_size) if ev.beam else None)
-    t_eval = teacher_eval(teacher, Path(cfg.teacher.path), test, ev)
     lat = measure_latency({"teacher": teacher, "student": student}, test, ev.latency_utterances)
     summary.update(
         status="ok", ended=now_iso(), teacher=cfg.teacher.path, train_seconds=res["train_seconds"],
         steps=res["steps"], first_losses=res["first"], final_losses=res["final"],
+        teacher_logits=str(cache.path) if cache is not None else None,
         self_teacher=res["self_teacher"],
         encoder_layers=student.model.config.encoder_layers,
         student_params=count_params(student), teacher_params=count_params(teacher),
         decoder_layers=student.model.config.decoder_layers,
         wer={"greedy": s_greedy, "beam": s_beam}, teacher_wer=t_eval,
         latency=lat, speedup=lat["teacher"]["latency_s"] / lat["student"]["latency_s"],
-        hardware=hardware(), git_commit=git_commit(), config=json.loads(json.dumps(_plain(cfg))),
+        hardware=hardware(), load=run_load(load0), git_commit=git_commit(), config=json.loads(json.dumps(_plain(cfg))),
     )
     runs.write_summary(out, summary)
+    for k, v in (("wer_greedy", s_greedy["wer"]), ("wer_beam", (s_beam or {}).get("wer")),
+                 ("teacher_wer_greedy", t_eval["greedy"]["wer"]), ("speedup", summary["speedup"])):
+        if v is not None:
+            tb.add_scalar(f"eval/{k}", v, cfg.train.steps)
+    tb.close()
     return summary
+
+
+def _tensorboard(out: Path):
+    """A fresh TensorBoard writer in ``<run>/tensorboard/`` (tensorboardX)."""
+    import shutil
+
+    from tensorboardX import SummaryWriter
+
+    shutil.rmtree(out / "tensorboard", ignore_errors=True)
+    return SummaryWriter(str(out / "tensorboard"))
 
 
 def _plain(cfg) -> dict:

@@ -34,8 +34,15 @@ def cmd_asr_train_teacher(args: argparse.Namespace) -> int:
 def cmd_asr_distill(args: argparse.Namespace) -> int:
     from harness.asr.train import load_asr_config, run_asr_distill
 
+    from harness.progress import Progress
+
     cfg = load_asr_config(Path(args.config), args.overrides)
-    s = run_asr_distill(cfg, Path(args.out))
+    prog = Progress(cfg.train.steps, "asr", start=0)
+    try:
+        s = run_asr_distill(cfg, Path(args.out), on_log=lambda r: prog.update(
+            r["step"], loss=r.get("total"), alpha=r.get("alpha") if cfg.loss.objective == "askd" else None))
+    finally:
+        prog.close()
     print(f"WER {s['wer']['greedy']['wer']:.4f} (teacher {s['teacher_wer']['greedy']['wer']:.4f}), "
           f"speedup x{s['speedup']:.2f}, {s['student_params']['total']} params -> {args.out}")
     return 0

@@ -106,10 +106,25 @@ def test_shipped_studies_load(name):
 
     path = Path(__file__).resolve().parents[2] / "sweeps" / name / "askd.yaml"
     sweep = load_sweep(path)
+    seeds = 5 if name == "embedded" else 3  # the embedded study is the committed one: >= 5 paired seeds
     objectives = sorted(t.config.loss.objective for t in sweep.trials)
-    assert objectives == sorted(["ce", "kd", "askd"] * 3)
-    assert {t.config.train.seed for t in sweep.trials} == {0, 1, 2}
+    assert objectives == sorted(["ce", "kd", "askd"] * seeds)
+    assert {t.config.train.seed for t in sweep.trials} == set(range(seeds))
     assert all(t.config.track == "asr" for t in sweep.trials)
+
+
+def test_shipped_ablation_loads_with_its_reference_first():
+    from pathlib import Path
+
+    from harness.asr.study import arm_label
+
+    path = Path(__file__).resolve().parents[2] / "sweeps" / "embedded" / "askd_ablation.yaml"
+    sweep = load_sweep(path)
+    assert {t.config.loss.objective for t in sweep.trials} == {"askd"} and len(sweep.trials) == 18
+    first = sweep.trials[0]
+    assert arm_label("askd", {"overrides": first.overrides}) == "askd (decay=cosine, self_teacher=ema)"
+    arms = {arm_label("askd", {"overrides": t.overrides}) for t in sweep.trials}
+    assert len(arms) == 6
 
 
 def test_failed_runs_are_classified_and_retried_like_a_sweeps(tmp_path, monkeypatch, capsys):

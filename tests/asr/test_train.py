@@ -67,7 +67,10 @@ def test_run_folder_with_pseudo_labels(tone, tmp_path):
     assert s["wer"]["greedy"]["n"] == 6 and s["wer"]["beam"]["n"] == 3
     assert s["student_params"]["total"] < s["teacher_params"]["total"]
     assert s["speedup"] == pytest.approx(s["latency"]["teacher"]["latency_s"] / s["latency"]["student"]["latency_s"])
-    assert json.loads((teacher_dir / "eval.json").read_text())  # teacher scored once, memoised
+    # the teacher scored once, memoised in the run folder (never written into the teacher's folder)
+    assert json.loads((tmp_path / "run" / "teacher_eval.json").read_text())
+    assert not (teacher_dir / "eval.json").exists() and not (teacher_dir / "teacher_eval.json").exists()
+    assert s["teacher_logits"] is None  # pseudo-labels need the live teacher
     assert load_asr_model(tmp_path / "run" / "student").model.config.decoder_layers == 1
 
 

@@ -33,3 +33,15 @@ def test_paper_smoke_tables_match_their_json():
     assert format_paper_smoke(res) in doc
     assert res["checks"]["status"] == "ok" and res["settings"]["batch_size"] == 24  # the paper's batch
     assert res["settings"]["depths"] == [3, 6, 9, 12] and "ARITHMETIC" in res["extrapolated_paper_cost"]["label"]
+
+
+def test_asr_pilot_and_ablation_tables_match_their_json():
+    from harness.asr.tables import format_pilots, format_study
+
+    doc = (ROOT / "docs" / "benchmarks.md").read_text()
+    pilots = json.loads((ROOT / "docs" / "benchmarks" / "asr-student-pilots-embedded.json").read_text())
+    assert format_pilots(pilots) in doc
+    ablation = ROOT / "docs" / "benchmarks" / "askd-ablation-embedded.json"
+    if ablation.is_file():
+        data = json.loads(ablation.read_text())
+        assert format_study(data) in doc and data["reference"] == "askd (decay=cosine, self_teacher=ema)"
