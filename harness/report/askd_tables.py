@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+import shutil
+from pathlib import Path
 
-from harness.report.tables import Cell, Column, Table, _bold_best
+from harness.report import figures as F
+from harness.report.tables import Cell, Column, Table, _bold_best, _slug
 
 ASKD_ORDER = ("teacher", "ce", "kd", "askd")
 
@@ -77,8 +80,9 @@ def build_askd_table(study, table_id: str = "table-askd") -> Table:
             layers = {r.get("decoder_layers") for r in study.rows()
                       if r.get("objective") == obj and r.get("decoder_layers") is not None}
             index.append(f"student, {obj}" + (f" ({_layers(layers.pop())})" if len(layers) == 1 else ""))
+            ci = ((data.get("stats") or {}).get("wer") or {}).get(obj) or {}
             row = [Cell(text=obj), Cell(_f(m.get("params")), n=n),
-                   Cell(_f(m.get("wer_mean")), _f(m.get("wer_std")), n),
+                   Cell(_f(m.get("wer_mean")), _f(m.get("wer_std")), n, half=_f(ci.get("half_width"))),
                    Cell(_f(m.get("wer_beam_mean")), n=n), Cell(_f(m.get("wer_rel_mean")), n=n),
                    Cell(_f(m.get("speedup_mean")), _f(m.get("speedup_std")), n),
                    Cell(text=f"{n}/{max(started.get(obj, 0), n)}")]
@@ -86,8 +90,10 @@ def build_askd_table(study, table_id: str = "table-askd") -> Table:
         values.append({"objective": obj})
     _bold_best(columns, cells)
     utts = teacher.get("n")
-    caption = ("Teacher, then each student objective: mean ± std over seeds as askd.json records it "
-               "(by_objective); WER beam and WER / teacher are means only (no spread recorded). "
+    caption = ("Teacher, then each student objective: mean over seeds as askd.json records it (by_objective); "
+               "greedy WER ± the half-width of its 95% t-interval over seeds (askd.json stats; the paired "
+               "differences are in stats.json and the findings), speedup ± std; WER beam and WER / teacher "
+               "are means only. "
                f"Greedy WER on {utts if utts is not None else 'n/a'} test utterances. Speedup = teacher "
                "latency / student latency, measured side by side in one process on the same utterances "
                "(batch 1, greedy)")
@@ -99,6 +105,34 @@ def build_askd_table(study, table_id: str = "table-askd") -> Table:
     return Table(id=table_id, title=f"ASKD (ASR track, study {study.name})", caption=caption, index_name="model",
                  columns=columns, index=index, cells=cells, group_values=values, kind="askd", sweep=study.name,
                  members={})
+
+
+def askd_records(study) -> list[dict]:
+    """The study's statistics (``askd.json`` ``stats``, :func:`harness.asr.study.study_stats`)
+    as ``stats.json`` records (:mod:`harness.stats`): each objective's greedy WER (design
+    ``mean``) and each paired difference (design ``paired``), metric ``asr.wer``. A
+    difference against the teacher pairs every student seed with the one teacher."""
+    st = study.data.get("stats") or {}
+    level = st.get("level", 0.95)
+    seeds: dict[str, list[int]] = {}
+    for r in study.rows():
+        if r.get("status") == "ok" and r.get("objective") not in (None, "teacher") and r.get("seed") is not None:
+            seeds.setdefault(str(r["objective"]), []).append(int(r["seed"]))
+    base = {"sweep": study.name, "setting": None, "metric": "asr.wer", "direction": "lower", "level": level,
+            "p": None, "resolved": False, "mean_second": None, "relative": None, "excluded": [], "note": None}
+    out = []
+    for obj, m in (st.get("wer") or {}).items():
+        out.append({**base, **{k: m.get(k) for k in ("n", "estimate", "ci_low", "ci_high", "half_width", "sd")},
+                    "arms": [obj], "design": "mean", "seeds": sorted(seeds.get(obj, [])), "note": m.get("note")})
+    for d in st.get("differences") or []:
+        rec = {**base, **{k: d.get(k) for k in ("n", "estimate", "ci_low", "ci_high", "half_width", "sd", "p",
+                                                 "resolved", "mean_second", "relative", "seeds", "note")}}
+        rec.update(arms=[d["first"], d["second"]], design="paired", resolved=bool(d.get("resolved")),
+                   seeds=list(d.get("seeds") or []))
+        if d["second"] == "teacher":
+            rec["note"] = "the teacher is one fixed model: the interval is that of the student's WER, shifted"
+        out.append(rec)
+    return out
 
 
 def askd_runs(study) -> list[dict]:
@@ -119,3 +153,30 @@ def askd_runs(study) -> list[dict]:
                     "speedup": f"{sp:.2f}" if math.isfinite(sp) else "n/a",
                     "train_seconds": f"{secs:.1f}" if math.isfinite(secs) else "n/a"})
     return out
+
+
+def loaded_runs(results) -> int:
+    """Finished stacking runs that ran on an oversubscribed machine (their summary's load)."""
+    df = results.runs
+    if df.empty or "oversubscribed" not in df:
+        return 0
+    return int((df["ok"] & df["oversubscribed"].fillna(False).astype(bool)).sum())
+
+
+def askd_sections(results, out: Path) -> list[dict]:
+    """Per ASKD study: its table (written to ``tables/``), its WER-vs-speed figure (or why it
+    was not drawn), its per-run lines and ``latency_ratio``."""
+    made = []
+    many = len(results.askd) > 1
+    for st in results.askd:
+        slug = _slug(st.name) if many else ""
+        table = build_askd_table(st, "table-askd" + (f"-{slug}" if slug else ""))
+        table.write(out / "tables")
+        if st.data:  # the study's askd.json beside its table: the report folder carries its numbers
+            shutil.copyfile(Path(st.path) / "askd.json", out / "tables" / f"{table.id}.json")
+        fid = "askd_wer_speed" + (f"-{slug}" if slug else "")
+        lr = st.data.get("latency_ratio")
+        made.append({"study": st, "table": table, "fid": fid, "figure": F.askd_wer_speed(st.data, out / "figures", fid),
+                     "runs": askd_runs(st), "latency_ratio": float(lr) if isinstance(lr, (int, float)) else None,
+                     "verdicts": list((st.data.get("stats") or {}).get("verdicts") or [])})
+    return made

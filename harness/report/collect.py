@@ -31,6 +31,7 @@ import pandas as pd
 
 from harness import runs
 from harness.config import ConfigError, to_dict
+from harness.provenance import oversubscribed
 from harness.report.heldout import HELDOUT_COLUMNS, arm_of, curve_rows, row_fields
 
 
@@ -90,7 +91,8 @@ class Results:
             ``heldout_output_loss``, ``heldout_probe_best``, ``heldout_utterances``,
             ``heldout_frames``, ``compute_matched_steps`` / ``_of_steps`` (NaN when absent),
             ``git_commit``, ``start_time``, ``end_time``, ``device``,
-            ``cpu_count``, ``torch``, and ``cfg.<dotted key>`` for every resolved config value.
+            ``cpu_count``, ``torch``, ``threads``, ``oversubscribed`` (its load average was
+            above the cores at its start or end), and ``cfg.<dotted key>`` for every resolved config value.
         tasks: one row per run x task: ``key``, ``sweep``, ``variant``, ``seed``, ``task``,
             ``metric``, ``direction``, ``value``, ``n``, ``dev_value``.
         curves: the ``metrics.jsonl`` lines with ``key``, ``sweep``, ``variant``, ``seed``.
@@ -254,6 +256,10 @@ def _run_row(run_dir: Path, summary: dict, status: str, cfg: dict, trial: Any, o
         "superb_ref": summary.get("superb_ref"),
         "eval_seconds": math.nan,
         "device": hw.get("device"), "cpu_count": hw.get("cpu_count"), "torch": hw.get("torch"),
+        # the load average above the cores at the run's start or end (harness.provenance.run_load):
+        # it shared the machine's cores with more work than they hold
+        "oversubscribed": oversubscribed(summary.get("load")),
+        "threads": (summary.get("load") or {}).get("threads", hw.get("torch_threads")),
         **row_fields(summary),
     }
     row["arm"] = arm_of(summary, row["variant"])

@@ -187,11 +187,12 @@ def stats_findings(tables: list[Table], records: list[dict], bench: dict | None 
     return out
 
 
-def askd_findings(table: Table, latency_ratio: float | None = None) -> list[str]:
+def askd_findings(table: Table, latency_ratio: float | None = None, verdicts: list[str] = ()) -> list[str]:
     """Sentences about an ASKD table (:func:`harness.report.askd_tables.build_askd_table`): which
-    model has the lowest greedy WER, whether ASKD beats KD by more than one std, and the
-    measured inference speedup. Every number is a cell of the table (read from askd.json)
-    or askd.json's ``latency_ratio``.
+    model has the lowest mean greedy WER, each paired difference as ``verdicts`` states it
+    (askd.json's ``stats``: "resolved" only when its 95% interval over seeds excludes zero,
+    else "not resolved" with the interval), and the measured inference speedup. Every number
+    is a cell of the table (read from askd.json), a verdict, or askd.json's ``latency_ratio``.
     """
     cols = {c.key: c for c in table.columns}
     rows = {g["objective"]: dict(zip(cols, cells)) for g, cells in zip(table.group_values, table.cells)}
@@ -208,8 +209,8 @@ def askd_findings(table: Table, latency_ratio: float | None = None) -> list[str]
     teacher = scored.get("teacher")
     if best == "teacher":
         runner = min((o for o in scored if o != "teacher"), key=lambda o: scored[o].mean)
-        out.append(f"The teacher has the lowest greedy WER ({_fmt(teacher, wcol)} %); the best student objective "
-                   f"is {runner} ({_fmt(scored[runner], wcol)} %, {rows[runner]['wer_rel'].mean:.2f}x the "
+        out.append(f"The teacher has the lowest greedy WER ({_fmt(teacher, wcol)} %); the lowest student mean "
+                   f"is {runner}'s ({_fmt(scored[runner], wcol)} %, {rows[runner]['wer_rel'].mean:.2f}x the "
                    "teacher's WER on average).")
     else:
         text = f"The lowest mean greedy WER is {best}'s ({_fmt(scored[best], wcol)} %)"
@@ -217,21 +218,7 @@ def askd_findings(table: Table, latency_ratio: float | None = None) -> list[str]
             text += (f", against the teacher's {_fmt(teacher, wcol)} % ({rows[best]['wer_rel'].mean:.2f}x the "
                      "teacher's WER on average over its runs)")
         out.append(text + ".")
-    if "askd" in scored and "kd" in scored:
-        a, k = scored["askd"], scored["kd"]
-        diff = 100 * (a.mean - k.mean)
-        text = (f"ASKD's mean WER ({_fmt(a, wcol)} %) is {abs(diff):.1f} points "
-                f"{'below' if diff < 0 else 'above'} KD's ({_fmt(k, wcol)} %)")
-        if a.n < 2 or k.n < 2:
-            text += "; with fewer than two finished seeds of each, the one-std test is undecidable"
-        else:
-            spread = 100 * max(a.std, k.std)
-            if abs(diff) > spread:
-                text += (f", more than one std (the larger of the two, {spread:.1f} points): ASKD "
-                         f"{'beats' if diff < 0 else 'is worse than'} KD on this study")
-            else:
-                text += f", within one std (the larger of the two, {spread:.1f} points): not separated by these seeds"
-        out.append(text + ".")
+    out += [v + "." for v in verdicts]
     scol = cols["speedup"]
     sped = [(o, rows[o]["speedup"]) for o in students if rows[o]["speedup"].n]
     if sped:
@@ -243,16 +230,18 @@ def askd_findings(table: Table, latency_ratio: float | None = None) -> list[str]
     return out
 
 
-def findings(tables: list[Table], n_ok: int, n_total: int, askd: list[tuple[Table, float | None]] = (),
-             records: list[dict] | None = None, bench: dict | None = None) -> list[str]:
+def findings(tables: list[Table], n_ok: int, n_total: int, askd: list[tuple] = (),
+             records: list[dict] | None = None, bench: dict | None = None, loaded: int = 0) -> list[str]:
     """Every finding, one item each.
 
     Args:
         tables: the stacking tables (main and ablations).
         n_ok: finished stacking runs; n_total: all stacking runs.
-        askd: (ASKD table, askd.json's ``latency_ratio``) per ASKD study.
+        askd: (ASKD table, askd.json's ``latency_ratio``, its verdicts) per ASKD study.
         records: the stats records of the stacking tables (``stats.json``).
         bench: :func:`harness.report.speed.read_bench`'s result, or None.
+        loaded: finished stacking runs whose machine's load average exceeded its cores at
+            their start or end (``Results.runs.oversubscribed``): a warning item.
     """
     items = []
     if n_total or not askd:
@@ -260,7 +249,13 @@ def findings(tables: list[Table], n_ok: int, n_total: int, askd: list[tuple[Tabl
         items.append(f"{n_ok} of {n_total} runs finished"
                      + (f"; the other {bad} {'is' if bad == 1 else 'are'} listed under failed, incomplete and "
                         "missing, and shown as n/a." if bad else "."))
+    if loaded:
+        items.append(f"Warning: {loaded} of {n_ok} finished runs ran while the machine's load average was above its "
+                     "cores (at their start or end): they shared cores with other work, so their wall-clock and CPU "
+                     "times (time to quality, training seconds) are not clean speed evidence"
+                     + ("; the speed ratios here come from the side-by-side benchmark." if bench else
+                        "; measure speed with harness bench stacking on an idle machine."))
     items += stats_findings(tables, records or [], bench)
-    for t, ratio in askd:
-        items.append(" ".join(askd_findings(t, ratio)))
+    for t, ratio, *rest in askd:
+        items.append(" ".join(askd_findings(t, ratio, *rest)))
     return items

@@ -5,6 +5,7 @@
     index.html          one file, images embedded as base64, CSS inline, no network
     report.pdf          the same page through WeasyPrint (matplotlib PdfPages if unavailable)
     tables/<id>.{md,tex,csv}     table-askd[-<study>] for each ASKD study folder given
+                                 (and <id>.json: the study's askd.json as read)
     figures/<id>.{png,svg}       askd_wer_speed[-<study>] likewise
     run_table.csv       one row per run, failed ones included (runs.csv: a sweep's, per run x task)
     stats.json          the paired comparisons and means with 95% CIs (:mod:`harness.stats`)
@@ -38,8 +39,8 @@ from harness.report.findings import _units, findings
 from harness.report.output import OWNED, RUN_TABLE, refuse_committed
 from harness.report.published import PAPER
 from harness.report.speed import bench_rows, read_bench
-from harness.report.askd_tables import askd_runs, build_askd_table
-from harness.report.tables import Table, _slug, build_tables, groups_of, mark_resolved, runs_frame
+from harness.report.askd_tables import askd_records, askd_sections, loaded_runs
+from harness.report.tables import Table, build_tables, groups_of, mark_resolved, runs_frame
 
 TEMPLATES = Path(__file__).parent / "templates"
 # The stacking and loss settings a reader needs to interpret a table (layer map included).
@@ -197,22 +198,6 @@ def _data_uri(path: Path) -> str:
 
 def _fig_view(f: F.Figure) -> dict:
     return {"f": f, "uri": _data_uri(f.png), "width": _css_width(f.png)}
-
-
-def _askd(results: Results, out: Path) -> list[dict]:
-    """Per ASKD study: its table (written to ``tables/``), its WER-vs-speed figure (or why it
-    was not drawn), its per-run lines and ``latency_ratio``."""
-    made = []
-    many = len(results.askd) > 1
-    for st in results.askd:
-        slug = _slug(st.name) if many else ""
-        table = build_askd_table(st, "table-askd" + (f"-{slug}" if slug else ""))
-        table.write(out / "tables")
-        fid = "askd_wer_speed" + (f"-{slug}" if slug else "")
-        lr = st.data.get("latency_ratio")
-        made.append({"study": st, "table": table, "fid": fid, "figure": F.askd_wer_speed(st.data, out / "figures", fid),
-                     "runs": askd_runs(st), "latency_ratio": float(lr) if isinstance(lr, (int, float)) else None})
-    return made
 
 
 def _front_allowed(records: list[dict], sweep: str) -> tuple[bool, str]:
@@ -378,15 +363,16 @@ def _pdf_matplotlib(report: Report, prov: list[tuple[str, str]], problems: list[
 def _stacking_stats(results: Results, tables: list[Table], out: Path) -> tuple[list[dict], Path | None]:
     """The stats records of the stacking tables, written to ``stats.json``; the tables'
     resolved cells marked (main: against none; ablation: against the reference setting)."""
+    askd = [r for st in results.askd for r in askd_records(st)]
     if results.runs.empty:
-        return [], None
+        return askd, (stats.write_stats(out / "stats.json", askd) if askd else None)
     records = all_records(results, tables)
     for t in tables:
         if t.kind == "main":
             mark_resolved(t, records, "none" if "none" in t.index else None)
         elif t.kind == "ablation" and len(t.index) > 1:
             mark_resolved(t, records, reference_row(t))
-    return records, stats.write_stats(out / "stats.json", records)
+    return records + askd, stats.write_stats(out / "stats.json", records + askd)
 
 
 def _write_pdf(report: Report, page: str, out: Path, prov, problems, pdf_engine: str) -> None:
@@ -463,9 +449,10 @@ def _render(results, bench_data, out: Path, probe, command: str, title, pdf: boo
             figs, skipped = ([made], {}) if isinstance(made, F.Figure) else ([], {"teacher_probes": made})
     else:
         figs, skipped = _figures(results, tables, out / "figures", records, bench_data)
-    askd = _askd(results, out)
+    askd = askd_sections(results, out)
     items = findings(tables, int(results.runs["ok"].sum()), len(results.runs),
-                     askd=[(a["table"], a["latency_ratio"]) for a in askd], records=records, bench=bench_data)
+                     askd=[(a["table"], a["latency_ratio"], a["verdicts"]) for a in askd], records=records,
+                     bench=bench_data, loaded=loaded_runs(results))
     prov = provenance(results, command or "(called from Python)")
     if bench_data:
         prov.append(("Bench file", bench_data["path"]))

@@ -535,18 +535,42 @@ def _obj(wer, std, runs=3, speed=4.0):
 
 
 def test_askd_findings_computed():
+    """Findings rank nothing by a std rule: they quote the paired verdicts askd.json holds."""
     st = _study({"kd": _obj(0.25, 0.01), "askd": _obj(0.19, 0.01)})
-    text = " ".join(askd_findings(build_askd_table(st), 4.0))
+    resolved = "askd - kd: -6.00 WER points, 95% CI [-8.00, -4.00] over 5 seeds: askd's WER is lower (resolved)"
+    text = " ".join(askd_findings(build_askd_table(st), 4.0, [resolved]))
     assert "6 of 6 student runs finished" in text
     assert "The lowest mean greedy WER is askd's (19.0 ± 1.0 %), against the teacher's 20.0 %" in text
-    assert "6.0 points below KD's (25.0 ± 1.0 %), more than one std" in text and "ASKD beats KD" in text
+    assert resolved + "." in text and "one std" not in text
     assert "4.00x the teacher's speed on average" in text
     st = _study({"kd": _obj(0.25, 0.05), "askd": _obj(0.23, 0.01)})
-    text = " ".join(askd_findings(build_askd_table(st), 4.0))
-    assert "The teacher has the lowest greedy WER (20.0 %); the best student objective is askd" in text
-    assert "within one std (the larger of the two, 5.0 points): not separated" in text
-    st = _study({"kd": _obj(0.25, 0.0, runs=1), "askd": _obj(0.23, 0.0, runs=1)})
-    assert "one-std test is undecidable" in " ".join(askd_findings(build_askd_table(st), 4.0))
+    text = " ".join(askd_findings(build_askd_table(st), 4.0, ["askd - kd: -2.00 WER points, 95% CI [-5.00, +1.00] "
+                                                             "over 5 seeds: not resolved"]))
+    assert "The teacher has the lowest greedy WER (20.0 %); the lowest student mean is askd's" in text
+    assert "not resolved" in text and "beats" not in text
+
+
+def test_askd_stats_reach_stats_json_and_the_table(tmp_path):
+    """A fabricated study's paired statistics become stats.json records (contract keys), and
+    the table's WER cells show the 95% half-width."""
+    from harness.asr.study import study_stats
+    from harness.report.askd_tables import askd_records
+    from harness.stats import check_record
+
+    rows = [{"objective": o, "seed": s, "status": "ok", "wer": w + 0.01 * s}
+            for o, w in (("ce", 0.30), ("kd", 0.28), ("askd", 0.27)) for s in range(5)]
+    rows[-1]["wer"] += 0.004  # askd's seeds are not an exact shift of kd's
+    st = _study({"ce": _obj(0.32, 0.016, 5), "kd": _obj(0.30, 0.016, 5), "askd": _obj(0.29, 0.016, 5)})
+    st.data["stats"] = study_stats(rows, 0.2)
+    st.data["rows"] += [{**r, "model": f"{r['objective']}-{r['seed']}"} for r in rows]
+    recs = askd_records(st)
+    assert recs and all(not check_record(r) for r in recs)
+    pair = {tuple(r["arms"]): r for r in recs if r["design"] == "paired"}
+    assert set(pair) >= {("askd", "kd"), ("askd", "ce"), ("kd", "ce"), ("askd", "teacher")}
+    assert pair[("kd", "ce")]["resolved"] and pair[("kd", "ce")]["estimate"] == pytest.approx(-0.02)
+    table = build_askd_table(st)
+    kd = table.cells[table.index.index(next(i for i in table.index if i.startswith("student, kd")))][2]
+    assert kd.half == pytest.approx(st.data["stats"]["wer"]["kd"]["half_width"])
 
 
 def test_probe_figure_from_the_shipped_teacher_probe_file(tmp_path):
@@ -641,3 +665,25 @@ def test_superb_json_missing_only_when_the_sweep_asked_for_tasks(tmp_path):
     res = collect([sweep_dir])
     missing = [p.path for p in res.problems if p.path.endswith("superb.json")]
     assert missing == [str(asked / "superb.json")]
+
+
+def test_runs_that_shared_the_cores_are_warned_about(tmp_path):
+    """A run whose recorded load average was above the machine's cores (harness.provenance.
+    run_load, written by every run) makes the report say its times are not speed evidence."""
+    from harness.provenance import oversubscribed, run_load
+
+    rec = run_load(0.1)
+    assert rec["threads"] >= 1 and rec["cpu_count"] >= 1 and rec["start"] == 0.1
+    assert not oversubscribed({"cpu_count": 2, "start": 1.9, "end": 2.4}) and not oversubscribed(None)
+    assert oversubscribed({"cpu_count": 2, "start": 0.3, "end": 4.0})
+    res = tmp_path / "results" / "w"
+    for v in ("none", "interleaved"):
+        fabricate.write_run(res, v, 0, sweep="w", analysis=False, superb=False)
+    render_report([res], tmp_path / "a", pdf=False)
+    assert "Warning:" not in (tmp_path / "a" / "index.html").read_text()
+    path = next(res.glob("*interleaved*")) / "summary.json"
+    s = json.loads(path.read_text())
+    s["load"] = {"threads": 2, "cpu_count": 2, "start": 3.7, "end": 2.1}
+    path.write_text(json.dumps(s))
+    rep = render_report([res], tmp_path / "b", pdf=False)
+    assert "Warning: 1 of 2 finished runs ran while the machine's load average was above its cores" in rep.findings
