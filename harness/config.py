@@ -683,9 +683,9 @@ class TrainConfig:
     # variant none only: train for the stacking schedule's compute (train.steps divided by
     # the schedule's theoretical speedup, stacking.stages/add/schedule) instead of train.steps
     compute_matched: bool = False
-    # also write every metrics.jsonl line as TensorBoard scalars to <run>/tensorboard/
-    # (tensorboardX, pinned in the lock); `tensorboard --logdir results/<sweep>` shows them
-    tensorboard: bool = False
+    # also write every metrics.jsonl line as TensorBoard scalars (and growth events) to
+    # <run>/tensorboard/ (tensorboardX); `tensorboard --logdir results/` shows every run
+    tensorboard: bool = True
 
     def validate(self) -> None:
         if self.steps < 1:

@@ -69,7 +69,7 @@ from harness.config import ConfigError, RunConfig, to_dict, validate_tree
 from harness.data.loader import AudioDataset, CachedBatches, WaveBatches, crop_stack, restore_rng
 from harness.data.manifest import read_manifest
 from harness.losses import OBJECTIVES, EmaTeacher, SelfTeacher, askd_alpha
-from harness.provenance import git_commit, hardware, now_iso
+from harness.provenance import git_commit, hardware, load_average, now_iso, run_load
 from harness.student import build_student, save_student
 from harness.teachers.base import load_teacher
 from harness.teachers.cache import ensure_cache
@@ -122,10 +122,13 @@ def clear_run_files(out_dir: Path) -> None:
 
 
 class MetricsLog:
-    """``metrics.jsonl``, appended one line per logged step.
+    """``metrics.jsonl``, appended one line per logged step, and the same scalars (losses,
+    lr, depth, held-out metrics) plus growth events as TensorBoard events in
+    ``<run>/tensorboard/`` (``train.tensorboard``, default on).
 
     Opening it drops the lines past ``keep_through`` (the resumed checkpoint's step):
-    those steps are redone identically.
+    those steps are redone identically; TensorBoard purges its events past that step the
+    same way (``purge_step``) and keeps the earlier ones.
     """
 
     def __init__(self, out_dir: Path, keep_through: int, tensorboard: bool = False) -> None:
@@ -145,6 +148,11 @@ class MetricsLog:
             for key, value in row.items():
                 if key != "step" and isinstance(value, (int, float)):
                     self._tb.add_scalar(key, value, row["step"])
+
+    def event(self, tag: str, text: str, step: int) -> None:
+        """A text event (a growth) in TensorBoard; ``metrics.jsonl`` has it as the depth change."""
+        if self._tb is not None:
+            self._tb.add_text(tag, text, step)
 
     def close(self) -> None:
         self._file.close()
@@ -344,6 +352,7 @@ class Run:
     last_eval: Optional[dict] = None  # the latest held-out evaluation
     eval_seconds: float = 0.0
     compute_matched: Optional[dict] = None  # train.compute_matched: the schedule it matches
+    load_start: Optional[float] = None  # the machine's load average when this process started the run
 
     @property
     def total(self) -> int:
@@ -356,6 +365,7 @@ def run_distill(
     resume: bool = True,
     on_log: Optional[Callable[[dict], None]] = None,
     sweep: Optional[str] = None,
+    threads: Optional[int] = None,
 ) -> dict:
     """Distill one student; write the run folder; return the summary.
 
@@ -368,6 +378,8 @@ def run_distill(
         on_log: called with each ``metrics.jsonl`` line (sweeps report it to Ray; tests
             raise :class:`RunInterrupted` from it to simulate a kill).
         sweep: sweep name recorded in the summary (``None`` for a single run).
+        threads: the CPUs this run was given (a sweep trial: Ray's); they override
+            ``train.threads``, so a trial never runs more threads than its cores.
 
     Returns:
         The ``summary.json`` content. A non-finite loss stops the run with
@@ -390,9 +402,11 @@ def run_distill(
             if old and old.get("status") == "ok" and (out_dir / "student.ckpt").is_file():
                 return old
         started = now_iso()
+        load0 = load_average()
         run = None
         try:
-            run = setup(cfg, out_dir, sweep, started)
+            run = setup(cfg, out_dir, sweep, started, threads)
+            run.load_start = load0
             begin(run, resume)
             status = train(run, on_log)
             return finish(run, status)
@@ -451,12 +465,12 @@ def record_failed(out_dir: Path, cfg: RunConfig, sweep: Optional[str], started: 
         pass  # the disk is full: the original error says so
 
 
-def setup(cfg: RunConfig, out_dir: Path, sweep: Optional[str], started: str) -> Run:
+def setup(cfg: RunConfig, out_dir: Path, sweep: Optional[str], started: str, threads: Optional[int] = None) -> Run:
     """Device, stages, teacher (+ feature cache), student, optimizer, EMA, data."""
     device = resolve_device(cfg.train.device)
     amp_dtype = resolve_precision(cfg.train.precision, device)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    if threads or cfg.train.threads:
+        torch.set_num_threads(int(threads or cfg.train.threads))
     validate_tree(cfg)  # a RunConfig built in code has not been validated yet
     stages = stacking.plan_stages(cfg)
     manifest = manifest_path(cfg)
@@ -830,6 +844,8 @@ def train(run: Run, on_log: Optional[Callable[[dict], None]]) -> str:
                 run.stage += 1
                 clock.start()
                 grow_to(run, run.stage)
+                metrics.event("growth", f"step {run.step}: grew to {len(run.student.layers)} layers "
+                              f"(stage {run.stage}, {cfg.stacking.variant})", run.step)
                 if not checkpoint(run):
                     status = nan_status(run.step)
                     break
@@ -938,6 +954,7 @@ def finish(run: Run, status: str) -> dict:
         "data_per_step": data_per_step(run),
         "heldout": heldout_summary(run, status),
         "hardware": hardware(),
+        "load": run_load(run.load_start),
         "git_commit": git_commit(),
         "started": run.started,
         "ended": now_iso(),

@@ -27,6 +27,35 @@ def git_commit(cwd: str | Path | None = None) -> str:
         return "unknown"
 
 
+def load_average() -> float | None:
+    """The machine's 1-minute load average (None where the OS has none)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
+
+
+def run_load(start: float | None) -> dict:
+    """What a run records of the machine it shared: the threads it used, the cores, and the
+    1-minute load average at its start and end (a load above the cores: something else ran,
+    or the trials oversubscribed them; the report warns about such runs' times)."""
+    try:
+        import torch
+
+        threads = torch.get_num_threads()
+    except ImportError:
+        threads = None
+    return {"threads": threads, "cpu_count": os.cpu_count(), "start": start, "end": load_average()}
+
+
+def oversubscribed(load: dict | None) -> bool:
+    """True when a run's recorded load average (start or end) exceeded the machine's cores."""
+    if not load or not load.get("cpu_count"):
+        return False
+    peak = max((v for v in (load.get("start"), load.get("end")) if isinstance(v, (int, float))), default=None)
+    return peak is not None and peak > load["cpu_count"] + 0.5
+
+
 def hardware() -> dict:
     """Device name, CPU count and library versions, for ``summary.json`` and benchmarks."""
     info = {

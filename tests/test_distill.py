@@ -215,9 +215,14 @@ def test_cli_distill(corpus, tmp_path, capsys):
     from harness.cli import main
 
     args = ["distill", "--config", str(TINY), f"data.corpus={corpus}", f"teacher.cache_dir={tmp_path / 'c'}",
-            "train.steps=8", "train.device=cpu", "data.heldout=0", "--out", str(tmp_path / "run")]
+            "train.steps=8", "train.device=cpu", "data.heldout=0", "train.log_every=2", "--out", str(tmp_path / "run")]
     assert main(args) == 0
-    assert capsys.readouterr().out.startswith("ok")
+    got = capsys.readouterr()
+    assert got.out.startswith("ok")
+    # progress: one plain line per log interval on a pipe, with the rate and an ETA once measurable
+    lines = [ln for ln in got.err.splitlines() if ln.startswith("[distill] step ")]
+    assert [ln.split(",")[0] for ln in lines] == [f"[distill] step {k}/8 ({100 * k // 8}%)" for k in (2, 4, 6, 8)]
+    assert "depth " in lines[1] and "loss " in lines[1] and "steps/s" in lines[1] and "ETA 00:" in lines[1]
     assert main(args[:2] + ["nope.yaml", "--out", str(tmp_path / "x")]) == 2
     assert "nope.yaml" in capsys.readouterr().err
     bad = tmp_path / "bad"

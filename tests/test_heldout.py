@@ -142,26 +142,43 @@ def test_every_arm_reads_the_same_arrays(corpus, tmp_path):
     assert torch.equal(full["feats"], shallow["feats"])  # same seed and step: the same batch
 
 
-def test_tensorboard_scalars_include_the_heldout_curve(corpus, tmp_path):
-    from tensorboardX.event_file_writer import EventFileWriter  # noqa: F401  (tensorboardX present)
-    from tensorboardX.proto import event_pb2
+def _tb(folder):
+    """Scalars (tag -> steps) and text events (tag -> steps) of a TensorBoard folder, read
+    with tensorboard's own reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(folder), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    scalars = {t: [e.step for e in acc.Scalars(t)] for t in tags["scalars"]}
+    texts = {t: [e.step for e in acc.Tensors(t)] for t in tags["tensors"]}
+    return scalars, texts
+
+
+def test_tensorboard_events_by_default_and_kept_across_a_resume(corpus, tmp_path):
+    """Every run writes TensorBoard events (losses, lr, depth, the held-out curve, growth
+    events); a killed run resumed from its checkpoint keeps the earlier events and does
+    not duplicate the redone steps."""
+    from harness.distill import RunInterrupted
 
     out = tmp_path / "tb-run"
-    assert run_distill(cfg_for(corpus, "train.tensorboard=true"), out)["status"] == "ok"
-    files = list((out / "tensorboard").glob("events.out.tfevents.*"))
-    assert len(files) == 1
-    import struct
+    cfg = cfg_for(corpus, "stacking.variant=interleaved", "train.ckpt_every=10")
+    assert cfg.train.tensorboard and cfg.stacking.stages > 1
 
-    tags = {}
-    data = files[0].read_bytes()
-    pos = 0
-    while pos < len(data):  # TFRecord framing: u64 length, u32 crc, payload, u32 crc
-        (n,) = struct.unpack("<Q", data[pos: pos + 8])
-        ev = event_pb2.Event.FromString(data[pos + 12: pos + 12 + n])
-        pos += 12 + n + 4
-        for v in ev.summary.value:
-            tags.setdefault(v.tag, []).append(ev.step)
-    assert tags["heldout_loss"] == [10, 20] and tags["loss"] == [5, 10, 15, 20]
+    def stop(row):
+        if row["step"] == 15:
+            raise RunInterrupted("kill")
+
+    with pytest.raises(RunInterrupted):
+        run_distill(cfg, out, on_log=stop)
+    scalars, _ = _tb(out / "tensorboard")
+    assert scalars["loss"] == [5, 10, 15]
+    assert run_distill(cfg, out)["status"] == "ok"  # resumes from step 10
+    scalars, texts = _tb(out / "tensorboard")
+    assert scalars["loss"] == [5, 10, 15, 20]  # 15 redone once, not twice
+    assert scalars["heldout_loss"] == [10, 20] and {"lr", "depth"} <= set(scalars)
+    growth = [t for t in texts if t.startswith("growth")]
+    assert growth and texts[growth[0]]
 
 
 def test_heldout_seconds_sets_the_heldout_crop_apart_from_the_training_crop(corpus, tmp_path):

@@ -16,8 +16,20 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from harness.distill import run_distill
 
     apply_trust(args)
+    from harness.progress import Progress
+
     cfg = load_run_config(args.config, args.overrides)
-    summary = run_distill(cfg, Path(args.out), resume=not args.restart)
+    # one line per log interval (train.log_every) on a pipe, a live bar on a terminal
+    prog = Progress(cfg.train.steps, "distill", start=None)
+
+    def on_log(row: dict) -> None:
+        extra = {k: row[k] for k in ("heldout_loss",) if row.get(k) is not None}
+        prog.update(row["step"], depth=row.get("depth"), loss=row.get("loss"), **extra)
+
+    try:
+        summary = run_distill(cfg, Path(args.out), resume=not args.restart, on_log=on_log)
+    finally:
+        prog.close()
     losses = summary.get("final_losses") or {}
     loss = f"{losses['loss']:.4f}" if "loss" in losses else "n/a"
     print(f"{summary['status']}  {args.out}  {summary['steps']} steps  "

@@ -66,6 +66,7 @@ from harness.data.manifest import (
 )
 from harness.errors import UserError
 from harness.fsio import atomic_write
+from harness.progress import Progress
 from harness.provenance import git_commit, now_iso
 
 FORMAT_VERSION = 3  # bump when the content or layout of a build changes (3: audio independent of --workers)
@@ -599,16 +600,26 @@ def build_corpus(profile: str | Profile, out: str | Path, seed: int = 0, workers
         flat = [j for split in jobs for j in jobs[split]]
         n_proc = workers or os.cpu_count() or 1
         results: list[dict] = []
+        # progress with an ETA (harness.progress): a bar on a terminal, a line per 5 % on a pipe
+        prog = Progress(len(flat), "corpus", unit="utterance") if verbose else None
+        every = max(1, len(flat) // 20)
+
+        def note(k: int) -> None:
+            if prog is not None and ((k + 1) % every == 0 or k + 1 == len(flat)):
+                prog.update(k + 1)
+
         if n_proc == 1:
-            for j in flat:
+            for k, j in enumerate(flat):
                 results.append(_render(j))
+                note(k)
         else:
             ctx = mp.get_context("fork")
             with ctx.Pool(n_proc) as pool_:
                 for k, rec in enumerate(pool_.imap(_render, flat, chunksize=16)):
                     results.append(rec)
-                    if verbose and (k + 1) % 2000 == 0:
-                        print(f"  {k + 1}/{len(flat)} utterances ({time.time() - t0:.0f} s)", flush=True)
+                    note(k)
+        if prog is not None:
+            prog.close()
     except OSError as err:
         raise SynthError(f"{err.filename or out}: cannot write ({err.strerror or err})") from None
     except espeak.EspeakError as err:

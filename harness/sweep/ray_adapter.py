@@ -65,6 +65,8 @@ def run_ray(sweep: Sweep, todo: list[dict], res: dict, address: str | None, log:
     import ray
     from ray import tune
 
+    from harness.sweep.ray_events import TrialEvents
+
     address = address or os.environ.get("RAY_ADDRESS")
     try:
         if address:
@@ -94,9 +96,16 @@ def run_ray(sweep: Sweep, todo: list[dict], res: dict, address: str | None, log:
                 reduction_factor=s.reduction_factor, time_attr="training_iteration",
             )
         # Trials that were already finished are filtered out above; a fresh Tuner over the
-        # rest is simpler and sturdier after kill -9 than Ray's own experiment state.
+        # rest is simpler and sturdier after kill -9 than Ray's own experiment state. The
+        # earlier Tune folder (its event files and logs) is kept beside it, not deleted.
         if tune_dir.exists():
-            shutil.rmtree(tune_dir, ignore_errors=True)
+            n = 1
+            while (sweep.out_dir / f"_tune.{n}").exists():
+                n += 1
+            try:
+                tune_dir.rename(sweep.out_dir / f"_tune.{n}")
+            except OSError:
+                shutil.rmtree(tune_dir, ignore_errors=True)
         tuner = tune.Tuner(
             trainable,
             param_space={"trial": tune.grid_search(todo)},
@@ -107,6 +116,7 @@ def run_ray(sweep: Sweep, todo: list[dict], res: dict, address: str | None, log:
             run_config=tune.RunConfig(
                 name="_tune", storage_path=str(sweep.out_dir), verbose=0,
                 failure_config=tune.FailureConfig(max_failures=0),
+                callbacks=[TrialEvents(log, len(todo))],  # a line per trial start / finish / failure
             ),
         )
         try:
@@ -121,8 +131,6 @@ def run_ray(sweep: Sweep, todo: list[dict], res: dict, address: str | None, log:
         for r in results:
             rid = r.config["trial"]["run_id"] if r.config else "?"
             metrics = r.metrics or {}
-            status = metrics.get("status", "error" if r.error else "?")
-            log(f"[sweep] {rid}: {status}")
             if metrics.get("memo_status"):
                 memo[rid] = {"summary": {"run_id": rid, "sweep": sweep.config.name, "status": metrics["memo_status"],
                                          "failure": metrics.get("memo_failure")}}

@@ -10,6 +10,7 @@ from typing import Callable
 from harness import failures, locks, runs
 from harness.config import ConfigError, RunConfig, blame_override, from_dict, load_yaml
 from harness.errors import HarnessError
+from harness.progress import eta
 from harness.sweep import tracks
 from harness.sweep.grid import Sweep, SweepConfig, base_data, expand_grid
 from harness.sweep.ray_adapter import run_ray
@@ -197,10 +198,15 @@ def run_payloads(sweep: Sweep, todo: list[dict], res: dict, address: str | None,
             after_each(p, result.get("summary") or runs.read_summary(Path(p["run_dir"])) or {})
 
     if local or sweep.config.backend == "local":
-        for p in todo:
+        spent = 0.0
+        for i, p in enumerate(todo):
+            left = f", ETA {eta(spent / i * (len(todo) - i))}" if i else ""
+            log(f"[sweep] started {p['run_id']} ({i}/{len(todo)} done{left})")
             t0 = time.time()
             result = run_trial(p)
-            log(f"[sweep] {p['run_id']}: {result['status']} ({time.time() - t0:.0f} s)")
+            spent += time.time() - t0
+            left = f", ETA {eta(spent / (i + 1) * (len(todo) - i - 1))}" if i + 1 < len(todo) else ""
+            log(f"[sweep] {p['run_id']}: {result['status']} ({time.time() - t0:.0f} s; {i + 1}/{len(todo)} done{left})")
             finished(p, result)
     elif todo:
         for p, result in zip(todo, run_ray(sweep, todo, res, address, log)):

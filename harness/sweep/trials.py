@@ -73,14 +73,23 @@ def run_trial(
         summary = getattr(err, "summary", None) or {
             "run_id": trial["run_id"], "sweep": trial["sweep"], "status": f"failed: {reason}"[:500], "failure": failure}
         return {"status": summary["status"], "failure": failures.failure_of(summary), "train_seconds": None,
-                "superb_score": None, "loss": None, "summary": summary}
+                "superb_score": None, "loss": None, "wer": None, "speedup": None, "summary": summary}
     return {
         "status": summary.get("status", "failed: no summary"),
         "failure": failures.failure_of(summary),
         "train_seconds": summary.get("train_seconds"),
         "superb_score": summary.get("superb_score"),
-        "loss": (summary.get("final_losses") or {}).get("total"),
+        "loss": _final_loss(summary),
+        # an ASR study's run: its greedy WER and speedup (None for a distillation run)
+        "wer": ((summary.get("wer") or {}).get("greedy") or {}).get("wer"),
+        "speedup": summary.get("speedup"),
     }
+
+
+def _final_loss(summary: dict):
+    """The last logged loss: ``loss`` for a distillation run, ``total`` for an ASR run."""
+    losses = summary.get("final_losses") or {}
+    return losses.get("loss", losses.get("total"))
 
 
 def _oneline(err: BaseException) -> str:
@@ -106,10 +115,13 @@ def _run_asr(trial: dict, run_dir: Path, on_log) -> dict:
 def _run_locked(trial: dict, run_dir: Path, on_log) -> dict:
     tasks = list(trial.get("evaluate") or [])
     runs.write_trial(run_dir, trial, **({"node": trial["node"]} if trial.get("node") else {}))
-    if trial.get("threads"):
+    if trial.get("threads"):  # exactly the CPUs the trial was given (Ray's), for torch and OpenMP/MKL
         import torch
 
-        torch.set_num_threads(int(trial["threads"]))
+        n = int(trial["threads"])
+        torch.set_num_threads(n)
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[var] = str(n)
     if trial.get("track") == "asr":
         return _run_asr(trial, run_dir, on_log)
 
@@ -118,7 +130,8 @@ def _run_locked(trial: dict, run_dir: Path, on_log) -> dict:
         try:
             from harness.distill import run_distill
 
-            run_distill(cfg, run_dir, resume=True, on_log=on_log, sweep=trial["sweep"])
+            run_distill(cfg, run_dir, resume=True, on_log=on_log, sweep=trial["sweep"],
+                        threads=int(trial["threads"]) if trial.get("threads") else None)
         except Exception as err:  # recorded, and the sweep goes on
             reason = str(err) if isinstance(err, failures.NoSpaceError) else (
                 failures.no_space_message(run_dir) if failures.is_no_space(err) else _oneline(err))

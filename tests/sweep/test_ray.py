@@ -47,8 +47,21 @@ def test_two_trial_sweep_through_ray(tiny_corpus, tmp_path, monkeypatch):
     base["data"]["corpus"] = "corpus"
     base["teacher"]["cache_dir"] = "cache"
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
-    df = pd.read_csv(run_sweep(path, log=lambda s: None))
+    lines = []
+    df = pd.read_csv(run_sweep(path, log=lambda s: lines.append((time.time(), s))))
     assert sorted(df.variant) == ["interleaved", "none"] and (df.status == "ok").all()
+    # a live line per trial event, printed while the trials run: both starts come before
+    # either trial has ended, each finish names its status and key numbers, the first an ETA
+    ended = min(json.loads((Path(d) / "summary.json").read_text())["ended"] for d in df.run_dir)
+    from datetime import datetime
+
+    ended_at = datetime.fromisoformat(ended).timestamp()
+    starts = [(t, s) for t, s in lines if s.startswith("[sweep] started ")]
+    finishes = [s for _, s in lines if s.startswith("[sweep] finished ")]
+    assert sorted(s.split()[2] for _, s in starts) == sorted(Path(d).name for d in df.run_dir)
+    assert all(t < ended_at + 1 for t, _ in starts)
+    assert len(finishes) == 2 and all(": ok in " in s and "loss " in s for s in finishes)
+    assert "(1/2 done, 1 running, ETA " in finishes[0] and "(2/2 done, 0 running)" in finishes[1]
     for run_dir in df.run_dir:
         for name in ("config.yaml", "summary.json", "metrics.jsonl", "student.ckpt"):
             assert (Path(run_dir) / name).is_file()
