@@ -54,7 +54,7 @@ def fake_distill(monkeypatch):
     """A stand-in for harness.distill that writes the contract summary (and fails on w=1)."""
     calls = []
 
-    def run_distill(cfg, out_dir, resume=True, on_log=None, sweep=None):
+    def run_distill(cfg, out_dir, resume=True, on_log=None, sweep=None, threads=None):
         calls.append(out_dir.name)
         if cfg.loss.w == 1.0:
             raise RuntimeError("boom")
@@ -234,7 +234,7 @@ def flaky_distill(monkeypatch):
 
     calls, state = [], {"disk": "full"}
 
-    def run_distill(cfg, out_dir, resume=True, on_log=None, sweep=None):
+    def run_distill(cfg, out_dir, resume=True, on_log=None, sweep=None, threads=None):
         calls.append(out_dir.name)
         runs.write_config(out_dir, cfg)
         if cfg.loss.w == 0.0 and state["disk"] == "full":
