@@ -13,15 +13,7 @@ from harness.asr.logitcache import TeacherLogits, ensure_logit_cache
 from harness.asr.narrow import calibrate, choose, narrow_state
 from harness.asr.student import shrink
 from harness.asr.teacher import load_asr_model
-from harness.asr.train import AsrLossConfig, AsrOptimConfig, _teacher_side, fit, train_teacher
-
-
-@pytest.fixture(scope="module")
-def tone(fake_corpus):
-    root = fake_corpus("asr_tones", n_train=40, n_test=6)
-    teacher = train_teacher("tiny", root / "teacher", root, steps=20, batch_size=8, log=lambda m: None,
-                            d_model=32, ffn=64, n_mels=16, max_target_positions=24)
-    return root, teacher
+from harness.asr.train import AsrLossConfig, AsrOptimConfig, _teacher_side, fit
 
 
 def test_cached_logits_are_the_live_teachers(tone, tmp_path):

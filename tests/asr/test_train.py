@@ -13,14 +13,6 @@ from harness.asr.teacher import load_asr_model
 from harness.config import ConfigError
 
 
-@pytest.fixture(scope="module")
-def tone(fake_corpus):
-    root = fake_corpus("asr_tones", n_train=48, n_test=6)
-    teacher = train_teacher("tiny", root / "teacher", root, steps=30, batch_size=8, log=lambda m: None,
-                            d_model=32, ffn=64, n_mels=16, max_target_positions=24)
-    return root, teacher
-
-
 @pytest.mark.parametrize("objective", ["ce", "kd", "askd"])
 def test_short_run_lowers_loss(tone, objective):
     root, teacher_dir = tone
