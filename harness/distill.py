@@ -140,7 +140,9 @@ class MetricsLog:
             except ImportError:
                 raise ConfigError("train.tensorboard: tensorboardX is not installed (it is in "
                                   "requirements.lock: ./run_all.sh repair)") from None
-            self._tb = SummaryWriter(str(out_dir / "tensorboard"), purge_step=keep_through + 1)
+            # a unique file name: a resume in the same second would otherwise overwrite the earlier events
+            self._tb = SummaryWriter(str(out_dir / "tensorboard"), purge_step=keep_through + 1,
+                                     filename_suffix=f".{time.time_ns()}")
 
     def append(self, row: dict) -> None:
         runs.append_metrics(self._file, row)
