@@ -79,11 +79,7 @@ def shrink(teacher: AsrModel, decoder_layers: int = 2, encoder_layers: int = 0, 
     state = teacher.model.state_dict()
     state = _remap(state, "model.decoder.layers", dec_src)
     state = _remap(state, "model.encoder.layers", enc_src)
-    missing, unexpected = student.load_state_dict(state, strict=False)
-    # proj_out is tied to the token embedding, so it may be reported missing; nothing else may.
-    bad = [k for k in missing if not k.startswith("proj_out")] + list(unexpected)
-    if bad:
-        raise RuntimeError(f"student/teacher state mismatch: {bad[:5]}")
+    _load(student, state, "student/teacher")
     name = f"student-dec{len(dec_src)}-enc{len(enc_src)}"
     if d_model and d_model != tcfg.d_model:
         student = _narrowed(teacher, student, enc_src, dec_src, d_model, ffn_dim, calib_batches)
@@ -112,11 +108,17 @@ def _narrowed(teacher: AsrModel, cut, enc_src: list[int], dec_src: list[int], d_
     cfg = copy.deepcopy(cut.config)
     cfg.d_model, cfg.encoder_ffn_dim, cfg.decoder_ffn_dim = d_model, ffn, ffn
     model = WhisperForConditionalGeneration(cfg)
-    missing, unexpected = model.load_state_dict(narrow_state(cut.state_dict(), idx), strict=False)
+    _load(model, narrow_state(cut.state_dict(), idx), "narrowed student")
+    return model
+
+
+def _load(model, state: dict, what: str) -> None:
+    """``load_state_dict`` that accepts only ``proj_out`` missing (it is tied to the token
+    embedding, so it may be reported missing); anything else missing or unexpected raises."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
     bad = [k for k in missing if not k.startswith("proj_out")] + list(unexpected)
     if bad:
-        raise RuntimeError(f"narrowed student state mismatch: {bad[:5]}")
-    return model
+        raise RuntimeError(f"{what} state mismatch: {bad[:5]}")
 
 
 def grow_decoder(asr: AsrModel, plan: list[int], seed: int = 0) -> None:

@@ -278,7 +278,9 @@ def train_teacher(profile: str, out: str | Path, corpus: str | Path, steps: int 
 def prepare_teacher(cfg: AsrRunConfig, folder: Path, teacher=None, log: Callable[[str], None] = print):
     """What every run of a study shares, computed once into ``folder`` (the study's, or a
     lone run's own): the teacher's logit cache (kd/askd with ``teacher.cache_logits``) and
-    its WER on the test split (``teacher_eval.json``). Returns ``(teacher, train split, cache or None, teacher WER)``."""
+    its WER on the test split (``teacher_eval.json``). Returns ``(teacher, train split, test
+    split, cache or None, teacher WER)``. No cache for a student that shares the teacher's
+    frozen encoder or trains on pseudo-labels: :func:`fit` runs the live teacher for those."""
     from harness.asr.data import AsrSplit
     from harness.asr.evaluate import teacher_eval
     from harness.asr.logitcache import ensure_logit_cache
@@ -289,11 +291,13 @@ def prepare_teacher(cfg: AsrRunConfig, folder: Path, teacher=None, log: Callable
     teacher = teacher or load_asr_model(cfg.teacher.path)
     corpus = Path(cfg.data.corpus)
     split = AsrSplit(corpus / f"{cfg.data.train_split}.jsonl", teacher, cfg.data.max_train)
+    sc = cfg.student
+    shares_encoder = sc.freeze_encoder and sc.encoder_layers in (0, teacher.model.config.encoder_layers)
     cache = None
-    if cfg.teacher.cache_logits and cfg.loss.objective != "ce" and not cfg.loss.pseudo_labels:
+    if cfg.teacher.cache_logits and cfg.loss.objective != "ce" and not cfg.loss.pseudo_labels and not shares_encoder:
         cache = ensure_logit_cache(teacher, cfg.teacher.path, split, folder, cfg.data.batch_size, log=log)
     test = AsrSplit(corpus / f"{cfg.data.test_split}.jsonl", teacher)
-    return teacher, split, cache, teacher_eval(teacher, folder, test, cfg.eval)
+    return teacher, split, test, cache, teacher_eval(teacher, folder, test, cfg.eval)
 
 
 def run_asr_distill(cfg: AsrRunConfig, out_dir: str | Path, sweep: str = "",
@@ -305,7 +309,6 @@ def run_asr_distill(cfg: AsrRunConfig, out_dir: str | Path, sweep: str = "",
     Returns:
         The summary (also written to ``summary.json``).
     """
-    from harness.asr.data import AsrSplit
     from harness.asr.evaluate import count_params, evaluate_wer, measure_latency
     from harness.asr.student import shrink
     from harness.asr.teacher import save_asr_model
@@ -319,9 +322,8 @@ def run_asr_distill(cfg: AsrRunConfig, out_dir: str | Path, sweep: str = "",
                      "seed": cfg.train.seed, "status": "running", "started": now_iso()}
     load0 = load_average()
     runs.write_summary(out, summary)
-    teacher, split, cache, t_eval = prepare_teacher(cfg, out.parent if sweep else out, log=lambda m: None)
+    teacher, split, test, cache, t_eval = prepare_teacher(cfg, out.parent if sweep else out, log=lambda m: None)
     first_depth, grow_at = cfg.student.growth(cfg.train.steps)
-    corpus = Path(cfg.data.corpus)
     sc, bs = cfg.student, cfg.data.batch_size
     calib = ([split.batch(teacher, list(range(i, min(len(split), i + bs))))
               for i in range(0, min(len(split), sc.calib_batches * bs), bs)] if sc.d_model else None)
@@ -336,40 +338,37 @@ def run_asr_distill(cfg: AsrRunConfig, out_dir: str | Path, sweep: str = "",
         if on_log:
             on_log(row)
 
-    try:
+    try:  # the writer is closed whatever happens
         res = fit(student, split, cfg.train.steps, cfg.loss, cfg.optim, cfg.data.batch_size, cfg.train.seed,
                   teacher=teacher, freeze_encoder=cfg.student.freeze_encoder, log_every=cfg.train.log_every,
                   metrics_path=out / "metrics.jsonl", on_log=logged, grow_at=grow_at, teacher_logits=cache,
                   ctc_weight=cfg.loss.ctc_weight)
-    except BaseException:
-        tb.close()
-        raise
-    save_asr_model(student, out / "student", extra={"teacher": cfg.teacher.path, "objective": cfg.loss.objective})
+        save_asr_model(student, out / "student", extra={"teacher": cfg.teacher.path, "objective": cfg.loss.objective})
 
-    test = AsrSplit(corpus / f"{cfg.data.test_split}.jsonl", teacher)
-    ev = cfg.eval
-    s_greedy = evaluate_wer(student, test, "greedy", max_utterances=ev.max_utterances, batch_size=ev.batch_size)
-    s_beam = (evaluate_wer(student, test, "beam", beam=ev.beam, max_utterances=ev.beam_utterances,
-                           batch_size=ev.batch_size) if ev.beam else None)
-    lat = measure_latency({"teacher": teacher, "student": student}, test, ev.latency_utterances)
-    summary.update(
-        status="ok", ended=now_iso(), teacher=cfg.teacher.path, train_seconds=res["train_seconds"],
-        steps=res["steps"], first_losses=res["first"], final_losses=res["final"],
-        teacher_logits=str(cache.path) if cache is not None else None,
-        self_teacher=res["self_teacher"],
-        encoder_layers=student.model.config.encoder_layers,
-        student_params=count_params(student), teacher_params=count_params(teacher),
-        decoder_layers=student.model.config.decoder_layers,
-        wer={"greedy": s_greedy, "beam": s_beam}, teacher_wer=t_eval,
-        latency=lat, speedup=lat["teacher"]["latency_s"] / lat["student"]["latency_s"],
-        hardware=hardware(), load=run_load(load0), git_commit=git_commit(), config=json.loads(json.dumps(_plain(cfg))),
-    )
-    runs.write_summary(out, summary)
-    for k, v in (("wer_greedy", s_greedy["wer"]), ("wer_beam", (s_beam or {}).get("wer")),
-                 ("teacher_wer_greedy", t_eval["greedy"]["wer"]), ("speedup", summary["speedup"])):
-        if v is not None:
-            tb.add_scalar(f"eval/{k}", v, cfg.train.steps)
-    tb.close()
+        ev = cfg.eval
+        s_greedy = evaluate_wer(student, test, "greedy", max_utterances=ev.max_utterances, batch_size=ev.batch_size)
+        s_beam = (evaluate_wer(student, test, "beam", beam=ev.beam, max_utterances=ev.beam_utterances,
+                               batch_size=ev.batch_size) if ev.beam else None)
+        lat = measure_latency({"teacher": teacher, "student": student}, test, ev.latency_utterances)
+        summary.update(
+            status="ok", ended=now_iso(), teacher=cfg.teacher.path, train_seconds=res["train_seconds"],
+            steps=res["steps"], first_losses=res["first"], final_losses=res["final"],
+            teacher_logits=str(cache.path) if cache is not None else None,
+            self_teacher=res["self_teacher"],
+            encoder_layers=student.model.config.encoder_layers,
+            student_params=count_params(student), teacher_params=count_params(teacher),
+            decoder_layers=student.model.config.decoder_layers,
+            wer={"greedy": s_greedy, "beam": s_beam}, teacher_wer=t_eval,
+            latency=lat, speedup=lat["teacher"]["latency_s"] / lat["student"]["latency_s"],
+            hardware=hardware(), load=run_load(load0), git_commit=git_commit(), config=json.loads(json.dumps(_plain(cfg))),
+        )
+        runs.write_summary(out, summary)
+        for k, v in (("wer_greedy", s_greedy["wer"]), ("wer_beam", (s_beam or {}).get("wer")),
+                     ("teacher_wer_greedy", t_eval["greedy"]["wer"]), ("speedup", summary["speedup"])):
+            if v is not None:
+                tb.add_scalar(f"eval/{k}", v, cfg.train.steps)
+    finally:
+        tb.close()
     return summary
 
 

@@ -115,3 +115,19 @@ def test_hybrid_ctc_teacher_training(tone):
     assert sum(p.numel() for p in teacher.model.parameters()) == n_params  # the CTC head is training-only
     with pytest.raises(ValueError, match="trainable encoder"):
         fit(teacher, split, 1, AsrLossConfig(objective="ce"), AsrOptimConfig(), ctc_weight=0.3)
+
+
+def test_no_logit_cache_for_a_student_that_reads_the_live_teacher(tone, tmp_path):
+    """prepare_teacher builds the logit cache only when fit will read it: not for a student
+    sharing the teacher's frozen encoder (fit runs the live teacher then), nor for ce."""
+    from harness.asr.train import prepare_teacher
+
+    root, teacher_dir = tone
+    base = [f"data.corpus={root}", f"teacher.path={teacher_dir}", "data.batch_size=8"]
+    shared = load_asr_config(None, base + ["loss.objective=kd", "student.freeze_encoder=true"])
+    assert prepare_teacher(shared, tmp_path / "a", log=lambda m: None)[3] is None
+    ce = load_asr_config(None, base + ["loss.objective=ce", "student.freeze_encoder=false"])
+    assert prepare_teacher(ce, tmp_path / "b", log=lambda m: None)[3] is None
+    own = load_asr_config(None, base + ["loss.objective=kd", "student.freeze_encoder=false"])
+    cache = prepare_teacher(own, tmp_path / "c", log=lambda m: None)[3]
+    assert cache is not None and cache.path.parent == tmp_path / "c"
