@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from harness.sweep import run_sweep
+from tests.support.procs import _procs, _stop_nodes  # noqa: F401  (the cluster tests use both)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -97,36 +98,6 @@ def test_kill_9_then_resume_matches_an_uninterrupted_sweep(tiny_corpus, tmp_path
 def _ray(*args, env):
     return subprocess.run([str(Path(sys.executable).parent / "ray"), *args], env=env, capture_output=True,
                           text=True, timeout=120)
-
-
-def _procs():
-    """``(pid, ppid, argv)`` of every process this user can see (from /proc)."""
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                argv = [a.decode(errors="replace") for a in (d / "cmdline").read_bytes().split(b"\0") if a]
-                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            yield int(d.name), ppid, argv
-
-
-def _stop_nodes(*marks: str) -> None:
-    """Kill this test's Ray processes only (not `ray stop`, which stops every Ray on the
-    machine): those whose command line names one of ``marks``, and their descendants (the
-    agents rename themselves)."""
-    table = list(_procs())
-    doomed = {pid for pid, _, argv in table if any(m in " ".join(argv) for m in marks)} - {os.getpid()}
-    grew = True
-    while grew:
-        more = {pid for pid, ppid, _ in table if ppid in doomed} - doomed - {os.getpid()}
-        doomed |= more
-        grew = bool(more)
-    for pid in doomed:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def _raylet_node_id(temp_dir: Path) -> str:
