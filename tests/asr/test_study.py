@@ -237,14 +237,11 @@ eval: {{beam: 0, latency_utterances: 2}}
         else:
             raise AssertionError("no finished and running students within 300 s")
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # kill -9: the driver and the Ray processes it started
-        proc.wait()
-        # Ray's workers are not all in the driver's process group: kill what still names the
-        # study's Ray temp dir, so that no survivor finishes a student after the count below
-        from harness.sweep.ray_adapter import _ray_temp_dir
-        from tests.support.procs import _stop_nodes
+        from tests.support.procs import kill_tree
 
-        _stop_nodes(_ray_temp_dir(out))
+        kill_tree(proc.pid)  # kill -9: the driver and every process it started (Ray's workers too)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
     finished = {p.parent.parent.name: p.stat().st_mtime_ns for p in out.glob("*/student/model.safetensors")
                 if '"status": "ok"' in (p.parent.parent / "summary.json").read_text()}
     assert finished and len(finished) < 3

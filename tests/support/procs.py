@@ -18,19 +18,35 @@ def _procs():
             yield int(d.name), ppid, argv
 
 
-def _stop_nodes(*marks: str) -> None:
-    """Kill this test's Ray processes only (not `ray stop`, which stops every Ray on the
-    machine): those whose command line names one of ``marks``, and their descendants (the
-    agents rename themselves)."""
-    table = list(_procs())
-    doomed = {pid for pid, _, argv in table if any(m in " ".join(argv) for m in marks)} - {os.getpid()}
+def _descendants(table: list, roots: set[int]) -> set[int]:
+    """``roots`` and every process below them in ``table`` (this process excluded)."""
+    doomed = set(roots) - {os.getpid()}
     grew = True
     while grew:
         more = {pid for pid, ppid, _ in table if ppid in doomed} - doomed - {os.getpid()}
         doomed |= more
         grew = bool(more)
-    for pid in doomed:
+    return doomed
+
+
+def _kill(pids: set[int]) -> None:
+    for pid in pids:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def _stop_nodes(*marks: str) -> None:
+    """Kill this test's Ray processes only (not `ray stop`, which stops every Ray on the
+    machine): those whose command line names one of ``marks``, and their descendants (the
+    agents rename themselves)."""
+    table = list(_procs())
+    _kill(_descendants(table, {pid for pid, _, argv in table if any(m in " ".join(argv) for m in marks)}))
+
+
+def kill_tree(pid: int) -> None:
+    """kill -9 of a process and everything it started, found while the tree is whole (Ray's
+    workers leave the driver's process group and rename themselves, so neither ``killpg``
+    nor their command lines reach them once their parents are gone)."""
+    _kill(_descendants(list(_procs()), {pid}))
