@@ -233,6 +233,10 @@ class StageClock:
         sync(self.device)
         self._t0, self._c0 = time.perf_counter(), time.process_time()
 
+    @property
+    def running(self) -> bool:
+        return self._t0 is not None
+
     def stop(self, stage: int) -> None:
         sync(self.device)
         self.wall[stage] += time.perf_counter() - self._t0
@@ -878,8 +882,9 @@ def train(run: Run, on_log: Optional[Callable[[dict], None]]) -> str:
                         status = nan_status(run.step)
                         break
     finally:
+        if clock.running:  # closing the logs (TensorBoard's flush) is not training time
+            clock.stop(run.stage)
         metrics.close()
-    clock.stop(run.stage)
     if status == "ok" and not all_finite(run):  # never save a non-finite student.ckpt
         status = nan_status(run.step)
     return status
