@@ -82,6 +82,14 @@ class Progress:
         parts.append(f"ETA {eta(self.eta_seconds())}")
         return ", ".join(parts)
 
+    def tick(self, done: int, **info: Any) -> str:
+        """Set the units done (absolute) and return the plain line without showing it, for
+        a caller that routes its lines through its own log (the cache build, pretraining)."""
+        if self._anchor:
+            self._anchor, self.t0, self.start = False, time.perf_counter(), int(done)
+        self.done = max(self.done, int(done))
+        return self.line(**info)
+
     def update(self, done: int, **info: Any) -> str:
         """Set the units done so far (absolute) and show the progress; returns the plain line."""
         if self._anchor:  # the first update of a run that may have resumed: the rate starts here

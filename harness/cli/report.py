@@ -36,6 +36,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     rep = render_report(
         args.results, Path(args.out), probe=args.probe, command=_command_line(args), title=args.title,
         pdf=not args.no_pdf, pdf_engine=args.pdf_engine, bench=args.bench, overwrite=args.overwrite,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
     )
     failed = sum(p.kind in ("failed", "incomplete", "unreadable") for p in rep.problems)
     print(f"report: {rep.html}")

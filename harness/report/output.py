@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Callable, Optional
 
 from harness.errors import UserError
 
@@ -53,3 +54,18 @@ def refuse_committed(out: Path, overwrite: bool) -> None:
         shown = ", ".join(tracked[:3]) + (", ..." if len(tracked) > 3 else "")
         raise UserError(f"{out} holds a committed report ({len(tracked)} files tracked by git: {shown}): "
                         f"write this one elsewhere (--out reports/NAME), or pass --overwrite to replace it")
+
+
+def parts_log(total: int, log: Optional[Callable[[str], None]]) -> Callable[[str], None]:
+    """``say(part)``: one more of the report's ``total`` parts is done; a progress line
+    with the ETA (:class:`harness.progress.Progress`) goes to ``log`` (None: silent)."""
+    from harness.progress import Progress
+
+    prog = Progress(total, "report", unit="part", tty=False)
+
+    def say(part: str) -> None:
+        text = f"{prog.tick(prog.done + 1)}: {part}"
+        if log is not None:
+            log(text)
+
+    return say

@@ -23,6 +23,7 @@ import shutil
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -36,7 +37,7 @@ from harness.report.about import about_items, paper_rows
 from harness.report.collect import Problem, Results, collect, varying_keys
 from harness.report.evidence import all_records, metric_label, reference_row, same_compute
 from harness.report.findings import _units, findings
-from harness.report.output import OWNED, RUN_TABLE, refuse_committed
+from harness.report.output import OWNED, RUN_TABLE, parts_log, refuse_committed
 from harness.report.published import PAPER
 from harness.report.speed import bench_rows, read_bench
 from harness.report.askd_tables import askd_records, askd_sections, loaded_runs
@@ -402,6 +403,7 @@ def render_report(
     pdf_engine: str = "auto",
     bench: str | Path | None = None,
     overwrite: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> Report:
     """Collect results and write the whole report folder.
 
@@ -415,6 +417,7 @@ def render_report(
         pdf_engine: ``auto`` (WeasyPrint, else matplotlib), ``weasyprint`` or ``matplotlib``.
         bench: optional ``harness bench stacking`` JSON: the speed table, figure and findings.
         overwrite: also replace a committed report (:func:`harness.report.output.refuse_committed`).
+        log: a line per part done (collect, tables, figures, HTML, PDF) with the ETA; None: silent.
 
     Raises:
         FileNotFoundError: a results folder (or the probe or bench file) does not exist or is empty.
@@ -423,12 +426,15 @@ def render_report(
     """
     out = Path(out)
     refuse_committed(out, overwrite)
+    say = parts_log(5 if pdf else 4, log)
+
     results = collect(list(results_dirs), probe=probe)
+    say(f"collected {len(results.runs)} runs")
     bench_data = read_bench(bench) if bench else None
     out.mkdir(parents=True, exist_ok=True)
     aside = set_aside(out, OWNED, prefix=".previous-report-")  # no older figure left as if current
     try:
-        report = _render(results, bench_data, out, probe, command, title, pdf, pdf_engine)
+        report = _render(results, bench_data, out, probe, command, title, pdf, pdf_engine, say)
     except BaseException:
         restore(aside, out, OWNED)
         raise
@@ -436,12 +442,14 @@ def render_report(
     return report
 
 
-def _render(results, bench_data, out: Path, probe, command: str, title, pdf: bool, pdf_engine: str) -> Report:
+def _render(results, bench_data, out: Path, probe, command: str, title, pdf: bool, pdf_engine: str,
+            say: Callable[[str], None]) -> Report:
     tables = build_tables(results)
     records, stats_path = _stacking_stats(results, tables, out)
     for t in tables:
         t.write(out / "tables")
     runs_frame(results).to_csv(out / RUN_TABLE, index=False)
+    say(f"{len(tables)} tables, {len(records)} statistics")
     if results.runs.empty:  # ASKD studies only: no stacking figure to draw or to list as missing
         figs, skipped = [], {}
         if probe:
@@ -450,6 +458,7 @@ def _render(results, bench_data, out: Path, probe, command: str, title, pdf: boo
     else:
         figs, skipped = _figures(results, tables, out / "figures", records, bench_data)
     askd = askd_sections(results, out)
+    say(f"{len(figs)} figures")
     items = findings(tables, int(results.runs["ok"].sum()), len(results.runs),
                      askd=[(a["table"], a["latency_ratio"], a["verdicts"]) for a in askd], records=records,
                      bench=bench_data, loaded=loaded_runs(results))
@@ -473,6 +482,7 @@ def _render(results, bench_data, out: Path, probe, command: str, title, pdf: boo
     )
     html_path = out / "index.html"
     html_path.write_text(page)
+    say(str(html_path))
 
     askd_figs = [a["figure"] for a in askd if isinstance(a["figure"], F.Figure)]
     skipped.update({a["fid"]: a["figure"] for a in askd if isinstance(a["figure"], str)})
@@ -482,4 +492,5 @@ def _render(results, bench_data, out: Path, probe, command: str, title, pdf: boo
                     stats=stats_path, records=records)
     if pdf:
         _write_pdf(report, page, out, prov, _problem_rows(results), pdf_engine)
+        say("report.pdf")
     return report

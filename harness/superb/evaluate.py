@@ -29,6 +29,7 @@ import torch
 from harness import locks, runs, safeload
 from harness.config import RunConfig
 from harness.errors import HarnessError
+from harness.progress import Progress
 from harness.provenance import git_commit, hardware
 from harness.registry import RegistryError
 from harness.superb import score as scoring
@@ -231,7 +232,8 @@ def _evaluate(upstream, tasks, corpus_dir, out_path, profile, device, cache_dir,
         + ",".join(t.name for t in task_list))
 
     results: dict[str, dict] = {}
-    for task in task_list:
+    prog = Progress(len(task_list), "superb", unit="task", tty=False)  # its lines go through log
+    for i, task in enumerate(task_list):
         t0 = time.perf_counter()
         try:
             results[task.name] = _run_task(up, task, corpus_dir, cache_dir, device, seed, log)
@@ -243,7 +245,7 @@ def _evaluate(upstream, tasks, corpus_dir, out_path, profile, device, cache_dir,
         else:
             r = results[task.name]
             log(f"  {task.name}: {task.metric} {r['value']:.4f} (dev {r['dev_value']:.4f}, "
-                f"n={r['n']}) in {time.perf_counter() - t0:.1f} s")
+                f"n={r['n']}) in {time.perf_counter() - t0:.1f} s ({prog.tick(i + 1).split('] ', 1)[1]})")
         results[task.name]["task_seconds"] = round(time.perf_counter() - t0, 2)
 
     payload = {

@@ -62,6 +62,7 @@ import torchaudio
 
 from harness.data.manifest import audio_path, read_manifest
 from harness.data.phones import PHONE_INDEX, SILENCE, UNKNOWN
+from harness.progress import eta
 from harness.provenance import git_commit, hardware, now_iso
 from harness.superb.data import CLASS_SEED, keep_classes, read_split
 from harness.teachers.embedded import EmbeddedSFM, count_params, save_embedded
@@ -384,10 +385,12 @@ def train_iteration(
             if utterance:
                 row["utt_acc"] = utt_hits / max(utt_n, 1)
             log_rows.append(row)
+            frac = progress  # of the budget (steps or minutes), at the top of this step
             log_fn(
                 f"iter {iteration} step {step:5d}  {row['seconds']:7.1f}s  lr {lr:.2e}  "
                 f"loss {row['loss']:.3f}  masked acc {row['masked_acc']:.3f}"
                 + (f"  pair acc {row['utt_acc']:.3f}" if utterance else "")
+                + f"  ({100 * frac:.0f}% of the budget, ETA {eta(row['seconds'] * (1 - frac) / max(frac, 1e-9))})"
             )
             acc_sum, loss_sum, n_sum = 0.0, 0.0, 0
             utt_hits, utt_n = 0, 0
