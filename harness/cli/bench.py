@@ -1,6 +1,7 @@
-"""``harness bench stacking | curve | teacher-cache | posconv | throughput | gpu`` (:mod:`harness.bench`,
-:mod:`harness.bench.curve`, :mod:`harness.bench.posconv`, :mod:`harness.bench.throughput`,
-:mod:`harness.bench.gpu`).
+"""``harness bench stacking | curve | teacher-cache | posconv | throughput | gpu | estimate | ddp``
+(:mod:`harness.bench`, :mod:`harness.bench.curve`, :mod:`harness.bench.posconv`,
+:mod:`harness.bench.throughput`, :mod:`harness.bench.gpu`, :mod:`harness.bench.estimate`,
+:mod:`harness.bench.ddp`).
 
 The benchmark modules are imported inside the commands: they pull in torch (and s3prl).
 """
@@ -86,6 +87,27 @@ def cmd_bench_paper_smoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_ddp(args: argparse.Namespace) -> int:
+    from harness.bench.ddp import bench_ddp
+
+    try:
+        bench_ddp(args.profile, Path(args.out), ranks=[int(x) for x in args.ranks.split(",")],
+                  threads=[int(x) for x in args.threads.split(",")], repeats=args.repeats,
+                  overrides=args.overrides, work_dir=args.work_dir)
+    except (ValueError, RuntimeError) as err:
+        raise UserError(str(err)) from None
+    return 0
+
+
+def cmd_bench_estimate(args: argparse.Namespace) -> int:
+    from harness.bench.estimate import bench_estimate
+    from harness.sweep.grid import check_suffix
+
+    check_suffix(args.suffix)
+    res = bench_estimate(Path(args.file), Path(args.out), overrides=args.set, suffix=args.suffix, run=args.run)
+    return 0 if not args.run or res.get("within_tolerance") else 1
+
+
 def cmd_bench_gpu(args: argparse.Namespace) -> int:
     import torch
 
@@ -142,6 +164,8 @@ def add_parser(sub: Subparsers) -> None:
 
     _add_throughput(bench)
     _add_gpu(bench)
+    _add_estimate(bench)
+    _add_ddp(bench)
     _add_paper_smoke(bench)
 
 
@@ -221,6 +245,39 @@ def _add_throughput(bench: Subparsers) -> None:
                    help="skip ours_cached (the student fed precomputed front-end features, frozen front-end only)")
     p.add_argument("--out", help="JSON file with machine, versions, settings and every figure "
                    "(default: print the results only)")
+
+
+def _add_ddp(bench: Subparsers) -> None:
+    p = command(bench, "ddp", cmd_bench_ddp,
+                "step time of one run by rank count (1 process vs torchrun ranks, the same global batch): "
+                "scaling efficiency", [
+                    "harness bench ddp --profile embedded --out docs/benchmarks/ddp-embedded-cpu.json "
+                    "train.steps=60 data.heldout=0",
+                ])
+    p.add_argument("--profile", choices=("tiny", "embedded"), required=True,
+                   help="the base config sweeps/base/<profile>.yaml (and its corpus)")
+    p.add_argument("--out", required=True, help="JSON file")
+    p.add_argument("--ranks", default="2", help="comma-separated rank counts of one thread each (default: 2)")
+    p.add_argument("--threads", default="1", help="comma-separated thread counts of the 1-process runs "
+                   "(default: 1; add the core count for the all-cores single process)")
+    p.add_argument("--repeats", type=int, default=3, help="runs per arrangement, interleaved (default: 3)")
+    p.add_argument("--work-dir", help="keep the run folders here (default: a temporary folder)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="changes to sweeps/base/<profile>.yaml")
+
+
+def _add_estimate(bench: Subparsers) -> None:
+    p = command(bench, "estimate", cmd_bench_estimate,
+                "a sweep's --dry-run time estimate, written before the sweep runs; with --run, the sweep's "
+                "measured wall-clock beside it (exit 1 when it is off by more than 30 percent)", [
+                    "harness bench estimate sweeps/embedded/main.yaml --set teacher.spec=embedded --run "
+                    "--out docs/benchmarks/estimate-embedded-main.json",
+                ])
+    p.add_argument("file", help="sweep YAML")
+    p.add_argument("--out", required=True, help="JSON file")
+    p.add_argument("--run", action="store_true", help="then run the sweep and record its wall-clock (default: estimate only)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="change every trial's run config (repeatable; default: none)")
+    p.add_argument("--suffix", default="", help="append to the sweep name (its results folder; default: none)")
 
 
 def _add_gpu(bench: Subparsers) -> None:

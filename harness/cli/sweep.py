@@ -17,7 +17,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     extra = {"seeds": args.seeds, "overrides": args.set, "suffix": args.suffix,
              "tasks": [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None}
     if args.dry_run:
-        print(dry_run(Path(args.file), **extra))
+        print(dry_run(Path(args.file), recalibrate=args.recalibrate, local=args.local, **extra))
         return 0
     try:
         run_sweep(Path(args.file), resume=args.resume or args.retry_failed, address=args.address, local=args.local,
@@ -42,7 +42,11 @@ def add_parser(sub: Subparsers) -> None:
                         "the environment: disk, memory, missing or corrupt input, killed, are rerun)")
     p.add_argument("--retry-failed", action="store_true",
                    help="with --resume (implied): rerun every failed trial, deterministic failures (NaN, config) too")
-    p.add_argument("--dry-run", action="store_true", help="list the trials with time and disk estimates")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the trials with time and disk estimates, priced by a short calibration on this "
+                        "machine (about 20-40 s the first time; cached in the results folder)")
+    p.add_argument("--recalibrate", action="store_true",
+                   help="with --dry-run: measure the trial costs again instead of reading the cached calibration")
     p.add_argument("--address", default=None, help="existing Ray cluster (default: $RAY_ADDRESS or a local one)")
     p.add_argument("--local", action="store_true", help="run trials in this process, without Ray")
     p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=None,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Callable
@@ -11,6 +12,7 @@ from harness import failures, locks, runs
 from harness.config import ConfigError, RunConfig, blame_override, from_dict, load_yaml
 from harness.errors import HarnessError
 from harness.progress import eta
+from harness.provenance import git_commit, load_average, now_iso
 from harness.sweep import tracks
 from harness.sweep.grid import Sweep, SweepConfig, base_data, expand_grid
 from harness.sweep.ray_adapter import run_ray
@@ -146,6 +148,9 @@ def _run_locked(sweep: Sweep, resume: bool, address, local: bool, log, retry_fai
             f"{out} already holds {len(existing)} run(s) of sweep {sweep.config.name!r}: "
             "pass --resume to finish it, or remove the folder to start over"
         )
+    if local and sweep.config.resources.workers > 1:
+        raise ConfigError(f"{sweep.path}: resources.workers > 1 (data-parallel trials) runs through Ray Train, "
+                          "not in-process: drop --local")
     res = sweep.config.resources.resolve()
     threads = max(1, int(res["cpu"]))
     retry = "all" if retry_failed else failures.ENVIRONMENT
@@ -158,7 +163,13 @@ def _run_locked(sweep: Sweep, resume: bool, address, local: bool, log, retry_fai
         todo = [p for p in todo if not runs.reuse_identical_run(p, sources, log)]
     log(f"[sweep] {sweep.config.name}: {len(payloads)} trials, {len(payloads) - len(todo)} already done, "
         f"{len(todo)} to run -> {out}")
+    t0, started, load0 = time.time(), now_iso(), load_average()
     known = run_payloads(sweep, todo, res, address, local, log)
+    _log_invocation(out, {"started": started, "ended": now_iso(), "seconds": round(time.time() - t0, 1),
+                          "trials": len(payloads), "ran": len(todo), "resources": res,
+                          "backend": "local" if local or sweep.config.backend == "local" else "ray",
+                          "address": address, "load": {"start": load0, "end": load_average()},
+                          "git_commit": git_commit()}, log)
     line = _failure_line(sweep, payloads, known)
     try:
         csv = runs.write_runs_csv(out, known)
@@ -171,6 +182,19 @@ def _run_locked(sweep: Sweep, resume: bool, address, local: bool, log, retry_fai
     log(f"[sweep] wrote {csv}")
     _report_failures(line, check, log)
     return csv
+
+
+SWEEP_LOG = "sweep_log.jsonl"
+
+
+def _log_invocation(out: Path, entry: dict, log: Callable) -> None:
+    """Append one line per sweep invocation to ``<sweep>/sweep_log.jsonl``: its wall-clock,
+    trials run, resources and load (what ``--dry-run``'s estimate is checked against)."""
+    try:
+        with open(out / SWEEP_LOG, "a") as fh:
+            fh.write(json.dumps(entry, sort_keys=True) + "\n")
+    except OSError as err:
+        log(f"[sweep] {out / SWEEP_LOG} not written ({err.strerror or err})")
 
 
 def run_payloads(sweep: Sweep, todo: list[dict], res: dict, address: str | None, local: bool, log: Callable,

@@ -339,6 +339,10 @@ def _check_memory(plan: dict, todo: list[int], teacher, samples: list[int], batc
 # ----------------------------------------------------------------------------- reading
 
 
+class CacheMissing(CacheError):
+    """``ensure_cache(build=False)``: the cache is not built."""
+
+
 class FeatureCache:
     """A finished cache, opened read-only.
 
@@ -763,6 +767,7 @@ def ensure_cache(
     log: Optional[Callable[[str], None]] = _log_stderr,
     limit: int = 0,
     max_seconds: float = MAX_SECONDS,
+    build: bool = True,
 ) -> FeatureCache:
     """Return the feature cache of ``teacher`` over a manifest, building it once if needed.
 
@@ -790,11 +795,13 @@ def ensure_cache(
             frames (still stored whole under its id; frames near a cut see less context
             than in one forward). Utterances too short for one frame are zero-padded to
             one. Both are counted in the log and in ``meta.json``.
+        build: False = only open a finished cache (else :class:`CacheMissing`).
 
     Returns:
         The finished, verified cache.
 
     Raises:
+        CacheMissing: ``build`` is False and the cache is not built.
         CacheError: not enough free disk or memory for the largest forward (both checked
             before building), a layer out of range, audio not matching its manifest.
         FileNotFoundError / ManifestError: missing manifest or audio.
@@ -832,6 +839,8 @@ def ensure_cache(
     cache = _open_if_valid(final, verify_limit)  # fast path: no lock for a finished, intact cache
     if cache is not None:
         return cache
+    if not build:
+        raise CacheMissing(f"the teacher cache of {teacher.id} over {manifest_path} is not built in {cache_dir}")
     with _locked(lock):
         cache = _open_if_valid(final, verify_limit)  # another process may have finished it meanwhile
         if cache is not None:
@@ -845,12 +854,7 @@ def ensure_cache(
         lengths = _say_pieces(plan, by_id, max_seconds, say)
         peak = _check_memory(plan, todo, teacher, lengths, batch_size, int(max_batch_seconds * SAMPLE_RATE),
                              dev, say)
-        if not building.exists():
-            (building / "shards").mkdir(parents=True)
-            _write_json(building / "plan.json", plan)
-            for name in plan["names"]:
-                with open(building / f"{name}.f16", "wb") as fh:
-                    fh.truncate(_plan_bytes(plan, name))
+        _start_building(building, plan)
         if reused:
             say(f"resuming: {reused} of {len(plan['shards'])} shards already built")
         t0 = time.perf_counter()
@@ -867,6 +871,18 @@ def ensure_cache(
         cache = FeatureCache(final)
         cache.built_shards, cache.reused_shards = len(todo), reused
         return cache
+
+
+def _start_building(building: Path, plan: dict) -> None:
+    """A new ``.building`` folder: the plan and every array file at its final size (kept
+    as it is when a killed build left one: its finished shards are reused)."""
+    if building.exists():
+        return
+    (building / "shards").mkdir(parents=True)
+    _write_json(building / "plan.json", plan)
+    for name in plan["names"]:
+        with open(building / f"{name}.f16", "wb") as fh:
+            fh.truncate(_plan_bytes(plan, name))
 
 
 def _say_pieces(plan: dict, by_id: dict, max_seconds: float, say: Callable[[str], None]) -> list[int]:
@@ -949,12 +965,17 @@ def _run_teacher(building: Path, plan: dict, todo: list[int], teacher, by_id: di
     was_training = getattr(teacher, "training", False)
     if isinstance(teacher, torch.nn.Module):
         teacher.eval()
+    from harness.progress import Progress
+
     t0 = time.perf_counter()
+    prog = Progress(len(todo), "teacher cache", unit="shard", tty=False)  # its lines go through say
     pool = ThreadPoolExecutor(max_workers=io_threads) if io_threads > 0 else None
     try:
-        for i in todo:
+        for k, i in enumerate(todo):
             _build_shard(building, plan, i, teacher, by_id, root, dev, batch_size, max_batch_samples, pool)
-            say(f"shard {i + 1}/{len(plan['shards'])} done ({time.perf_counter() - t0:.1f} s)")
+            left = prog.tick(k + 1).split(", ETA ")[-1]
+            say(f"shard {i + 1}/{len(plan['shards'])} done ({time.perf_counter() - t0:.1f} s; "
+                f"{k + 1}/{len(todo)} to build, ETA {left})")
             if on_shard is not None:
                 on_shard(i)
     finally:
