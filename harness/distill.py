@@ -48,12 +48,17 @@ In both cases step ``k``'s batch is a pure function of ``(seed, k)``
 Timing: each stage's wall-clock is measured between device synchronisations and excludes
 checkpoint writes; the growth itself counts in the stage it starts.
 
+Data-parallel: launched as several ranks (torchrun, or Ray Train in a sweep), a run trains
+one student across them (:mod:`harness.ddp`): each rank reads its slice of the global
+batch, the gradient is averaged by DDP, and rank 0 alone writes the run folder.
+
 Size: over 500 lines: one recipe kept in one file so that it reads top to bottom (no
 function over ~60 lines); the run-folder formats live in :mod:`harness.runs`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -64,7 +69,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from harness import failures, heldout, locks, runs, safeload, stacking
+from harness import ddp, failures, heldout, locks, runs, safeload, stacking
 from harness.config import ConfigError, RunConfig, to_dict, validate_tree
 from harness.data.loader import AudioDataset, CachedBatches, WaveBatches, crop_stack, restore_rng
 from harness.data.manifest import read_manifest
@@ -160,6 +165,19 @@ class MetricsLog:
         self._file.close()
         if self._tb is not None:
             self._tb.close()
+
+
+class NullLog:
+    """The metrics log of a rank that writes nothing (ranks > 0 of a data-parallel run)."""
+
+    def append(self, row: dict) -> None:
+        pass
+
+    def event(self, tag: str, text: str, step: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 # ----------------------------------------------------------------------------- small helpers
@@ -359,6 +377,13 @@ class Run:
     eval_seconds: float = 0.0
     compute_matched: Optional[dict] = None  # train.compute_matched: the schedule it matches
     load_start: Optional[float] = None  # the machine's load average when this process started the run
+    group: Optional[ddp.Group] = None  # the data-parallel group (None: one process)
+    model: Any = None  # what a step runs: the student's forward (DDP-wrapped in a group), rebuilt at growth
+
+    @property
+    def main(self) -> bool:
+        """Whether this process writes the run folder (rank 0, or the only process)."""
+        return self.group is None or self.group.main
 
     @property
     def total(self) -> int:
@@ -372,6 +397,7 @@ def run_distill(
     on_log: Optional[Callable[[dict], None]] = None,
     sweep: Optional[str] = None,
     threads: Optional[int] = None,
+    hold_lock: bool = True,
 ) -> dict:
     """Distill one student; write the run folder; return the summary.
 
@@ -386,6 +412,9 @@ def run_distill(
         sweep: sweep name recorded in the summary (``None`` for a single run).
         threads: the CPUs this run was given (a sweep trial: Ray's); they override
             ``train.threads``, so a trial never runs more threads than its cores.
+        hold_lock: take the run folder's lock (False: a process that launched this
+            rank, a sweep trial's Ray Train driver, holds it). In a data-parallel group
+            only rank 0 takes it, and only rank 0 writes.
 
     Returns:
         The ``summary.json`` content. A non-finite loss stops the run with
@@ -401,13 +430,17 @@ def run_distill(
         ``failure: environment | deterministic`` (:mod:`harness.failures`).
     """
     out_dir = Path(out_dir)
-    with locks.hold(out_dir, f"harness distill {out_dir.name}"):
+    group = ddp.current()
+    main = group is None or group.main
+    lock = locks.hold(out_dir, f"harness distill {out_dir.name}") if main and hold_lock else contextlib.nullcontext()
+    with lock:
         if resume:
-            check_same_config(out_dir, cfg)
-            old = runs.read_summary(out_dir)
-            if old and old.get("status") == "ok" and (out_dir / "student.ckpt").is_file():
+            old = ddp.broadcast(_finished_or_error(out_dir, cfg) if main else None, group)
+            if isinstance(old, str):
+                raise ConfigError(old)
+            if old:
                 return old
-        started = now_iso()
+        started = ddp.broadcast(now_iso(), group)
         load0 = load_average()
         run = None
         try:
@@ -422,10 +455,22 @@ def run_distill(
             if failures.is_no_space(err):
                 failures.release(err)
             need = run_bytes(run) if run is not None and run.student is not None else None
-            record_failed(out_dir, cfg, sweep, started, err, need)
+            if main:
+                record_failed(out_dir, cfg, sweep, started, err, need)
             if failures.is_no_space(err):
                 raise failures.NoSpaceError(failures.no_space_message(out_dir, need)) from err
             raise
+
+
+def _finished_or_error(out_dir: Path, cfg: RunConfig):
+    """Rank 0's look at the folder before a resume: the finished run's summary, the
+    refusal's message (another config's run), or None (go on)."""
+    try:
+        check_same_config(out_dir, cfg)
+    except ConfigError as err:
+        return str(err)
+    old = runs.read_summary(out_dir)
+    return old if old and old.get("status") == "ok" and (out_dir / "student.ckpt").is_file() else None
 
 
 def run_bytes(run: Run) -> float:
@@ -473,12 +518,15 @@ def record_failed(out_dir: Path, cfg: RunConfig, sweep: Optional[str], started: 
 
 def setup(cfg: RunConfig, out_dir: Path, sweep: Optional[str], started: str, threads: Optional[int] = None) -> Run:
     """Device, stages, teacher (+ feature cache), student, optimizer, EMA, data."""
-    device = resolve_device(cfg.train.device)
+    group = ddp.current()
+    device = ddp.device_of(group, resolve_device(cfg.train.device))
     amp_dtype = resolve_precision(cfg.train.precision, device)
     if threads or cfg.train.threads:
         torch.set_num_threads(int(threads or cfg.train.threads))
     validate_tree(cfg)  # a RunConfig built in code has not been validated yet
     stages = stacking.plan_stages(cfg)
+    if group is not None:
+        check_data_parallel(cfg, group)
     manifest = manifest_path(cfg)
 
     # the teacher (frozen) and, when cached, its features for every distill utterance
@@ -490,19 +538,36 @@ def setup(cfg: RunConfig, out_dir: Path, sweep: Optional[str], started: str, thr
                              cache_dir=cfg.teacher.cache_dir, limit=cfg.data.max_utterances)
     held_ids, data = load_data(cfg, manifest, cache is not None)
     run = Run(cfg, out_dir, sweep, started, device, amp_dtype, stages, teacher, cache,
-              data=data, loss_fn=OBJECTIVES.get(cfg.loss.objective), read_layers=layers)
-    if held_ids:
+              data=data, loss_fn=OBJECTIVES.get(cfg.loss.objective), read_layers=layers, group=group)
+    if held_ids and run.main:  # evaluated on rank 0 only
         run.holdout = heldout.build(held_ids, manifest, teacher, cache,
                                     max_seconds=cfg.data.heldout_seconds or cfg.data.max_seconds)
 
     torch.manual_seed(cfg.train.seed)  # here: loading the teacher may have drawn numbers
     run.student, run.opt = build_student_and_optimizer(run)
+    run.model = ddp.wrap(run.student, encode, group, device)
     if cfg.train.compute_matched:
         match_compute(run)
     run.ema = SelfTeacher(run.student, cfg.loss.askd, run.total) if cfg.loss.objective == "askd_l2l" else None
     run.ramp = cfg.stacking.init == "zero" and not run.student.layer_norm_first
     run.clock = StageClock(device, len(run.stages))
     return run
+
+
+def check_data_parallel(cfg: RunConfig, group: ddp.Group) -> None:
+    """What a data-parallel run needs, checked before anything loads.
+
+    Raises:
+        ConfigError: the live teacher (the ranks shard the cached features), or a global
+            batch that does not split evenly over the ranks.
+    """
+    if not cfg.teacher.cache:
+        raise ConfigError(f"teacher.cache: a data-parallel run ({group.world} ranks) reads the cached teacher "
+                          "features, each rank its slice of the batch: set teacher.cache: true")
+    try:
+        ddp.shard(cfg.data.batch_size, group)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def load_data(cfg: RunConfig, manifest: Path, cached: bool):
@@ -567,6 +632,8 @@ def grow_to(run: Run, stage: int) -> None:
                   layer_map=sc.layer_map, teacher_layers=run.teacher.num_layers)
     if run.ema is not None:
         run.ema.update(run.student)  # a new shape: the EMA re-copies the grown student
+    # new parameters: a new step module (DDP's buckets hold the old ones; it broadcasts rank 0's)
+    run.model = ddp.wrap(run.student, encode, run.group, run.device)
 
 
 # ----------------------------------------------------------------------------- resume, checkpoint
@@ -576,7 +643,8 @@ def begin(run: Run, resume: bool) -> None:
     """Resume from ``train.pt`` (replaying the growth so the shapes match) or start
     clean; then write ``config.yaml`` and a ``running`` summary (sweeps rerun 'running'
     trials, which resume from ``train.pt``)."""
-    ck = load_train_state(run.out_dir, run.device) if resume else None
+    ck = load_train_state(run.out_dir, run.device) if resume and run.main else None
+    ck = ddp.broadcast(ck, run.group)  # rank 0's train.pt: the other ranks need no shared folder
     if ck is not None:
         if ck.get("config") != to_dict(run.cfg):
             raise ConfigError(f"{run.out_dir / CKPT_NAME}: was written by a different config; "
@@ -594,7 +662,9 @@ def begin(run: Run, resume: bool) -> None:
         run.eval_seconds = ck.get("eval_seconds", 0.0)
         run.clock.wall, run.clock.cpu = ck["stage_seconds"], ck["stage_cpu_seconds"]
         run.started = ck["started"]
-    else:
+    if not run.main:
+        return
+    if ck is None:
         clear_run_files(run.out_dir)
     runs.write_config(run.out_dir, run.cfg)
     runs.write_summary(run.out_dir, {"run_id": run.out_dir.name, "sweep": run.sweep, "variant": run.cfg.stacking.variant,
@@ -623,6 +693,8 @@ def save_checkpoint(run: Run) -> bool:
     """
     if not all_finite(run):
         return False
+    if not run.main:
+        return True  # rank 0 writes it (every rank holds the same weights)
     t0 = time.perf_counter()
     save_train_state(run.out_dir, {
         "config": to_dict(run.cfg), "step": run.step, "stage": run.stage,
@@ -654,7 +726,7 @@ def stage_batches(run: Run, steps: range) -> torch.utils.data.DataLoader:
     cfg = run.cfg
     if run.cache is not None:
         ds = CachedBatches(run.cache, run.data, run.read_layers, cfg.data.batch_size, max_frames(run),
-                           cfg.train.seed, steps)
+                           cfg.train.seed, steps, shard=ddp.shard(cfg.data.batch_size, run.group))
     else:
         ds = WaveBatches(run.data, cfg.data.batch_size, cfg.train.seed, steps)
     return torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False, num_workers=cfg.data.num_workers,
@@ -663,9 +735,12 @@ def stage_batches(run: Run, steps: range) -> torch.utils.data.DataLoader:
 
 def to_device(batch: dict, device: torch.device) -> dict:
     """A cached batch's tensors (``feats``/``frame_lengths``/``targets``) on ``device``."""
-    return {"feats": batch["feats"].to(device, non_blocking=True),
-            "frame_lengths": batch["frame_lengths"].to(device),
-            "targets": {j: x.to(device, non_blocking=True) for j, x in batch["targets"].items()}}
+    out = {"feats": batch["feats"].to(device, non_blocking=True),
+           "frame_lengths": batch["frame_lengths"].to(device),
+           "targets": {j: x.to(device, non_blocking=True) for j, x in batch["targets"].items()}}
+    if "share" in batch:  # a rank's slice of a data-parallel batch: its share of the frames
+        out["share"] = batch["share"].to(device)
+    return out
 
 
 def live_inputs(run: Run, batch: dict) -> dict:
@@ -710,11 +785,11 @@ def matched_outputs(run: Run, inputs: dict, matched: list[int]):
         states by index ``{j: (B, t, D_teacher)}``, ``(B, t)`` bool, the frame count.
     """
     targets = inputs["targets"]
-    states, frame_lengths = encode(run.student, inputs)
+    if run.model is None:  # a Run built by hand (benchmarks): the plain step module
+        run.model = ddp.wrap(run.student, encode, run.group, run.device)
     # front-end and teacher frame counts can differ by one: use the common part
-    t = min(states[-1].shape[1], next(iter(targets.values())).shape[1])
-    frame_mask = torch.arange(t, device=run.device)[None, :] < frame_lengths.to(run.device)[:, None]
-    preds = run.student.project([x[:, :t] for x in states])
+    preds, t = run.model(inputs, next(iter(targets.values())).shape[1])
+    frame_mask = torch.arange(t, device=run.device)[None, :] < inputs["frame_lengths"].to(run.device)[:, None]
     return preds, {j: x[:, :t] for j, x in targets.items()}, frame_mask, t
 
 
@@ -755,11 +830,14 @@ def train_step(run: Run, batch: dict, matched: list[int], lr: float):
     inputs = live_inputs(run, batch) if "rng_state" in batch else to_device(batch, run.device)
     with autocast(run):
         loss, parts = STEP_LOSSES[run.cfg.loss.objective](run, inputs, matched)
-    loss_value = float(loss.detach())  # the NaN guard's (only) per-step sync
+    share = inputs.get("share")
+    loss_value = ddp.global_loss(loss, share, run.group)  # the NaN guard's (only) per-step sync
     if not math.isfinite(loss_value):
-        return None
+        return None  # every rank sees the same global loss, so every rank stops
     run.opt.zero_grad(set_to_none=True)
-    loss.backward()
+    # in a group DDP averages the ranks' gradients: weighting each rank's frame mean by its
+    # frame share x ranks makes that average the gradient of the global batch's frame mean
+    (loss if run.group is None else loss * (share * run.group.world)).backward()
     if run.cfg.optim.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(run.student.parameters(), run.cfg.optim.grad_clip)
     run.opt.step()
@@ -839,7 +917,8 @@ def train(run: Run, on_log: Optional[Callable[[dict], None]]) -> str:
     """
     cfg, stages, clock = run.cfg, run.stages, run.clock
     status, window = "ok", LogWindow()
-    metrics = MetricsLog(run.out_dir, keep_through=run.step, tensorboard=cfg.train.tensorboard)
+    metrics = MetricsLog(run.out_dir, keep_through=run.step, tensorboard=cfg.train.tensorboard) if run.main \
+        else NullLog()
     run.student.train()
     clock.start()
     try:
@@ -875,7 +954,7 @@ def train(run: Run, on_log: Optional[Callable[[dict], None]]) -> str:
                         row.update(evaluate_heldout(run))
                         clock.start()
                     metrics.append(row)
-                    if on_log is not None:
+                    if on_log is not None and run.main:
                         on_log(row)
                 if cfg.train.ckpt_every and run.step % cfg.train.ckpt_every == 0 and run.step < run.total:
                     if not checkpoint(run):
@@ -918,6 +997,8 @@ def data_per_step(run: Run) -> dict:
 def finish(run: Run, status: str) -> dict:
     """Save the student (when ok) and write ``summary.json``; return the summary."""
     cfg, sc, stages, student, clock = run.cfg, run.cfg.stacking, run.stages, run.student, run.clock
+    if not run.main:  # rank 0 writes the student and the summary
+        return {"run_id": run.out_dir.name, "status": status, "rank": run.group.rank, "steps": run.step}
     train_params = sum(p.numel() for p in student.parameters() if p.requires_grad)
     if student.frontend is None:
         # the student trained on the cached output of the teacher's front-end: attach a
@@ -962,6 +1043,9 @@ def finish(run: Run, status: str) -> dict:
         "heldout": heldout_summary(run, status),
         "hardware": hardware(),
         "load": run_load(run.load_start),
+        "distributed": None if run.group is None else {
+            **run.group.describe(), "global_batch": cfg.data.batch_size,
+            "per_rank_batch": cfg.data.batch_size // run.group.world},
         "git_commit": git_commit(),
         "started": run.started,
         "ended": now_iso(),

@@ -29,11 +29,15 @@ DETERMINISTIC = "deterministic"
 _INPUT_ERRORS = {"AudioError", "ManifestError", "CacheError", "CheckpointError", "DataError", "LibsndfileError",
                  "UnpicklingError", "BadZipFile", "EOFError", "FolderLocked"}
 _MEMORY_ERRORS = {"MemoryError", "OutOfMemoryError"}
+# a data-parallel group that lost a worker (killed, a node gone): rerun, it resumes
+_WORKER_ERRORS = {"GroupFailed"}
 # torch's RuntimeError texts for a full disk (its zip writer) or memory, or a truncated file
 _ENV_TEXTS = ("out of memory", "unexpected pos", "pytorchstreamwriter failed", "pytorchstreamreader failed",
-              "file write failed", "no space left", "cannot allocate memory", "defaultcpuallocator")
+              "file write failed", "no space left", "cannot allocate memory", "defaultcpuallocator",
+              # a data-parallel peer that died mid-collective (gloo / NCCL): rerun, it resumes
+              "connection reset by peer", "connection closed by peer", "nccl error", "collective operation timeout")
 # status texts of failures that predate the ``failure`` key: the error's type name after "failed: "
-_ENV_STATUS = tuple(n.lower() for n in _INPUT_ERRORS | _MEMORY_ERRORS) + (
+_ENV_STATUS = tuple(n.lower() for n in _INPUT_ERRORS | _MEMORY_ERRORS | _WORKER_ERRORS) + (
     "oserror", "filenotfounderror", "permissionerror", "ioerror", "nospaceerror", "killed", "no space left")
 
 
@@ -108,7 +112,7 @@ def no_space_message(folder: str | Path, need_bytes: Optional[float] = None) -> 
 def classify(err: BaseException) -> str:
     """:data:`ENVIRONMENT` or :data:`DETERMINISTIC` for an exception a run raised."""
     names = {c.__name__ for c in type(err).__mro__}
-    if names & (_INPUT_ERRORS | _MEMORY_ERRORS):
+    if names & (_INPUT_ERRORS | _MEMORY_ERRORS | _WORKER_ERRORS):
         return ENVIRONMENT
     if isinstance(err, OSError):
         return ENVIRONMENT  # disk full, missing file, permissions, I/O error

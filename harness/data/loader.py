@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -157,8 +157,8 @@ def _pick(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
     return rng.choice(n, size=k, replace=n < k)
 
 
-def crop_stack(arrays: Sequence[dict], keys: Sequence[str], rng: np.random.Generator,
-               max_frames: int) -> tuple[dict[str, torch.Tensor], list[int], list[int]]:
+def crop_stack(arrays: Sequence[dict], keys: Sequence[str], rng: np.random.Generator, max_frames: int,
+               keep: Optional[range] = None) -> tuple[dict[str, torch.Tensor], list[int], list[int]]:
     """Crop each utterance's arrays at one random frame offset and zero-pad them into a batch.
 
     The one crop rule of distillation batches, cached and live alike: utterance ``b`` has
@@ -171,9 +171,13 @@ def crop_stack(arrays: Sequence[dict], keys: Sequence[str], rng: np.random.Gener
         keys: the arrays to crop (all are cropped at the same offset).
         rng: the step's generator, after the utterances were picked.
         max_frames: crop length in frames.
+        keep: only these batch items are read and stacked (a data-parallel rank's slice),
+            padded to the whole batch's ``T_max``; every item's offset is still drawn, so
+            the slice is exactly what the whole batch holds there.
 
     Returns:
-        ``({key: (B, T_max, D) float32 tensor}, offsets, lengths)`` (frames).
+        ``({key: (B, T_max, D) float32 tensor}, offsets, lengths)`` (frames; offsets and
+        lengths of every item, the tensors of the kept ones).
     """
     offsets, lengths = [], []
     for a in arrays:
@@ -182,16 +186,21 @@ def crop_stack(arrays: Sequence[dict], keys: Sequence[str], rng: np.random.Gener
         offsets.append(int(rng.integers(0, t - n + 1)))
         lengths.append(n)
     t_max = max(lengths)
+    if keep is not None:
+        arrays = [arrays[b] for b in keep]
+        offsets_k, lengths_k = [offsets[b] for b in keep], [lengths[b] for b in keep]
+    else:
+        offsets_k, lengths_k = offsets, lengths
     out = {}
     for k in keys:
         first = arrays[0][k]
         if isinstance(first, torch.Tensor):
             x = torch.zeros(len(arrays), t_max, first.shape[1], dtype=torch.float32, device=first.device)
-            for b, (a, o, n) in enumerate(zip(arrays, offsets, lengths)):
+            for b, (a, o, n) in enumerate(zip(arrays, offsets_k, lengths_k)):
                 x[b, :n] = a[k][o:o + n]
         else:
             buf = np.zeros((len(arrays), t_max, first.shape[1]), dtype=np.float32)
-            for b, (a, o, n) in enumerate(zip(arrays, offsets, lengths)):
+            for b, (a, o, n) in enumerate(zip(arrays, offsets_k, lengths_k)):
                 buf[b, :n] = a[k][o:o + n]
             x = torch.from_numpy(buf)
         out[k] = x
@@ -214,15 +223,23 @@ class CachedBatches(Dataset):
         max_frames: crop length in frames.
         seed: the run's seed.
         steps: the global steps this dataset serves (item ``i`` is step ``steps[i]``).
+        shard: ``(rank, world)``: a data-parallel rank reads only its contiguous
+            ``batch_size / world`` slice of each step's batch (``batch_size`` is the global
+            batch), and the item adds ``share``: its valid frames over the batch's.
 
     Items: ``{"feats": (B, T, C) float32, "frame_lengths": (B,) int64,
-    "targets": {j: (B, T, D) float32}}``.
+    "targets": {j: (B, T, D) float32}}`` (``B`` = the slice with ``shard``).
     """
 
     def __init__(self, cache, ids: list[str], layers: list[int], batch_size: int,
-                 max_frames: int, seed: int, steps: range):
+                 max_frames: int, seed: int, steps: range, shard: Optional[tuple[int, int]] = None):
         self.cache, self.ids, self.layers = cache, ids, layers
         self.batch_size, self.max_frames, self.seed, self.steps = batch_size, max_frames, seed, steps
+        self.keep = None
+        if shard is not None:
+            rank, world = shard
+            per = batch_size // world
+            self.keep = range(rank * per, (rank + 1) * per)
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -230,10 +247,16 @@ class CachedBatches(Dataset):
     def __getitem__(self, i: int) -> dict:
         rng = np.random.default_rng([self.seed, self.steps[i]])
         keys = ["frontend"] + [f"layer_{j}" for j in self.layers]
+        # memory-mapped views: only the kept items' crops are read from disk
         arrays = [self.cache.get(self.ids[idx]) for idx in _pick(rng, len(self.ids), self.batch_size)]
-        x, _, lengths = crop_stack(arrays, keys, rng, self.max_frames)
-        return {"feats": x["frontend"], "frame_lengths": torch.tensor(lengths, dtype=torch.int64),
+        x, _, lengths = crop_stack(arrays, keys, rng, self.max_frames, keep=self.keep)
+        item = {"feats": x["frontend"],
+                "frame_lengths": torch.tensor(lengths if self.keep is None else [lengths[b] for b in self.keep],
+                                              dtype=torch.int64),
                 "targets": {j: x[f"layer_{j}"] for j in self.layers}}
+        if self.keep is not None:
+            item["share"] = torch.tensor(sum(lengths[b] for b in self.keep) / sum(lengths), dtype=torch.float32)
+        return item
 
 
 class WaveBatches(Dataset):

@@ -99,7 +99,13 @@ def estimate(path: str | Path, recalibrate: bool = False, local: bool = False,
         tasks = tasks_of(sweep, t.config.train.seed)
         done = runs.trial_done(sweep.out_dir / t.run_id, tasks, retry="environment")
         rows.append({"trial": t, "tasks": tasks, "done": done, "stages": stacking.plan_stages(t.config)})
-    cals, why = _calibrations(sweep, rows, threads, slots, recalibrate, log)
+    workers = sweep.config.resources.workers
+    if workers > 1:  # a data-parallel trial is a group: not calibrated here (one process)
+        slots = max(1, slots // workers)
+        cals, why = {}, {"n": len(rows), "reason": f"data-parallel trials ({workers} workers each) are not "
+                         "calibrated: time one with harness bench ddp"}
+    else:
+        cals, why = _calibrations(sweep, rows, threads, slots, recalibrate, log)
     superb: dict = {}
     for r in rows:
         key = tuple(r["tasks"])

@@ -59,20 +59,35 @@ class ResourcesConfig:
     cpu: Union[float, Literal["auto"]] = "auto"
     gpu: Union[float, Literal["auto"]] = "auto"
     trials_per_gpu: int = 1
+    # data-parallel trials (Ray Train): each trial is a group of `workers` processes, each
+    # with `cpu` CPUs (auto: every core over the workers) and `gpus_per_worker` GPUs
+    workers: int = 1
+    gpus_per_worker: float = 0.0
 
     def validate(self) -> None:
         if self.cpu != "auto" and self.cpu <= 0:
             raise ConfigError(f"cpu must be > 0 or auto, got {self.cpu}")
+        if self.workers < 1:
+            raise ConfigError(f"workers must be >= 1, got {self.workers}")
+        if self.gpus_per_worker < 0:
+            raise ConfigError(f"gpus_per_worker must be >= 0, got {self.gpus_per_worker}")
+        if self.gpus_per_worker and self.workers == 1:
+            raise ConfigError("gpus_per_worker is for data-parallel trials (workers > 1): set gpu for one-process "
+                              "trials")
         if self.gpu != "auto" and self.gpu < 0:
             raise ConfigError(f"gpu must be >= 0 or auto, got {self.gpu}")
         if self.trials_per_gpu < 1:
             raise ConfigError(f"trials_per_gpu must be >= 1, got {self.trials_per_gpu}")
 
     def resolve(self) -> dict[str, float]:
-        """Concrete ``{"cpu": c, "gpu": g}`` for this machine."""
+        """Concrete ``{"cpu": c, "gpu": g}`` for this machine: per trial, or with
+        ``workers > 1`` per worker of a trial's group."""
         import torch
 
         has_gpu = torch.cuda.is_available()
+        if self.workers > 1:
+            cpu = float(max(1, (os.cpu_count() or 1) // self.workers)) if self.cpu == "auto" else float(self.cpu)
+            return {"cpu": cpu, "gpu": float(self.gpus_per_worker)}
         gpu = (1.0 / self.trials_per_gpu if has_gpu else 0.0) if self.gpu == "auto" else float(self.gpu)
         cpu = (1.0 if has_gpu else float(os.cpu_count() or 1)) if self.cpu == "auto" else float(self.cpu)
         return {"cpu": cpu, "gpu": gpu}
@@ -134,6 +149,13 @@ class SweepConfig:
         for i, point in enumerate(self.points):
             if not isinstance(point, dict) or not point:
                 raise ConfigError(f"points[{i}] must be a non-empty mapping of dotted keys to values, got {point!r}")
+        if self.resources.workers > 1:
+            if self.backend == "local":
+                raise ConfigError("resources.workers > 1 (data-parallel trials) runs through Ray Train: "
+                                  "use backend: ray")
+            if self.scheduler.type != "none":
+                raise ConfigError("scheduler: a data-parallel trial (resources.workers > 1) reports to Tune only "
+                                  "when it ends, so it cannot be stopped early: use scheduler type none")
 
 
 @dataclass

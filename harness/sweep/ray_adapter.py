@@ -37,6 +37,7 @@ def _ray_trainable(config: dict) -> None:
     tune.report({"done": 1, **{k: v for k, v in result.items() if v is not None}})
 
 
+_DRIVER_MEMORY = 256 * 2**20  # bytes: what a data-parallel trial's driver reserves
 _RAY_SOCKET_TAIL = "/session_2026-11-23_16-26-23_309369_4194304/sockets/plasma_store"  # 7-digit pid
 
 
@@ -84,7 +85,12 @@ def run_ray(sweep: Sweep, todo: list[dict], res: dict, address: str | None, log:
             "finished trials are kept: fix the cause and rerun with --resume, or run in-process with --local"
         ) from None
     try:
-        trainable = tune.with_resources(_ray_trainable, res)
+        # a data-parallel trial's driver only starts its Ray Train group, whose workers hold
+        # the CPUs and GPUs (resources.workers x cpu / gpus_per_worker): the driver takes
+        # none, only some memory (Tune refuses a trial that asks for nothing)
+        grouped = any(p.get("group") for p in todo)
+        trainable = tune.with_resources(_ray_trainable, {"cpu": 0, "gpu": 0, "memory": _DRIVER_MEMORY}
+                                        if grouped else res)
         tune_dir = sweep.out_dir / "_tune"
         scheduler = None
         if sweep.config.scheduler.type == "asha":

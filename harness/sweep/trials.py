@@ -37,9 +37,20 @@ def trial_payloads(sweep: Sweep, threads: int, retry: Optional[str] = None) -> l
             "threads": threads,
             "cwd": str(Path.cwd()),
             "retry": retry,
+            **_group_of(sweep),
         }
         for t in sweep.trials
     ]
+
+
+def _group_of(sweep: Sweep) -> dict:
+    """``{"group": {"workers", "cpu", "gpu"}}`` for data-parallel trials (``resources.workers
+    > 1``: a Ray Train group per trial, :mod:`harness.sweep.group`), else ``{}``."""
+    r = sweep.config.resources
+    if r.workers <= 1:
+        return {}
+    res = r.resolve()
+    return {"group": {"workers": r.workers, "cpu": res["cpu"], "gpu": res["gpu"]}}
 
 
 def run_trial(
@@ -114,7 +125,8 @@ def _run_asr(trial: dict, run_dir: Path, on_log) -> dict:
 
 def _run_locked(trial: dict, run_dir: Path, on_log) -> dict:
     tasks = list(trial.get("evaluate") or [])
-    runs.write_trial(run_dir, trial, **({"node": trial["node"]} if trial.get("node") else {}))
+    runs.write_trial(run_dir, trial, **({"node": trial["node"]} if trial.get("node") else {}),
+                     **({"group": trial["group"]} if trial.get("group") else {}))
     if trial.get("threads"):  # exactly the CPUs the trial was given (Ray's), for torch and OpenMP/MKL
         import torch
 
@@ -128,10 +140,15 @@ def _run_locked(trial: dict, run_dir: Path, on_log) -> dict:
     if not runs.trial_done(run_dir, [], retry=trial.get("retry")):
         cfg = from_dict(RunConfig, trial["config"], source=run_dir / "trial.json")
         try:
-            from harness.distill import run_distill
+            if trial.get("group"):  # data-parallel: a Ray Train group of workers trains it
+                from harness.sweep.group import run_group
 
-            run_distill(cfg, run_dir, resume=True, on_log=on_log, sweep=trial["sweep"],
-                        threads=int(trial["threads"]) if trial.get("threads") else None)
+                run_group(trial, run_dir)
+            else:
+                from harness.distill import run_distill
+
+                run_distill(cfg, run_dir, resume=True, on_log=on_log, sweep=trial["sweep"],
+                            threads=int(trial["threads"]) if trial.get("threads") else None)
         except Exception as err:  # recorded, and the sweep goes on
             reason = str(err) if isinstance(err, failures.NoSpaceError) else (
                 failures.no_space_message(run_dir) if failures.is_no_space(err) else _oneline(err))

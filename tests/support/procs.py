@@ -50,3 +50,20 @@ def kill_tree(pid: int) -> None:
     workers leave the driver's process group and rename themselves, so neither ``killpg``
     nor their command lines reach them once their parents are gone)."""
     _kill(_descendants(list(_procs()), {pid}))
+
+
+def rank_pid(parent: int, rank: int):
+    """The pid of the process below ``parent`` whose environment says ``RANK=<rank>`` and
+    that runs ``harness.cli`` (a torchrun worker), or None."""
+    table = list(_procs())
+    for pid in sorted(_descendants(table, {parent}) - {parent}):
+        argv = next((a for p, _, a in table if p == pid), [])
+        if "harness.cli" not in argv:
+            continue
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in env:
+            return pid
+    return None
