@@ -37,3 +37,11 @@ def test_eta_format_and_the_bar_on_a_terminal():
     p.update(4)
     p.close()
     assert "corpus" in out.getvalue() and "4/4" in out.getvalue()
+
+
+def test_tick_returns_the_line_for_a_caller_s_own_log(capsys):
+    p = Progress(4, "report", unit="part", tty=False)
+    first = p.tick(1)
+    assert first.startswith("[report] part 1/4 (25%)") and "ETA" in first
+    time.sleep(0.02)
+    assert "ETA ?" not in p.tick(2) and capsys.readouterr() == ("", "")  # nothing printed

@@ -45,3 +45,20 @@ def test_asr_pilot_and_ablation_tables_match_their_json():
     if ablation.is_file():
         data = json.loads(ablation.read_text())
         assert format_study(data) in doc and data["reference"] == "askd (decay=cosine, self_teacher=ema)"
+
+
+def test_ddp_and_estimate_tables_match_their_json():
+    from harness.bench.ddp import format_ddp
+    from harness.bench.estimate import TOLERANCE, format_estimate
+
+    doc = (ROOT / "docs" / "benchmarks.md").read_text()
+    ddp = json.loads((ROOT / "docs" / "benchmarks" / "ddp-embedded-cpu.json").read_text())
+    assert format_ddp(ddp) in doc
+    losses = [r["loss"] for a in ddp["arrangements"].values() for r in a["runs"]]
+    assert max(losses) - min(losses) < 1e-6  # the arrangements trained the same run
+    assert ddp["arrangements"]["2x1"]["runs"][0]["distributed"]["world_size"] == 2
+    est = json.loads((ROOT / "docs" / "benchmarks" / "estimate-embedded-main.json").read_text())
+    assert format_estimate(est) in doc
+    # the estimate was written before the sweep started, and the sweep ran every trial
+    assert est["date"] <= est["measured"]["started"] and est["measured"]["ran"] == est["estimate"]["trials"] == 35
+    assert est["within_tolerance"] == (abs(est["ratio"] - 1) <= TOLERANCE)

@@ -487,3 +487,16 @@ def test_memory_refusal_is_one_line_and_writes_nothing(manifest, tmp_path, monke
     assert not list((tmp_path / "c").glob("*.building"))
     assert main(args + ["--max-seconds", "0"]) == 2
     assert "max_seconds must be > 0, got 0.0" in capsys.readouterr().err
+
+
+def test_the_build_logs_each_shard_with_an_eta_and_a_lookup_never_builds(manifest, tmp_path):
+    from harness.teachers.cache import CacheMissing
+
+    with pytest.raises(CacheMissing, match="is not built in"):
+        ensure_cache("dummy", manifest, [1], cache_dir=tmp_path / "c", build=False, log=None)
+    assert not list((tmp_path / "c").glob("*/meta.json"))
+    lines = []
+    ensure_cache("dummy", manifest, [1], cache_dir=tmp_path / "c", shard_size=2, log=lines.append)
+    shards = [ln for ln in lines if " done (" in ln]
+    assert len(shards) >= 2 and all("to build, ETA" in ln for ln in shards), shards
+    assert ensure_cache("dummy", manifest, [1], cache_dir=tmp_path / "c", build=False, log=None) is not None
