@@ -379,6 +379,7 @@ class Run:
     load_start: Optional[float] = None  # the machine's load average when this process started the run
     group: Optional[ddp.Group] = None  # the data-parallel group (None: one process)
     model: Any = None  # what a step runs: the student's forward (DDP-wrapped in a group), rebuilt at growth
+    window: Any = None  # the LogWindow since the last log line (checkpointed: a resume logs the same means)
 
     @property
     def main(self) -> bool:
@@ -660,6 +661,8 @@ def begin(run: Run, resume: bool) -> None:
             torch.cuda.set_rng_state(ck["cuda_rng"], run.device)
         run.step, run.stage, run.ckpt_seconds = ck["step"], ck["stage"], ck["ckpt_seconds"]
         run.eval_seconds = ck.get("eval_seconds", 0.0)
+        if ck.get("log_window"):  # the steps since the last log line before the checkpoint
+            run.window = LogWindow(sums=dict(ck["log_window"]["sums"]), n=ck["log_window"]["n"])
         run.clock.wall, run.clock.cpu = ck["stage_seconds"], ck["stage_cpu_seconds"]
         run.started = ck["started"]
     if not run.main:
@@ -704,6 +707,8 @@ def save_checkpoint(run: Run) -> bool:
         "cuda_rng": torch.cuda.get_rng_state(run.device) if run.device.type == "cuda" else None,
         "stage_seconds": run.clock.wall, "stage_cpu_seconds": run.clock.cpu, "ckpt_seconds": run.ckpt_seconds,
         "eval_seconds": run.eval_seconds,
+        "log_window": None if run.window is None else {
+            "sums": {k: float(v) for k, v in run.window.sums.items()}, "n": run.window.n},
         "started": run.started,
     })
     run.ckpt_seconds += time.perf_counter() - t0
@@ -916,7 +921,8 @@ def train(run: Run, on_log: Optional[Callable[[dict], None]]) -> str:
         step whose loss, or whose update, was non-finite).
     """
     cfg, stages, clock = run.cfg, run.stages, run.clock
-    status, window = "ok", LogWindow()
+    status = "ok"
+    window = run.window = run.window if run.window is not None else LogWindow()
     metrics = MetricsLog(run.out_dir, keep_through=run.step, tensorboard=cfg.train.tensorboard) if run.main \
         else NullLog()
     run.student.train()

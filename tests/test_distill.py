@@ -119,6 +119,26 @@ def test_killed_run_resumes_to_the_same_result(corpus, tmp_path):
     assert run_distill(cfg, tmp_path / "run")["ended"] == summary["ended"]
 
 
+def test_a_resume_mid_log_window_logs_the_same_window_means(corpus, tmp_path):
+    """A checkpoint between two log lines (a growth) keeps the log window's sums, so the
+    first line after a resume averages the same steps as the uninterrupted run's."""
+    cfg = tiny_cfg(corpus, tmp_path, "train.steps=40", "train.log_every=10", "train.ckpt_every=0")
+    run_distill(cfg, tmp_path / "ref")
+
+    def kill(row):
+        if row["step"] == 30:
+            raise RunInterrupted("simulated kill")
+
+    with pytest.raises(RunInterrupted):
+        run_distill(cfg, tmp_path / "run", on_log=kill)
+    ck = torch.load(tmp_path / "run" / "train.pt", weights_only=True)
+    assert ck["step"] % 10 and ck["log_window"]["n"] == ck["step"] % 10  # a growth's checkpoint, mid-window
+    run_distill(cfg, tmp_path / "run")
+    rows, ref_rows = read_metrics(tmp_path / "run"), read_metrics(tmp_path / "ref")
+    assert [r["step"] for r in rows] == [10, 20, 30, 40]
+    assert [r["loss"] for r in rows] == pytest.approx([r["loss"] for r in ref_rows], rel=1e-6)
+
+
 def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path, monkeypatch):
     from harness.student import Student
 
