@@ -140,24 +140,6 @@ def global_loss(loss: torch.Tensor, share: Optional[torch.Tensor], group: Option
     return float(x)
 
 
-def all_true(flag: bool, group: Optional[Group]) -> bool:
-    """True on every rank only when ``flag`` is true on every rank."""
-    if group is None:
-        return flag
-    t = torch.tensor([0 if flag else 1], dtype=torch.int64, device=_collective_device(group))
-    dist.all_reduce(t)
-    return int(t) == 0
-
-
-def barrier(group: Optional[Group]) -> None:
-    if group is not None:
-        dist.barrier()
-
-
-def _collective_device(group: Group) -> torch.device:
-    return torch.device("cuda", torch.cuda.current_device()) if group.backend == "nccl" else torch.device("cpu")
-
-
 class StudentStep(nn.Module):
     """The student's part of a training step as one ``forward`` (what DDP wraps): hidden
     states on the step's input, cut to the frames the targets have, projected.

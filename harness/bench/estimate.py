@@ -10,6 +10,7 @@ sweep to run.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -17,6 +18,7 @@ from harness import runs
 from harness.bench.common import report_header
 from harness.errors import UserError
 from harness.provenance import load_average
+from harness.sweep.run import SWEEP_LOG
 
 #: the acceptance band of the estimate (issue 20): within 30 % of the measured wall-clock
 TOLERANCE = 0.30
@@ -59,10 +61,8 @@ def bench_estimate(path: str | Path, out: str | Path, overrides: Sequence[str] =
     if not run:
         return payload
     run_sweep(path, overrides=list(overrides), suffix=suffix, log=log)
-    lines = (est["sweep"].out_dir / "sweep_log.jsonl").read_text().splitlines()
-    import json
-
-    measured = json.loads(lines[-1])
+    lines = (est["sweep"].out_dir / SWEEP_LOG).read_text().splitlines()
+    measured = json.loads(lines[-1])  # this run's line: the sweep appends one per invocation
     ratio = est["wall_s"] / measured["seconds"] if measured.get("seconds") else None
     payload.update(measured=measured, ratio=ratio,
                    within_tolerance=ratio is not None and abs(ratio - 1) <= TOLERANCE)

@@ -250,12 +250,11 @@ class CachedBatches(Dataset):
         # memory-mapped views: only the kept items' crops are read from disk
         arrays = [self.cache.get(self.ids[idx]) for idx in _pick(rng, len(self.ids), self.batch_size)]
         x, _, lengths = crop_stack(arrays, keys, rng, self.max_frames, keep=self.keep)
-        item = {"feats": x["frontend"],
-                "frame_lengths": torch.tensor(lengths if self.keep is None else [lengths[b] for b in self.keep],
-                                              dtype=torch.int64),
+        kept = lengths if self.keep is None else [lengths[b] for b in self.keep]
+        item = {"feats": x["frontend"], "frame_lengths": torch.tensor(kept, dtype=torch.int64),
                 "targets": {j: x[f"layer_{j}"] for j in self.layers}}
         if self.keep is not None:
-            item["share"] = torch.tensor(sum(lengths[b] for b in self.keep) / sum(lengths), dtype=torch.float32)
+            item["share"] = torch.tensor(sum(kept) / sum(lengths), dtype=torch.float32)
         return item
 
 

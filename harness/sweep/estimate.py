@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional
 
 from harness import runs
 from harness.config import RunConfig
+from harness.progress import eta
 from harness.sweep import calibrate as cal_mod
 from harness.sweep import tracks
 from harness.sweep.run import load_sweep
@@ -63,7 +64,7 @@ def dry_run(path: str | Path, recalibrate: bool = False, local: bool = False,
         total_b += nbytes
         lines.append(f"  {r['trial'].run_id:<48} {'done' if r['done'] else 'todo':<5} "
                      f"~{r['parts']['total'] / 60:6.1f} min  ~{nbytes / 2**20:6.1f} MiB")
-    lines.append(f"time: ~{_hms(est['wall_s'])} of wall-clock for the {est['todo']} trial(s) to run, {slots} at a "
+    lines.append(f"time: ~{eta(est['wall_s'])} of wall-clock for the {est['todo']} trial(s) to run, {slots} at a "
                  f"time ({threads} thread(s) each; {est['trial_s'] / 3600:.2f} h of trial time)")
     for c in est["calibrations"].values():
         lines.append("  " + cal_mod.describe(c, c.get("_cached", False)))
@@ -147,8 +148,8 @@ def _price(row: dict, cal: Optional[dict]) -> dict[str, float]:
     superb_s = row["superb"][0] or 0.0
     if cal is None:
         train = cfg.train.steps * _GUESS_SECONDS_PER_STEP[cfg.profile]
-        return {"train": train, "superb": superb_s or (_GUESS_EVAL_SECONDS[cfg.profile] if row["tasks"] else 0.0),
-                "total": train + (superb_s or (_GUESS_EVAL_SECONDS[cfg.profile] if row["tasks"] else 0.0))}
+        superb = superb_s or (_GUESS_EVAL_SECONDS[cfg.profile] if row["tasks"] else 0.0)
+        return {"train": train, "superb": superb, "total": train + superb}
     if cfg.train.compute_matched:
         depths, steps = [depths[-1]], [max(1, round(cfg.train.steps / cal["cm_speedup"]))]
     return cal_mod.trial_seconds(cal, depths, steps, cfg.train.eval_every, cfg.train.ckpt_every, superb_s)
@@ -185,12 +186,6 @@ def trial_wall_seconds(run_dir: Path) -> Optional[float]:
     return secs
 
 
-def _hms(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m} min {s:02d} s"
-
-
 def estimate_params(cfg: RunConfig) -> int:
     """Encoder + projection parameters of the trial's final student (weights only, no
     biases or norms): the preset's shape with the config's non-zero overrides."""
@@ -201,4 +196,3 @@ def estimate_params(cfg: RunConfig) -> int:
     width = cfg.student.width or shape["width"]
     ffn = cfg.student.ffn or shape["ffn"]
     return layers * (4 * width * width + 2 * width * ffn + width * _TEACHER_WIDTH[cfg.profile])
-

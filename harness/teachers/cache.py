@@ -965,7 +965,7 @@ def _run_teacher(building: Path, plan: dict, todo: list[int], teacher, by_id: di
     was_training = getattr(teacher, "training", False)
     if isinstance(teacher, torch.nn.Module):
         teacher.eval()
-    from harness.progress import Progress
+    from harness.progress import Progress, eta
 
     t0 = time.perf_counter()
     prog = Progress(len(todo), "teacher cache", unit="shard", tty=False)  # its lines go through say
@@ -973,9 +973,9 @@ def _run_teacher(building: Path, plan: dict, todo: list[int], teacher, by_id: di
     try:
         for k, i in enumerate(todo):
             _build_shard(building, plan, i, teacher, by_id, root, dev, batch_size, max_batch_samples, pool)
-            left = prog.tick(k + 1).split(", ETA ")[-1]
+            prog.tick(k + 1)
             say(f"shard {i + 1}/{len(plan['shards'])} done ({time.perf_counter() - t0:.1f} s; "
-                f"{k + 1}/{len(todo)} to build, ETA {left})")
+                f"{k + 1}/{len(todo)} to build, ETA {eta(prog.eta_seconds())})")
             if on_shard is not None:
                 on_shard(i)
     finally:
